@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import include, path
+
+admin.site.site_header = "Livefolio administration"
+admin.site.site_title = "Livefolio admin"
+admin.site.index_title = "Instruments, portfolios and the ledger"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("portfolio.urls")),
+]

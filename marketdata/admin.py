@@ -1,0 +1,61 @@
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from marketdata.models import Instrument, Quote
+
+
+class QuoteInline(admin.StackedInline):
+    model = Quote
+    can_delete = False
+    readonly_fields = ["price", "bid", "ask", "exchange_ts", "seq", "epoch", "source", "updated_at"]
+    fields = readonly_fields
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Instrument)
+class InstrumentAdmin(admin.ModelAdmin):
+    list_display = ["symbol", "name", "asset_class", "quote_currency", "is_active", "last_price", "last_price_at"]
+    list_filter = ["asset_class", "is_active", "quote_currency"]
+    search_fields = ["symbol", "name"]
+    list_editable = ["is_active"]
+    list_select_related = ["quote"]
+    inlines = [QuoteInline]
+    actions = ["activate", "deactivate"]
+
+    @admin.display(description="Last price", ordering="quote__price")
+    def last_price(self, obj: Instrument) -> str:
+        quote = getattr(obj, "quote", None)
+        return "—" if quote is None else f"{quote.price.normalize():,f}"
+
+    @admin.display(description="Price time (UTC)", ordering="quote__exchange_ts")
+    def last_price_at(self, obj: Instrument) -> str:
+        quote = getattr(obj, "quote", None)
+        return "—" if quote is None else f"{quote.exchange_ts:%Y-%m-%d %H:%M:%S}"
+
+    @admin.action(description="Activate selected instruments")
+    def activate(self, request: HttpRequest, queryset: QuerySet[Instrument]) -> None:
+        self.message_user(request, f"{queryset.update(is_active=True)} instruments activated.")
+
+    @admin.action(description="Deactivate selected instruments (no prices, no new transactions)")
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[Instrument]) -> None:
+        self.message_user(request, f"{queryset.update(is_active=False)} instruments deactivated.")
+
+
+@admin.register(Quote)
+class QuoteAdmin(admin.ModelAdmin):
+    """Written by the feed worker; staff read it here."""
+
+    list_display = ["instrument", "price", "bid", "ask", "exchange_ts", "seq", "source", "updated_at"]
+    list_filter = ["instrument__asset_class", "source"]
+    search_fields = ["instrument__symbol", "instrument__name"]
+    list_select_related = ["instrument"]
+    date_hierarchy = "exchange_ts"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

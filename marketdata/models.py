@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from django.core.validators import RegexValidator
+from django.db import models
+
+# Prices and sizes: 28 significant digits covers BTC in satoshis and FX in pips.
+PRICE = {"max_digits": 28, "decimal_places": 10}
+
+currency_code = RegexValidator(r"^[A-Z]{3}$", "Use a three-letter ISO 4217 code such as USD.")
+symbol_format = RegexValidator(
+    r"^[A-Za-z0-9^./:_=-]{1,30}$",
+    "Use 1-30 letters, digits or ^ . / : _ = - (e.g. AAPL, BTC-USD, EUR/USD, ^GSPC).",
+)
+
+
+class AssetClass(models.TextChoices):
+    EQUITY = "equity", "Equity"
+    ETF = "etf", "ETF"
+    CRYPTO = "crypto", "Crypto"
+    FX = "fx", "FX"
+    INDEX = "index", "Index"
+    COMMODITY = "commodity", "Commodity"
+    BOND = "bond", "Bond"
+
+
+class Instrument(models.Model):
+    symbol = models.CharField(max_length=30, unique=True, validators=[symbol_format])
+    name = models.CharField(max_length=200)
+    asset_class = models.CharField(max_length=16, choices=AssetClass.choices)
+    quote_currency = models.CharField(max_length=3, validators=[currency_code], help_text="Currency prices are quoted in.")
+    is_active = models.BooleanField("active", default=True, help_text="Inactive instruments get no prices and no new transactions.")
+
+    class Meta:
+        ordering = ["symbol"]
+
+    def __str__(self) -> str:
+        return self.symbol
+
+
+class Quote(models.Model):
+    """The latest price of an instrument, written by the feed worker in batches."""
+
+    instrument = models.OneToOneField(Instrument, on_delete=models.CASCADE, primary_key=True, related_name="quote")
+    price = models.DecimalField(**PRICE)
+    bid = models.DecimalField(**PRICE, null=True, blank=True)
+    ask = models.DecimalField(**PRICE, null=True, blank=True)
+    exchange_ts = models.DateTimeField("exchange time", help_text="When the exchange (or source) stamped the price, UTC.")
+    seq = models.PositiveBigIntegerField("sequence", help_text="Sequence number of the broadcast that carried this price.")
+    epoch = models.CharField(max_length=32, blank=True, help_text="Changes each time the feed worker restarts.")
+    source = models.CharField(max_length=64)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["instrument__symbol"]
+
+    def __str__(self) -> str:
+        return f"{self.instrument_id}: {self.price}"

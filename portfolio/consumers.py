@@ -1,0 +1,86 @@
+"""`/ws/portfolio/`: the logged-in user's portfolios, revalued live.
+
+A protocol adapter: loads the user's books once (and again after a ledger
+change), subscribes to the held symbols through `marketdata.streams`, and turns
+price events into coalesced update frames. No database access per price.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from marketdata import streams
+from marketdata.events import decode_price_update
+from portfolio import selectors
+from portfolio.live import Frame, LiveBook
+
+CLOSE_NOT_AUTHENTICATED = 4401
+
+
+class PortfolioConsumer(AsyncWebsocketConsumer):
+    book: LiveBook
+    _flush: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        self.user = self.scope.get("user")
+        if self.user is None or not self.user.is_authenticated:
+            # Accept first so the browser sees the reason (a refused handshake is only 1006).
+            await self.accept()
+            await self.close(code=CLOSE_NOT_AUTHENTICATED)
+            return
+        self.book = LiveBook(*await database_sync_to_async(selectors.live_books_for_user)(user=self.user))
+        await streams.subscribe_user(self.channel_name, self.user.pk)
+        await streams.subscribe_symbols(self.channel_name, self.book.symbols)
+        await self.accept()
+        await self._send(self.book.snapshot())
+
+    async def disconnect(self, code: int) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+        if hasattr(self, "book"):
+            await streams.unsubscribe_symbols(self.channel_name, self.book.symbols)
+            await streams.unsubscribe_user(self.channel_name, self.user.pk)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # A read-only stream: the only frame a client may send is a ping.
+        try:
+            message = json.loads(text_data) if text_data is not None else None
+        except ValueError as exc:
+            await self._send({"type": "error", "code": "bad_json", "message": f"Frame is not JSON: {exc}."})
+            return
+        if isinstance(message, dict) and message.get("type") == "ping":
+            await self._send({"type": "pong"})
+        else:
+            await self._send({"type": "error", "code": "unknown_message", "message": 'Only {"type": "ping"} is accepted.'})
+
+    async def md_price(self, event: dict[str, Any]) -> None:
+        if self.book.apply(decode_price_update(event)) and self._flush is None:
+            self._schedule_flush()
+
+    async def portfolio_reload(self, event: dict[str, Any]) -> None:
+        before = self.book.symbols
+        self.book.replace(*await database_sync_to_async(selectors.live_books_for_user)(user=self.user))
+        after = self.book.symbols
+        await streams.subscribe_symbols(self.channel_name, after - before)
+        await streams.unsubscribe_symbols(self.channel_name, before - after)
+        await self._send(self.book.snapshot())
+
+    def _schedule_flush(self) -> None:
+        self._flush = asyncio.create_task(self._send_changes(settings.PORTFOLIO_COALESCE_MS / 1000))
+
+    async def _send_changes(self, delay: float) -> None:
+        # Every price arriving during the delay joins this one frame.
+        await asyncio.sleep(delay)
+        self._flush = None
+        frame = self.book.take_changes()
+        if frame is not None:
+            await self._send(frame)
+
+    async def _send(self, frame: Frame) -> None:
+        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
