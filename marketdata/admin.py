@@ -8,8 +8,7 @@ from marketdata.models import Instrument, Quote
 class QuoteInline(admin.StackedInline):
     model = Quote
     can_delete = False
-    readonly_fields = ["price", "bid", "ask", "exchange_ts", "seq", "epoch", "source", "updated_at"]
-    fields = readonly_fields
+    fields = readonly_fields = ("price", "bid", "ask", "exchange_ts", "seq", "epoch", "source", "updated_at")
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

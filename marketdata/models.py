@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.validators import RegexValidator
 from django.db import models
 
-# Prices and sizes: 28 significant digits covers BTC in satoshis and FX in pips.
-PRICE = {"max_digits": 28, "decimal_places": 10}
+
+def decimal_field(verbose_name: str | None = None, **kwargs: Any) -> models.DecimalField:
+    """Prices, quantities and money: 28 digits, 10 after the point (satoshis, pips, cents)."""
+    return models.DecimalField(verbose_name, max_digits=28, decimal_places=10, **kwargs)
+
 
 currency_code = RegexValidator(r"^[A-Z]{3}$", "Use a three-letter ISO 4217 code such as USD.")
 symbol_format = RegexValidator(
@@ -41,9 +46,9 @@ class Quote(models.Model):
     """The latest price of an instrument, written by the feed worker in batches."""
 
     instrument = models.OneToOneField(Instrument, on_delete=models.CASCADE, primary_key=True, related_name="quote")
-    price = models.DecimalField(**PRICE)
-    bid = models.DecimalField(**PRICE, null=True, blank=True)
-    ask = models.DecimalField(**PRICE, null=True, blank=True)
+    price = decimal_field()
+    bid = decimal_field(null=True, blank=True)
+    ask = decimal_field(null=True, blank=True)
     exchange_ts = models.DateTimeField("exchange time", help_text="When the exchange (or source) stamped the price, UTC.")
     seq = models.PositiveBigIntegerField("sequence", help_text="Sequence number of the broadcast that carried this price.")
     epoch = models.CharField(max_length=32, blank=True, help_text="Changes each time the feed worker restarts.")

@@ -58,14 +58,14 @@ class Worker:
         quote_flush: float,
         epoch: str | None = None,
         publish: Publish = streams.publish_price,
-        store_quotes: StoreQuotes = database_sync_to_async(services.quotes_store),
+        store_quotes: StoreQuotes | None = None,
     ) -> None:
         self.feed = feed
         self.conflation = conflation
         self.quote_flush = quote_flush
         self.hub = Hub(epoch=epoch or new_epoch())
         self.publish = publish
-        self.store_quotes = store_quotes
+        self.store_quotes = store_quotes or database_sync_to_async(services.quotes_store)
         self.stats = WorkerStats()
         self._unsaved: dict[str, PriceUpdate] = {}
         self._last_flush = time.monotonic()

@@ -36,8 +36,7 @@ class TransactionInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ["executed_at", "side", "instrument", "quantity_", "price_", "fee_", "note"]
-    readonly_fields = fields
+    fields = readonly_fields = ("executed_at", "side", "instrument", "quantity_", "price_", "fee_", "note")
     ordering = ["-executed_at", "-id"]
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
@@ -60,8 +59,7 @@ class HoldingInline(admin.TabularInline):
     model = Holding
     extra = 0
     can_delete = False
-    fields = ["instrument", "quantity_", "average_cost_", "cost"]
-    readonly_fields = fields
+    fields = readonly_fields = ("instrument", "quantity_", "average_cost_", "cost")
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
@@ -118,7 +116,7 @@ class TransactionForm(forms.ModelForm):
         fields = ["portfolio", "instrument", "side", "quantity", "price", "fee", "executed_at", "note"]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if not self.errors:
             try:
                 services.transaction_check(
@@ -131,7 +129,7 @@ class TransactionForm(forms.ModelForm):
                     executed_at=data["executed_at"],
                 )
             except ValidationError as exc:
-                self._update_errors(exc)
+                self.add_error(None, exc)
         return data
 
 
@@ -141,7 +139,12 @@ class TransactionAdmin(admin.ModelAdmin):
 
     form = TransactionForm
     list_display = ["executed_at", "portfolio", "owner", "side", "instrument", "quantity_", "price_", "fee_", "value"]
-    list_filter = ["side", "instrument__asset_class", ("portfolio__owner", admin.RelatedOnlyFieldListFilter), ("instrument", admin.RelatedOnlyFieldListFilter)]
+    list_filter = [
+        "side",
+        "instrument__asset_class",
+        ("portfolio__owner", admin.RelatedOnlyFieldListFilter),
+        ("instrument", admin.RelatedOnlyFieldListFilter),
+    ]
     search_fields = ["instrument__symbol", "instrument__name", "portfolio__name", "portfolio__owner__username", "note"]
     list_select_related = ["portfolio__owner", "instrument"]
     autocomplete_fields = ["portfolio", "instrument"]
@@ -203,7 +206,11 @@ class HoldingAdmin(admin.ModelAdmin):
     """Derived from the ledger; read-only."""
 
     list_display = ["portfolio", "owner", "instrument", "quantity_", "average_cost_", "cost", "updated_at"]
-    list_filter = ["instrument__asset_class", ("portfolio__owner", admin.RelatedOnlyFieldListFilter), ("instrument", admin.RelatedOnlyFieldListFilter)]
+    list_filter = [
+        "instrument__asset_class",
+        ("portfolio__owner", admin.RelatedOnlyFieldListFilter),
+        ("instrument", admin.RelatedOnlyFieldListFilter),
+    ]
     search_fields = ["instrument__symbol", "instrument__name", "portfolio__name", "portfolio__owner__username"]
     list_select_related = ["portfolio__owner", "instrument"]
 

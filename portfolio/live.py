@@ -104,4 +104,3 @@ class LiveBook:
             "pnl_pct": _money(t.pnl_pct),
             "excluded": list(t.excluded),
         }
-

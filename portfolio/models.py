@@ -4,10 +4,7 @@ from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from marketdata.models import PRICE, Instrument, currency_code
-
-QUANTITY = {"max_digits": 28, "decimal_places": 10}
-MONEY = {"max_digits": 28, "decimal_places": 10}
+from marketdata.models import Instrument, currency_code, decimal_field
 
 
 class Portfolio(models.Model):
@@ -35,9 +32,9 @@ class Transaction(models.Model):
     portfolio = models.ForeignKey(Portfolio, on_delete=models.CASCADE, related_name="transactions")
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="transactions")
     side = models.CharField(max_length=8, choices=Side.choices)
-    quantity = models.DecimalField(**QUANTITY)
-    price = models.DecimalField(**PRICE, help_text="Per unit, in the instrument's quote currency.")
-    fee = models.DecimalField(**MONEY, default=0, validators=[MinValueValidator(0)], help_text="In the instrument's quote currency.")
+    quantity = decimal_field()
+    price = decimal_field(help_text="Per unit, in the instrument's quote currency.")
+    fee = decimal_field(default=0, validators=[MinValueValidator(0)], help_text="In the instrument's quote currency.")
     executed_at = models.DateTimeField()
     note = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -60,8 +57,8 @@ class Holding(models.Model):
 
     portfolio = models.ForeignKey(Portfolio, on_delete=models.CASCADE, related_name="holdings")
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="holdings")
-    quantity = models.DecimalField(**QUANTITY)
-    average_cost = models.DecimalField(**PRICE, help_text="Per unit including buy fees, in the instrument's currency.")
+    quantity = decimal_field()
+    average_cost = decimal_field(help_text="Per unit including buy fees, in the instrument's currency.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -24,9 +24,7 @@ from portfolio.models import Holding, Portfolio, Side, Transaction
 _FUTURE_TOLERANCE = timedelta(minutes=1)
 
 
-def _entries(
-    *, portfolio: Portfolio, instrument: Instrument, add: Entry | None = None, exclude_id: int | None = None
-) -> list[Entry]:
+def _entries(*, portfolio: Portfolio, instrument: Instrument, add: Entry | None = None, exclude_id: int | None = None) -> list[Entry]:
     rows = Transaction.objects.filter(portfolio=portfolio, instrument=instrument).order_by("executed_at", "id")
     if exclude_id is not None:
         rows = rows.exclude(id=exclude_id)

@@ -32,8 +32,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--symbols", nargs="+", help="Only these symbols (default: every active instrument).")
-        parser.add_argument("--tick-rate", type=float, default=float(settings.SYNTHETIC_TICKS_PER_SECOND), help="Ticks per second per symbol.")
-        parser.add_argument("--volatility", type=float, default=float(settings.SYNTHETIC_VOLATILITY), help="Relative move per sqrt(second), e.g. 0.001.")
+        parser.add_argument(
+            "--tick-rate", type=float, default=float(settings.SYNTHETIC_TICKS_PER_SECOND), help="Ticks per second per symbol."
+        )
+        parser.add_argument(
+            "--volatility", type=float, default=float(settings.SYNTHETIC_VOLATILITY), help="Relative move per sqrt(second), e.g. 0.001."
+        )
         parser.add_argument("--seed", type=int, help="Random seed, for a reproducible walk.")
         parser.add_argument("--conflation-ms", type=int, default=settings.MARKETDATA_CONFLATION_MS, help="Broadcast window per symbol.")
         parser.add_argument("--duration", type=float, help="Stop after this many seconds (default: run until stopped).")
@@ -63,8 +67,7 @@ class Command(BaseCommand):
             quote_flush=float(settings.MARKETDATA_QUOTE_FLUSH_SECONDS),
         )
         self.stdout.write(
-            f"run_feeds: {len(instruments)} instruments, {options['tick_rate']:g} ticks/s each, "
-            f"epoch {worker.hub.epoch}; Ctrl-C to stop"
+            f"run_feeds: {len(instruments)} instruments, {options['tick_rate']:g} ticks/s each, epoch {worker.hub.epoch}; Ctrl-C to stop"
         )
         stats = asyncio.run(self._run(worker, options["duration"]))
         self.stdout.write(f"run_feeds: stopped: {stats.summary()}")

@@ -76,9 +76,7 @@ class Command(BaseCommand):
                 symbol=symbol, defaults={"name": name, "asset_class": asset_class, "quote_currency": currency}
             )
             created += new
-            Quote.objects.get_or_create(
-                instrument=instrument, defaults={"price": price, "exchange_ts": now, "seq": 0, "source": "seed"}
-            )
+            Quote.objects.get_or_create(instrument=instrument, defaults={"price": price, "exchange_ts": now, "seq": 0, "source": "seed"})
         return created
 
     def _portfolio(self, owner: Any) -> int:

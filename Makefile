@@ -1,0 +1,48 @@
+# Two commands do everything: `make run` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck pytest chromium clean
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit("Livefolio needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.run-deps: requirements.txt | $(PY)
+	$(PY) -m pip install -q -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(PY)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	@touch $@ $(VENV)/.run-deps
+
+## Set up, migrate, seed demo data, start Redis if needed, daphne and the feed worker.
+run: $(VENV)/.run-deps
+	$(PY) -m config.devstack
+
+## Set up (including Debian's chromium where possible) and run lint, type checks and the whole suite.
+test: $(VENV)/.dev-deps chromium lint typecheck pytest
+
+lint: $(VENV)/.dev-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.dev-deps
+	$(VENV)/bin/mypy
+
+pytest: $(VENV)/.dev-deps
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Browser tests drive Debian's chromium, never a downloaded browser build.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "note: /usr/bin/chromium is missing and cannot be installed here; browser tests will be skipped"; fi
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -1,0 +1,142 @@
+"""One cast for every test: alice owns a portfolio, bob owns another, charlie has none.
+
+Tests run on the in-memory channel layer unless they ask for `redis_layer`,
+which points the layer at a real Redis server (REDIS_URL if it answers,
+otherwise an embedded one started for the session) under a unique prefix.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from channels.layers import channel_layers
+from django.conf import settings as django_settings
+from django.test import Client
+
+from config.devstack import ensure_redis
+from marketdata.models import AssetClass, Instrument, Quote
+from portfolio import services
+from portfolio.models import Portfolio
+
+D = Decimal
+T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+# The layer exactly as config/settings.py builds it, before tests swap in the in-memory one.
+PRODUCTION_LAYER: dict[str, Any] = copy.deepcopy(django_settings.CHANNEL_LAYERS["default"])
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings() -> None:
+    # A file, not :memory:, so servers started by tests in other processes share the test database.
+    db = django_settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        db.setdefault("TEST", {})["NAME"] = str(Path(django_settings.BASE_DIR) / f".test-db-{os.getpid()}.sqlite3")
+
+
+def _use_layer(config: dict[str, Any]) -> None:
+    django_settings.CHANNEL_LAYERS = {"default": config}
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+def in_memory_layer() -> Iterator[None]:
+    saved = django_settings.CHANNEL_LAYERS
+    _use_layer({"BACKEND": "channels.layers.InMemoryChannelLayer"})
+    yield
+    django_settings.CHANNEL_LAYERS = saved
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with ensure_redis(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), log=False) as url:
+        yield url
+
+
+@pytest.fixture
+def layer_prefix() -> str:
+    return f"livefolio-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def redis_layer(redis_url: str, layer_prefix: str) -> dict[str, Any]:
+    """Switch this test to the real Redis channel layer, configured exactly as production is."""
+    config = {
+        "BACKEND": PRODUCTION_LAYER["BACKEND"],
+        "CONFIG": {
+            **PRODUCTION_LAYER["CONFIG"],
+            "hosts": [{**PRODUCTION_LAYER["CONFIG"]["hosts"][0], "address": redis_url}],
+            "prefix": layer_prefix,
+        },
+    }
+    _use_layer(config)
+    return config
+
+
+@pytest.fixture
+def instruments(db: None) -> dict[str, Instrument]:
+    rows = [
+        ("AAPL", "Apple Inc.", AssetClass.EQUITY, "USD", D("200")),
+        ("MSFT", "Microsoft Corp.", AssetClass.EQUITY, "USD", D("400")),
+        ("BTC-USD", "Bitcoin", AssetClass.CRYPTO, "USD", D("60000")),
+        ("EUR/USD", "Euro / US dollar", AssetClass.FX, "USD", D("1.10")),
+        ("SAP", "SAP SE", AssetClass.EQUITY, "EUR", D("230")),
+    ]
+    out = {}
+    for symbol, name, asset_class, currency, price in rows:
+        inst = Instrument.objects.create(symbol=symbol, name=name, asset_class=asset_class, quote_currency=currency)
+        Quote.objects.create(instrument=inst, price=price, exchange_ts=T0, seq=0, source="test")
+        out[symbol] = inst
+    return out
+
+
+@pytest.fixture
+def alice(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user("alice", password="alice-pass-123")
+
+
+@pytest.fixture
+def bob(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user("bob", password="bob-pass-123")
+
+
+@pytest.fixture
+def charlie(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user("charlie", password="charlie-pass-123")
+
+
+@pytest.fixture
+def alice_portfolio(alice: Any, instruments: dict[str, Instrument]) -> Portfolio:
+    portfolio = services.portfolio_create(owner_id=alice.pk, name="Alice growth")
+    record = services.transaction_record
+    record(portfolio=portfolio, instrument=instruments["AAPL"], side="buy", quantity=D("10"), price=D("150"), fee=D("1"), executed_at=T0)
+    record(portfolio=portfolio, instrument=instruments["BTC-USD"], side="buy", quantity=D("0.5"), price=D("40000"), executed_at=T0)
+    return portfolio
+
+
+@pytest.fixture
+def bob_portfolio(bob: Any, instruments: dict[str, Instrument]) -> Portfolio:
+    portfolio = services.portfolio_create(owner_id=bob.pk, name="Bob income")
+    services.transaction_record(
+        portfolio=portfolio,
+        instrument=instruments["MSFT"],
+        side="buy",
+        quantity=D("3"),
+        price=D("300"),
+        executed_at=T0 + timedelta(days=1),
+    )
+    return portfolio
+
+
+def session_cookie(user: Any) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"{django_settings.SESSION_COOKIE_NAME}={client.cookies[django_settings.SESSION_COOKIE_NAME].value}".encode()
