@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -38,7 +39,7 @@ def django_db_modify_db_settings() -> None:
     # A file, not :memory:, so servers started by tests in other processes share the test database.
     db = django_settings.DATABASES["default"]
     if db["ENGINE"] == "django.db.backends.sqlite3":
-        db.setdefault("TEST", {})["NAME"] = str(Path(django_settings.BASE_DIR) / f".test-db-{os.getpid()}.sqlite3")
+        db.setdefault("TEST", {})["NAME"] = str(Path(tempfile.gettempdir()) / f"livefolio-test-{os.getpid()}.sqlite3")
 
 
 def _use_layer(config: dict[str, Any]) -> None:
