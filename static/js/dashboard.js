@@ -50,11 +50,14 @@ function fmtInput(value) {
 /**
  * Money in `currency`. With `keepPrecision`, shows at least as many decimals as
  * the server sent (prices of cheap coins need them), else the currency's usual digits.
+ * `precisionOf` takes the decimals from another value instead (an average cost
+ * shown as precisely as the instrument's price, not to ten places).
  */
-export function formatMoney(value, currency, { keepPrecision = false, signed = false } = {}) {
+export function formatMoney(value, currency, { keepPrecision = false, signed = false, precisionOf = null } = {}) {
   if (isMissing(value)) return "—";
   const std = currencyDigits(currency);
-  const digits = keepPrecision ? Math.min(20, Math.max(std, decimalsOf(value))) : std;
+  const source = isMissing(precisionOf) ? value : precisionOf;
+  const digits = keepPrecision ? Math.min(20, Math.max(std, decimalsOf(source))) : std;
   const signDisplay = signed ? "exceptZero" : "auto";
   const fmt = cachedFormatter(`money:${currency}:${digits}:${signDisplay}`, () =>
     new Intl.NumberFormat(undefined, {
@@ -258,7 +261,7 @@ export function createDashboard({ root, indicator, config = {}, loginUrl = DEFAU
         cell.textContent = formatQuantity(row.quantity);
         break;
       case "average_cost":
-        cell.textContent = formatMoney(row.average_cost, row.currency, { keepPrecision: true });
+        cell.textContent = formatMoney(row.average_cost, row.currency, { keepPrecision: true, precisionOf: row.price });
         break;
       case "price":
         cell.textContent = formatMoney(row.price, row.currency, { keepPrecision: true });

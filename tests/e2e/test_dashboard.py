@@ -1,0 +1,102 @@
+"""In a real browser: log in as the demo user, watch the total move while the worker runs,
+record a trade in the admin and see it appear on the open dashboard, log out."""
+
+from __future__ import annotations
+
+import os
+from io import StringIO
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+
+from marketdata.models import Instrument
+from portfolio.models import Portfolio
+from tests.conftest import ARTIFACTS
+from tests.servers import live_stack
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.redis,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (make test installs it where it can)"),
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API refuses to start inside a running event loop; pytest-asyncio leaves none here.
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()
+
+
+def log_in(page: Any, base: str, username: str, password: str, next_path: str = "/") -> None:
+    page.goto(f"{base}{next_path}")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.get_by_role("button", name="Log in").click()
+
+
+@pytest.fixture
+def demo() -> dict[str, int]:
+    call_command("seed_demo", stdout=StringIO())
+    return {
+        "portfolio": Portfolio.objects.get(owner__username=settings.DEMO_USERNAME).pk,
+        "qqq": Instrument.objects.get(symbol="QQQ").pk,
+    }
+
+
+# `demo` before `browser`: the database is set up before Playwright's loop starts in this thread.
+def test_demo_user_watches_values_move_and_sees_an_admin_trade_arrive(
+    demo: dict[str, int], browser: Any, redis_url: str, layer_prefix: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    with live_stack(redis_url=redis_url, layer_prefix=layer_prefix, logs=tmp_path) as base:
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US", timezone_id="UTC")
+        page = context.new_page()
+        log_in(page, base, settings.DEMO_USERNAME, settings.DEMO_PASSWORD)
+
+        # The dashboard: live indicator, the demo portfolio's rows and a total that moves with the worker.
+        expect(page.locator("#connection-status")).to_have_attribute("data-state", "live", timeout=15_000)
+        portfolio_id = demo["portfolio"]
+        total = page.locator(f'[data-testid="total-value"][data-portfolio-id="{portfolio_id}"]')
+        expect(total).to_contain_text("$", timeout=10_000)
+        expect(page.locator('tr[data-symbol="AAPL"]')).to_be_visible()
+        first = total.inner_text()
+        expect(total).not_to_have_text(first, timeout=15_000)
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+        # Staff record a trade in the admin; the open dashboard shows the new holding without a reload.
+        admin = context.browser.new_context(locale="en-US", timezone_id="UTC").new_page()
+        log_in(admin, base, settings.ADMIN_USERNAME, settings.ADMIN_PASSWORD, next_path="/admin/login/?next=/admin/")
+        admin.goto(f"{base}/admin/portfolio/transaction/add/?portfolio={portfolio_id}&instrument={demo['qqq']}&side=buy")
+        admin.fill("#id_quantity", "12")
+        admin.fill("#id_price", "600")
+        admin.fill("#id_fee", "1")
+        admin.click("#executed_at_0 ~ .datetimeshortcuts a, .datetimeshortcuts a >> nth=0")  # "Today"
+        admin.click(".datetimeshortcuts a >> nth=2")  # "Now"
+        admin.click("input[name=_save]")
+        expect(admin.locator(".messagelist .success")).to_be_visible()
+        expect(page.locator('tr[data-symbol="QQQ"]')).to_be_visible(timeout=5_000)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-after-admin-trade.png"), full_page=True)
+
+        # Log out: back on the login page, and the dashboard is closed to us.
+        page.get_by_role("button", name="Log out").click()
+        expect(page.locator("#id_username")).to_be_visible()
+        page.goto(f"{base}/")
+        expect(page).to_have_url(f"{base}/accounts/login/?next=/")
+        context.close()

@@ -1,0 +1,84 @@
+"""Start the real processes — daphne and `run_feeds` — against the test database and a real Redis."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import connection
+
+
+def database_url() -> str:
+    """The URL of the database the tests are using right now (the test database, not the configured one)."""
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    auth = quote(db["USER"] or "")
+    if db["PASSWORD"]:
+        auth += ":" + quote(db["PASSWORD"])
+    return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port} after {timeout} s:\n{log.read_text()}")
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def live_stack(*, redis_url: str, layer_prefix: str, logs: Path, feed_args: tuple[str, ...] | None = ("--tick-rate", "10")) -> Iterator[str]:
+    """Run daphne (and, unless feed_args is None, the feed worker); yields the server's base URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": redis_url,
+        "CHANNEL_LAYER_PREFIX": layer_prefix,
+        "DEBUG": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
+    logs.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        daphne = stack.enter_context(
+            process([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"], env, logs / "daphne.log")
+        )
+        wait_for_port(port, daphne, logs / "daphne.log")
+        if feed_args is not None:
+            stack.enter_context(process([sys.executable, "manage.py", "run_feeds", *feed_args], env, logs / "run_feeds.log"))
+        yield f"http://127.0.0.1:{port}"
