@@ -61,7 +61,9 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
 
 
 @contextmanager
-def live_stack(*, redis_url: str, layer_prefix: str, logs: Path, feed_args: tuple[str, ...] | None = ("--tick-rate", "10")) -> Iterator[str]:
+def live_stack(
+    *, redis_url: str, layer_prefix: str, logs: Path, feed_args: tuple[str, ...] | None = ("--tick-rate", "10")
+) -> Iterator[str]:
     """Run daphne (and, unless feed_args is None, the feed worker); yields the server's base URL."""
     port = free_port()
     env = {
@@ -76,7 +78,9 @@ def live_stack(*, redis_url: str, layer_prefix: str, logs: Path, feed_args: tupl
     logs.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         daphne = stack.enter_context(
-            process([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"], env, logs / "daphne.log")
+            process(
+                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"], env, logs / "daphne.log"
+            )
         )
         wait_for_port(port, daphne, logs / "daphne.log")
         if feed_args is not None:

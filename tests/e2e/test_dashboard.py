@@ -4,8 +4,8 @@ record a trade in the admin and see it appear on the open dashboard, log out."""
 from __future__ import annotations
 
 import os
-from io import StringIO
 from collections.abc import Iterator
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
