@@ -162,7 +162,12 @@ async def test_alice_never_receives_bobs_portfolio(alice: Any, bob: Any, alice_p
         assert [p["id"] for p in snapshot["portfolios"]] == [alice_portfolio.pk]
         await price("MSFT", "500", seq=1)  # only bob holds MSFT
         await database_sync_to_async(services.transaction_record)(
-            portfolio=bob_portfolio, instrument=await Instrument.objects.aget(symbol="AAPL"), side="buy", quantity=D(1), price=D(1), executed_at=T0
+            portfolio=bob_portfolio,
+            instrument=await Instrument.objects.aget(symbol="AAPL"),
+            side="buy",
+            quantity=D(1),
+            price=D(1),
+            executed_at=T0,
         )
         assert await ws.receive_nothing(timeout=0.6)
 
@@ -217,7 +222,9 @@ async def test_ping_gets_pong_and_garbage_gets_a_clear_error(alice: Any, alice_p
 
 
 @pytest.mark.redis
-async def test_an_idle_consumer_on_the_real_redis_layer_still_receives(alice: Any, alice_portfolio: Portfolio, redis_layer: dict[str, Any]) -> None:
+async def test_an_idle_consumer_on_the_real_redis_layer_still_receives(
+    alice: Any, alice_portfolio: Portfolio, redis_layer: dict[str, Any]
+) -> None:
     # redis-py 8's 5 s default socket timeout would kill the blocking BZPOPMIN while idle (channels_redis#422).
     async with stream(alice) as ws:
         await ws.connect()
