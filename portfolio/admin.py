@@ -9,6 +9,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db import transaction as db_transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
@@ -74,6 +75,10 @@ class HoldingInline(admin.TabularInline):
 
     @admin.display(description="Cost")
     def cost(self, obj: Holding) -> str:
+        # A holding deleted since the page loaded (its position closed) comes back
+        # from the POST as a blank row; the admin only forgives AttributeError here.
+        if obj.quantity is None or obj.average_cost is None:
+            return money(None)
         return money(obj.quantity * obj.average_cost, obj.instrument.quote_currency)
 
 
@@ -192,7 +197,11 @@ class TransactionAdmin(admin.ModelAdmin):
             obj = self.get_object(request, object_id)
             if obj is not None and self.has_delete_permission(request, obj):
                 try:
-                    services.transaction_delete(transaction=obj)
+                    with db_transaction.atomic():
+                        # Logged before the delete (the entry needs the row's pk), and
+                        # rolled back with it when the ledger refuses.
+                        self.log_deletions(request, Transaction.objects.filter(pk=obj.pk))
+                        services.transaction_delete(transaction=obj)
                 except ValidationError as exc:
                     self.message_user(request, " ".join(exc.messages), messages.ERROR)
                     return HttpResponseRedirect(reverse("admin:portfolio_transaction_change", args=[obj.pk]))

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from channels.layers import channel_layers
+from asgiref.sync import async_to_sync
+from channels.layers import channel_layers, get_channel_layer
 from django.conf import settings as django_settings
 from django.test import Client
 
@@ -54,6 +55,14 @@ def in_memory_layer() -> Iterator[None]:
     yield
     django_settings.CHANNEL_LAYERS = saved
     channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(request: pytest.FixtureRequest, settings: Any) -> None:
+    # PBKDF2 costs ~0.3 s per user. Browser tests keep the real hashers: their
+    # server runs in another process, which must verify the passwords.
+    if request.node.get_closest_marker("browser") is None:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(scope="session")
@@ -141,3 +150,24 @@ def session_cookie(user: Any) -> bytes:
     client = Client()
     client.force_login(user)
     return f"{django_settings.SESSION_COOKIE_NAME}={client.cookies[django_settings.SESSION_COOKIE_NAME].value}".encode()
+
+
+def listen(group: str) -> str:
+    """A channel on the current layer that receives `group`'s messages."""
+    layer = get_channel_layer()
+    channel: str = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(group, channel)
+    return channel
+
+
+def received(channel: str) -> list[dict[str, Any]]:
+    """Everything waiting on an in-memory layer channel, without blocking."""
+    layer = get_channel_layer()
+
+    async def drain() -> list[dict[str, Any]]:
+        out = []
+        while channel in layer.channels and not layer.channels[channel].empty():
+            out.append(await layer.receive(channel))
+        return out
+
+    return async_to_sync(drain)()

@@ -3,8 +3,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -15,7 +13,7 @@ from marketdata import groups
 from marketdata.models import Instrument
 from portfolio import services
 from portfolio.models import Holding, Portfolio, Transaction
-from tests.conftest import T0
+from tests.conftest import T0, listen, received
 
 D = Decimal
 pytestmark = pytest.mark.django_db
@@ -110,36 +108,17 @@ def test_deleting_an_entry_rebuilds_the_holding(alice_portfolio: Portfolio, inst
     assert Holding.objects.get(portfolio=alice_portfolio, instrument=instruments["AAPL"]).quantity == D("10")
 
 
-def _listen(group: str) -> str:
-    layer = get_channel_layer()
-    channel: str = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(group, channel)
-    return channel
-
-
-def _received(channel: str) -> list[dict[str, Any]]:
-    layer = get_channel_layer()
-
-    async def drain() -> list[dict[str, Any]]:
-        out = []
-        while layer.channels.get(channel, None) is not None and not layer.channels[channel].empty():
-            out.append(await layer.receive(channel))
-        return out
-
-    return async_to_sync(drain)()
-
-
 def test_owner_is_told_to_reload_only_after_commit(
     alice: Any, bob: Any, alice_portfolio: Portfolio, instruments: dict[str, Instrument], django_capture_on_commit_callbacks: Any
 ) -> None:
-    alice_channel, bob_channel = _listen(groups.user_group(alice.pk)), _listen(groups.user_group(bob.pk))
+    alice_channel, bob_channel = listen(groups.user_group(alice.pk)), listen(groups.user_group(bob.pk))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         record(alice_portfolio, instruments["MSFT"], "buy", "1", day=2)
-        assert _received(alice_channel) == []  # not before commit
+        assert received(alice_channel) == []  # not before commit
     for callback in callbacks:
         callback()
-    assert _received(alice_channel) == [{"type": "portfolio.reload", "portfolio_id": alice_portfolio.pk}]
-    assert _received(bob_channel) == []
+    assert received(alice_channel) == [{"type": "portfolio.reload", "portfolio_id": alice_portfolio.pk}]
+    assert received(bob_channel) == []
 
 
 def test_a_rolled_back_transaction_tells_nobody(

@@ -18,13 +18,23 @@ from marketdata.worker import Worker
 DEFAULT_START_PRICE = Decimal("100")
 
 
+def price_places(start: Decimal, *, minimum: int) -> int:
+    """Decimal places for a price: at least `minimum`, and enough for four significant digits.
+
+    A sub-cent coin (0.00001234) quoted to 4 places rounds to nothing, and its
+    spread then pushes the bid below zero.
+    """
+    return max(minimum, 3 - start.adjusted())
+
+
 def synthetic_instrument(instrument: Instrument) -> SyntheticInstrument:
     """Start from the stored price so a restart continues where the last run ended."""
     quote = getattr(instrument, "quote", None)
-    start = quote.price if quote is not None else DEFAULT_START_PRICE
+    # A walk from zero or below stays there; start afresh rather than carry it on.
+    start = quote.price if quote is not None and quote.price > 0 else DEFAULT_START_PRICE
     if instrument.asset_class == AssetClass.FX:
-        return SyntheticInstrument(instrument.symbol, start, quote_only=True, places=5)
-    return SyntheticInstrument(instrument.symbol, start, places=2 if start >= 10 else 4)
+        return SyntheticInstrument(instrument.symbol, start, quote_only=True, places=price_places(start, minimum=5))
+    return SyntheticInstrument(instrument.symbol, start, places=price_places(start, minimum=2 if start >= 10 else 4))
 
 
 class Command(BaseCommand):

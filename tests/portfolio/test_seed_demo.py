@@ -1,0 +1,118 @@
+import re
+from decimal import Decimal
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.test import Client
+
+from marketdata.models import AssetClass, Instrument, Quote
+from portfolio.models import Holding, Portfolio, Transaction
+
+D = Decimal
+pytestmark = pytest.mark.django_db
+
+
+CREDENTIALS = re.compile(r"Log in as (?P<user>\S+) / (?P<password>\S+); admin as (?P<admin>\S+) / (?P<admin_password>\S+)$")
+
+
+def seed() -> str:
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+    return out.getvalue().strip()
+
+
+def counts() -> dict[str, int]:
+    return {
+        "users": get_user_model().objects.count(),
+        "instruments": Instrument.objects.count(),
+        "quotes": Quote.objects.count(),
+        "portfolios": Portfolio.objects.count(),
+        "transactions": Transaction.objects.count(),
+        "holdings": Holding.objects.count(),
+    }
+
+
+def demo_holdings() -> dict[str, Decimal]:
+    holdings = Holding.objects.filter(portfolio__owner__username=settings.DEMO_USERNAME, portfolio__name="Demo portfolio")
+    return {h.instrument.symbol: h.quantity for h in holdings.select_related("instrument")}
+
+
+def test_seeding_twice_creates_everything_once() -> None:
+    first = seed()
+    after_first = counts()
+    second = seed()
+
+    assert after_first == {"users": 2, "instruments": 11, "quotes": 11, "portfolios": 1, "transactions": 9, "holdings": 7}
+    assert counts() == after_first
+    assert first.startswith("seed_demo: 11 new instruments, 9 new transactions.")
+    assert second.startswith("seed_demo: 0 new instruments, 0 new transactions.")
+
+
+def test_seed_prints_credentials_that_log_in(client: Client) -> None:
+    match = CREDENTIALS.search(seed())
+    assert match, "credentials not printed"
+    assert (match["user"], match["admin"]) == (settings.DEMO_USERNAME, settings.ADMIN_USERNAME)
+
+    assert client.login(username=match["user"], password=match["password"])
+    assert client.get("/").status_code == 200
+    assert Client().login(username=match["admin"], password=match["admin_password"])
+
+
+def test_reseeding_restores_the_printed_demo_password(client: Client) -> None:
+    seed()
+    demo = get_user_model().objects.get(username=settings.DEMO_USERNAME)
+    demo.set_password("changed-by-someone")
+    demo.save()
+
+    match = CREDENTIALS.search(seed())
+
+    assert match
+    assert client.login(username=match["user"], password=match["password"])
+
+
+def test_seed_makes_the_admin_user_staff_and_superuser_and_the_demo_user_neither() -> None:
+    seed()
+    users = {u.username: (u.is_staff, u.is_superuser) for u in get_user_model().objects.all()}
+    assert users == {settings.ADMIN_USERNAME: (True, True), settings.DEMO_USERNAME: (False, False)}
+
+
+def test_seed_instruments_cover_crypto_equity_etf_and_fx_with_a_starting_price() -> None:
+    seed()
+    classes = set(Instrument.objects.values_list("asset_class", flat=True))
+    assert {AssetClass.CRYPTO, AssetClass.EQUITY, AssetClass.ETF, AssetClass.FX} <= classes
+    assert not Instrument.objects.filter(quote__isnull=True).exists()
+    assert set(Quote.objects.values_list("source", flat=True)) == {"seed"}
+
+
+def test_demo_holdings_match_the_ledger() -> None:
+    seed()
+    assert demo_holdings() == {
+        "AAPL": D(30),  # 40 bought, 10 sold
+        "BTC-USD": D(1),  # 0.75 + 0.25
+        "ETH-USD": D(6),
+        "MSFT": D(15),
+        "NVDA": D(30),
+        "SOL-USD": D(40),
+        "SPY": D(25),
+    }
+    aapl = Holding.objects.get(portfolio__name="Demo portfolio", instrument__symbol="AAPL")
+    # A sell keeps the average cost: (40 × 198.40 + 1.00) / 40.
+    assert aapl.average_cost == D("198.425")
+
+
+def test_reseeding_keeps_prices_the_feed_has_moved() -> None:
+    seed()
+    Quote.objects.filter(instrument__symbol="AAPL").update(price=D("300"), source="synthetic")
+    seed()
+    assert Quote.objects.values_list("price", "source").get(instrument__symbol="AAPL") == (D("300"), "synthetic")
+
+
+def test_seed_leaves_other_users_portfolios_alone(alice: Any, alice_portfolio: Portfolio) -> None:
+    before = list(alice_portfolio.transactions.values_list("id", flat=True))
+    seed()
+    assert list(alice_portfolio.transactions.values_list("id", flat=True)) == before
+    assert Portfolio.objects.filter(owner=alice).count() == 1
