@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -5,10 +7,29 @@ from django.http import HttpRequest
 from marketdata.models import Instrument, Quote
 
 
-class QuoteInline(admin.StackedInline):
+def amount(value: Decimal | None) -> str:
+    """A price without the trailing zeros of its ten stored places, grouped by thousands."""
+    return "—" if value is None else f"{value.normalize():,f}"
+
+
+class QuotePrices:
+    @admin.display(description="Price", ordering="price")
+    def price_(self, obj: Quote) -> str:
+        return amount(obj.price)
+
+    @admin.display(description="Bid", ordering="bid")
+    def bid_(self, obj: Quote) -> str:
+        return amount(obj.bid)
+
+    @admin.display(description="Ask", ordering="ask")
+    def ask_(self, obj: Quote) -> str:
+        return amount(obj.ask)
+
+
+class QuoteInline(QuotePrices, admin.StackedInline):
     model = Quote
     can_delete = False
-    fields = readonly_fields = ("price", "bid", "ask", "exchange_ts", "seq", "epoch", "source", "updated_at")
+    fields = readonly_fields = ("price_", "bid_", "ask_", "exchange_ts", "seq", "epoch", "source", "updated_at")
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
@@ -27,7 +48,7 @@ class InstrumentAdmin(admin.ModelAdmin):
     @admin.display(description="Last price", ordering="quote__price")
     def last_price(self, obj: Instrument) -> str:
         quote = getattr(obj, "quote", None)
-        return "—" if quote is None else f"{quote.price.normalize():,f}"
+        return "—" if quote is None else amount(quote.price)
 
     @admin.display(description="Price time (UTC)", ordering="quote__exchange_ts")
     def last_price_at(self, obj: Instrument) -> str:
@@ -44,10 +65,10 @@ class InstrumentAdmin(admin.ModelAdmin):
 
 
 @admin.register(Quote)
-class QuoteAdmin(admin.ModelAdmin):
+class QuoteAdmin(QuotePrices, admin.ModelAdmin):
     """Written by the feed worker; staff read it here."""
 
-    list_display = ["instrument", "price", "bid", "ask", "exchange_ts", "seq", "source", "updated_at"]
+    list_display = ["instrument", "price_", "bid_", "ask_", "exchange_ts", "seq", "source", "updated_at"]
     list_filter = ["instrument__asset_class", "source"]
     search_fields = ["instrument__symbol", "instrument__name"]
     list_select_related = ["instrument"]

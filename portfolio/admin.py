@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
+from marketdata.admin import amount
 from portfolio import services
 from portfolio.models import Holding, Portfolio, Transaction
 
@@ -23,11 +24,6 @@ def money(value: Decimal | None, currency: str = "") -> str:
     if value is None:
         return "—"
     return f"{value:,.2f} {currency}".strip()
-
-
-def amount(value: Decimal) -> str:
-    """A quantity or price without trailing zeros, grouped by thousands."""
-    return f"{value.normalize():,f}"
 
 
 class TransactionInline(admin.TabularInline):
@@ -90,6 +86,10 @@ class PortfolioAdmin(admin.ModelAdmin):
     autocomplete_fields = ["owner"]
     readonly_fields = ["created_at", "record_link"]
     inlines = [HoldingInline, TransactionInline]
+    actions = None  # deleting goes through the service, one portfolio at a time
+
+    def delete_model(self, request: HttpRequest, obj: Portfolio) -> None:
+        services.portfolio_delete(portfolio=obj)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Portfolio]:
         return (

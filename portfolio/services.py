@@ -140,6 +140,13 @@ def _announce(portfolio: Portfolio) -> None:
     streams.notify_user_on_commit(portfolio.owner_id, {"type": PORTFOLIO_RELOAD_EVENT, "portfolio_id": portfolio.pk})
 
 
+def portfolio_delete(*, portfolio: Portfolio) -> None:
+    """Remove a portfolio with its ledger and holdings; the owner's live pages reload without it."""
+    with db_transaction.atomic():
+        _announce(portfolio)
+        portfolio.delete()
+
+
 def portfolio_create(*, owner_id: int, name: str, base_currency: str = "USD") -> Portfolio:
     portfolio = Portfolio(owner_id=owner_id, name=name, base_currency=base_currency)
     portfolio.full_clean()

@@ -195,6 +195,16 @@ async def test_a_recorded_transaction_reloads_the_stream(alice: Any, alice_portf
         assert rows_by_symbol(update["portfolios"][0])["MSFT"]["market_value"] == "820.00"
 
 
+async def test_a_deleted_portfolio_leaves_the_stream(alice: Any, alice_portfolio: Portfolio) -> None:
+    async with stream(alice) as ws:
+        await ws.connect()
+        await receive(ws)
+        await database_sync_to_async(services.portfolio_delete)(portfolio=alice_portfolio)
+        assert await receive(ws) == {"type": "snapshot", "portfolios": []}
+        await price("AAPL", "250", seq=1)  # no longer held: nothing to send
+        assert await ws.receive_nothing(timeout=0.5)
+
+
 async def test_rows_in_another_currency_are_reported_as_excluded(alice: Any, alice_portfolio: Portfolio) -> None:
     sap = await Instrument.objects.aget(symbol="SAP")
     await database_sync_to_async(services.transaction_record)(

@@ -132,6 +132,18 @@ def test_a_rolled_back_transaction_tells_nobody(
     assert not Holding.objects.filter(portfolio=alice_portfolio, instrument=instruments["MSFT"]).exists()
 
 
+def test_deleting_a_portfolio_tells_its_owner_after_commit(
+    alice: Any, alice_portfolio: Portfolio, django_capture_on_commit_callbacks: Any
+) -> None:
+    channel = listen(groups.user_group(alice.pk))
+    pk = alice_portfolio.pk
+    with django_capture_on_commit_callbacks(execute=True):
+        services.portfolio_delete(portfolio=alice_portfolio)
+    assert received(channel) == [{"type": "portfolio.reload", "portfolio_id": pk}]
+    assert not Holding.objects.filter(portfolio_id=pk).exists()
+    assert not Transaction.objects.filter(portfolio_id=pk).exists()
+
+
 # side, quantity, price, fee, day: recorded in the generated (random) order, so many are back-dated.
 ledger_entries = st.lists(
     st.tuples(
