@@ -39,6 +39,9 @@ PRODUCTION_LAYER: dict[str, Any] = copy.deepcopy(django_settings.CHANNEL_LAYERS[
 def django_db_modify_db_settings() -> None:
     # A file, not :memory:, so servers started by tests in other processes share the test database.
     db = django_settings.DATABASES["default"]
+    # Connections opened in database_sync_to_async threads close after each call,
+    # so none outlives the test database (PostgreSQL refuses to drop one in use).
+    db["CONN_MAX_AGE"] = 0
     if db["ENGINE"] == "django.db.backends.sqlite3":
         db.setdefault("TEST", {})["NAME"] = str(Path(tempfile.gettempdir()) / f"livefolio-test-{os.getpid()}.sqlite3")
 
