@@ -8,42 +8,20 @@ before the run can be drained afterwards without waiting on any loop.
 import re
 from decimal import Decimal
 from io import StringIO
-from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from marketdata import groups
 from marketdata.management.commands.run_feeds import DEFAULT_START_PRICE, synthetic_instrument
 from marketdata.models import AssetClass, Instrument, Quote
-from tests.conftest import T0
+from tests.conftest import T0, listen, received
 
 SUMMARY = re.compile(
     r"^run_feeds: stopped: (?P<events>\d+) events in [\d.]+ s, (?P<broadcasts>\d+) broadcasts across (?P<symbols>\d+) symbols, "
     r"(?P<rows>\d+) quotes written in (?P<batches>\d+) batches$"
 )
-
-
-def _listen(group: str) -> str:
-    layer = get_channel_layer()
-    channel: str = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(group, channel)
-    return channel
-
-
-def _received(channel: str) -> list[dict[str, Any]]:
-    layer = get_channel_layer()
-
-    async def drain() -> list[dict[str, Any]]:
-        out = []
-        while layer.channels.get(channel, None) is not None and not layer.channels[channel].empty():
-            out.append(await layer.receive(channel))
-        return out
-
-    return async_to_sync(drain)()
 
 
 def priced(symbol: str, asset_class: str, price: str) -> Instrument:
@@ -61,9 +39,9 @@ def run_feeds(*args: str) -> list[str]:
 @pytest.mark.django_db(transaction=True)
 def test_a_short_run_stores_synthetic_quotes_for_active_instruments_and_broadcasts_them(instruments: dict[str, Instrument]) -> None:
     Instrument.objects.filter(symbol="SAP").update(is_active=False)
-    aapl_channel = _listen(groups.symbol_group("AAPL"))
-    fx_channel = _listen(groups.symbol_group("EUR/USD"))
-    sap_channel = _listen(groups.symbol_group("SAP"))
+    aapl_channel = listen(groups.symbol_group("AAPL"))
+    fx_channel = listen(groups.symbol_group("EUR/USD"))
+    sap_channel = listen(groups.symbol_group("SAP"))
 
     lines = run_feeds("--duration", "1", "--seed", "1", "--tick-rate", "20")
 
@@ -86,14 +64,14 @@ def test_a_short_run_stores_synthetic_quotes_for_active_instruments_and_broadcas
     # FX is quote-only: bid and ask around a mid price.
     assert quotes["EUR/USD"].bid is not None and quotes["EUR/USD"].bid < quotes["EUR/USD"].price < quotes["EUR/USD"].ask
 
-    aapl_updates = _received(aapl_channel)
+    aapl_updates = received(aapl_channel)
     assert aapl_updates, "no AAPL broadcast reached the subscriber"
     assert {m["type"] for m in aapl_updates} == {"md.price"}
     seqs = [m["seq"] for m in aapl_updates]
     assert seqs == list(range(1, len(seqs) + 1))
     assert seqs[-1] == quotes["AAPL"].seq  # the stored quote is the last one broadcast
-    assert _received(fx_channel)
-    assert _received(sap_channel) == []
+    assert received(fx_channel)
+    assert received(sap_channel) == []
 
 
 @pytest.mark.django_db(transaction=True)
