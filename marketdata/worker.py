@@ -23,7 +23,6 @@ from marketdata.hub import Hub
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[PriceUpdate], Awaitable[None]]
 StoreQuotes = Callable[[Iterable[PriceUpdate]], Awaitable[int]]
 
 
@@ -57,14 +56,12 @@ class Worker:
         conflation: float,
         quote_flush: float,
         epoch: str | None = None,
-        publish: Publish = streams.publish_price,
         store_quotes: StoreQuotes | None = None,
     ) -> None:
         self.feed = feed
         self.conflation = conflation
         self.quote_flush = quote_flush
         self.hub = Hub(epoch=epoch or new_epoch())
-        self.publish = publish
         self.store_quotes = store_quotes or database_sync_to_async(services.quotes_store)
         self.stats = WorkerStats()
         self._unsaved: dict[str, PriceUpdate] = {}
@@ -96,7 +93,7 @@ class Worker:
     async def flush_window(self) -> None:
         """End of a conflation window: publish one update per changed symbol."""
         for update in self.hub.drain():
-            await self.publish(update)
+            await streams.publish_price(update)
             self.stats.broadcasts += 1
             self.stats.symbols.add(update.symbol)
             self._unsaved[update.symbol] = update

@@ -54,10 +54,6 @@ class LiveBook:
         self._changed.add(update.symbol)
         return True
 
-    @property
-    def has_changes(self) -> bool:
-        return bool(self._changed)
-
     def snapshot(self) -> Frame:
         return {"type": "snapshot", "portfolios": [self._portfolio(book, None) for book in self.books]}
 
@@ -68,18 +64,22 @@ class LiveBook:
         return {"type": "update", "portfolios": portfolios} if portfolios else None
 
     def _portfolio(self, book: PortfolioBook, only: set[str] | None) -> Frame:
-        values = [(line, value_row(line, self.prices.get(line.symbol))) for line in book.lines]
+        rows = []
+        for line in book.lines:
+            price = self.prices.get(line.symbol)
+            rows.append((line, price, value_row(line, price)))
+        book_totals = totals(((line, value) for line, _, value in rows), base_currency=book.base_currency)
         frame: Frame = {
             "id": book.id,
-            "totals": self._totals(totals(values, base_currency=book.base_currency), book.base_currency),
-            "rows": [self._row(line, value) for line, value in values if only is None or line.symbol in only],
+            "totals": self._totals(book_totals, book.base_currency),
+            "rows": [self._row(line, price, value) for line, price, value in rows if only is None or line.symbol in only],
         }
         if only is None:
             frame.update(name=book.name, base_currency=book.base_currency)
         return frame
 
-    def _row(self, line: Line, value: RowValue) -> Frame:
-        price = self.prices.get(line.symbol)
+    @staticmethod
+    def _row(line: Line, price: Price | None, value: RowValue) -> Frame:
         return {
             "symbol": line.symbol,
             "name": line.name,
