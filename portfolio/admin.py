@@ -17,7 +17,7 @@ from django.utils.html import format_html
 
 from marketdata.admin import amount
 from portfolio import services
-from portfolio.models import Holding, Portfolio, Transaction
+from portfolio.models import CashBalance, Holding, Kind, Portfolio, Transaction
 
 
 def money(value: Decimal | None, currency: str = "") -> str:
@@ -33,7 +33,7 @@ class TransactionInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = readonly_fields = ("executed_at", "side", "instrument", "quantity_", "price_", "fee_", "note")
+    fields = readonly_fields = ("executed_at", "kind", "instrument", "quantity_", "price_", "fee_", "currency", "fx_rate_", "note")
     ordering = ["-executed_at", "-id"]
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
@@ -51,31 +51,51 @@ class TransactionInline(admin.TabularInline):
     def fee_(self, obj: Transaction) -> str:
         return money(obj.fee)
 
+    @admin.display(description="FX rate")
+    def fx_rate_(self, obj: Transaction) -> str:
+        return amount(obj.fx_rate)
+
 
 class HoldingInline(admin.TabularInline):
     model = Holding
     extra = 0
     can_delete = False
-    fields = readonly_fields = ("instrument", "quantity_", "average_cost_", "cost")
+    fields = readonly_fields = ("instrument", "quantity_", "average_cost_", "cost_", "cost_base_")
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
+    # A holding deleted since the page loaded (its position closed) comes back
+    # from the POST as a blank row; the admin only forgives AttributeError here.
     @admin.display(description="Quantity")
     def quantity_(self, obj: Holding) -> str:
         return amount(obj.quantity)
 
     @admin.display(description="Average cost")
     def average_cost_(self, obj: Holding) -> str:
-        return money(obj.average_cost, obj.instrument.quote_currency)
+        return money(obj.average_cost if obj.quantity else None, obj.instrument.quote_currency)
 
     @admin.display(description="Cost")
-    def cost(self, obj: Holding) -> str:
-        # A holding deleted since the page loaded (its position closed) comes back
-        # from the POST as a blank row; the admin only forgives AttributeError here.
-        if obj.quantity is None or obj.average_cost is None:
-            return money(None)
-        return money(obj.quantity * obj.average_cost, obj.instrument.quote_currency)
+    def cost_(self, obj: Holding) -> str:
+        return money(obj.cost, obj.instrument.quote_currency)
+
+    @admin.display(description="Cost in base currency")
+    def cost_base_(self, obj: Holding) -> str:
+        return money(obj.cost_base, obj.portfolio.base_currency)
+
+
+class CashInline(admin.TabularInline):
+    model = CashBalance
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ("currency", "amount_")
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="Amount")
+    def amount_(self, obj: CashBalance) -> str:
+        return money(obj.amount, obj.currency)
 
 
 @admin.register(Portfolio)
@@ -84,8 +104,15 @@ class PortfolioAdmin(admin.ModelAdmin):
     list_filter = ["base_currency", ("owner", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "owner__username", "owner__email"]
     autocomplete_fields = ["owner"]
-    readonly_fields = ["created_at", "record_link"]
-    inlines = [HoldingInline, TransactionInline]
+    fieldsets = [
+        (None, {"fields": ["owner", "name", "base_currency", "allow_negative_cash", "record_link"]}),
+        (
+            "Totals from the ledger (base currency)",
+            {"fields": ["realised_pnl_", "dividends_", "interest_", "fees_", "net_deposits_", "created_at"]},
+        ),
+    ]
+    readonly_fields = ["created_at", "record_link", "realised_pnl_", "dividends_", "interest_", "fees_", "net_deposits_"]
+    inlines = [HoldingInline, CashInline, TransactionInline]
     actions = None  # deleting goes through the service, one portfolio at a time
 
     def delete_model(self, request: HttpRequest, obj: Portfolio) -> None:
@@ -107,6 +134,26 @@ class PortfolioAdmin(admin.ModelAdmin):
     def transaction_count(self, obj: Any) -> int:
         return int(obj.transaction_count)
 
+    @admin.display(description="Realised P&L")
+    def realised_pnl_(self, obj: Portfolio) -> str:
+        return money(obj.realised_pnl, obj.base_currency)
+
+    @admin.display(description="Dividends")
+    def dividends_(self, obj: Portfolio) -> str:
+        return money(obj.dividends, obj.base_currency)
+
+    @admin.display(description="Interest")
+    def interest_(self, obj: Portfolio) -> str:
+        return money(obj.interest, obj.base_currency)
+
+    @admin.display(description="Fees")
+    def fees_(self, obj: Portfolio) -> str:
+        return money(obj.fees, obj.base_currency)
+
+    @admin.display(description="Net deposits")
+    def net_deposits_(self, obj: Portfolio) -> str:
+        return money(obj.net_deposits, obj.base_currency)
+
     @admin.display(description="Ledger")
     def record_link(self, obj: Portfolio) -> str:
         if not obj.pk:
@@ -116,23 +163,58 @@ class PortfolioAdmin(admin.ModelAdmin):
 
 
 class TransactionForm(forms.ModelForm):
+    counterparty = forms.ModelChoiceField(
+        Portfolio.objects.select_related("owner"),
+        required=False,
+        help_text="For a transfer: the owner's other portfolio the cash or shares come from or go to.",
+    )
+
     class Meta:
         model = Transaction
-        fields = ["portfolio", "instrument", "side", "quantity", "price", "fee", "executed_at", "note"]
+        fields = ["portfolio", "kind", "instrument", "quantity", "price", "fee", "currency", "fx_rate", "executed_at", "note"]
+        help_texts = {
+            "currency": "Leave empty for the instrument's currency (or, without an instrument, the portfolio's base currency).",
+            "fx_rate": "Base-currency units per unit of the currency at execution; leave empty when they are the same currency.",
+            "price": "Per unit; leave empty for cash entries (amount = quantity).",
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("currency", "fx_rate", "price"):
+            self.fields[name].required = False
+            self.fields[name].initial = None
+
+    def draft(self) -> services.Draft:
+        data = self.cleaned_data
+        return services.Draft(
+            kind=data["kind"],
+            executed_at=data["executed_at"],
+            quantity=data["quantity"],
+            instrument=data.get("instrument"),
+            currency=data.get("currency") or "",
+            price=Decimal(1) if data.get("price") is None else data["price"],
+            fee=data.get("fee") or Decimal(0),
+            fx_rate=data.get("fx_rate"),
+            note=data.get("note", ""),
+        )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        if not self.errors:
+        if self.errors:
+            return data
+        kind, counterparty = data["kind"], data.get("counterparty")
+        if kind in (Kind.BUY, Kind.SELL) and data.get("price") is None:
+            self.add_error("price", "A buy or sell needs its price.")
+        elif kind in (Kind.TRANSFER_IN, Kind.TRANSFER_OUT):
+            if counterparty is None:
+                self.add_error("counterparty", "A transfer needs the portfolio on its other side.")
+            elif counterparty.owner_id != data["portfolio"].owner_id or counterparty == data["portfolio"]:
+                self.add_error("counterparty", "Pick another portfolio of the same owner.")
+        elif counterparty is not None:
+            self.add_error("counterparty", "Only transfers have a counterparty.")
+        if not self.errors and kind not in (Kind.TRANSFER_IN, Kind.TRANSFER_OUT):
             try:
-                services.transaction_check(
-                    portfolio=data["portfolio"],
-                    instrument=data["instrument"],
-                    side=data["side"],
-                    quantity=data["quantity"],
-                    price=data["price"],
-                    fee=data["fee"],
-                    executed_at=data["executed_at"],
-                )
+                services.transaction_check(portfolio=data["portfolio"], draft=self.draft())
             except ValidationError as exc:
                 self.add_error(None, exc)
         return data
@@ -143,9 +225,11 @@ class TransactionAdmin(admin.ModelAdmin):
     """Ledger entries are immutable: record new ones, delete mistakes (if nothing later depends on them)."""
 
     form = TransactionForm
-    list_display = ["executed_at", "portfolio", "owner", "side", "instrument", "quantity_", "price_", "fee_", "value"]
+    fields = ["portfolio", "kind", "instrument", "quantity", "price", "fee", "currency", "fx_rate", "executed_at", "counterparty", "note"]
+    list_display = ["executed_at", "portfolio", "owner", "kind", "instrument", "quantity_", "price_", "fee_", "value"]
     list_filter = [
-        "side",
+        "kind",
+        "currency",
         "instrument__asset_class",
         ("portfolio__owner", admin.RelatedOnlyFieldListFilter),
         ("instrument", admin.RelatedOnlyFieldListFilter),
@@ -155,6 +239,13 @@ class TransactionAdmin(admin.ModelAdmin):
     autocomplete_fields = ["portfolio", "instrument"]
     date_hierarchy = "executed_at"
     actions = None  # bulk delete would bypass the ledger checks
+
+    def get_fields(self, request: HttpRequest, obj: Transaction | None = None) -> Any:
+        # The counterparty picks a transfer's other side when adding; a saved entry shows its link instead.
+        return self.fields if obj is None else [f for f in self.fields if f != "counterparty"] + ["counterpart"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Transaction | None = None) -> list[str]:
+        return ["counterpart"] if obj is not None else []
 
     @admin.display(description="Owner", ordering="portfolio__owner__username")
     def owner(self, obj: Transaction) -> str:
@@ -166,30 +257,38 @@ class TransactionAdmin(admin.ModelAdmin):
 
     @admin.display(description="Price", ordering="price")
     def price_(self, obj: Transaction) -> str:
-        return money(obj.price, obj.instrument.quote_currency)
+        return money(obj.price, obj.currency)
 
     @admin.display(description="Fee", ordering="fee")
     def fee_(self, obj: Transaction) -> str:
-        return money(obj.fee, obj.instrument.quote_currency)
+        return money(obj.fee, obj.currency)
 
     @admin.display(description="Value")
     def value(self, obj: Transaction) -> str:
-        return money(obj.quantity * obj.price, obj.instrument.quote_currency)
+        return "—" if obj.kind == Kind.SPLIT else money(obj.quantity * obj.price, obj.currency)
 
     def has_change_permission(self, request: HttpRequest, obj: Transaction | None = None) -> bool:
         return False if obj is not None else super().has_change_permission(request)
 
     def save_model(self, request: HttpRequest, obj: Transaction, form: forms.ModelForm, change: bool) -> None:
-        saved = services.transaction_record(
-            portfolio=obj.portfolio,
-            instrument=obj.instrument,
-            side=obj.side,
-            quantity=obj.quantity,
-            price=obj.price,
-            fee=obj.fee,
-            executed_at=obj.executed_at,
-            note=obj.note,
-        )
+        assert isinstance(form, TransactionForm)
+        draft, counterparty = form.draft(), form.cleaned_data.get("counterparty")
+        if counterparty is None:
+            saved = services.transaction_record(portfolio=obj.portfolio, draft=draft)
+        else:
+            source, destination = (obj.portfolio, counterparty) if draft.kind == Kind.TRANSFER_OUT else (counterparty, obj.portfolio)
+            sent, received = services.transfer_record(
+                source=source,
+                destination=destination,
+                executed_at=draft.executed_at,
+                quantity=draft.quantity,
+                instrument=draft.instrument,
+                currency=draft.currency,
+                source_fx_rate=draft.fx_rate if source == obj.portfolio else None,
+                destination_fx_rate=draft.fx_rate if destination == obj.portfolio else None,
+                note=draft.note,
+            )
+            saved = sent if source == obj.portfolio else received
         obj.pk = saved.pk
 
     def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None) -> HttpResponse:
@@ -205,7 +304,7 @@ class TransactionAdmin(admin.ModelAdmin):
                 except ValidationError as exc:
                     self.message_user(request, " ".join(exc.messages), messages.ERROR)
                     return HttpResponseRedirect(reverse("admin:portfolio_transaction_change", args=[obj.pk]))
-                self.message_user(request, f"Deleted “{obj}”; the holding was rebuilt.", messages.SUCCESS)
+                self.message_user(request, f"Deleted “{obj}”; holdings and cash were rebuilt.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:portfolio_transaction_changelist"))
         return super().delete_view(request, object_id, extra_context)
 
@@ -214,7 +313,7 @@ class TransactionAdmin(admin.ModelAdmin):
 class HoldingAdmin(admin.ModelAdmin):
     """Derived from the ledger; read-only."""
 
-    list_display = ["portfolio", "owner", "instrument", "quantity_", "average_cost_", "cost", "updated_at"]
+    list_display = ["portfolio", "owner", "instrument", "quantity_", "average_cost_", "cost_", "cost_base_", "updated_at"]
     list_filter = [
         "instrument__asset_class",
         ("portfolio__owner", admin.RelatedOnlyFieldListFilter),
@@ -231,13 +330,17 @@ class HoldingAdmin(admin.ModelAdmin):
     def quantity_(self, obj: Holding) -> str:
         return amount(obj.quantity)
 
-    @admin.display(description="Average cost", ordering="average_cost")
+    @admin.display(description="Average cost")
     def average_cost_(self, obj: Holding) -> str:
         return money(obj.average_cost, obj.instrument.quote_currency)
 
-    @admin.display(description="Cost")
-    def cost(self, obj: Holding) -> str:
-        return money(obj.quantity * obj.average_cost, obj.instrument.quote_currency)
+    @admin.display(description="Cost", ordering="cost")
+    def cost_(self, obj: Holding) -> str:
+        return money(obj.cost, obj.instrument.quote_currency)
+
+    @admin.display(description="Cost in base currency", ordering="cost_base")
+    def cost_base_(self, obj: Holding) -> str:
+        return money(obj.cost_base, obj.portfolio.base_currency)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

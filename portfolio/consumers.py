@@ -1,7 +1,8 @@
 """`/ws/portfolio/`: the logged-in user's portfolios, revalued live.
 
 A protocol adapter: loads the user's books once (and again after a ledger
-change), subscribes to the held symbols through `marketdata.streams`, and turns
+change), subscribes to the held symbols and the FX pairs they convert through
+(via `marketdata.streams`), and turns
 price events into coalesced update frames. No database access per price.
 """
 
@@ -48,16 +49,33 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
             await streams.unsubscribe_user(self.channel_name, self.user.pk)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        # A read-only stream: the only frame a client may send is a ping.
+        # A read-only stream: a client may only ping, or pick the combined view's currency.
         try:
             message = json.loads(text_data) if text_data is not None else None
         except ValueError as exc:
             await self._send({"type": "error", "code": "bad_json", "message": f"Frame is not JSON: {exc}."})
             return
-        if isinstance(message, dict) and message.get("type") == "ping":
+        if not isinstance(message, dict):
+            message = {}
+        kind = message.get("type")
+        if kind == "ping":
             await self._send({"type": "pong"})
+        elif kind == "view":
+            await self._view(message.get("currency"))
         else:
-            await self._send({"type": "error", "code": "unknown_message", "message": 'Only {"type": "ping"} is accepted.'})
+            await self._send(
+                {"type": "error", "code": "unknown_message", "message": 'Send {"type": "ping"} or {"type": "view", "currency": "EUR"}.'}
+            )
+
+    async def _view(self, currency: object) -> None:
+        if currency not in self.book.currencies:
+            offered = ", ".join(self.book.currencies)
+            await self._send({"type": "error", "code": "unknown_currency", "message": f"Choose one of {offered}, not {currency!r}."})
+            return
+        before = self.book.symbols
+        self.book.set_currency(str(currency))
+        await self._resubscribe(before)
+        await self._send(self.book.snapshot())
 
     async def md_price(self, event: dict[str, Any]) -> None:
         if self.book.apply(decode_price_update(event)) and self._flush is None:
@@ -66,10 +84,13 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
     async def portfolio_reload(self, event: dict[str, Any]) -> None:
         before = self.book.symbols
         self.book.replace(*await database_sync_to_async(selectors.live_books_for_user)(user=self.user))
+        await self._resubscribe(before)
+        await self._send(self.book.snapshot())
+
+    async def _resubscribe(self, before: set[str]) -> None:
         after = self.book.symbols
         await streams.subscribe_symbols(self.channel_name, after - before)
         await streams.unsubscribe_symbols(self.channel_name, before - after)
-        await self._send(self.book.snapshot())
 
     def _schedule_flush(self) -> None:
         self._flush = asyncio.create_task(self._send_changes(settings.PORTFOLIO_COALESCE_MS / 1000))

@@ -1,106 +1,335 @@
 """A user's portfolios kept in memory and revalued as prices arrive.
 
-`LiveBook` is what the portfolio consumer holds per connection: loaded once,
-then updated from price events with no database access. It accumulates the
-symbols that changed so the consumer can send one coalesced frame per window.
+`LiveBook` is what the portfolio consumer holds per connection: loaded once (and
+again after a ledger change), then updated from price events with no database
+access. Each portfolio is a `View` that knows which rows depend on which
+symbol (the instrument itself, or an FX pair on the way to the base currency)
+and revalues only those, with the functions of `portfolio.valuation`. The
+combined view adds the portfolios' rows up in a currency the user picks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import fields, replace
 from decimal import Decimal
 
 from marketdata.events import PriceUpdate, to_epoch_ms
-from portfolio.selectors import PortfolioBook
-from portfolio.valuation import CENT, Line, Price, RowValue, Totals, totals, value_row
+from portfolio.selectors import Market, PortfolioBook
+from portfolio.valuation import (
+    NO_RATE,
+    Cash,
+    Flows,
+    Line,
+    Price,
+    RowValue,
+    Slice,
+    Tag,
+    Totals,
+    allocation,
+    convert,
+    fx_route,
+    route_rate,
+    totals,
+    value_cash,
+    value_holding,
+)
 
 Frame = dict[str, object]
+Item = Line | Cash
+CENT = Decimal("0.01")
+RATE_PLACES = Decimal("1e-8")
+COMBINED = "combined"
 
 
 def _money(value: Decimal | None) -> str | None:
     return None if value is None else str(value.quantize(CENT))
 
 
-def _number(value: Decimal) -> str:
-    return f"{value.normalize():f}"
+def _number(value: Decimal | None) -> str | None:
+    return None if value is None else f"{value.normalize():f}"
 
 
-class LiveBook:
-    def __init__(self, books: list[PortfolioBook], prices: dict[str, Price]) -> None:
-        self.books = books
-        self.prices = dict(prices)
-        self._changed: set[str] = set()
+class View:
+    """One portfolio in its base currency; rows are revalued only when a price they depend on moves."""
+
+    def __init__(self, book: PortfolioBook, market: Market) -> None:
+        self.book = book
+        self.id: int | str = book.id
+        self.name = book.name
+        self.currency = book.base_currency
+        self.market = market
+        self.items: dict[str, Item] = {line.key: line for line in book.lines} | {cash.key: cash for cash in book.cash}
+        self.routes = {item.currency: fx_route(item.currency, self.currency, market.pairs) for item in self.items.values()}
+        self.depends: dict[str, set[str]] = {}
+        for key, item in self.items.items():
+            symbols = [leg[0] for leg in self.routes[item.currency] or ()]
+            if isinstance(item, Line):
+                symbols.append(item.symbol)
+            for symbol in symbols:
+                self.depends.setdefault(symbol, set()).add(key)
+        self.rows: dict[str, RowValue] = {}
+        self.revalue(self.items)
 
     @property
     def symbols(self) -> set[str]:
-        return {line.symbol for book in self.books for line in book.lines}
+        return set(self.depends)
 
-    def replace(self, books: list[PortfolioBook], prices: dict[str, Price]) -> None:
-        """After a ledger change: new holdings; keep whichever price is newer."""
-        for symbol, price in prices.items():
-            current = self.prices.get(symbol)
+    def revalue(self, keys: Iterable[str]) -> None:
+        prices = self.market.prices
+        for key in keys:
+            item = self.items[key]
+            route = self.routes[item.currency]
+            rate, reference_rate = route_rate(route, prices), route_rate(route, prices, reference=True)
+            if isinstance(item, Line):
+                self.rows[key] = value_holding(item, prices.get(item.symbol), rate, reference_rate)
+            else:
+                self.rows[key] = value_cash(item, rate, reference_rate)
+
+    def affected(self, symbols: set[str]) -> set[str]:
+        return {key for symbol in symbols for key in self.depends.get(symbol, ())}
+
+    def flows(self) -> Flows:
+        return self.book.flows
+
+    def totals(self) -> Totals:
+        holdings = [(k, r) for k, r in self.rows.items() if isinstance(self.items[k], Line)]
+        cash = [(k, r) for k, r in self.rows.items() if isinstance(self.items[k], Cash)]
+        return totals(holdings, cash, self.flows())
+
+    def allocation(self) -> dict[str, list[Slice]]:
+        labels = self.market.asset_classes
+        tags = {}
+        for key, item in self.items.items():
+            if isinstance(item, Line):
+                tags[key] = Tag(
+                    (key, item.name or key),
+                    (item.asset_class, labels.get(item.asset_class, item.asset_class)),
+                    (item.currency, item.currency),
+                )
+            else:
+                tags[key] = Tag((key, f"Cash {item.currency}"), ("cash", "Cash"), (item.currency, item.currency))
+        return allocation((tags[key], row.market_value) for key, row in self.rows.items())
+
+    def history(self) -> list[tuple[int, Decimal]]:
+        return [(to_epoch_ms(minute), value) for minute, value in self.book.history]
+
+    # ------------------------------------------------------------ frames
+
+    def frame(self, keys: Iterable[str] | None = None) -> Frame:
+        """The whole view (a snapshot, with history) or, given `keys`, those rows with fresh totals (an update)."""
+        view_totals = self.totals()
+        total_value = view_totals.total_value
+        frame: Frame = {
+            "id": self.id,
+            "totals": _totals(view_totals),
+            "allocation": {
+                dimension: [{"key": s.key, "label": s.label, "value": _money(s.value), "weight": _money(s.weight)} for s in slices]
+                for dimension, slices in self.allocation().items()
+            },
+            "rows": [self._row(key, total_value) for key in (self.items if keys is None else sorted(keys))],
+        }
+        if keys is None:
+            frame.update(name=self.name, currency=self.currency, history=[[ms, _money(v)] for ms, v in self.history()])
+        return frame
+
+    def _row(self, key: str, total_value: Decimal) -> Frame:
+        item, row = self.items[key], self.rows[key]
+        frame: Frame = {
+            "key": key,
+            "currency": item.currency,
+            "fx_rate": None if row.rate is None else _number(row.rate.quantize(RATE_PLACES)),
+            "market_value": _money(row.market_value),
+            "day_change": _money(row.day_change),
+            "day_change_pct": _money(row.day_change_pct),
+            "weight": _money(row.market_value / total_value * 100) if row.market_value is not None and total_value else None,
+            "status": row.status,
+        }
+        if isinstance(item, Cash):
+            frame.update(kind="cash", symbol=item.currency, name=f"Cash {item.currency}", asset_class="cash", quantity=_money(item.amount))
+            frame.update(average_cost=None, price=None, price_ts=None, cost=None, unrealised_pnl=None, unrealised_pnl_pct=None)
+            return frame
+        price = self.market.prices.get(item.symbol)
+        frame.update(
+            kind="holding",
+            symbol=item.symbol,
+            name=item.name,
+            asset_class=item.asset_class,
+            quantity=_number(item.quantity),
+            average_cost=_number(item.cost / item.quantity) if item.quantity else None,
+            price=None if price is None else _number(price.value),
+            price_ts=None if price is None else to_epoch_ms(price.ts),
+            cost=_money(row.cost),
+            unrealised_pnl=_money(row.pnl),
+            unrealised_pnl_pct=_money(row.pnl_pct),
+        )
+        return frame
+
+
+def _totals(t: Totals) -> Frame:
+    frame: Frame = {
+        name: _money(getattr(t, name))
+        for name in (
+            "total_value",
+            "market_value",
+            "cash",
+            "cost",
+            "unrealised_pnl",
+            "unrealised_pnl_pct",
+            "realised_pnl",
+            "dividends",
+            "interest",
+            "fees",
+            "net_deposits",
+            "day_change",
+            "day_change_pct",
+        )
+    }
+    frame["missing"] = [{"key": key, "reason": reason} for key, reason in t.missing]
+    return frame
+
+
+class CombinedView(View):
+    """All portfolios added up in one currency: each portfolio's rows converted at the current rate, merged by key."""
+
+    def __init__(self, views: list[View], currency: str, market: Market) -> None:
+        self.views = views
+        self.id = COMBINED
+        self.name = "All portfolios"
+        self.currency = currency
+        self.market = market
+        self.routes = {view.currency: fx_route(view.currency, currency, market.pairs) for view in views}
+        self.items = {}
+        for view in views:
+            for key, item in view.items.items():
+                self.items[key] = _merge(self.items.get(key), item)
+        self.depends = {}
+        for view in views:
+            for symbol, keys in view.depends.items():
+                self.depends.setdefault(symbol, set()).update(keys)
+            for symbol, _ in self.routes[view.currency] or ():
+                self.depends.setdefault(symbol, set()).update(view.items)
+        self.rows = {}
+        self.revalue(self.items)
+
+    def _rates(self, view: View) -> tuple[Decimal | None, Decimal | None]:
+        route = self.routes[view.currency]
+        return route_rate(route, self.market.prices), route_rate(route, self.market.prices, reference=True)
+
+    def revalue(self, keys: Iterable[str]) -> None:
+        rates = {view.id: self._rates(view) for view in self.views}
+        for key in keys:
+            self.rows[key] = convert((view.rows[key], *rates[view.id]) for view in self.views if key in view.rows)
+
+    def flows(self) -> Flows:
+        total = {f.name: Decimal(0) for f in fields(Flows)}
+        for view in self.views:
+            rate = self._rates(view)[0]
+            for name in total if rate is not None else ():
+                total[name] += getattr(view.book.flows, name) * rate
+        return Flows(**total)
+
+    def totals(self) -> Totals:
+        # A portfolio that cannot be converted is missing as a whole, ledger totals included.
+        unconverted = tuple((f"portfolio:{view.id}", NO_RATE) for view in self.views if self._rates(view)[0] is None)
+        view_totals = super().totals()
+        return replace(view_totals, missing=view_totals.missing + unconverted) if unconverted else view_totals
+
+    def history(self) -> list[tuple[int, Decimal]]:
+        summed: dict[int, Decimal] = {}
+        for view in self.views:
+            rate = self._rates(view)[0]
+            if rate is not None:
+                for ms, value in view.history():
+                    summed[ms] = summed.get(ms, Decimal(0)) + value * rate
+        return sorted(summed.items())
+
+
+def _merge(a: Item | None, b: Item) -> Item:
+    if a is None:
+        return b
+    if isinstance(a, Line) and isinstance(b, Line):
+        return Line(a.symbol, a.name, a.asset_class, a.currency, a.quantity + b.quantity, a.cost + b.cost, a.cost_base + b.cost_base)
+    assert isinstance(a, Cash) and isinstance(b, Cash)
+    return Cash(a.currency, a.amount + b.amount)
+
+
+class LiveBook:
+    """Every view of one user's portfolios, with the prices they need."""
+
+    def __init__(self, books: list[PortfolioBook], market: Market, *, currency: str | None = None) -> None:
+        self._changed: set[str] = set()
+        self._build(books, market, currency)
+
+    def _build(self, books: list[PortfolioBook], market: Market, currency: str | None) -> None:
+        self.market = market
+        self.views = [View(book, market) for book in books]
+        self.currency = currency or (self.views[0].currency if self.views else "USD")
+        self.combined = CombinedView(self.views, self.currency, market) if len(self.views) > 1 else None
+
+    @property
+    def all_views(self) -> list[View]:
+        return [*self.views, *([self.combined] if self.combined else [])]
+
+    @property
+    def symbols(self) -> set[str]:
+        """What to subscribe to: held instruments and the FX pairs the views convert through."""
+        return {symbol for view in self.all_views for symbol in view.symbols}
+
+    @property
+    def currencies(self) -> list[str]:
+        """Currencies the combined view can be shown in."""
+        offered = {c for pair in self.market.pairs for c in pair} | {view.currency for view in self.views}
+        return sorted(offered)
+
+    def replace(self, books: list[PortfolioBook], market: Market) -> None:
+        """After a ledger change: new books; keep whichever price is newer."""
+        prices = dict(self.market.prices)
+        for symbol, price in market.prices.items():
+            current = prices.get(symbol)
             if current is None or price.ts > current.ts:
-                self.prices[symbol] = price
-        self.books = books
-        self._changed.clear()
+                prices[symbol] = price
+        self._build(books, Market(prices=prices, pairs=market.pairs, asset_classes=market.asset_classes), self.currency)
+
+    def set_currency(self, currency: str) -> None:
+        self.currency = currency
+        self.combined = CombinedView(self.views, currency, self.market) if len(self.views) > 1 else None
 
     def apply(self, update: PriceUpdate) -> bool:
         """Take a price; False when it is not newer than the one held."""
-        current = self.prices.get(update.symbol)
+        prices = self.market.prices
+        current = prices.get(update.symbol)
         if current is not None and current.epoch == update.epoch and update.seq <= current.seq:
             return False  # duplicate or out of order within one worker run
         if current is not None and update.ts < current.ts:
             return False
-        self.prices[update.symbol] = Price(update.price, update.ts, update.seq, update.epoch)
+        reference = update.reference if update.reference is not None else (current.reference if current else None)
+        prices[update.symbol] = Price(update.price, update.ts, update.seq, update.epoch, reference)
         self._changed.add(update.symbol)
         return True
 
     def snapshot(self) -> Frame:
-        return {"type": "snapshot", "portfolios": [self._portfolio(book, None) for book in self.books]}
+        self._changed.clear()
+        return {
+            "type": "snapshot",
+            "view_currencies": self.currencies,
+            "combined_currency": self.currency,
+            "portfolios": [view.frame() for view in self.views],
+            "combined": self.combined.frame() if self.combined else None,
+        }
 
     def take_changes(self) -> Frame | None:
-        """Changed rows and new totals of every portfolio that holds a changed symbol."""
+        """Revalue the rows the changed prices touch; a frame with them and the fresh totals of their views."""
         changed, self._changed = self._changed, set()
-        portfolios = [self._portfolio(book, changed) for book in self.books if any(line.symbol in changed for line in book.lines)]
-        return {"type": "update", "portfolios": portfolios} if portfolios else None
-
-    def _portfolio(self, book: PortfolioBook, only: set[str] | None) -> Frame:
-        rows = []
-        for line in book.lines:
-            price = self.prices.get(line.symbol)
-            rows.append((line, price, value_row(line, price)))
-        book_totals = totals(((line, value) for line, _, value in rows), base_currency=book.base_currency)
-        frame: Frame = {
-            "id": book.id,
-            "totals": self._totals(book_totals, book.base_currency),
-            "rows": [self._row(line, price, value) for line, price, value in rows if only is None or line.symbol in only],
-        }
-        if only is None:
-            frame.update(name=book.name, base_currency=book.base_currency)
+        frames: dict[int | str, Frame] = {}
+        for view in self.all_views:
+            keys = view.affected(changed)
+            if keys:
+                view.revalue(keys)
+                frames[view.id] = view.frame(keys)
+        if not frames:
+            return None
+        frame: Frame = {"type": "update", "portfolios": [f for vid, f in frames.items() if vid != COMBINED]}
+        if COMBINED in frames:
+            frame["combined"] = frames[COMBINED]
         return frame
-
-    @staticmethod
-    def _row(line: Line, price: Price | None, value: RowValue) -> Frame:
-        return {
-            "symbol": line.symbol,
-            "name": line.name,
-            "currency": line.currency,
-            "quantity": _number(line.quantity),
-            "average_cost": _number(line.average_cost),
-            "price": None if price is None else _number(price.value),
-            "price_ts": None if price is None else to_epoch_ms(price.ts),
-            "cost": _money(value.cost),
-            "market_value": _money(value.market_value),
-            "pnl": _money(value.pnl),
-            "pnl_pct": _money(value.pnl_pct),
-        }
-
-    @staticmethod
-    def _totals(t: Totals, currency: str) -> Frame:
-        return {
-            "currency": currency,
-            "market_value": _money(t.market_value),
-            "cost": _money(t.cost),
-            "pnl": _money(t.pnl),
-            "pnl_pct": _money(t.pnl_pct),
-            "excluded": list(t.excluded),
-        }

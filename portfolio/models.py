@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
@@ -11,6 +13,15 @@ class Portfolio(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="portfolios")
     name = models.CharField(max_length=100)
     base_currency = models.CharField(max_length=3, default="USD", validators=[currency_code])
+    allow_negative_cash = models.BooleanField(
+        default=False, help_text="Allow withdrawals and transfers out to take a cash balance below zero."
+    )
+    # Derived from the ledger by `portfolio.services.portfolio_rebuild`, in the base currency.
+    realised_pnl = decimal_field("realised P&L", default=0, editable=False)
+    dividends = decimal_field(default=0, editable=False)
+    interest = decimal_field(default=0, editable=False)
+    fees = decimal_field(default=0, editable=False)
+    net_deposits = decimal_field(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -21,44 +32,72 @@ class Portfolio(models.Model):
         return self.name
 
 
-class Side(models.TextChoices):
+class Kind(models.TextChoices):
     BUY = "buy", "Buy"
     SELL = "sell", "Sell"
+    DIVIDEND = "dividend", "Dividend"
+    INTEREST = "interest", "Interest"
+    FEE = "fee", "Fee"
+    DEPOSIT = "deposit", "Deposit"
+    WITHDRAWAL = "withdrawal", "Withdrawal"
+    SPLIT = "split", "Split"
+    TRANSFER_IN = "transfer_in", "Transfer in"
+    TRANSFER_OUT = "transfer_out", "Transfer out"
 
 
 class Transaction(models.Model):
-    """One ledger entry. Recorded only through `portfolio.services`."""
+    """One ledger entry. Recorded only through `portfolio.services`; see `portfolio.ledger` for the meaning of each field per kind."""
 
     portfolio = models.ForeignKey(Portfolio, on_delete=models.CASCADE, related_name="transactions")
-    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="transactions")
-    side = models.CharField(max_length=8, choices=Side.choices)
-    quantity = decimal_field()
-    price = decimal_field(help_text="Per unit, in the instrument's quote currency.")
-    fee = decimal_field(default=0, validators=[MinValueValidator(0)], help_text="In the instrument's quote currency.")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="transactions", null=True, blank=True)
+    quantity = decimal_field(help_text="Shares; the ratio for a split (2 for 2-for-1); for cash entries, amount = quantity × price.")
+    price = decimal_field(default=1, help_text="Per unit, in the transaction's currency.")
+    fee = decimal_field(default=0, validators=[MinValueValidator(0)], help_text="In the transaction's currency.")
+    currency = models.CharField(max_length=3, validators=[currency_code])
+    fx_rate = decimal_field(
+        "FX rate", default=1, help_text="Units of the portfolio's base currency per unit of the currency, at execution."
+    )
     executed_at = models.DateTimeField()
+    counterpart = models.OneToOneField(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+        help_text="The other side of a transfer.",
+    )
     note = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-executed_at", "-id"]
-        indexes = [models.Index(fields=["portfolio", "instrument", "executed_at"])]
+        indexes = [models.Index(fields=["portfolio", "executed_at"])]
         constraints = [
             models.CheckConstraint(condition=models.Q(quantity__gt=0), name="transaction_quantity_positive"),
             models.CheckConstraint(condition=models.Q(price__gte=0), name="transaction_price_not_negative"),
             models.CheckConstraint(condition=models.Q(fee__gte=0), name="transaction_fee_not_negative"),
+            models.CheckConstraint(condition=models.Q(fx_rate__gt=0), name="transaction_fx_rate_positive"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_side_display()} {self.quantity.normalize():f} {self.instrument} @ {self.price.normalize():f}"
+        what = self.instrument or self.currency
+        if self.kind in (Kind.BUY, Kind.SELL):
+            return f"{self.get_kind_display()} {self.quantity.normalize():f} {what} @ {self.price.normalize():f}"
+        if self.kind == Kind.SPLIT:
+            return f"Split {what} {self.quantity.normalize():f}:1"
+        return f"{self.get_kind_display()} {(self.quantity * self.price).normalize():f} {self.currency}"
 
 
 class Holding(models.Model):
-    """Derived from the ledger by `portfolio.services.holding_rebuild`; never edited by hand."""
+    """Derived from the ledger by `portfolio.services.portfolio_rebuild`; never edited by hand."""
 
     portfolio = models.ForeignKey(Portfolio, on_delete=models.CASCADE, related_name="holdings")
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="holdings")
     quantity = decimal_field()
-    average_cost = decimal_field(help_text="Per unit including buy fees, in the instrument's currency.")
+    cost = decimal_field(help_text="Cost basis (average cost), in the instrument's currency.")
+    cost_base = decimal_field("cost in base currency", help_text="Cost basis in the portfolio's base currency, at trade-date FX.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -67,3 +106,37 @@ class Holding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.quantity.normalize():f} × {self.instrument}"
+
+    @property
+    def average_cost(self) -> Decimal:
+        return self.cost / self.quantity
+
+
+class CashBalance(models.Model):
+    """Cash held in one currency; derived from the ledger like holdings."""
+
+    portfolio = models.ForeignKey(Portfolio, on_delete=models.CASCADE, related_name="cash_balances")
+    currency = models.CharField(max_length=3, validators=[currency_code])
+    amount = decimal_field()
+
+    class Meta:
+        ordering = ["portfolio_id", "currency"]
+        constraints = [models.UniqueConstraint(fields=["portfolio", "currency"], name="cash_unique_per_portfolio_currency")]
+
+    def __str__(self) -> str:
+        return f"{self.amount.normalize():f} {self.currency}"
+
+
+class PortfolioValue(models.Model):
+    """A portfolio's total value at one minute, recorded by the feed worker while prices flow."""
+
+    portfolio = models.ForeignKey(Portfolio, on_delete=models.CASCADE, related_name="values")
+    minute = models.DateTimeField()
+    value = decimal_field(help_text="Total value (holdings and cash) in the base currency.")
+
+    class Meta:
+        ordering = ["portfolio_id", "minute"]
+        constraints = [models.UniqueConstraint(fields=["portfolio", "minute"], name="portfolio_value_unique_per_minute")]
+
+    def __str__(self) -> str:
+        return f"{self.portfolio_id} @ {self.minute:%Y-%m-%d %H:%M}: {self.value}"

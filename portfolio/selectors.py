@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
+from django.utils import timezone
 
-from marketdata.selectors import quotes_for_instruments
-from portfolio.models import Holding, Portfolio
-from portfolio.valuation import Line, Price
+from marketdata.models import AssetClass, Instrument, Quote
+from portfolio.models import CashBalance, Holding, Portfolio, PortfolioValue
+from portfolio.valuation import Cash, Flows, Line, Pairs, Price, fx_pair
+
+HISTORY_WINDOW = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
 class PortfolioBook:
+    """One portfolio as valuation needs it: positions, cash and ledger totals (base currency)."""
+
     id: int
     name: str
     base_currency: str
     lines: tuple[Line, ...]
+    cash: tuple[Cash, ...] = ()
+    flows: Flows = field(default_factory=Flows)
+    history: tuple[tuple[datetime, Decimal], ...] = ()
+
+
+@dataclass(frozen=True)
+class Market:
+    """What valuation needs from market data: latest prices and the FX pairs on offer."""
+
+    prices: dict[str, Price]
+    pairs: Pairs
+    asset_classes: dict[str, str]  # asset class key → label
 
 
 def portfolios_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Portfolio]:
@@ -30,24 +49,50 @@ def holdings_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Hol
     return Holding.objects.filter(portfolio__in=portfolios_for_user(user=user)).select_related("instrument")
 
 
-def live_books_for_user(*, user: AbstractBaseUser | AnonymousUser) -> tuple[list[PortfolioBook], dict[str, Price]]:
-    """Everything the live portfolio stream needs, in three queries: books and latest prices."""
-    portfolios = list(portfolios_for_user(user=user))
-    holdings = list(holdings_for_user(user=user).order_by("instrument__symbol"))
-    quotes = quotes_for_instruments(instrument_ids={h.instrument_id for h in holdings})
-    books = [
+def _line(h: Holding) -> Line:
+    i = h.instrument
+    return Line(i.symbol, i.name, i.asset_class, i.quote_currency, h.quantity, h.cost, h.cost_base)
+
+
+def books_for_portfolios(portfolios: QuerySet[Portfolio], *, history_since: datetime | None = None) -> list[PortfolioBook]:
+    """Books of the given portfolios in three queries (four with history since a time)."""
+    portfolio_list = list(portfolios)
+    ids = [p.pk for p in portfolio_list]
+    lines: dict[int, list[Line]] = {pk: [] for pk in ids}
+    for h in Holding.objects.filter(portfolio_id__in=ids).select_related("instrument").order_by("instrument__symbol"):
+        lines[h.portfolio_id].append(_line(h))
+    cash: dict[int, list[Cash]] = {pk: [] for pk in ids}
+    for c in CashBalance.objects.filter(portfolio_id__in=ids).order_by("currency"):
+        cash[c.portfolio_id].append(Cash(c.currency, c.amount))
+    history: dict[int, list[tuple[datetime, Decimal]]] = {pk: [] for pk in ids}
+    if history_since is not None:
+        rows = PortfolioValue.objects.filter(portfolio_id__in=ids, minute__gte=history_since).order_by("minute")
+        for pk, minute, value in rows.values_list("portfolio_id", "minute", "value"):
+            history[pk].append((minute, value))
+    return [
         PortfolioBook(
             id=p.pk,
             name=p.name,
             base_currency=p.base_currency,
-            lines=tuple(
-                Line(h.instrument.symbol, h.instrument.name, h.instrument.quote_currency, h.quantity, h.average_cost)
-                for h in holdings
-                if h.portfolio_id == p.pk
-            ),
+            lines=tuple(lines[p.pk]),
+            cash=tuple(cash[p.pk]),
+            flows=Flows(p.realised_pnl, p.dividends, p.interest, p.fees, p.net_deposits),
+            history=tuple(history[p.pk]),
         )
-        for p in portfolios
+        for p in portfolio_list
     ]
-    symbols = {h.instrument_id: h.instrument.symbol for h in holdings}
-    prices = {symbols[i]: Price(q.price, q.exchange_ts, q.seq, q.epoch) for i, q in quotes.items()}
-    return books, prices
+
+
+def market_for(*, symbols: set[str]) -> Market:
+    """Latest prices of `symbols` and of every FX instrument, with the pairs those offer; two queries."""
+    fx = list(Instrument.objects.filter(asset_class=AssetClass.FX, is_active=True).values_list("symbol", "quote_currency"))
+    pairs = {pair: symbol for symbol, quote in fx if (pair := fx_pair(symbol, quote)) is not None}
+    quotes = Quote.objects.filter(instrument__symbol__in=symbols | set(pairs.values())).select_related("instrument")
+    prices = {q.instrument.symbol: Price(q.price, q.exchange_ts, q.seq, q.epoch, q.reference_price) for q in quotes}
+    return Market(prices=prices, pairs=pairs, asset_classes=dict(AssetClass.choices))
+
+
+def live_books_for_user(*, user: AbstractBaseUser | AnonymousUser) -> tuple[list[PortfolioBook], Market]:
+    """Everything the live portfolio stream needs: the user's books with 24 h of history, and the market."""
+    books = books_for_portfolios(portfolios_for_user(user=user), history_since=timezone.now() - HISTORY_WINDOW)
+    return books, market_for(symbols={line.symbol for book in books for line in book.lines})

@@ -1,15 +1,23 @@
 """Writes to portfolios. Every ledger change goes through here.
 
-`transaction_check` validates, `transaction_record` / `transaction_delete`
-perform: they re-validate under a lock, rebuild the affected holding in the same
-database transaction, and tell the owner's live connections after commit.
+A change is first described as `Draft`s and checked (`drafts_check`): each
+draft's own fields, then the whole ledger with the drafts folded in, in
+execution order, so a back-dated entry is checked against what was held then.
+Writers (`transaction_record`, `transfer_record`, `transactions_import`,
+`transaction_delete`) re-check under a lock on the portfolio row, write, rebuild
+the derived rows (holdings, cash, totals) in the same database transaction, and
+tell the owner's live connections after commit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cache
 
+import pycountry
 from django.core.exceptions import ValidationError
 from django.db import transaction as db_transaction
 from django.utils import timezone
@@ -17,123 +25,315 @@ from django.utils import timezone
 from marketdata import streams
 from marketdata.groups import PORTFOLIO_RELOAD_EVENT
 from marketdata.models import Instrument
-from portfolio.ledger import Entry, LedgerError, Position, position_from_ledger
-from portfolio.models import Holding, Portfolio, Side, Transaction
+from portfolio.ledger import NEEDS_INSTRUMENT, ONE, ZERO, Book, Entry, LedgerError, book_from_ledger
+from portfolio.models import CashBalance, Holding, Kind, Portfolio, Transaction
 
 # Clocks disagree a little; a trade stamped a minute ahead is still "now".
 _FUTURE_TOLERANCE = timedelta(minutes=1)
+_CASH_ONLY = frozenset({Kind.DEPOSIT, Kind.WITHDRAWAL})
+_SHARES = frozenset({Kind.BUY, Kind.SELL, Kind.SPLIT, Kind.TRANSFER_IN, Kind.TRANSFER_OUT})
 
 
-def _entries(*, portfolio: Portfolio, instrument: Instrument, add: Entry | None = None, exclude_id: int | None = None) -> list[Entry]:
-    rows = Transaction.objects.filter(portfolio=portfolio, instrument=instrument).order_by("executed_at", "id")
-    if exclude_id is not None:
-        rows = rows.exclude(id=exclude_id)
-    entries = [Entry(t.side, t.quantity, t.price, t.fee, t.executed_at) for t in rows]
-    if add is not None:
-        # Same execution time as an existing entry: the new one comes after it, as its id would.
-        entries.append(add)
-        entries.sort(key=lambda e: e.executed_at)
-    return entries
+@dataclass(frozen=True)
+class Draft:
+    """A ledger entry not yet written. `fx_rate=None` means "not given"."""
+
+    kind: str
+    executed_at: datetime
+    quantity: Decimal
+    instrument: Instrument | None = None
+    currency: str = ""  # default: the instrument's currency, else the portfolio's base currency
+    price: Decimal = ONE
+    fee: Decimal = ZERO
+    fx_rate: Decimal | None = None
+    note: str = ""
+    ref: object = None  # where it came from (a CSV line number), echoed in problems
 
 
-def _fold(*, entries: list[Entry], instrument: Instrument, field: str) -> Position:
+@dataclass(frozen=True)
+class Problem:
+    ref: object
+    field: str
+    message: str
+
+
+class LedgerProblems(ValidationError):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__([p.message for p in problems])
+        self.problems = problems
+
+
+@cache
+def _iso_currencies() -> frozenset[str]:
+    return frozenset(c.alpha_3 for c in pycountry.currencies)
+
+
+def known_currencies() -> frozenset[str]:
+    """ISO 4217 codes, plus any currency an instrument is quoted in."""
+    return _iso_currencies() | set(Instrument.objects.values_list("quote_currency", flat=True).distinct())
+
+
+def _n(value: Decimal) -> str:
+    return f"{value.normalize():f}"
+
+
+def _complete(draft: Draft, *, portfolio: Portfolio) -> Draft:
+    """Fill the defaults that depend on the portfolio and the instrument."""
+    currency = draft.currency or (draft.instrument.quote_currency if draft.instrument else portfolio.base_currency)
+    fx_rate = draft.fx_rate
+    if fx_rate is None and currency == portfolio.base_currency:
+        fx_rate = ONE
+    return replace(draft, currency=currency, fx_rate=fx_rate)
+
+
+def draft_problems(draft: Draft, *, portfolio: Portfolio, currencies: frozenset[str] | set[str]) -> list[Problem]:
+    """Everything wrong with one (completed) draft on its own."""
+    found: list[Problem] = []
+
+    def problem(field: str, message: str) -> None:
+        found.append(Problem(draft.ref, field, message))
+
+    instrument, kind = draft.instrument, draft.kind
+    if kind not in Kind.values:
+        problem("kind", f"Unknown kind {kind!r}: use one of {', '.join(Kind.values)}.")
+    elif kind in NEEDS_INSTRUMENT and instrument is None:
+        problem("instrument", f"A {kind} needs an instrument.")
+    elif kind in _CASH_ONLY and instrument is not None:
+        problem("instrument", f"A {kind} moves cash only: leave the instrument empty.")
+    if draft.currency not in currencies:
+        problem("currency", f"Unknown currency {draft.currency!r}: use an ISO 4217 code such as USD.")
+    elif instrument is not None and kind in _SHARES and draft.currency != instrument.quote_currency:
+        problem("currency", f"{instrument.symbol} trades in {instrument.quote_currency}, so its {kind} is in {instrument.quote_currency}.")
+    if instrument is not None and not instrument.is_active and kind in (Kind.BUY, Kind.TRANSFER_IN):
+        problem("instrument", f"{instrument.symbol} is inactive: it takes no new buys.")
+    if not draft.quantity.is_finite() or draft.quantity <= 0:
+        problem("quantity", "Split ratio must be greater than zero." if kind == Kind.SPLIT else "Quantity must be greater than zero.")
+    if not draft.price.is_finite() or draft.price < 0:
+        problem("price", "Price must not be negative.")
+    if not draft.fee.is_finite() or draft.fee < 0:
+        problem("fee", "Fee must not be negative.")
+    if draft.fx_rate is None:
+        problem(
+            "fx_rate",
+            f"The portfolio is in {portfolio.base_currency}: give the {draft.currency}→{portfolio.base_currency} rate at execution.",
+        )
+    elif not draft.fx_rate.is_finite() or draft.fx_rate <= 0:
+        problem("fx_rate", "FX rate must be greater than zero.")
+    elif draft.currency == portfolio.base_currency and draft.fx_rate != ONE:
+        problem("fx_rate", f"{draft.currency} is the base currency: its FX rate is 1.")
+    if timezone.is_naive(draft.executed_at):
+        problem("executed_at", "Execution time must carry a timezone.")
+    elif draft.executed_at > timezone.now() + _FUTURE_TOLERANCE:
+        problem("executed_at", "Execution time is in the future.")
+    return found
+
+
+def _entry(draft: Draft) -> Entry:
+    return Entry(
+        kind=draft.kind,
+        executed_at=draft.executed_at,
+        currency=draft.currency,
+        symbol=draft.instrument.symbol if draft.instrument else "",
+        quantity=draft.quantity,
+        price=draft.price,
+        fee=draft.fee,
+        fx_rate=draft.fx_rate or ONE,
+        ref=draft.ref,
+    )
+
+
+def _ledger(portfolio: Portfolio, *, exclude: Iterable[int] = ()) -> list[Entry]:
+    rows = (
+        Transaction.objects.filter(portfolio=portfolio)
+        .exclude(pk__in=list(exclude))
+        .order_by("executed_at", "id")
+        .values_list("kind", "executed_at", "currency", "instrument__symbol", "quantity", "price", "fee", "fx_rate", "id")
+    )
+    return [Entry(k, at, ccy, sym or "", q, p, f, fx, ref=pk) for k, at, ccy, sym, q, p, f, fx, pk in rows]
+
+
+def _fold(portfolio: Portfolio, entries: list[Entry]) -> Book:
     try:
-        return position_from_ledger(entries, symbol=instrument.symbol)
+        return book_from_ledger(entries, allow_negative_cash=portfolio.allow_negative_cash)
     except LedgerError as exc:
-        raise ValidationError({field: str(exc)}) from None
+        raise LedgerProblems([Problem(exc.ref, "quantity", str(exc))]) from None
 
 
-def transaction_check(
-    *,
-    portfolio: Portfolio,
-    instrument: Instrument,
-    side: str,
-    quantity: Decimal,
-    price: Decimal,
-    fee: Decimal = Decimal(0),
-    executed_at: datetime,
-) -> Position:
-    """Validate a new ledger entry; returns the resulting position or raises ValidationError."""
-    errors: dict[str, str] = {}
-    if side not in Side.values:
-        errors["side"] = f"Side must be one of {', '.join(Side.values)}."
-    if not quantity.is_finite() or quantity <= 0:
-        errors["quantity"] = "Quantity must be greater than zero."
-    if not price.is_finite() or price < 0:
-        errors["price"] = "Price must not be negative."
-    if not fee.is_finite() or fee < 0:
-        errors["fee"] = "Fee must not be negative."
-    if not instrument.is_active:
-        errors["instrument"] = f"{instrument.symbol} is inactive: it takes no new transactions."
-    if timezone.is_naive(executed_at):
-        errors["executed_at"] = "Execution time must carry a timezone."
-    elif executed_at > timezone.now() + _FUTURE_TOLERANCE:
-        errors["executed_at"] = "Execution time is in the future."
-    if errors:
-        raise ValidationError(errors)
-    entry = Entry(side, quantity, price, fee, executed_at)
-    return _fold(entries=_entries(portfolio=portfolio, instrument=instrument, add=entry), instrument=instrument, field="quantity")
+def drafts_check(*, portfolio: Portfolio, drafts: Sequence[Draft]) -> tuple[list[Draft], Book]:
+    """Complete and validate drafts against the portfolio's ledger; raises LedgerProblems listing every problem found.
+
+    Row problems are all collected first; the ledger is folded only when every
+    row is sound, and stops at its first break (later ones may depend on it).
+    """
+    currencies = known_currencies()
+    completed = [_complete(d, portfolio=portfolio) for d in drafts]
+    problems = [p for d in completed for p in draft_problems(d, portfolio=portfolio, currencies=currencies)]
+    if problems:
+        raise LedgerProblems(problems)
+    # Stable sort: a new entry at the same time as an existing one comes after it, as its id would.
+    entries = sorted([*_ledger(portfolio), *map(_entry, completed)], key=lambda e: e.executed_at)
+    return completed, _fold(portfolio, entries)
 
 
-def transaction_record(
-    *,
-    portfolio: Portfolio,
-    instrument: Instrument,
-    side: str,
-    quantity: Decimal,
-    price: Decimal,
-    fee: Decimal = Decimal(0),
-    executed_at: datetime,
-    note: str = "",
-) -> Transaction:
+def _as_field_errors(exc: LedgerProblems) -> ValidationError:
+    errors: dict[str, list[str]] = {}
+    for problem in exc.problems:
+        errors.setdefault(problem.field, []).append(problem.message)
+    return ValidationError(errors)
+
+
+def transaction_check(*, portfolio: Portfolio, draft: Draft) -> Book:
+    """Validate one new entry; returns the resulting book or raises ValidationError by field."""
+    try:
+        return drafts_check(portfolio=portfolio, drafts=[draft])[1]
+    except LedgerProblems as exc:
+        raise _as_field_errors(exc) from None
+
+
+def _lock(*portfolios: Portfolio) -> list[Portfolio]:
+    # Serialise ledger writes per portfolio (in id order, so two transfers cannot deadlock).
+    locked = {p.pk: p for p in Portfolio.objects.select_for_update().filter(pk__in=[p.pk for p in portfolios]).order_by("pk")}
+    return [locked[p.pk] for p in portfolios]
+
+
+def _row(portfolio: Portfolio, draft: Draft) -> Transaction:
+    return Transaction(
+        portfolio=portfolio,
+        kind=draft.kind,
+        instrument=draft.instrument,
+        quantity=draft.quantity,
+        price=draft.price,
+        fee=draft.fee,
+        currency=draft.currency,
+        fx_rate=draft.fx_rate or ONE,
+        executed_at=draft.executed_at,
+        note=draft.note,
+    )
+
+
+def transaction_record(*, portfolio: Portfolio, draft: Draft) -> Transaction:
+    """Record one entry; raises ValidationError by field."""
     with db_transaction.atomic():
-        # Serialise ledger writes per portfolio so two sells cannot both pass the check.
-        portfolio = Portfolio.objects.select_for_update().get(pk=portfolio.pk)
-        transaction_check(
-            portfolio=portfolio, instrument=instrument, side=side, quantity=quantity, price=price, fee=fee, executed_at=executed_at
-        )
-        entry = Transaction.objects.create(
-            portfolio=portfolio,
-            instrument=instrument,
-            side=side,
-            quantity=quantity,
-            price=price,
-            fee=fee,
-            executed_at=executed_at,
-            note=note,
-        )
-        holding_rebuild(portfolio=portfolio, instrument=instrument)
-        _announce(portfolio)
+        (portfolio,) = _lock(portfolio)
+        try:
+            (draft,), book = drafts_check(portfolio=portfolio, drafts=[draft])
+        except LedgerProblems as exc:
+            raise _as_field_errors(exc) from None
+        entry = _row(portfolio, draft)
+        entry.save()
+        portfolio_rebuild(portfolio=portfolio, book=book)
     return entry
 
 
-def transaction_delete(*, transaction: Transaction) -> None:
-    """Remove a ledger entry, unless a later sell depends on it."""
+@dataclass(frozen=True)
+class ImportResult:
+    created: int
+    dry_run: bool
+    book: Book
+
+
+def transactions_import(*, portfolio: Portfolio, drafts: Sequence[Draft], dry_run: bool = False) -> ImportResult:
+    """All or nothing: every draft is checked first; raises LedgerProblems (refs are the drafts') when any is wrong."""
     with db_transaction.atomic():
-        portfolio = Portfolio.objects.select_for_update().get(pk=transaction.portfolio_id)
-        instrument = transaction.instrument
-        entries = _entries(portfolio=portfolio, instrument=instrument, exclude_id=transaction.pk)
+        (portfolio,) = _lock(portfolio)
+        completed, book = drafts_check(portfolio=portfolio, drafts=drafts)
+        if not dry_run:
+            Transaction.objects.bulk_create([_row(portfolio, d) for d in completed], batch_size=1000)
+            portfolio_rebuild(portfolio=portfolio, book=book)
+    return ImportResult(created=len(completed), dry_run=dry_run, book=book)
+
+
+def transfer_record(
+    *,
+    source: Portfolio,
+    destination: Portfolio,
+    executed_at: datetime,
+    quantity: Decimal,
+    instrument: Instrument | None = None,
+    currency: str = "",
+    source_fx_rate: Decimal | None = None,
+    destination_fx_rate: Decimal | None = None,
+    note: str = "",
+) -> tuple[Transaction, Transaction]:
+    """Move cash (`quantity` units of `currency`) or shares of `instrument` between two portfolios of one owner.
+
+    Shares leave at their average cost at that time and arrive at the same
+    cost, so a transfer realises nothing. Between portfolios with the same base
+    currency the base-currency cost carries over too; otherwise the
+    destination's FX rate prices it.
+    """
+    if source.owner_id != destination.owner_id:
+        raise ValidationError("Transfers are only between portfolios of the same owner.")
+    if source.pk == destination.pk:
+        raise ValidationError("A transfer needs two different portfolios.")
+    with db_transaction.atomic():
+        source, destination = _lock(source, destination)
+        price, out_fx, in_fx = ONE, source_fx_rate, destination_fx_rate
+        currency = currency or source.base_currency
+        if instrument is not None:
+            currency = instrument.quote_currency
+            held = _fold(source, [e for e in _ledger(source) if e.executed_at <= executed_at]).positions.get(instrument.symbol)
+            if held is None or not held.quantity:
+                raise ValidationError({"quantity": f"{source.name} holds no {instrument.symbol} on {executed_at:%Y-%m-%d %H:%M}."})
+            price = held.cost / held.quantity
+            # The rate at which the shares' base-currency cost was paid, averaged: it carries that cost across.
+            effective = held.cost_base / held.cost if held.cost else ONE
+            if currency != source.base_currency:
+                out_fx = effective
+            if currency != destination.base_currency and destination.base_currency == source.base_currency:
+                in_fx = effective
+        out = Draft(Kind.TRANSFER_OUT, executed_at, quantity, instrument, currency, price, fx_rate=out_fx, note=note)
+        inbound = Draft(Kind.TRANSFER_IN, executed_at, quantity, instrument, currency, price, fx_rate=in_fx, note=note)
         try:
-            position_from_ledger(entries, symbol=instrument.symbol)
-        except LedgerError as exc:
-            raise ValidationError(f"Deleting this entry would break a later one. {exc}") from None
-        transaction.delete()
-        holding_rebuild(portfolio=portfolio, instrument=instrument)
-        _announce(portfolio)
+            (out,), source_book = drafts_check(portfolio=source, drafts=[out])
+            (inbound,), destination_book = drafts_check(portfolio=destination, drafts=[inbound])
+        except LedgerProblems as exc:
+            raise _as_field_errors(exc) from None
+        sent, received = _row(source, out), _row(destination, inbound)
+        sent.save()
+        received.counterpart = sent
+        received.save()
+        sent.counterpart = received
+        sent.save(update_fields=["counterpart"])
+        portfolio_rebuild(portfolio=source, book=source_book)
+        portfolio_rebuild(portfolio=destination, book=destination_book)
+    return sent, received
 
 
-def holding_rebuild(*, portfolio: Portfolio, instrument: Instrument) -> Holding | None:
-    """Derive the holding from the whole ledger; a closed position has no row."""
-    position = _fold(entries=_entries(portfolio=portfolio, instrument=instrument), instrument=instrument, field="quantity")
-    if not position.quantity:
-        Holding.objects.filter(portfolio=portfolio, instrument=instrument).delete()
-        return None
-    holding, _ = Holding.objects.update_or_create(
-        portfolio=portfolio,
-        instrument=instrument,
-        defaults={"quantity": position.quantity, "average_cost": position.average_cost},
+def transaction_delete(*, transaction: Transaction) -> None:
+    """Remove a ledger entry (both sides of a transfer), unless a later entry depends on it."""
+    with db_transaction.atomic():
+        pairs = [transaction] + ([transaction.counterpart] if transaction.counterpart else [])
+        portfolios = _lock(*(Portfolio(pk=t.portfolio_id) for t in pairs))
+        books = []
+        for portfolio in portfolios:
+            try:
+                books.append(_fold(portfolio, _ledger(portfolio, exclude=[t.pk for t in pairs])))
+            except LedgerProblems as exc:
+                raise ValidationError(f"Deleting this entry would break a later one. {exc.problems[0].message}") from None
+        Transaction.objects.filter(pk__in=[t.pk for t in pairs]).delete()
+        for portfolio, book in zip(portfolios, books, strict=True):
+            portfolio_rebuild(portfolio=portfolio, book=book)
+
+
+def portfolio_rebuild(*, portfolio: Portfolio, book: Book | None = None) -> Book:
+    """Write the derived rows (holdings, cash balances, totals) from the ledger, and tell the owner's live pages."""
+    if book is None:
+        book = _fold(portfolio, _ledger(portfolio))
+    positions = book.open_positions()
+    instruments = dict(Instrument.objects.filter(symbol__in=positions).values_list("symbol", "id"))
+    Holding.objects.filter(portfolio=portfolio).delete()
+    Holding.objects.bulk_create(
+        Holding(portfolio=portfolio, instrument_id=instruments[s], quantity=p.quantity, cost=p.cost, cost_base=p.cost_base)
+        for s, p in positions.items()
     )
-    return holding
+    CashBalance.objects.filter(portfolio=portfolio).delete()
+    CashBalance.objects.bulk_create(CashBalance(portfolio=portfolio, currency=c, amount=a) for c, a in book.cash_balances().items())
+    Portfolio.objects.filter(pk=portfolio.pk).update(
+        realised_pnl=book.realised, dividends=book.dividends, interest=book.interest, fees=book.fees, net_deposits=book.net_deposits
+    )
+    _announce(portfolio)
+    return book
 
 
 def _announce(portfolio: Portfolio) -> None:
@@ -147,8 +347,10 @@ def portfolio_delete(*, portfolio: Portfolio) -> None:
         portfolio.delete()
 
 
-def portfolio_create(*, owner_id: int, name: str, base_currency: str = "USD") -> Portfolio:
-    portfolio = Portfolio(owner_id=owner_id, name=name, base_currency=base_currency)
+def portfolio_create(*, owner_id: int, name: str, base_currency: str = "USD", allow_negative_cash: bool = False) -> Portfolio:
+    if base_currency not in known_currencies():
+        raise ValidationError({"base_currency": f"Unknown currency {base_currency!r}: use an ISO 4217 code such as USD."})
+    portfolio = Portfolio(owner_id=owner_id, name=name, base_currency=base_currency, allow_negative_cash=allow_negative_cash)
     portfolio.full_clean()
     portfolio.save()
     return portfolio

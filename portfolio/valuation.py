@@ -1,28 +1,67 @@
-"""Pure valuation: holdings + latest prices → row values and portfolio totals.
+"""Pure valuation: holdings, cash, latest prices and FX → values, P&L, day change, allocation.
 
-No I/O. The live consumer calls these on every price change, so they stay cheap.
-Only rows quoted in the portfolio's base currency enter the totals; any other
-row is reported as excluded ("no FX rate") rather than silently added or zeroed.
+No I/O. The live consumer calls these on every price change (only for the rows
+a price touches), the worker once a minute for the history, the tests always.
+Every figure is in the view's currency (a portfolio's base currency, or the
+currency the combined view is shown in).
+
+FX comes from FX instruments in the feed: `EUR/USD` (or `EURUSD`) quoted in USD
+is the price of one EUR in USD. A conversion uses a direct pair, its inverse,
+or a cross through one other currency. A row whose rate is not known is marked
+`no_rate` and left out of the totals (named in `missing`): never a crash, never
+a silent zero.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 ZERO = Decimal(0)
-CENT = Decimal("0.01")
+ONE = Decimal(1)
+HUNDRED = Decimal(100)
+
+OK, NO_PRICE, NO_RATE, NO_REFERENCE = "ok", "no_price", "no_rate", "no_reference"
 
 
 @dataclass(frozen=True, slots=True)
 class Line:
+    """A holding: quantity and cost from the ledger."""
+
     symbol: str
     name: str
-    currency: str
+    asset_class: str
+    currency: str  # the instrument's quote currency
     quantity: Decimal
-    average_cost: Decimal
+    cost: Decimal  # instrument currency
+    cost_base: Decimal  # the portfolio's base currency, at trade-date FX
+
+    @property
+    def key(self) -> str:
+        return self.symbol
+
+
+@dataclass(frozen=True, slots=True)
+class Cash:
+    currency: str
+    amount: Decimal
+
+    @property
+    def key(self) -> str:
+        return f"cash:{self.currency}"
+
+
+@dataclass(frozen=True, slots=True)
+class Flows:
+    """Ledger totals in the base currency."""
+
+    realised: Decimal = ZERO
+    dividends: Decimal = ZERO
+    interest: Decimal = ZERO
+    fees: Decimal = ZERO
+    net_deposits: Decimal = ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,46 +70,231 @@ class Price:
     ts: datetime
     seq: int = 0
     epoch: str = ""
+    reference: Decimal | None = None  # previous close, or the price 24 h ago
+
+
+# ---------------------------------------------------------------- FX
+
+Leg = tuple[str, bool]  # (FX symbol, invert)
+Pairs = Mapping[tuple[str, str], str]  # (base, quote) → FX symbol
+
+
+def fx_pair(symbol: str, quote_currency: str) -> tuple[str, str] | None:
+    """(base, quote) of an FX instrument symbol such as EUR/USD, EURUSD or EUR-USD."""
+    letters = "".join(c for c in symbol.upper() if c.isalpha())
+    if len(letters) != 6 or letters[3:] != quote_currency:
+        return None
+    return letters[:3], letters[3:]
+
+
+def fx_route(source: str, target: str, pairs: Pairs) -> tuple[Leg, ...] | None:
+    """The FX symbols that turn `source` into `target`: none, one pair, or a cross through one currency."""
+    if source == target:
+        return ()
+
+    def leg(a: str, b: str) -> Leg | None:
+        if (a, b) in pairs:
+            return pairs[a, b], False
+        if (b, a) in pairs:
+            return pairs[b, a], True
+        return None
+
+    direct = leg(source, target)
+    if direct is not None:
+        return (direct,)
+    for via in sorted({c for pair in pairs for c in pair} - {source, target}):
+        first, second = leg(source, via), leg(via, target)
+        if first is not None and second is not None:
+            return first, second
+    return None
+
+
+def route_rate(route: tuple[Leg, ...] | None, prices: Mapping[str, Price], *, reference: bool = False) -> Decimal | None:
+    """Units of target per unit of source, now or at the reference time; None when a leg has no price."""
+    if route is None:
+        return None
+    rate = ONE
+    for symbol, invert in route:
+        price = prices.get(symbol)
+        value = None if price is None else (price.reference if reference else price.value)
+        if not value:
+            return None
+        rate = rate / value if invert else rate * value
+    return rate
+
+
+# ---------------------------------------------------------------- rows
 
 
 @dataclass(frozen=True, slots=True)
 class RowValue:
-    cost: Decimal
+    status: str
+    rate: Decimal | None  # one unit of the row's currency in the view currency
     market_value: Decimal | None
+    cost: Decimal | None  # None for cash
     pnl: Decimal | None
-    pnl_pct: Decimal | None
+    day_change: Decimal | None
+
+    @property
+    def pnl_pct(self) -> Decimal | None:
+        return percent(self.pnl, self.cost)
+
+    @property
+    def day_change_pct(self) -> Decimal | None:
+        if self.day_change is None or self.market_value is None:
+            return None
+        return percent(self.day_change, self.market_value - self.day_change)
+
+
+def percent(part: Decimal | None, whole: Decimal | None) -> Decimal | None:
+    return None if part is None or not whole else part / whole * HUNDRED
+
+
+def value_holding(line: Line, price: Price | None, rate: Decimal | None, reference_rate: Decimal | None) -> RowValue:
+    """A holding at `price` (instrument currency), converted at `rate`; cost is the trade-date base cost."""
+    if price is None:
+        return RowValue(NO_PRICE, rate, None, line.cost_base, None, None)
+    if rate is None:
+        return RowValue(NO_RATE, None, None, line.cost_base, None, None)
+    market_value = line.quantity * price.value * rate
+    if price.reference is None or reference_rate is None:
+        return RowValue(NO_REFERENCE, rate, market_value, line.cost_base, market_value - line.cost_base, None)
+    day_change = market_value - line.quantity * price.reference * reference_rate
+    return RowValue(OK, rate, market_value, line.cost_base, market_value - line.cost_base, day_change)
+
+
+def value_cash(cash: Cash, rate: Decimal | None, reference_rate: Decimal | None) -> RowValue:
+    """Cash in its currency, converted at `rate`; its day change is the FX move."""
+    if rate is None:
+        return RowValue(NO_RATE, None, None, None, None, None)
+    market_value = cash.amount * rate
+    if reference_rate is None:
+        return RowValue(NO_REFERENCE, rate, market_value, None, None, None)
+    return RowValue(OK, rate, market_value, None, None, market_value - cash.amount * reference_rate)
+
+
+# ---------------------------------------------------------------- totals and allocation
 
 
 @dataclass(frozen=True, slots=True)
 class Totals:
+    total_value: Decimal
     market_value: Decimal
+    cash: Decimal
     cost: Decimal
-    pnl: Decimal
-    pnl_pct: Decimal | None
-    excluded: tuple[str, ...]  # symbols left out: no price yet, or not in the base currency
+    unrealised_pnl: Decimal
+    realised_pnl: Decimal
+    dividends: Decimal
+    interest: Decimal
+    fees: Decimal
+    net_deposits: Decimal
+    day_change: Decimal
+    missing: tuple[tuple[str, str], ...]  # (row key, status) of rows left out of a total
+
+    @property
+    def unrealised_pnl_pct(self) -> Decimal | None:
+        return percent(self.unrealised_pnl, self.cost)
+
+    @property
+    def day_change_pct(self) -> Decimal | None:
+        return percent(self.day_change, self.total_value - self.day_change)
 
 
-def percent(part: Decimal, whole: Decimal) -> Decimal | None:
-    return None if not whole else part / whole * 100
-
-
-def value_row(line: Line, price: Price | None) -> RowValue:
-    cost = line.quantity * line.average_cost
-    if price is None:
-        return RowValue(cost, None, None, None)
-    market_value = line.quantity * price.value
-    pnl = market_value - cost
-    return RowValue(cost, market_value, pnl, percent(pnl, cost))
-
-
-def totals(rows: Iterable[tuple[Line, RowValue]], *, base_currency: str) -> Totals:
-    market_value = cost = ZERO
-    excluded = []
-    for line, value in rows:
-        if value.market_value is None or line.currency != base_currency:
-            excluded.append(line.symbol)
+def totals(holdings: Iterable[tuple[str, RowValue]], cash: Iterable[tuple[str, RowValue]], flows: Flows) -> Totals:
+    """Add up valued rows. A row without a value is left out of every total; one without a reference, of the day change."""
+    market_value = cash_value = cost = day_change = ZERO
+    missing: list[tuple[str, str]] = []
+    for is_cash, (key, row) in [*((False, r) for r in holdings), *((True, r) for r in cash)]:
+        if row.market_value is None:
+            missing.append((key, row.status))
             continue
-        market_value += value.market_value
-        cost += value.cost
-    pnl = market_value - cost
-    return Totals(market_value, cost, pnl, percent(pnl, cost), tuple(excluded))
+        if is_cash:
+            cash_value += row.market_value
+        else:
+            market_value += row.market_value
+            cost += row.cost or ZERO
+        if row.day_change is None:
+            missing.append((key, row.status))
+        else:
+            day_change += row.day_change
+    return Totals(
+        total_value=market_value + cash_value,
+        market_value=market_value,
+        cash=cash_value,
+        cost=cost,
+        unrealised_pnl=market_value - cost,
+        realised_pnl=flows.realised,
+        dividends=flows.dividends,
+        interest=flows.interest,
+        fees=flows.fees,
+        net_deposits=flows.net_deposits,
+        day_change=day_change,
+        missing=tuple(missing),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    key: str
+    label: str
+    value: Decimal
+    weight: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    """Where a row's value counts in each allocation: (key, label) per dimension."""
+
+    instrument: tuple[str, str]
+    asset_class: tuple[str, str]
+    currency: tuple[str, str]
+
+
+def allocation(rows: Iterable[tuple[Tag, Decimal | None]]) -> dict[str, list[Slice]]:
+    """Positive values by instrument, asset class and currency, largest first; weights are percent of their sum.
+
+    Rows without a value, and negative balances (cash overdrawn), have no share to show.
+    """
+    sums: dict[str, dict[tuple[str, str], Decimal]] = {"instrument": {}, "asset_class": {}, "currency": {}}
+    for tag, value in rows:
+        if value is None or value <= 0:
+            continue
+        for dimension, slot in (("instrument", tag.instrument), ("asset_class", tag.asset_class), ("currency", tag.currency)):
+            sums[dimension][slot] = sums[dimension].get(slot, ZERO) + value
+    result = {}
+    for dimension, values in sums.items():
+        whole = sum(values.values(), ZERO)
+        ordered = sorted(values.items(), key=lambda item: (-item[1], item[0][0]))
+        result[dimension] = [Slice(key, label, value, value / whole * HUNDRED) for (key, label), value in ordered]
+    return result
+
+
+def convert(parts: Iterable[tuple[RowValue, Decimal | None, Decimal | None]]) -> RowValue:
+    """One row made of several rows (a symbol held in several portfolios), each converted at (rate, reference rate)
+    from its own view currency into a common one. Cost converts at the current rate."""
+    market_value = cost = day_change = ZERO
+    has_cost = has_day_change = True
+    rate: Decimal | None = None
+    for row, to_view, reference_to_view in parts:
+        if to_view is None:
+            return RowValue(NO_RATE, None, None, None, None, None)
+        if row.market_value is None or row.rate is None:
+            return RowValue(row.status, None, None, None if row.cost is None else row.cost * to_view, None, None)
+        rate = row.rate * to_view
+        market_value += row.market_value * to_view
+        if row.cost is None:
+            has_cost = False
+        else:
+            cost += row.cost * to_view
+        if row.day_change is None or reference_to_view is None:
+            has_day_change = False
+        else:
+            day_change += row.market_value * to_view - (row.market_value - row.day_change) * reference_to_view
+    return RowValue(
+        OK if has_day_change else NO_REFERENCE,
+        rate,
+        market_value,
+        cost if has_cost else None,
+        market_value - cost if has_cost else None,
+        day_change if has_day_change else None,
+    )

@@ -1,10 +1,11 @@
-"""Create demo data, idempotently: users, instruments, starting prices, a portfolio with a ledger."""
+"""Create demo data, idempotently: users, instruments with prices and day-change references, two portfolios with ledgers."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -12,37 +13,56 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from marketdata.models import AssetClass, Instrument, Quote
+from marketdata.models import AssetClass, Instrument, PriceMark, Quote
 from portfolio import services
 from portfolio.models import Portfolio
 
 D = Decimal
-# symbol, name, asset class, quote currency, starting price
+NEW_YORK, FRANKFURT = "America/New_York", "Europe/Berlin"
+# symbol, name, asset class, quote currency, exchange time zone, starting price, move since the previous close (%)
 INSTRUMENTS = [
-    ("BTC-USD", "Bitcoin", AssetClass.CRYPTO, "USD", D("87350.00")),
-    ("ETH-USD", "Ether", AssetClass.CRYPTO, "USD", D("2975.00")),
-    ("SOL-USD", "Solana", AssetClass.CRYPTO, "USD", D("128.40")),
-    ("AAPL", "Apple Inc.", AssetClass.EQUITY, "USD", D("271.50")),
-    ("MSFT", "Microsoft Corp.", AssetClass.EQUITY, "USD", D("478.20")),
-    ("NVDA", "NVIDIA Corp.", AssetClass.EQUITY, "USD", D("181.30")),
-    ("SPY", "SPDR S&P 500 ETF Trust", AssetClass.ETF, "USD", D("668.70")),
-    ("QQQ", "Invesco QQQ Trust", AssetClass.ETF, "USD", D("605.10")),
-    ("EUR/USD", "Euro / US dollar", AssetClass.FX, "USD", D("1.15420")),
-    ("GBP/USD", "Pound sterling / US dollar", AssetClass.FX, "USD", D("1.31180")),
-    ("USD/JPY", "US dollar / Japanese yen", AssetClass.FX, "JPY", D("156.420")),
+    ("BTC-USD", "Bitcoin", AssetClass.CRYPTO, "USD", "UTC", D("87350.00"), D("-1.8")),
+    ("ETH-USD", "Ether", AssetClass.CRYPTO, "USD", "UTC", D("2975.00"), D("-2.6")),
+    ("SOL-USD", "Solana", AssetClass.CRYPTO, "USD", "UTC", D("128.40"), D("3.1")),
+    ("AAPL", "Apple Inc.", AssetClass.EQUITY, "USD", NEW_YORK, D("271.50"), D("0.9")),
+    ("MSFT", "Microsoft Corp.", AssetClass.EQUITY, "USD", NEW_YORK, D("478.20"), D("-0.4")),
+    ("NVDA", "NVIDIA Corp.", AssetClass.EQUITY, "USD", NEW_YORK, D("181.30"), D("1.7")),
+    ("SAP", "SAP SE", AssetClass.EQUITY, "EUR", FRANKFURT, D("238.50"), D("-0.6")),
+    ("SPY", "SPDR S&P 500 ETF Trust", AssetClass.ETF, "USD", NEW_YORK, D("668.70"), D("0.3")),
+    ("QQQ", "Invesco QQQ Trust", AssetClass.ETF, "USD", NEW_YORK, D("605.10"), D("0.5")),
+    ("EUR/USD", "Euro / US dollar", AssetClass.FX, "USD", "UTC", D("1.15420"), D("0.2")),
+    ("GBP/USD", "Pound sterling / US dollar", AssetClass.FX, "USD", "UTC", D("1.31180"), D("-0.1")),
+    ("USD/JPY", "US dollar / Japanese yen", AssetClass.FX, "JPY", "UTC", D("156.420"), D("0.1")),
 ]
-# days ago, side, symbol, quantity, price, fee
-LEDGER = [
-    (200, "buy", "AAPL", D("40"), D("198.40"), D("1.00")),
-    (180, "buy", "MSFT", D("15"), D("410.10"), D("1.00")),
-    (150, "buy", "BTC-USD", D("0.75"), D("61250.00"), D("12.50")),
-    (120, "buy", "ETH-USD", D("6"), D("2480.00"), D("4.00")),
-    (90, "buy", "SPY", D("25"), D("560.30"), D("1.00")),
-    (60, "sell", "AAPL", D("10"), D("232.75"), D("1.00")),
-    (45, "buy", "NVDA", D("30"), D("128.90"), D("1.00")),
-    (20, "buy", "BTC-USD", D("0.25"), D("94100.00"), D("5.00")),
-    (7, "buy", "SOL-USD", D("40"), D("139.20"), D("2.00")),
-]
+# days ago, kind, symbol, quantity, price, fee, currency, fx rate (portfolio: name, base currency)
+PORTFOLIOS: dict[tuple[str, str], list[tuple[Any, ...]]] = {
+    ("Demo portfolio", "USD"): [
+        (210, "deposit", "", D("125000"), D(1), D(0), "USD", None),
+        (200, "buy", "AAPL", D("40"), D("198.40"), D("1.00"), "USD", None),
+        (180, "buy", "MSFT", D("15"), D("410.10"), D("1.00"), "USD", None),
+        (150, "buy", "BTC-USD", D("0.75"), D("61250.00"), D("12.50"), "USD", None),
+        (120, "buy", "ETH-USD", D("6"), D("2480.00"), D("4.00"), "USD", None),
+        (100, "dividend", "AAPL", D("40"), D("0.25"), D(0), "USD", None),
+        (90, "buy", "SPY", D("25"), D("560.30"), D("1.00"), "USD", None),
+        (60, "sell", "AAPL", D("10"), D("232.75"), D("1.00"), "USD", None),
+        (45, "buy", "NVDA", D("15"), D("257.80"), D("1.00"), "USD", None),
+        (40, "split", "NVDA", D("2"), D(1), D(0), "USD", None),
+        (30, "interest", "", D("12.40"), D(1), D(0), "USD", None),
+        (25, "fee", "", D("15.00"), D(1), D(0), "USD", None),
+        (20, "buy", "BTC-USD", D("0.25"), D("94100.00"), D("5.00"), "USD", None),
+        (10, "withdrawal", "", D("1000"), D(1), D(0), "USD", None),
+        (7, "buy", "SOL-USD", D("40"), D("139.20"), D("2.00"), "USD", None),
+    ],
+    ("Euro portfolio", "EUR"): [
+        (150, "deposit", "", D("20000"), D(1), D(0), "EUR", None),
+        (140, "deposit", "", D("8000"), D(1), D(0), "USD", D("0.9200")),
+        (130, "buy", "AAPL", D("20"), D("205.10"), D("1.00"), "USD", D("0.9210")),
+        (110, "buy", "SAP", D("25"), D("228.40"), D("2.00"), "EUR", None),
+        (90, "buy", "BTC-USD", D("0.05"), D("58300.00"), D("1.00"), "USD", D("0.9015")),
+        (60, "dividend", "AAPL", D("20"), D("0.25"), D("0.75"), "USD", D("0.9105")),
+        (30, "interest", "", D("18.20"), D(1), D(0), "EUR", None),
+    ],
+}
 
 
 class Command(BaseCommand):
@@ -53,7 +73,7 @@ class Command(BaseCommand):
             demo = self._user(settings.DEMO_USERNAME, settings.DEMO_PASSWORD, staff=False)
             self._user(settings.ADMIN_USERNAME, settings.ADMIN_PASSWORD, staff=True)
             created = self._instruments()
-            entries = self._portfolio(demo)
+            entries = sum(self._portfolio(demo, name, currency, ledger) for (name, currency), ledger in PORTFOLIOS.items())
         self.stdout.write(
             f"seed_demo: {created} new instruments, {entries} new transactions. "
             f"Log in as {settings.DEMO_USERNAME} / {settings.DEMO_PASSWORD}; "
@@ -71,31 +91,50 @@ class Command(BaseCommand):
     def _instruments(self) -> int:
         created = 0
         now = timezone.now()
-        for symbol, name, asset_class, currency, price in INSTRUMENTS:
+        for symbol, name, asset_class, currency, tz, price, move in INSTRUMENTS:
             instrument, new = Instrument.objects.get_or_create(
-                symbol=symbol, defaults={"name": name, "asset_class": asset_class, "quote_currency": currency}
+                symbol=symbol,
+                defaults={"name": name, "asset_class": asset_class, "quote_currency": currency, "exchange_timezone": tz},
             )
             created += new
-            Quote.objects.get_or_create(instrument=instrument, defaults={"price": price, "exchange_ts": now, "seq": 0, "source": "seed"})
+            reference = (price / (1 + move / 100)).quantize(price)
+            Quote.objects.get_or_create(
+                instrument=instrument,
+                defaults={"price": price, "exchange_ts": now, "seq": 0, "source": "seed", "reference_price": reference},
+            )
+            # The mark day change is measured against, so the demo shows one from the first tick.
+            PriceMark.objects.get_or_create(instrument=instrument, minute=_reference_minute(instrument, now), defaults={"price": reference})
         return created
 
-    def _portfolio(self, owner: Any) -> int:
-        portfolio = Portfolio.objects.filter(owner=owner, name="Demo portfolio").first()
+    def _portfolio(self, owner: Any, name: str, currency: str, ledger: list[tuple[Any, ...]]) -> int:
+        portfolio = Portfolio.objects.filter(owner=owner, name=name).first()
         if portfolio is None:
-            portfolio = services.portfolio_create(owner_id=owner.pk, name="Demo portfolio", base_currency="USD")
+            portfolio = services.portfolio_create(owner_id=owner.pk, name=name, base_currency=currency)
         if portfolio.transactions.exists():
             return 0
         instruments = {i.symbol: i for i in Instrument.objects.all()}
         now = timezone.now().replace(hour=14, minute=30, second=0, microsecond=0)
-        for days, side, symbol, quantity, price, fee in LEDGER:
-            services.transaction_record(
-                portfolio=portfolio,
-                instrument=instruments[symbol],
-                side=side,
+        drafts = [
+            services.Draft(
+                kind=kind,
+                executed_at=now - timedelta(days=days),
                 quantity=quantity,
+                instrument=instruments[symbol] if symbol else None,
+                currency=ccy,
                 price=price,
                 fee=fee,
-                executed_at=now - timedelta(days=days),
+                fx_rate=fx_rate,
                 note="demo",
             )
-        return len(LEDGER)
+            for days, kind, symbol, quantity, price, fee, ccy, fx_rate in ledger
+        ]
+        return services.transactions_import(portfolio=portfolio, drafts=drafts).created
+
+
+def _reference_minute(instrument: Instrument, now: datetime) -> datetime:
+    """A minute the worker's rules take as the reference: 24 h ago, or yesterday afternoon on the exchange."""
+    if instrument.always_open:
+        return (now - timedelta(hours=24, minutes=1)).replace(second=0, microsecond=0)
+    zone = ZoneInfo(instrument.exchange_timezone)
+    yesterday = now.astimezone(zone).date() - timedelta(days=1)
+    return datetime.combine(yesterday, time(15, 59), tzinfo=zone).astimezone(UTC)
