@@ -83,10 +83,15 @@ def books_for_portfolios(portfolios: QuerySet[Portfolio], *, history_since: date
     ]
 
 
+def fx_pairs() -> Pairs:
+    """(base, quote) → symbol of every active FX instrument whose symbol names its pair."""
+    fx = Instrument.objects.filter(asset_class=AssetClass.FX, is_active=True).values_list("symbol", "quote_currency")
+    return {pair: symbol for symbol, quote in fx if (pair := fx_pair(symbol, quote)) is not None}
+
+
 def market_for(*, symbols: set[str]) -> Market:
-    """Latest prices of `symbols` and of every FX instrument, with the pairs those offer; two queries."""
-    fx = list(Instrument.objects.filter(asset_class=AssetClass.FX, is_active=True).values_list("symbol", "quote_currency"))
-    pairs = {pair: symbol for symbol, quote in fx if (pair := fx_pair(symbol, quote)) is not None}
+    """Latest stored prices of `symbols` and of every FX instrument, with the pairs those offer; two queries."""
+    pairs = fx_pairs()
     quotes = Quote.objects.filter(instrument__symbol__in=symbols | set(pairs.values())).select_related("instrument")
     prices = {q.instrument.symbol: Price(q.price, q.exchange_ts, q.seq, q.epoch, q.reference_price) for q in quotes}
     return Market(prices=prices, pairs=pairs, asset_classes=dict(AssetClass.choices))

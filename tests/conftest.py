@@ -126,26 +126,28 @@ def charlie(django_user_model: Any) -> Any:
     return django_user_model.objects.create_user("charlie", password="charlie-pass-123")
 
 
+def record(portfolio: Portfolio, kind: str, quantity: str, instrument: Instrument | None = None, **fields: Any) -> Any:
+    """Record one ledger entry through the service (decimal fields may be given as strings); executed at T0 by default."""
+    values = {name: D(value) if isinstance(value, str) and name in ("price", "fee", "fx_rate") else value for name, value in fields.items()}
+    values.setdefault("executed_at", T0)
+    draft = services.Draft(kind=kind, quantity=D(quantity), instrument=instrument, **values)
+    return services.transaction_record(portfolio=portfolio, draft=draft)
+
+
 @pytest.fixture
 def alice_portfolio(alice: Any, instruments: dict[str, Instrument]) -> Portfolio:
+    # 25000 deposited; 10 AAPL at 150 + 1 fee; 0.5 BTC at 40000 → 3499 USD cash left.
     portfolio = services.portfolio_create(owner_id=alice.pk, name="Alice growth")
-    record = services.transaction_record
-    record(portfolio=portfolio, instrument=instruments["AAPL"], side="buy", quantity=D("10"), price=D("150"), fee=D("1"), executed_at=T0)
-    record(portfolio=portfolio, instrument=instruments["BTC-USD"], side="buy", quantity=D("0.5"), price=D("40000"), executed_at=T0)
+    record(portfolio, "deposit", "25000", executed_at=T0 - timedelta(days=1))
+    record(portfolio, "buy", "10", instruments["AAPL"], price="150", fee="1")
+    record(portfolio, "buy", "0.5", instruments["BTC-USD"], price="40000")
     return portfolio
 
 
 @pytest.fixture
 def bob_portfolio(bob: Any, instruments: dict[str, Instrument]) -> Portfolio:
     portfolio = services.portfolio_create(owner_id=bob.pk, name="Bob income")
-    services.transaction_record(
-        portfolio=portfolio,
-        instrument=instruments["MSFT"],
-        side="buy",
-        quantity=D("3"),
-        price=D("300"),
-        executed_at=T0 + timedelta(days=1),
-    )
+    record(portfolio, "buy", "3", instruments["MSFT"], price="300", executed_at=T0 + timedelta(days=1))
     return portfolio
 
 

@@ -19,7 +19,7 @@ from marketdata.events import PriceUpdate
 from marketdata.models import Instrument
 from portfolio import services
 from portfolio.models import Portfolio
-from tests.conftest import T0, session_cookie
+from tests.conftest import T0, record, session_cookie
 
 D = Decimal
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -42,13 +42,14 @@ async def receive(communicator: WebsocketCommunicator, timeout: float = 3) -> di
     return json.loads(await communicator.receive_from(timeout=timeout))
 
 
-async def price(symbol: str, value: str, seq: int, ms: int = 0, epoch: str = "e1") -> None:
-    update = PriceUpdate(symbol, seq, epoch, D(value), None, None, T0 + timedelta(minutes=1, milliseconds=ms), "test", 1)
+async def price(symbol: str, value: str, seq: int, ms: int = 0, epoch: str = "e1", reference: str | None = None) -> None:
+    ts = T0 + timedelta(minutes=1, milliseconds=ms)
+    update = PriceUpdate(symbol, seq, epoch, D(value), None, None, ts, "test", 1, reference=None if reference is None else D(reference))
     await streams.publish_price(update)
 
 
-def rows_by_symbol(portfolio: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {row["symbol"]: row for row in portfolio["rows"]}
+def rows_by_key(portfolio: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["key"]: row for row in portfolio["rows"]}
 
 
 @contextmanager
@@ -81,38 +82,55 @@ async def test_a_foreign_origin_is_refused_before_the_handshake(alice: Any, alic
         assert not connected
 
 
-async def test_snapshot_holds_the_users_rows_and_totals(alice: Any, alice_portfolio: Portfolio) -> None:
+async def test_snapshot_holds_the_users_rows_cash_and_totals(alice: Any, alice_portfolio: Portfolio) -> None:
     async with stream(alice) as ws:
         assert (await ws.connect())[0]
         snapshot = await receive(ws)
     assert snapshot["type"] == "snapshot"
+    assert (snapshot["combined"], snapshot["combined_currency"]) == (None, "USD")  # one portfolio: nothing to combine
     [portfolio] = snapshot["portfolios"]
-    assert (portfolio["id"], portfolio["name"], portfolio["base_currency"]) == (alice_portfolio.pk, "Alice growth", "USD")
-    rows = rows_by_symbol(portfolio)
-    # AAPL: 10 bought at 150 + 1 fee, priced 200 → value 2000, cost 1501, P&L 499 (33.24 %)
+    assert (portfolio["id"], portfolio["name"], portfolio["currency"]) == (alice_portfolio.pk, "Alice growth", "USD")
+    rows = rows_by_key(portfolio)
+    assert list(rows) == ["AAPL", "BTC-USD", "cash:USD"]
+    # AAPL: 10 bought at 150 (the 1.00 fee is not cost), priced 200 → value 2000, cost 1500, P&L 500 (33.33 %).
+    # No previous close is known yet, so the day change is unknown, not zero.
     assert rows["AAPL"] | {"price_ts": None} == {
+        "key": "AAPL",
+        "kind": "holding",
         "symbol": "AAPL",
         "name": "Apple Inc.",
+        "asset_class": "equity",
         "currency": "USD",
+        "fx_rate": "1",
         "quantity": "10",
-        "average_cost": "150.1",
+        "average_cost": "150",
         "price": "200",
         "price_ts": None,
-        "cost": "1501.00",
+        "cost": "1500.00",
         "market_value": "2000.00",
-        "pnl": "499.00",
-        "pnl_pct": "33.24",
+        "unrealised_pnl": "500.00",
+        "unrealised_pnl_pct": "33.33",
+        "day_change": None,
+        "day_change_pct": None,
+        "weight": "5.63",
+        "status": "no_reference",
     }
     assert rows["AAPL"]["price_ts"] == int(T0.timestamp() * 1000)
-    # BTC: 0.5 at 40000 → 20000 cost, 30000 value
-    assert portfolio["totals"] == {
-        "currency": "USD",
+    # Cash: 25000 − 1501 − 20000 = 3499.
+    assert (rows["cash:USD"]["kind"], rows["cash:USD"]["quantity"], rows["cash:USD"]["market_value"]) == ("cash", "3499.00", "3499.00")
+    # BTC: 0.5 at 40000 → 20000 cost, 30000 value. Total 2000 + 30000 + 3499 = 35499.
+    totals = portfolio["totals"]
+    assert {k: totals[k] for k in ("total_value", "market_value", "cash", "cost", "unrealised_pnl", "fees", "net_deposits")} == {
+        "total_value": "35499.00",
         "market_value": "32000.00",
-        "cost": "21501.00",
-        "pnl": "10499.00",
-        "pnl_pct": "48.83",
-        "excluded": [],
+        "cash": "3499.00",
+        "cost": "21500.00",
+        "unrealised_pnl": "10500.00",
+        "fees": "1.00",
+        "net_deposits": "25000.00",
     }
+    allocation = {s["key"]: s["weight"] for s in portfolio["allocation"]["asset_class"]}
+    assert allocation == {"crypto": "84.51", "cash": "9.86", "equity": "5.63"}
 
 
 async def test_a_price_event_revalues_without_any_database_query(alice: Any, alice_portfolio: Portfolio) -> None:
@@ -125,10 +143,10 @@ async def test_a_price_event_revalues_without_any_database_query(alice: Any, ali
         assert queries == []
     assert update["type"] == "update"
     [portfolio] = update["portfolios"]
-    assert list(rows_by_symbol(portfolio)) == ["AAPL"]  # only the changed row
-    assert rows_by_symbol(portfolio)["AAPL"]["market_value"] == "2100.00"
-    assert rows_by_symbol(portfolio)["AAPL"]["price_ts"] == int((T0 + timedelta(minutes=1)).timestamp() * 1000)
-    assert portfolio["totals"]["market_value"] == "32100.00"
+    assert list(rows_by_key(portfolio)) == ["AAPL"]  # only the changed row
+    assert rows_by_key(portfolio)["AAPL"]["market_value"] == "2100.00"
+    assert rows_by_key(portfolio)["AAPL"]["price_ts"] == int((T0 + timedelta(minutes=1)).timestamp() * 1000)
+    assert (portfolio["totals"]["market_value"], portfolio["totals"]["total_value"]) == ("32100.00", "35599.00")
 
 
 async def test_a_burst_of_prices_becomes_one_frame_with_the_latest(alice: Any, alice_portfolio: Portfolio) -> None:
@@ -140,7 +158,7 @@ async def test_a_burst_of_prices_becomes_one_frame_with_the_latest(alice: Any, a
         await price("BTC-USD", "50000", seq=1)
         update = await receive(ws)
         assert await ws.receive_nothing(timeout=0.5)
-    rows = rows_by_symbol(update["portfolios"][0])
+    rows = rows_by_key(update["portfolios"][0])
     assert (rows["AAPL"]["price"], rows["BTC-USD"]["price"]) == ("220", "50000")
 
 
@@ -149,10 +167,20 @@ async def test_stale_or_duplicate_prices_are_ignored(alice: Any, alice_portfolio
         await ws.connect()
         await receive(ws)
         await price("AAPL", "210", seq=5)
-        assert rows_by_symbol((await receive(ws))["portfolios"][0])["AAPL"]["price"] == "210"
+        assert rows_by_key((await receive(ws))["portfolios"][0])["AAPL"]["price"] == "210"
         await price("AAPL", "999", seq=4)
         await price("AAPL", "999", seq=5)
         assert await ws.receive_nothing(timeout=0.5)
+
+
+async def test_day_change_follows_the_reference_carried_by_the_price(alice: Any, alice_portfolio: Portfolio) -> None:
+    async with stream(alice) as ws:
+        await ws.connect()
+        await receive(ws)
+        await price("AAPL", "210", seq=1, reference="205")
+        row = rows_by_key((await receive(ws))["portfolios"][0])["AAPL"]
+    # 10 × (210 − 205) = 50.00, against 2050 → 2.44 %
+    assert (row["day_change"], row["day_change_pct"], row["status"]) == ("50.00", "2.44", "ok")
 
 
 async def test_alice_never_receives_bobs_portfolio(alice: Any, bob: Any, alice_portfolio: Portfolio, bob_portfolio: Portfolio) -> None:
@@ -161,38 +189,32 @@ async def test_alice_never_receives_bobs_portfolio(alice: Any, bob: Any, alice_p
         snapshot = await receive(ws)
         assert [p["id"] for p in snapshot["portfolios"]] == [alice_portfolio.pk]
         await price("MSFT", "500", seq=1)  # only bob holds MSFT
-        await database_sync_to_async(services.transaction_record)(
-            portfolio=bob_portfolio,
-            instrument=await Instrument.objects.aget(symbol="AAPL"),
-            side="buy",
-            quantity=D(1),
-            price=D(1),
-            executed_at=T0,
-        )
+        aapl = await Instrument.objects.aget(symbol="AAPL")
+        await database_sync_to_async(record)(bob_portfolio, "buy", "1", aapl, price="1")
         assert await ws.receive_nothing(timeout=0.6)
 
 
-async def test_a_user_without_portfolios_gets_an_empty_snapshot(charlie: Any) -> None:
+async def test_a_user_without_portfolios_gets_an_empty_snapshot(charlie: Any, instruments: Any) -> None:
     async with stream(charlie) as ws:
         await ws.connect()
-        assert await receive(ws) == {"type": "snapshot", "portfolios": []}
+        snapshot = await receive(ws)
+    assert (snapshot["portfolios"], snapshot["combined"]) == ([], None)
 
 
-async def test_a_recorded_transaction_reloads_the_stream(alice: Any, alice_portfolio: Portfolio) -> None:
+async def test_a_back_dated_trade_reloads_the_stream(alice: Any, alice_portfolio: Portfolio) -> None:
     async with stream(alice) as ws:
         await ws.connect()
         await receive(ws)
         msft = await Instrument.objects.aget(symbol="MSFT")
-        await database_sync_to_async(services.transaction_record)(
-            portfolio=alice_portfolio, instrument=msft, side="buy", quantity=D(2), price=D(350), executed_at=T0
-        )
+        await database_sync_to_async(record)(alice_portfolio, "buy", "2", msft, price="350", executed_at=T0 - timedelta(days=30))
         snapshot = await receive(ws)
         assert snapshot["type"] == "snapshot"
-        assert rows_by_symbol(snapshot["portfolios"][0])["MSFT"]["market_value"] == "800.00"
+        rows = rows_by_key(snapshot["portfolios"][0])
+        assert (rows["MSFT"]["market_value"], rows["cash:USD"]["quantity"]) == ("800.00", "2799.00")  # 3499 − 700
         # ...and the stream now follows the new symbol.
         await price("MSFT", "410", seq=1)
         update = await receive(ws)
-        assert rows_by_symbol(update["portfolios"][0])["MSFT"]["market_value"] == "820.00"
+        assert rows_by_key(update["portfolios"][0])["MSFT"]["market_value"] == "820.00"
 
 
 async def test_a_deleted_portfolio_leaves_the_stream(alice: Any, alice_portfolio: Portfolio) -> None:
@@ -200,20 +222,63 @@ async def test_a_deleted_portfolio_leaves_the_stream(alice: Any, alice_portfolio
         await ws.connect()
         await receive(ws)
         await database_sync_to_async(services.portfolio_delete)(portfolio=alice_portfolio)
-        assert await receive(ws) == {"type": "snapshot", "portfolios": []}
+        assert (await receive(ws))["portfolios"] == []
         await price("AAPL", "250", seq=1)  # no longer held: nothing to send
         assert await ws.receive_nothing(timeout=0.5)
 
 
-async def test_rows_in_another_currency_are_reported_as_excluded(alice: Any, alice_portfolio: Portfolio) -> None:
-    sap = await Instrument.objects.aget(symbol="SAP")
-    await database_sync_to_async(services.transaction_record)(
-        portfolio=alice_portfolio, instrument=sap, side="buy", quantity=D(1), price=D(200), executed_at=T0
-    )
+def _euro_portfolio(alice: Any) -> Portfolio:
+    # 10 AAPL bought at 200 USD when 1 USD cost 0.90 EUR: cost 1800 EUR. EUR/USD is 1.10 in the fixtures.
+    euro = services.portfolio_create(owner_id=alice.pk, name="Alice euro", base_currency="EUR")
+    record(euro, "buy", "10", Instrument.objects.get(symbol="AAPL"), price="200", fx_rate="0.9", executed_at=T0)
+    return euro
+
+
+async def test_an_fx_tick_revalues_the_foreign_holdings(alice: Any, alice_portfolio: Portfolio) -> None:
+    euro = await database_sync_to_async(_euro_portfolio)(alice)
     async with stream(alice) as ws:
         await ws.connect()
-        totals = (await receive(ws))["portfolios"][0]["totals"]
-    assert totals["excluded"] == ["SAP"] and totals["market_value"] == "32000.00"
+        snapshot = await receive(ws)
+        row = rows_by_key(next(p for p in snapshot["portfolios"] if p["id"] == euro.pk))["AAPL"]
+        # 10 × 200 USD / 1.10 = 1818.18 EUR; cost 1800 EUR → +18.18
+        assert (row["market_value"], row["cost"], row["unrealised_pnl"], row["fx_rate"]) == ("1818.18", "1800.00", "18.18", "0.90909091")
+        await price("EUR/USD", "1.25", seq=1)
+        update = await receive(ws)
+    [changed] = update["portfolios"]  # the USD portfolio needs no EUR/USD
+    assert changed["id"] == euro.pk
+    # 2000 / 1.25 = 1600 EUR: the stock did not move, the euro did.
+    assert rows_by_key(changed)["AAPL"]["market_value"] == "1600.00"
+    assert rows_by_key(changed)["AAPL"]["unrealised_pnl"] == "-200.00"
+    # The combined view is in the first portfolio's currency ("Alice euro" sorts first): 20 × 200 USD / 1.25 = 3200 EUR.
+    assert rows_by_key(update["combined"])["AAPL"]["market_value"] == "3200.00"
+
+
+async def test_a_missing_rate_shows_as_no_rate_and_stays_out_of_the_totals(alice: Any, alice_portfolio: Portfolio) -> None:
+    await database_sync_to_async(record)(alice_portfolio, "deposit", "100000", currency="JPY", fx_rate="0.0064")
+    async with stream(alice) as ws:
+        await ws.connect()
+        portfolio = (await receive(ws))["portfolios"][0]
+    row = rows_by_key(portfolio)["cash:JPY"]
+    assert (row["status"], row["market_value"], row["quantity"]) == ("no_rate", None, "100000.00")
+    assert {"key": "cash:JPY", "reason": "no_rate"} in portfolio["totals"]["missing"]
+    assert portfolio["totals"]["total_value"] == "35499.00"  # unchanged: not counted as zero, not guessed
+
+
+async def test_the_combined_view_follows_the_chosen_currency(alice: Any, alice_portfolio: Portfolio) -> None:
+    await database_sync_to_async(_euro_portfolio)(alice)
+    async with stream(alice) as ws:
+        await ws.connect()
+        snapshot = await receive(ws)
+        assert snapshot["combined"]["currency"] == "EUR" and snapshot["view_currencies"] == ["EUR", "USD"]
+        # 20 AAPL × 200 USD / 1.10 = 3636.36 EUR
+        assert rows_by_key(snapshot["combined"])["AAPL"]["market_value"] == "3636.36"
+        await ws.send_to(text_data='{"type": "view", "currency": "USD"}')
+        snapshot = await receive(ws)
+        assert (snapshot["combined_currency"], snapshot["combined"]["currency"]) == ("USD", "USD")
+        assert rows_by_key(snapshot["combined"])["AAPL"]["market_value"] == "4000.00"
+        await ws.send_to(text_data='{"type": "view", "currency": "XYZ"}')
+        error = await receive(ws)
+    assert (error["type"], error["code"]) == ("error", "unknown_currency")
 
 
 async def test_ping_gets_pong_and_garbage_gets_a_clear_error(alice: Any, alice_portfolio: Portfolio) -> None:
@@ -242,4 +307,4 @@ async def test_an_idle_consumer_on_the_real_redis_layer_still_receives(
         await asyncio.sleep(7)  # the condition under test: idle longer than the old 5 s timeout
         await price("AAPL", "250", seq=1)
         update = await receive(ws, timeout=5)
-    assert rows_by_symbol(update["portfolios"][0])["AAPL"]["price"] == "250"
+    assert rows_by_key(update["portfolios"][0])["AAPL"]["price"] == "250"
