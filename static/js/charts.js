@@ -1,0 +1,635 @@
+// Hand-written SVG charts for the dashboard: an intraday value line and an allocation donut.
+//
+// Both keep their SVG nodes for their whole life and only rewrite attributes when new
+// data arrives, so a live update moves the picture without re-creating (or flickering)
+// anything. Formatting is passed in by the caller: the charts know numbers, not money.
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+let instances = 0;
+
+function svgEl(tag, attrs = {}) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value !== undefined && value !== null) node.setAttribute(key, value);
+  }
+  return node;
+}
+
+function htmlEl(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+const round1 = (n) => Math.round(n * 10) / 10;
+
+let measureContext;
+
+/** Rendered width of `text`; SVG text can't be measured before it is in the document. */
+function textWidth(text, font) {
+  if (measureContext === undefined) measureContext = document.createElement("canvas").getContext("2d");
+  if (!measureContext) return text.length * 6.6;
+  measureContext.font = font;
+  return measureContext.measureText(text).width;
+}
+
+/** Calls `fn` whenever `node` changes size (and once the first time it has one). */
+function watchSize(node, fn) {
+  if (typeof ResizeObserver === "function") {
+    const observer = new ResizeObserver(() => fn());
+    observer.observe(node);
+    return () => observer.disconnect();
+  }
+  window.addEventListener("resize", fn);
+  return () => window.removeEventListener("resize", fn);
+}
+
+// ---------------------------------------------------------------- scales
+
+/** The smallest of 1, 2, 2.5, 5 × 10^k that is at least `raw`. */
+function niceStep(raw) {
+  const base = 10 ** Math.floor(Math.log10(raw));
+  const f = raw / base;
+  return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 2.5 ? 2.5 : f <= 5 ? 5 : 10) * base;
+}
+
+/**
+ * 3–5 round y ticks covering [min, max]: { lo, hi, step, ticks }. A flat series is
+ * padded so it draws mid-height instead of on an edge.
+ */
+export function niceTicks(min, max, maxTicks = 5) {
+  if (!(max > min)) {
+    const pad = Math.max(Math.abs(min) * 0.002, 1);
+    min -= pad;
+    max += pad;
+  }
+  let step = niceStep((max - min) / (maxTicks - 1));
+  let lo;
+  let hi;
+  for (;;) {
+    lo = Math.floor(min / step) * step;
+    hi = Math.ceil(max / step) * step;
+    if (Math.round((hi - lo) / step) + 1 <= maxTicks) break;
+    step = niceStep(step * 1.0001 + Number.EPSILON);
+  }
+  const decimals = Math.max(0, -Math.floor(Math.log10(step)) + 1);
+  const count = Math.round((hi - lo) / step);
+  const ticks = [];
+  for (let i = 0; i <= count; i += 1) ticks.push(Number((lo + i * step).toFixed(decimals)));
+  return { lo, hi, step, ticks };
+}
+
+const TIME_STEPS_MIN = [1, 2, 5, 10, 15, 30, 60, 120, 180, 240, 360, 720, 1440];
+
+/** Round local-time ticks (HH:00, HH:30, …) between t0 and t1, at most `maxTicks` of them. */
+export function timeTicks(t0, t1, maxTicks) {
+  const span = Math.max(1, t1 - t0);
+  let stepMs = TIME_STEPS_MIN[TIME_STEPS_MIN.length - 1] * 60_000;
+  for (const minutes of TIME_STEPS_MIN) {
+    if (span / (minutes * 60_000) <= maxTicks) {
+      stepMs = minutes * 60_000;
+      break;
+    }
+  }
+  // Align in local time, so an hour step lands on whole hours even in UTC+05:30.
+  const offset = (t) => new Date(t).getTimezoneOffset() * 60_000;
+  const ticks = [];
+  for (let t = Math.ceil((t0 - offset(t0)) / stepMs) * stepMs + offset(t0); t <= t1; t += stepMs) ticks.push(t);
+  return ticks;
+}
+
+const clockFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+
+// ---------------------------------------------------------------- value chart
+
+const VALUE_DEFAULTS = {
+  title: "Value",
+  emptyText: "Collecting history — the first point appears within a minute",
+};
+
+/**
+ * Intraday value of one view. `setData(points, formats)` takes `[[ts, number], ...]`,
+ * oldest first, and formatters: value(n), tick(n, step), change(abs, pct, sinceTs).
+ */
+export function createValueChart(options = {}) {
+  const { title, emptyText } = { ...VALUE_DEFAULTS, ...options };
+  const gradientId = `lf-value-gradient-${++instances}`;
+  let points = [];
+  let format = {
+    value: (n) => String(n),
+    tick: (n) => String(n),
+    time: (ts) => clockFormat.format(new Date(ts)),
+    change: null,
+  };
+  let geometry = null; // the last render's scales, for the hover read-out
+  let pointerX = null;
+
+  const changeNode = htmlEl("span", { class: "chart-change", "data-testid": "value-chart-change" });
+  const head = htmlEl("header", { class: "chart-head" }, htmlEl("h2", { class: "chart-title", text: title }), changeNode);
+
+  const svg = svgEl("svg", { class: "value-svg", role: "img", "aria-label": "Value over time" });
+  const gradient = svgEl("linearGradient", { id: gradientId, x1: "0", y1: "0", x2: "0", y2: "1" });
+  gradient.append(svgEl("stop", { offset: "0", class: "area-stop-top" }), svgEl("stop", { offset: "1", class: "area-stop-bottom" }));
+  const defs = svgEl("defs");
+  defs.append(gradient);
+  const grid = svgEl("g", { class: "chart-grid" });
+  const yAxis = svgEl("g", { class: "chart-axis chart-axis-y" });
+  const xAxis = svgEl("g", { class: "chart-axis chart-axis-x" });
+  const baseline = svgEl("line", { class: "chart-baseline", visibility: "hidden" });
+  const area = svgEl("path", { class: "chart-area", fill: `url(#${gradientId})`, d: "" });
+  const line = svgEl("path", { class: "chart-line", d: "", "data-points": "0" });
+  const halo = svgEl("circle", { class: "chart-last-halo", r: "7", visibility: "hidden" });
+  const dot = svgEl("circle", { class: "chart-last", r: "3.5", visibility: "hidden", "data-testid": "value-chart-last" });
+  const singleLabel = svgEl("text", { class: "chart-single-label", visibility: "hidden" });
+  const hoverLine = svgEl("line", { class: "chart-hover-line" });
+  const hoverDot = svgEl("circle", { class: "chart-hover-dot", r: "4" });
+  const hover = svgEl("g", { class: "chart-hover", visibility: "hidden" });
+  hover.append(hoverLine, hoverDot);
+  const overlay = svgEl("rect", { class: "chart-overlay", x: "0", y: "0", width: "0", height: "0" });
+  svg.append(defs, grid, yAxis, xAxis, baseline, area, line, halo, dot, singleLabel, hover, overlay);
+
+  const empty = htmlEl("div", { class: "chart-empty", hidden: "" }, htmlEl("span", { class: "chart-empty-text", text: emptyText }));
+  const tooltip = htmlEl("div", { class: "chart-tooltip", hidden: "" });
+  const plot = htmlEl("div", { class: "chart-plot" }, svg, empty, tooltip);
+  const root = htmlEl("div", { class: "value-chart", "data-testid": "value-chart", "data-points": "0" }, head, plot);
+
+  function fontFor() {
+    const family = getComputedStyle(root).fontFamily || "system-ui, sans-serif";
+    return `11px ${family}`;
+  }
+
+  function renderHeader() {
+    changeNode.replaceChildren();
+    changeNode.classList.remove("pos", "neg");
+    if (points.length < 2 || !format.change) return;
+    const [t0, first] = points[0];
+    const last = points[points.length - 1][1];
+    const abs = last - first;
+    const pct = first !== 0 ? (abs / Math.abs(first)) * 100 : null;
+    changeNode.textContent = format.change(abs, pct, t0);
+    changeNode.classList.toggle("pos", abs > 0);
+    changeNode.classList.toggle("neg", abs < 0);
+  }
+
+  function describe() {
+    if (!points.length) return `${title}: ${emptyText}`;
+    const [t0, v0] = points[0];
+    const [t1, v1] = points[points.length - 1];
+    if (points.length === 1) return `${title}: ${format.value(v1)} at ${format.time(t1)}`;
+    return `${title} from ${format.time(t0)} to ${format.time(t1)}: ${format.value(v0)} to ${format.value(v1)}, ${points.length} points`;
+  }
+
+  function clear() {
+    grid.replaceChildren();
+    yAxis.replaceChildren();
+    xAxis.replaceChildren();
+    area.setAttribute("d", "");
+    line.setAttribute("d", "");
+    for (const node of [baseline, halo, dot, singleLabel, hover]) node.setAttribute("visibility", "hidden");
+    tooltip.hidden = true;
+    geometry = null;
+  }
+
+  function render() {
+    const n = points.length;
+    line.setAttribute("data-points", String(n));
+    root.dataset.points = String(n);
+    svg.setAttribute("aria-label", describe());
+    empty.hidden = n > 0;
+    renderHeader();
+
+    const width = plot.clientWidth;
+    const height = plot.clientHeight;
+    if (width < 40 || height < 40) return; // not laid out (hidden tab); the size watcher comes back
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    overlay.setAttribute("width", String(width));
+    overlay.setAttribute("height", String(height));
+    if (n === 0) {
+      clear();
+      return;
+    }
+
+    let min = Infinity;
+    let max = -Infinity;
+    for (const [, v] of points) {
+      if (v < min) min = v;
+      if (v > max) max = v;
+    }
+    let t0 = points[0][0];
+    let t1 = points[n - 1][0];
+    if (t1 - t0 < 60_000) {
+      // One point (or a burst within a minute): centre it in a half-hour window.
+      const mid = (t0 + t1) / 2;
+      t0 = mid - 15 * 60_000;
+      t1 = mid + 15 * 60_000;
+    }
+    const y = niceTicks(min, max, 5);
+    const font = fontFor();
+    const labels = y.ticks.map((v) => format.tick(v, y.step));
+    const labelWidth = Math.max(...labels.map((s) => textWidth(s, font)));
+    const m = { top: 12, right: 16, bottom: 26, left: Math.ceil(labelWidth) + 14 };
+    const plotW = Math.max(10, width - m.left - m.right);
+    const plotH = Math.max(10, height - m.top - m.bottom);
+    const xOf = (t) => m.left + ((t - t0) / (t1 - t0)) * plotW;
+    const yOf = (v) => m.top + ((y.hi - v) / (y.hi - y.lo)) * plotH;
+
+    // Grid + y labels
+    const gridNodes = [];
+    const yNodes = [];
+    y.ticks.forEach((v, i) => {
+      const py = round1(yOf(v));
+      gridNodes.push(svgEl("line", { x1: m.left, x2: width - m.right, y1: py, y2: py }));
+      const text = svgEl("text", { x: m.left - 10, y: py, "text-anchor": "end", "dominant-baseline": "middle" });
+      text.textContent = labels[i];
+      yNodes.push(text);
+    });
+    grid.replaceChildren(...gridNodes);
+    yAxis.replaceChildren(...yNodes);
+
+    // x labels, local HH:MM; ones that would spill past the plot are dropped.
+    const xNodes = [];
+    for (const t of timeTicks(t0, t1, Math.max(2, Math.floor(plotW / 76)))) {
+      const px = xOf(t);
+      const label = format.time(t);
+      const half = textWidth(label, font) / 2;
+      if (px - half < m.left - 6 || px + half > width - 2) continue;
+      const text = svgEl("text", { x: round1(px), y: height - 8, "text-anchor": "middle" });
+      text.textContent = label;
+      const tick = svgEl("line", { x1: round1(px), x2: round1(px), y1: m.top + plotH, y2: m.top + plotH + 4 });
+      xNodes.push(tick, text);
+    }
+    xNodes.unshift(svgEl("line", { class: "chart-axis-line", x1: m.left, x2: width - m.right, y1: m.top + plotH, y2: m.top + plotH }));
+    xAxis.replaceChildren(...xNodes);
+
+    // Line and area
+    let d = "";
+    for (let i = 0; i < n; i += 1) {
+      d += `${i ? "L" : "M"}${round1(xOf(points[i][0]))},${round1(yOf(points[i][1]))}`;
+    }
+    line.setAttribute("d", d);
+    const bottom = m.top + plotH;
+    area.setAttribute("d", n > 1 ? `${d}L${round1(xOf(points[n - 1][0]))},${bottom}L${round1(xOf(points[0][0]))},${bottom}Z` : "");
+
+    const first = points[0][1];
+    const [lastT, last] = points[n - 1];
+    root.dataset.trend = last > first ? "up" : last < first ? "down" : "flat";
+
+    if (n > 1) {
+      const by = round1(yOf(first));
+      for (const [k, v] of Object.entries({ x1: m.left, x2: width - m.right, y1: by, y2: by })) baseline.setAttribute(k, String(v));
+      baseline.setAttribute("visibility", "visible");
+    } else baseline.setAttribute("visibility", "hidden");
+
+    const lx = round1(xOf(lastT));
+    const ly = round1(yOf(last));
+    for (const node of [halo, dot]) {
+      node.setAttribute("cx", String(lx));
+      node.setAttribute("cy", String(ly));
+      node.setAttribute("visibility", "visible");
+    }
+    if (n === 1) {
+      singleLabel.textContent = `${format.value(last)} · ${format.time(lastT)}`;
+      singleLabel.setAttribute("x", String(lx + 12));
+      singleLabel.setAttribute("y", String(ly - 12));
+      singleLabel.setAttribute("text-anchor", lx > width * 0.6 ? "end" : "start");
+      singleLabel.setAttribute("visibility", "visible");
+    } else singleLabel.setAttribute("visibility", "hidden");
+
+    geometry = { m, plotW, plotH, width, t0, t1, xOf, yOf };
+    if (pointerX !== null) showHover(pointerX);
+  }
+
+  function nearestIndex(t) {
+    let lo = 0;
+    let hi = points.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (points[mid][0] < t) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo > 0 && Math.abs(points[lo - 1][0] - t) <= Math.abs(points[lo][0] - t)) return lo - 1;
+    return lo;
+  }
+
+  function showHover(px) {
+    if (!geometry || !points.length) return;
+    const { m, plotW, plotH, width, t0, t1, xOf, yOf } = geometry;
+    const t = t0 + ((Math.min(Math.max(px, m.left), m.left + plotW) - m.left) / plotW) * (t1 - t0);
+    const [pt, pv] = points[nearestIndex(t)];
+    const x = round1(xOf(pt));
+    const yy = round1(yOf(pv));
+    for (const [k, v] of Object.entries({ x1: x, x2: x, y1: m.top, y2: m.top + plotH })) hoverLine.setAttribute(k, String(v));
+    hoverDot.setAttribute("cx", String(x));
+    hoverDot.setAttribute("cy", String(yy));
+    hover.setAttribute("visibility", "visible");
+    tooltip.replaceChildren(
+      htmlEl("span", { class: "chart-tooltip-value", text: format.value(pv) }),
+      htmlEl("span", { class: "chart-tooltip-time", text: format.time(pt) }),
+    );
+    tooltip.hidden = false;
+    const tw = tooltip.offsetWidth;
+    const th = tooltip.offsetHeight;
+    const left = Math.min(Math.max(x - tw / 2, 4), width - tw - 4);
+    // Above the point when there is room, else below it: never over the point itself.
+    const top = yy - th - 12 >= 0 ? yy - th - 12 : yy + 12;
+    tooltip.style.transform = `translate(${Math.round(left)}px, ${Math.round(top)}px)`;
+  }
+
+  function hideHover() {
+    pointerX = null;
+    hover.setAttribute("visibility", "hidden");
+    tooltip.hidden = true;
+  }
+
+  overlay.addEventListener("pointermove", (event) => {
+    const rect = svg.getBoundingClientRect();
+    pointerX = event.clientX - rect.left;
+    showHover(pointerX);
+  });
+  overlay.addEventListener("pointerleave", hideHover);
+
+  watchSize(plot, render);
+
+  return {
+    root,
+    /** Replace the series (and optionally the formatters) and redraw. */
+    setData(next, formats = {}) {
+      points = Array.isArray(next) ? next : [];
+      format = { ...format, ...formats };
+      render();
+    },
+    render,
+    get points() {
+      return points.length;
+    },
+  };
+}
+
+// ---------------------------------------------------------------- allocation donut
+
+const ALLOCATION_MODES = [
+  ["instrument", "Instrument"],
+  ["asset_class", "Asset class"],
+  ["currency", "Currency"],
+];
+const PALETTE_SIZE = 10;
+const R_OUTER = 96;
+const R_INNER = 64;
+const TAU = Math.PI * 2;
+
+function polar(r, a) {
+  return `${round1(100 + r * Math.sin(a))},${round1(100 - r * Math.cos(a))}`;
+}
+
+/** An annulus sector from angle a0 to a1 (radians, clockwise from 12 o'clock). */
+function sectorPath(a0, a1) {
+  if (a1 - a0 >= TAU - 1e-6) return `${sectorPath(0, Math.PI)}${sectorPath(Math.PI, TAU - 1e-9)}`;
+  const large = a1 - a0 > Math.PI ? 1 : 0;
+  return (
+    `M${polar(R_OUTER, a0)}A${R_OUTER},${R_OUTER} 0 ${large} 1 ${polar(R_OUTER, a1)}` +
+    `L${polar(R_INNER, a1)}A${R_INNER},${R_INNER} 0 ${large} 0 ${polar(R_INNER, a0)}Z`
+  );
+}
+
+function toNumber(value) {
+  if (value === null || value === undefined || value === "") return null;
+  const n = Number(value);
+  return Number.isFinite(n) ? n : null;
+}
+
+/**
+ * Allocation donut + legend, switchable between the allocation's groupings.
+ * `setData(allocation, { formatValue, formatWeight, total, totalLabel })`.
+ */
+export function createAllocationChart({ title = "Allocation", mode = "instrument", onModeChange = null, maxSlices = 8 } = {}) {
+  let current = ALLOCATION_MODES.some(([key]) => key === mode) ? mode : "instrument";
+  let allocation = {};
+  let format = { value: (v) => String(v), weight: (w) => `${w} %`, total: null, totalLabel: "Total" };
+  let items = [];
+  let active = null;
+  let scope = "";
+  const colours = new Map(); // "scope|mode" → Map(key → palette slot)
+  const slices = new Map(); // key → path
+  const legendRows = new Map(); // key → { li, label, value, weight }
+
+  const buttons = ALLOCATION_MODES.map(([key, label]) =>
+    htmlEl("button", { type: "button", class: "segment", "data-mode": key, "aria-pressed": String(key === current), text: label }),
+  );
+  const toggle = htmlEl("div", { class: "segmented segmented-sm", role: "group", "aria-label": "Group allocation by" }, ...buttons);
+  const head = htmlEl("header", { class: "chart-head" }, htmlEl("h2", { class: "chart-title", text: title }), toggle);
+
+  const svg = svgEl("svg", { class: "alloc-svg", viewBox: "0 0 200 200", role: "img", "aria-label": title });
+  const track = svgEl("circle", { class: "alloc-track", cx: "100", cy: "100", r: String((R_OUTER + R_INNER) / 2), "stroke-width": String(R_OUTER - R_INNER) });
+  const sliceGroup = svgEl("g", { class: "alloc-slices" });
+  svg.append(track, sliceGroup);
+  const centerValue = htmlEl("span", { class: "alloc-center-value" });
+  const centerLabel = htmlEl("span", { class: "alloc-center-label" });
+  const center = htmlEl("div", { class: "alloc-center", "aria-hidden": "true" }, centerValue, centerLabel);
+  const figure = htmlEl("div", { class: "alloc-figure" }, svg, center);
+  const legend = htmlEl("ul", { class: "alloc-legend", "aria-label": "Allocation legend" });
+  const empty = htmlEl("p", { class: "alloc-empty", text: "Nothing allocated yet", hidden: "" });
+  const body = htmlEl("div", { class: "alloc-body" }, figure, legend);
+  const root = htmlEl("div", { class: "alloc-chart", "data-testid": "allocation-chart", "data-mode": current }, head, body, empty);
+
+  /**
+   * Colours per view and grouping: on first sight the largest slice gets the first
+   * palette colour; after that a key keeps its colour while weights move, and a new key
+   * takes the first colour no visible slice is using. Cash is grey, "Other" beige.
+   */
+  function assignColours(list) {
+    const id = `${scope}|${current}`;
+    let slots = colours.get(id);
+    if (!slots) {
+      slots = new Map();
+      colours.set(id, slots);
+    }
+    const isCash = (key) => key === "cash" || key.startsWith("cash:");
+    const taken = { main: new Set(), cash: new Set() };
+    for (const item of list) {
+      if (slots.has(item.key)) taken[isCash(item.key) ? "cash" : "main"].add(slots.get(item.key));
+    }
+    for (const item of list) {
+      if (item.key === "other") {
+        item.colour = "var(--chart-other)";
+        continue;
+      }
+      const kind = isCash(item.key) ? "cash" : "main";
+      const size = kind === "cash" ? 3 : PALETTE_SIZE;
+      if (!slots.has(item.key)) {
+        let slot = 0;
+        while (taken[kind].has(slot) && slot < size) slot += 1;
+        slot = slot < size ? slot : slots.size % size;
+        slots.set(item.key, slot);
+        taken[kind].add(slot);
+      }
+      const slot = slots.get(item.key);
+      item.colour = kind === "cash" ? (slot ? `var(--chart-cash-${slot + 1})` : "var(--chart-cash)") : `var(--chart-${slot + 1})`;
+    }
+  }
+
+  function computeItems() {
+    const raw = (Array.isArray(allocation[current]) ? allocation[current] : [])
+      .map((item) => ({
+        key: String(item.key),
+        label: item.label || String(item.key),
+        value: item.value,
+        weight: toNumber(item.weight),
+      }))
+      .filter((item) => item.weight !== null);
+    const positive = raw.filter((item) => item.weight > 0).sort((a, b) => b.weight - a.weight);
+    const rest = raw.filter((item) => item.weight <= 0); // negative cash etc.: legend only
+    let shown = positive;
+    if (positive.length > maxSlices) {
+      shown = positive.slice(0, maxSlices - 1);
+      const tail = positive.slice(maxSlices - 1);
+      const sum = (field) => tail.reduce((acc, item) => acc + (toNumber(item[field]) || 0), 0);
+      shown.push({ key: "other", label: `Other (${tail.length})`, value: sum("value").toFixed(2), weight: sum("weight") });
+    }
+    const total = shown.reduce((acc, item) => acc + item.weight, 0);
+    let angle = 0;
+    for (const item of shown) {
+      item.a0 = angle;
+      angle += (item.weight / total) * TAU;
+      item.a1 = angle;
+    }
+    const all = [...shown, ...rest.map((item) => ({ ...item, legendOnly: true }))];
+    assignColours(all);
+    return all;
+  }
+
+  function renderCenter() {
+    const item = active && items.find((i) => i.key === active);
+    if (item) {
+      centerValue.textContent = format.weight(item.weight);
+      centerLabel.textContent = item.label;
+    } else {
+      centerValue.textContent = format.total === null || format.total === undefined ? "" : format.value(format.total);
+      centerLabel.textContent = format.totalLabel;
+    }
+  }
+
+  function setActive(key) {
+    active = key;
+    root.classList.toggle("has-active", key !== null);
+    for (const [k, path] of slices) path.classList.toggle("is-active", k === key);
+    for (const [k, row] of legendRows) row.li.classList.toggle("is-active", k === key);
+    renderCenter();
+  }
+
+  function legendRow(key) {
+    let row = legendRows.get(key);
+    if (!row) {
+      const swatch = htmlEl("span", { class: "alloc-swatch", "aria-hidden": "true" });
+      const label = htmlEl("span", { class: "alloc-label" });
+      const value = htmlEl("span", { class: "alloc-value" });
+      const weight = htmlEl("span", { class: "alloc-weight" });
+      const li = htmlEl("li", { class: "alloc-item", "data-key": key }, swatch, label, value, weight);
+      li.addEventListener("pointerenter", () => setActive(key));
+      li.addEventListener("pointerleave", () => setActive(null));
+      row = { li, swatch, label, value, weight };
+      legendRows.set(key, row);
+    }
+    return row;
+  }
+
+  function render() {
+    items = computeItems();
+    root.dataset.mode = current;
+    const seen = new Set();
+    const orderedSlices = [];
+    const orderedRows = [];
+    for (const item of items) {
+      seen.add(item.key);
+      const colour = item.colour;
+      if (!item.legendOnly) {
+        let path = slices.get(item.key);
+        if (!path) {
+          path = svgEl("path", { class: "alloc-slice", "data-key": item.key });
+          path.addEventListener("pointerenter", () => setActive(item.key));
+          path.addEventListener("pointerleave", () => setActive(null));
+          slices.set(item.key, path);
+        }
+        path.setAttribute("d", sectorPath(item.a0, item.a1));
+        path.style.fill = colour;
+        orderedSlices.push(path);
+      } else if (slices.has(item.key)) {
+        slices.get(item.key).remove();
+        slices.delete(item.key);
+      }
+      const row = legendRow(item.key);
+      row.li.classList.toggle("is-legend-only", Boolean(item.legendOnly));
+      row.swatch.style.background = item.legendOnly ? "transparent" : colour;
+      row.swatch.style.borderColor = colour;
+      if (row.label.textContent !== item.label) {
+        row.label.textContent = item.label;
+        row.label.title = item.label;
+      }
+      row.value.textContent = format.value(item.value);
+      row.weight.textContent = format.weight(item.weight);
+      orderedRows.push(row.li);
+    }
+    for (const [key, path] of slices) {
+      if (!seen.has(key)) {
+        path.remove();
+        slices.delete(key);
+      }
+    }
+    for (const [key, row] of legendRows) {
+      if (!seen.has(key)) {
+        row.li.remove();
+        legendRows.delete(key);
+      }
+    }
+    // Re-order only when needed: moving nodes restarts their transitions.
+    const sameOrder = (parent, nodes) => nodes.length === parent.children.length && nodes.every((node, i) => parent.children[i] === node);
+    if (!sameOrder(sliceGroup, orderedSlices)) sliceGroup.replaceChildren(...orderedSlices);
+    if (!sameOrder(legend, orderedRows)) legend.replaceChildren(...orderedRows);
+
+    const drawn = items.filter((item) => !item.legendOnly);
+    empty.hidden = drawn.length > 0;
+    body.hidden = items.length === 0;
+    const modeLabel = ALLOCATION_MODES.find(([key]) => key === current)[1].toLowerCase();
+    const summary = drawn.map((item) => `${item.label} ${format.weight(item.weight)}`).join(", ");
+    svg.setAttribute("aria-label", drawn.length ? `${title} by ${modeLabel}: ${summary}` : `${title}: nothing allocated yet`);
+    if (active && !seen.has(active)) active = null;
+    setActive(active);
+  }
+
+  function setMode(next, { notify = true } = {}) {
+    if (next === current || !ALLOCATION_MODES.some(([key]) => key === next)) return;
+    current = next;
+    for (const button of buttons) button.setAttribute("aria-pressed", String(button.dataset.mode === current));
+    active = null;
+    render();
+    if (notify && onModeChange) onModeChange(current);
+  }
+
+  toggle.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-mode]");
+    if (button) setMode(button.dataset.mode);
+  });
+
+  return {
+    root,
+    /**
+     * New allocation; formats: value(v), weight(w), total, totalLabel, and `scope`
+     * (e.g. the view id) under which slice colours are remembered.
+     */
+    setData(next, { scope: nextScope, ...formats } = {}) {
+      allocation = next && typeof next === "object" ? next : {};
+      format = { ...format, ...formats };
+      if (nextScope !== undefined) scope = String(nextScope);
+      render();
+    },
+    setMode,
+    get mode() {
+      return current;
+    },
+  };
+}
