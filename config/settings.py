@@ -146,6 +146,8 @@ MARKETDATA_QUOTE_FLUSH_SECONDS = env_decimal("MARKETDATA_QUOTE_FLUSH_SECONDS", D
 SYNTHETIC_TICKS_PER_SECOND = env_decimal("SYNTHETIC_TICKS_PER_SECOND", Decimal("4"), minimum=Decimal("0.01"))
 # Standard deviation of the relative price move per square root of a second.
 SYNTHETIC_VOLATILITY = env_decimal("SYNTHETIC_VOLATILITY", Decimal("0.0008"), minimum=Decimal("0"))
+# Days of per-minute price marks (and portfolio value history) kept before the worker deletes them.
+HISTORY_RETENTION_DAYS = env_int("HISTORY_RETENTION_DAYS", 30, minimum=1)
 
 # --- Live portfolio ----------------------------------------------------------
 # Price updates arriving within this window reach the browser as one frame.

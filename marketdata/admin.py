@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from marketdata.models import Instrument, Quote
+from marketdata.models import Instrument, PriceMark, Quote
 
 
 def amount(value: Decimal | None) -> str:
@@ -25,11 +25,15 @@ class QuotePrices:
     def ask_(self, obj: Quote) -> str:
         return amount(obj.ask)
 
+    @admin.display(description="Reference", ordering="reference_price")
+    def reference_(self, obj: Quote) -> str:
+        return amount(obj.reference_price)
+
 
 class QuoteInline(QuotePrices, admin.StackedInline):
     model = Quote
     can_delete = False
-    fields = readonly_fields = ("price_", "bid_", "ask_", "exchange_ts", "seq", "epoch", "source", "updated_at")
+    fields = readonly_fields = ("price_", "bid_", "ask_", "reference_", "exchange_ts", "seq", "epoch", "source", "updated_at")
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
@@ -68,7 +72,7 @@ class InstrumentAdmin(admin.ModelAdmin):
 class QuoteAdmin(QuotePrices, admin.ModelAdmin):
     """Written by the feed worker; staff read it here."""
 
-    list_display = ["instrument", "price_", "bid_", "ask_", "exchange_ts", "seq", "source", "updated_at"]
+    list_display = ["instrument", "price_", "bid_", "ask_", "reference_", "exchange_ts", "seq", "source", "updated_at"]
     list_filter = ["instrument__asset_class", "source"]
     search_fields = ["instrument__symbol", "instrument__name"]
     list_select_related = ["instrument"]
@@ -78,4 +82,27 @@ class QuoteAdmin(QuotePrices, admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(PriceMark)
+class PriceMarkAdmin(admin.ModelAdmin):
+    """Written by the feed worker once a minute; read-only here."""
+
+    list_display = ["instrument", "minute", "price_"]
+    list_filter = ["instrument"]
+    list_select_related = ["instrument"]
+    date_hierarchy = "minute"
+
+    @admin.display(description="Price", ordering="price")
+    def price_(self, obj: PriceMark) -> str:
+        return amount(obj.price)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

@@ -49,6 +49,8 @@ class PriceUpdate:
     ts: datetime
     source: str
     ticks: int  # how many source events this update conflates
+    # Day change is measured against this: the previous close, or the price 24 h earlier (marketdata.references).
+    reference: Decimal | None = None
 
 
 def to_epoch_ms(ts: datetime) -> int:
@@ -77,11 +79,12 @@ def encode_price_update(update: PriceUpdate) -> dict[str, object]:
         "ask": _dec(update.ask),
         "ts": to_epoch_ms(update.ts),
         "source": update.source,
+        "ref": _dec(update.reference),
     }
 
 
 def decode_price_update(message: dict[str, object]) -> PriceUpdate:
-    bid, ask = message.get("bid"), message.get("ask")
+    bid, ask, ref = message.get("bid"), message.get("ask"), message.get("ref")
     return PriceUpdate(
         symbol=str(message["symbol"]),
         seq=int(message["seq"]),  # type: ignore[call-overload]
@@ -92,4 +95,5 @@ def decode_price_update(message: dict[str, object]) -> PriceUpdate:
         ts=from_epoch_ms(int(message["ts"])),  # type: ignore[call-overload]
         source=str(message["source"]),
         ticks=0,
+        reference=None if ref is None else Decimal(str(ref)),
     )

@@ -1,7 +1,8 @@
 """In-worker market state per symbol: sequence, latest price, conflation.
 
 Pure and synchronous: the worker feeds events in with `apply` and takes one
-`PriceUpdate` per changed symbol out with `drain` at the end of each window.
+`PriceUpdate` per changed symbol out with `drain` at the end of each window,
+and the last price of each symbol that moved in a minute with `take_minute`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from marketdata.events import MarketEvent, PriceUpdate, Quote, Trade
+from marketdata.references import References
 
 
 @dataclass(slots=True)
@@ -26,10 +28,12 @@ class SymbolState:
 
 
 class Hub:
-    def __init__(self, *, epoch: str) -> None:
+    def __init__(self, *, epoch: str, references: References | None = None) -> None:
         self.epoch = epoch
+        self.references = references
         self.symbols: dict[str, SymbolState] = {}
         self._dirty: set[str] = set()
+        self._in_minute: set[str] = set()
 
     def apply(self, event: MarketEvent) -> None:
         state = self.symbols.get(event.symbol)
@@ -48,6 +52,7 @@ class Hub:
         state.source = event.source
         state.pending_ticks += 1
         self._dirty.add(event.symbol)
+        self._in_minute.add(event.symbol)
 
     def drain(self) -> list[PriceUpdate]:
         """Close the window: one update per symbol that changed, seq +1 each."""
@@ -68,8 +73,15 @@ class Hub:
                     ts=state.ts,
                     source=state.source,
                     ticks=state.pending_ticks,
+                    reference=None if self.references is None else self.references.reference(symbol, state.ts),
                 )
             )
             state.pending_ticks = 0
         self._dirty.clear()
         return updates
+
+    def take_minute(self) -> dict[str, Decimal]:
+        """Current price of every symbol with an event since the last call (the minute's last price)."""
+        prices = {s: p for s in sorted(self._in_minute) if (p := self.symbols[s].price) is not None}
+        self._in_minute.clear()
+        return prices

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -18,6 +20,13 @@ symbol_format = RegexValidator(
 )
 
 
+def validate_timezone(value: str) -> None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"{value!r} is not an IANA time zone such as America/New_York or Europe/Berlin.") from None
+
+
 class AssetClass(models.TextChoices):
     EQUITY = "equity", "Equity"
     ETF = "etf", "ETF"
@@ -28,18 +37,33 @@ class AssetClass(models.TextChoices):
     BOND = "bond", "Bond"
 
 
+# Markets that trade around the clock: day change is measured against the price 24 hours earlier.
+ALWAYS_OPEN = frozenset({AssetClass.CRYPTO, AssetClass.FX})
+
+
 class Instrument(models.Model):
     symbol = models.CharField(max_length=30, unique=True, validators=[symbol_format])
     name = models.CharField(max_length=200)
     asset_class = models.CharField(max_length=16, choices=AssetClass.choices)
     quote_currency = models.CharField(max_length=3, validators=[currency_code], help_text="Currency prices are quoted in.")
     is_active = models.BooleanField("active", default=True, help_text="Inactive instruments get no prices and no new transactions.")
+    exchange_timezone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_timezone],
+        help_text="Time zone of the instrument's trading day; the previous close is the last price before local midnight. "
+        "Ignored for markets that never close (crypto, FX).",
+    )
 
     class Meta:
         ordering = ["symbol"]
 
     def __str__(self) -> str:
         return self.symbol
+
+    @property
+    def always_open(self) -> bool:
+        return self.asset_class in ALWAYS_OPEN
 
 
 class Quote(models.Model):
@@ -53,6 +77,12 @@ class Quote(models.Model):
     seq = models.PositiveBigIntegerField("sequence", help_text="Sequence number of the broadcast that carried this price.")
     epoch = models.CharField(max_length=32, blank=True, help_text="Changes each time the feed worker restarts.")
     source = models.CharField(max_length=64)
+    reference_price = decimal_field(
+        null=True,
+        blank=True,
+        help_text="What day change is measured against: the previous session's close, or the price 24 hours earlier "
+        "for markets that never close. Empty until the feed worker has seen one.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -60,3 +90,24 @@ class Quote(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instrument_id}: {self.price}"
+
+
+class PriceMark(models.Model):
+    """The last price of an instrument in one UTC minute, written by the feed worker once a minute.
+
+    Day-change references are read back from these when the worker starts.
+    Older than HISTORY_RETENTION_DAYS, they are deleted.
+    """
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="marks")
+    minute = models.DateTimeField(help_text="Start of the minute, UTC.")
+    price = decimal_field(help_text="Last price in that minute.")
+
+    class Meta:
+        ordering = ["minute"]
+        constraints = [models.UniqueConstraint(fields=["instrument", "minute"], name="marketdata_pricemark_one_per_minute")]
+        # Pruning and the admin's date drill-down scan by minute across instruments.
+        indexes = [models.Index(fields=["minute"], name="marketdata_pricemark_minute")]
+
+    def __str__(self) -> str:
+        return f"{self.instrument_id} {self.minute:%Y-%m-%d %H:%M}: {self.price}"

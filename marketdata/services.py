@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 
 from marketdata.events import PriceUpdate
-from marketdata.models import Instrument, Quote
+from marketdata.models import Instrument, PriceMark, Quote
+from marketdata.references import Mark
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ def quotes_store(updates: Iterable[PriceUpdate]) -> int:
             seq=u.seq,
             epoch=u.epoch,
             source=u.source,
+            reference_price=u.reference,
         )
         for symbol, u in latest.items()
         if symbol in ids
@@ -39,6 +42,24 @@ def quotes_store(updates: Iterable[PriceUpdate]) -> int:
         rows,
         update_conflicts=True,
         unique_fields=["instrument"],
-        update_fields=["price", "bid", "ask", "exchange_ts", "seq", "epoch", "source", "updated_at"],
+        update_fields=["price", "bid", "ask", "exchange_ts", "seq", "epoch", "source", "reference_price", "updated_at"],
     )
     return len(rows)
+
+
+def price_marks_store(*, marks: Iterable[Mark]) -> int:
+    """Upsert per-minute price marks in one statement; returns rows written.
+
+    Symbols without an instrument are skipped silently: their quotes already warn.
+    """
+    latest = {(m.symbol, m.minute): m for m in marks}
+    ids = dict(Instrument.objects.filter(symbol__in={symbol for symbol, _ in latest}).values_list("symbol", "id"))
+    rows = [PriceMark(instrument_id=ids[m.symbol], minute=m.minute, price=m.price) for m in latest.values() if m.symbol in ids]
+    PriceMark.objects.bulk_create(rows, update_conflicts=True, unique_fields=["instrument", "minute"], update_fields=["price"])
+    return len(rows)
+
+
+def price_marks_prune(*, before: datetime) -> int:
+    """Delete marks of minutes before `before`; returns how many went."""
+    deleted, _ = PriceMark.objects.filter(minute__lt=before).delete()
+    return deleted

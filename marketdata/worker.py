@@ -4,6 +4,14 @@ Events are applied to the hub as fast as the source yields them. Every
 conflation window the hub is drained: one broadcast per changed symbol, and the
 latest quote per symbol is queued for the database, which is written in one
 batch at most every `quote_flush` seconds. Nothing touches the database per tick.
+
+Minutes follow event time, not the wall clock, so a replay marks the minutes it
+replays: when a tick enters a new UTC minute, the minute before it closes. Its
+last price per symbol becomes a price mark (kept in `References` for
+day-change references, and stored in one batch), and then every minute hook
+runs with the closed minute and the latest update per symbol. Minutes without
+a tick are skipped. That work runs beside the broadcast loop, so a slow hook or
+database never delays prices.
 """
 
 from __future__ import annotations
@@ -11,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import MappingProxyType
 
 from channels.db import database_sync_to_async
 
@@ -20,10 +30,26 @@ from marketdata import services, streams
 from marketdata.events import PriceUpdate
 from marketdata.feeds import Feed
 from marketdata.hub import Hub
+from marketdata.references import LOOKBACK, MARGIN, Mark, References, minute_of
 
 log = logging.getLogger(__name__)
 
 StoreQuotes = Callable[[Iterable[PriceUpdate]], Awaitable[int]]
+StoreMarks = Callable[[Sequence[Mark]], Awaitable[int]]
+PruneMarks = Callable[[datetime], Awaitable[int]]
+# `async def hook(minute, prices)`: `minute` is the closed minute's start (aware UTC), `prices` the
+# latest update of every symbol seen this run, as of the end of that minute.
+MinuteHook = Callable[[datetime, Mapping[str, PriceUpdate]], Awaitable[None]]
+
+PRUNE_EVERY = timedelta(hours=1)
+
+
+async def _store_marks(marks: Sequence[Mark]) -> int:
+    return await database_sync_to_async(services.price_marks_store)(marks=marks)
+
+
+async def _prune_marks(before: datetime) -> int:
+    return await database_sync_to_async(services.price_marks_prune)(before=before)
 
 
 def new_epoch() -> str:
@@ -37,6 +63,8 @@ class WorkerStats:
     broadcasts: int = 0
     quote_batches: int = 0
     quote_rows: int = 0
+    mark_rows: int = 0
+    minutes: int = 0  # closed minutes handed to the hooks
     symbols: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
 
@@ -44,8 +72,17 @@ class WorkerStats:
         elapsed = time.monotonic() - self.started
         return (
             f"{self.events} events in {elapsed:.1f} s, {self.broadcasts} broadcasts across "
-            f"{len(self.symbols)} symbols, {self.quote_rows} quotes written in {self.quote_batches} batches"
+            f"{len(self.symbols)} symbols, {self.quote_rows} quotes written in {self.quote_batches} batches, "
+            f"{self.mark_rows} price marks"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _ClosedMinute:
+    minute: datetime
+    marks: list[Mark]
+    prices: Mapping[str, PriceUpdate]
+    complete: bool  # False for the minute still open at shutdown: its marks are stored, hooks skip it
 
 
 class Worker:
@@ -57,19 +94,38 @@ class Worker:
         quote_flush: float,
         epoch: str | None = None,
         store_quotes: StoreQuotes | None = None,
+        references: References | None = None,
+        minute_hooks: Sequence[MinuteHook] = (),
+        store_marks: StoreMarks | None = None,
+        prune_marks: PruneMarks | None = None,
+        retention: timedelta | None = None,
     ) -> None:
+        """`retention`: price marks older than this (in event time) are deleted, hourly; None keeps them."""
         self.feed = feed
         self.conflation = conflation
         self.quote_flush = quote_flush
-        self.hub = Hub(epoch=epoch or new_epoch())
+        self.references = references if references is not None else References()
+        self.hub = Hub(epoch=epoch or new_epoch(), references=self.references)
         self.store_quotes = store_quotes or database_sync_to_async(services.quotes_store)
+        self.minute_hooks = list(minute_hooks)
+        self.store_marks = store_marks or _store_marks
+        self.prune_marks = prune_marks or _prune_marks
+        self.retention = retention
         self.stats = WorkerStats()
         self._unsaved: dict[str, PriceUpdate] = {}
         self._last_flush = time.monotonic()
+        self._outbox: list[PriceUpdate] = []  # drained, not yet published
+        self._latest: dict[str, PriceUpdate] = {}
+        self._minute: datetime | None = None  # the open minute of event time
+        self._minute_end: datetime | None = None
+        self._closed: asyncio.Queue[_ClosedMinute | None] = asyncio.Queue()
+        self._unsaved_marks: list[Mark] = []
+        self._pruned_at: datetime | None = None
 
     async def run(self, stop: asyncio.Event) -> WorkerStats:
         """Run until `stop` is set or the feed ends; always flushes what it holds."""
         ingest = asyncio.create_task(self._ingest())
+        minutes = asyncio.create_task(self._record_minutes())
         stopping = asyncio.create_task(stop.wait())
         try:
             while not ingest.done() and not stop.is_set():
@@ -81,18 +137,81 @@ class Worker:
             for task in (ingest, stopping):
                 task.cancel()
             await asyncio.gather(ingest, stopping, return_exceptions=True)
+            if self._minute is not None:
+                # Store the open minute's marks so far: after a session's last tick no
+                # next minute may come before a restart, and that mark is the close.
+                self._close_minute(complete=False)
             await self.flush_window()
+            self._closed.put_nowait(None)
+            try:
+                await minutes
+            finally:
+                minutes.cancel()
             await self.flush_quotes()
         return self.stats
 
     async def _ingest(self) -> None:
         async for event in self.feed:
+            if self._minute_end is None or event.ts >= self._minute_end:
+                if self._minute is not None:
+                    self._close_minute(complete=True)
+                self._minute = minute_of(event.ts)
+                self._minute_end = self._minute + timedelta(minutes=1)
             self.hub.apply(event)
             self.stats.events += 1
 
+    def _drain(self) -> None:
+        updates = self.hub.drain()
+        self._outbox.extend(updates)
+        self._latest.update((u.symbol, u) for u in updates)
+
+    def _close_minute(self, *, complete: bool) -> None:
+        """Synchronous, so no tick of the next minute can slip in before the minute's prices are taken."""
+        assert self._minute is not None
+        # Drained first, so the updates the hooks get carry the minute's last prices.
+        self._drain()
+        marks = [Mark(symbol, self._minute, price) for symbol, price in self.hub.take_minute().items()]
+        for mark in marks:
+            self.references.observe(mark.symbol, mark.minute, mark.price)
+        self._closed.put_nowait(_ClosedMinute(self._minute, marks, MappingProxyType(dict(self._latest)), complete))
+
+    async def _record_minutes(self) -> None:
+        while (closed := await self._closed.get()) is not None:
+            await self._record(closed)
+
+    async def _record(self, closed: _ClosedMinute) -> None:
+        """Store a minute's marks, prune old ones hourly, then run the hooks; nothing here raises."""
+        minute = closed.minute
+        # Marks a failed write left behind go with this batch; those older than a restart could need are dropped.
+        oldest = minute - LOOKBACK - MARGIN
+        batch = [m for m in self._unsaved_marks if m.minute >= oldest] + closed.marks
+        self._unsaved_marks = []
+        if batch:
+            try:
+                self.stats.mark_rows += await self.store_marks(batch)
+            except Exception:
+                log.exception("could not store %d price marks; retrying with the next minute", len(batch))
+                self._unsaved_marks = batch
+        if self.retention is not None and (self._pruned_at is None or minute - self._pruned_at >= PRUNE_EVERY):
+            self._pruned_at = minute
+            try:
+                await self.prune_marks(minute - self.retention)
+            except Exception:
+                log.exception("could not delete price marks older than %s", minute - self.retention)
+        if not closed.complete:
+            return
+        for hook in self.minute_hooks:
+            try:
+                await hook(minute, closed.prices)
+            except Exception:
+                log.exception("minute hook %s failed for %s", getattr(hook, "__qualname__", hook), minute.isoformat())
+        self.stats.minutes += 1
+
     async def flush_window(self) -> None:
         """End of a conflation window: publish one update per changed symbol."""
-        for update in self.hub.drain():
+        self._drain()
+        batch, self._outbox = self._outbox, []
+        for update in batch:
             await streams.publish_price(update)
             self.stats.broadcasts += 1
             self.stats.symbols.add(update.symbol)

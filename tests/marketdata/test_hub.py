@@ -3,6 +3,7 @@ from decimal import Decimal
 
 from marketdata.events import Quote, Trade
 from marketdata.hub import Hub
+from marketdata.references import Mark, MarketHours, References
 
 D = Decimal
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -54,3 +55,34 @@ def test_once_traded_quotes_move_bid_and_ask_but_not_the_last_price() -> None:
     hub.apply(Quote("AAPL", T0, D("101"), D("102"), "test"))
     [update] = hub.drain()
     assert (update.price, update.bid, update.ask) == (D("100"), D("101"), D("102"))
+
+
+def test_each_update_carries_the_reference_at_its_own_time() -> None:
+    refs = References(
+        {"BTC-USD": MarketHours(always_open=True), "AAPL": MarketHours(always_open=False, timezone="America/New_York")},
+        [Mark("BTC-USD", T0 - timedelta(days=1), D("60000")), Mark("AAPL", T0 - timedelta(days=1), D("190"))],
+    )
+    hub = Hub(epoch="e1", references=refs)
+    hub.apply(trade("BTC-USD", "61000", ms=500))
+    hub.apply(trade("AAPL", "191"))
+    hub.apply(trade("MSFT", "400"))
+    assert {u.symbol: u.reference for u in hub.drain()} == {"AAPL": D("190"), "BTC-USD": D("60000"), "MSFT": None}
+
+
+def test_without_references_updates_carry_none() -> None:
+    hub = Hub(epoch="e1")
+    hub.apply(trade("AAPL", "100"))
+    assert [u.reference for u in hub.drain()] == [None]
+
+
+def test_take_minute_gives_the_last_price_of_each_symbol_that_ticked_since_the_last_call() -> None:
+    hub = Hub(epoch="e1")
+    hub.apply(trade("AAPL", "100"))
+    hub.apply(trade("AAPL", "101", ms=1))
+    hub.apply(Quote("EUR/USD", T0, D("1.1000"), D("1.1002"), "test"))
+    hub.drain()  # draining windows does not reset the minute
+    hub.apply(trade("MSFT", "400", ms=2))
+    assert hub.take_minute() == {"AAPL": D("101"), "EUR/USD": D("1.1001"), "MSFT": D("400")}
+    hub.apply(trade("MSFT", "401", ms=60_000))
+    assert hub.take_minute() == {"MSFT": D("401")}
+    assert hub.take_minute() == {}

@@ -6,8 +6,10 @@ before the run can be drained afterwards without waiting on any loop.
 """
 
 import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -15,12 +17,13 @@ from django.core.management.base import CommandError
 
 from marketdata import groups
 from marketdata.management.commands.run_feeds import DEFAULT_START_PRICE, synthetic_instrument
-from marketdata.models import AssetClass, Instrument, Quote
+from marketdata.models import AssetClass, Instrument, PriceMark, Quote
+from marketdata.references import minute_of
 from tests.conftest import T0, listen, received
 
 SUMMARY = re.compile(
     r"^run_feeds: stopped: (?P<events>\d+) events in [\d.]+ s, (?P<broadcasts>\d+) broadcasts across (?P<symbols>\d+) symbols, "
-    r"(?P<rows>\d+) quotes written in (?P<batches>\d+) batches$"
+    r"(?P<rows>\d+) quotes written in (?P<batches>\d+) batches, (?P<marks>\d+) price marks$"
 )
 
 
@@ -72,6 +75,34 @@ def test_a_short_run_stores_synthetic_quotes_for_active_instruments_and_broadcas
     assert seqs[-1] == quotes["AAPL"].seq  # the stored quote is the last one broadcast
     assert received(fx_channel)
     assert received(sap_channel) == []
+
+    # Each active symbol's last price is marked for its minute (stored at the latest on shutdown).
+    latest_marks = {m.instrument.symbol: m for m in PriceMark.objects.select_related("instrument").order_by("minute")}
+    assert sorted(latest_marks) == active
+    for symbol in active:
+        assert (latest_marks[symbol].minute, latest_marks[symbol].price) == (minute_of(quotes[symbol].exchange_ts), quotes[symbol].price)
+    assert int(summary["marks"]) == PriceMark.objects.count()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_references_are_loaded_from_stored_marks_and_stored_with_the_quotes(instruments: dict[str, Instrument], settings: Any) -> None:
+    settings.HISTORY_RETENTION_DAYS = 30
+    now = datetime.now(UTC)
+    Instrument.objects.filter(symbol="AAPL").update(exchange_timezone="America/New_York")
+    PriceMark.objects.bulk_create(
+        [
+            PriceMark(instrument=instruments["BTC-USD"], minute=minute_of(now - timedelta(hours=24, minutes=5)), price=Decimal("59000")),
+            PriceMark(instrument=instruments["AAPL"], minute=minute_of(now - timedelta(days=2)), price=Decimal("190")),
+            PriceMark(instrument=instruments["AAPL"], minute=minute_of(now - timedelta(days=60)), price=Decimal("1")),
+        ]
+    )
+
+    run_feeds("--symbols", "BTC-USD", "AAPL", "--duration", "0.5", "--seed", "1", "--tick-rate", "20")
+
+    references = dict(Quote.objects.filter(source="synthetic").values_list("instrument__symbol", "reference_price"))
+    assert references == {"AAPL": Decimal("190"), "BTC-USD": Decimal("59000")}
+    # The 60-day-old mark is past the retention: the first minute recorded prunes it.
+    assert not PriceMark.objects.filter(price=Decimal("1")).exists()
 
 
 @pytest.mark.django_db(transaction=True)

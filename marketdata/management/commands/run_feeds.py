@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -13,9 +14,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from marketdata import selectors
 from marketdata.feeds.synthetic import SyntheticFeed, SyntheticInstrument
 from marketdata.models import AssetClass, Instrument
-from marketdata.worker import Worker
+from marketdata.worker import MinuteHook, Worker
 
 DEFAULT_START_PRICE = Decimal("100")
+
+# Run after each closed minute of event time, once its price marks are stored (see marketdata.worker).
+# Other apps' hooks are listed here: portfolio.history.portfolio_values_record.
+MINUTE_HOOKS: list[MinuteHook] = []
 
 
 def price_places(start: Decimal, *, minimum: int) -> int:
@@ -75,6 +80,9 @@ class Command(BaseCommand):
             feed=feed,
             conflation=options["conflation_ms"] / 1000,
             quote_flush=float(settings.MARKETDATA_QUOTE_FLUSH_SECONDS),
+            references=selectors.references_load(now=datetime.now(UTC)),
+            minute_hooks=list(MINUTE_HOOKS),
+            retention=timedelta(days=settings.HISTORY_RETENTION_DAYS),
         )
         self.stdout.write(
             f"run_feeds: {len(instruments)} instruments, {options['tick_rate']:g} ticks/s each, epoch {worker.hub.epoch}; Ctrl-C to stop"
