@@ -154,8 +154,9 @@ def book_apply(book: Book, entry: Entry, *, allow_negative_cash: bool = False) -
         book.net_deposits -= entry.amount * fx
         if cash < 0 and not allow_negative_cash:
             held = book.cash.get(ccy, ZERO)
+            fee = f" plus a {_n(entry.fee)} {ccy} fee" if entry.fee else ""
             raise LedgerError(
-                f"Cannot withdraw {_n(entry.amount)} {ccy} on {_when(entry)}: only {_n(held)} {ccy} cash held at that time "
+                f"Cannot withdraw {_n(entry.amount)} {ccy}{fee} on {_when(entry)}: only {_n(held)} {ccy} cash held at that time "
                 "(the portfolio does not allow negative cash).",
                 entry.ref,
             )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 
@@ -30,6 +30,7 @@ from portfolio.models import CashBalance, Holding, Kind, Portfolio, Transaction
 
 # Clocks disagree a little; a trade stamped a minute ahead is still "now".
 _FUTURE_TOLERANCE = timedelta(minutes=1)
+_PLACES = Decimal("1e-10")  # decimal_field's places
 _CASH_ONLY = frozenset({Kind.DEPOSIT, Kind.WITHDRAWAL})
 _SHARES = frozenset({Kind.BUY, Kind.SELL, Kind.SPLIT, Kind.TRANSFER_IN, Kind.TRANSFER_OUT})
 
@@ -77,13 +78,25 @@ def _n(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
+def _stored(value: Decimal) -> Decimal:
+    """The value as the database will keep it (ten places), so what is checked is what a rebuild will read."""
+    return value.quantize(_PLACES) if value.is_finite() else value
+
+
 def _complete(draft: Draft, *, portfolio: Portfolio) -> Draft:
     """Fill the defaults that depend on the portfolio and the instrument."""
     currency = draft.currency or (draft.instrument.quote_currency if draft.instrument else portfolio.base_currency)
     fx_rate = draft.fx_rate
     if fx_rate is None and currency == portfolio.base_currency:
         fx_rate = ONE
-    return replace(draft, currency=currency, fx_rate=fx_rate)
+    return replace(
+        draft,
+        currency=currency,
+        quantity=_stored(draft.quantity),
+        price=_stored(draft.price),
+        fee=_stored(draft.fee),
+        fx_rate=None if fx_rate is None else _stored(fx_rate),
+    )
 
 
 def draft_problems(draft: Draft, *, portfolio: Portfolio, currencies: frozenset[str] | set[str]) -> list[Problem]:
@@ -107,7 +120,8 @@ def draft_problems(draft: Draft, *, portfolio: Portfolio, currencies: frozenset[
     if instrument is not None and not instrument.is_active and kind in (Kind.BUY, Kind.TRANSFER_IN):
         problem("instrument", f"{instrument.symbol} is inactive: it takes no new buys.")
     if not draft.quantity.is_finite() or draft.quantity <= 0:
-        problem("quantity", "Split ratio must be greater than zero." if kind == Kind.SPLIT else "Quantity must be greater than zero.")
+        what = "Split ratio" if kind == Kind.SPLIT else "Quantity"
+        problem("quantity", f"{what} must be greater than zero, not {_n(draft.quantity)}.")
     if not draft.price.is_finite() or draft.price < 0:
         problem("price", "Price must not be negative.")
     if not draft.fee.is_finite() or draft.fee < 0:
@@ -274,7 +288,8 @@ def transfer_record(
             currency = instrument.quote_currency
             held = _fold(source, [e for e in _ledger(source) if e.executed_at <= executed_at]).positions.get(instrument.symbol)
             if held is None or not held.quantity:
-                raise ValidationError({"quantity": f"{source.name} holds no {instrument.symbol} on {executed_at:%Y-%m-%d %H:%M}."})
+                when = f"{executed_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+                raise ValidationError({"quantity": f"{source.name} holds no {instrument.symbol} on {when}."})
             price = held.cost / held.quantity
             # The rate at which the shares' base-currency cost was paid, averaged: it carries that cost across.
             effective = held.cost_base / held.cost if held.cost else ONE
