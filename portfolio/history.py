@@ -23,12 +23,13 @@ from portfolio.valuation import Price
 
 
 def portfolio_values_store(*, minute: datetime, prices: Mapping[str, Price]) -> int:
-    """Value every portfolio that holds something at `prices` and store it for `minute`; prunes past the retention."""
+    """Store the total value of every portfolio `prices` fully value, for `minute`; prunes past the retention."""
     market = Market(prices=dict(prices), pairs=fx_pairs(), asset_classes=dict(AssetClass.choices))
     rows = []
     for book in books_for_portfolios(Portfolio.objects.all()):
         view = View(book, market)
-        if view.rows and any(row.market_value is not None for row in view.rows.values()):
+        # Only a complete value is history: a point missing a holding would draw a drop that never happened.
+        if view.rows and all(row.market_value is not None for row in view.rows.values()):
             rows.append(PortfolioValue(portfolio_id=book.id, minute=minute, value=view.totals().total_value))
     with db_transaction.atomic():
         PortfolioValue.objects.bulk_create(

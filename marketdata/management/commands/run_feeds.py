@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.module_loading import import_string
 
 from marketdata import selectors
 from marketdata.feeds.synthetic import SyntheticFeed, SyntheticInstrument
@@ -18,9 +19,10 @@ from marketdata.worker import MinuteHook, Worker
 
 DEFAULT_START_PRICE = Decimal("100")
 
-# Run after each closed minute of event time, once its price marks are stored (see marketdata.worker).
-# Other apps' hooks are listed here: portfolio.history.portfolio_values_record.
-MINUTE_HOOKS: list[MinuteHook] = []
+
+def minute_hooks() -> list[MinuteHook]:
+    """The hooks other apps run after each closed minute of event time (settings.MARKETDATA_MINUTE_HOOKS)."""
+    return [import_string(path) for path in settings.MARKETDATA_MINUTE_HOOKS]
 
 
 def price_places(start: Decimal, *, minimum: int) -> int:
@@ -81,7 +83,7 @@ class Command(BaseCommand):
             conflation=options["conflation_ms"] / 1000,
             quote_flush=float(settings.MARKETDATA_QUOTE_FLUSH_SECONDS),
             references=selectors.references_load(now=datetime.now(UTC)),
-            minute_hooks=list(MINUTE_HOOKS),
+            minute_hooks=minute_hooks(),
             retention=timedelta(days=settings.HISTORY_RETENTION_DAYS),
         )
         self.stdout.write(
