@@ -3,21 +3,29 @@ enforces exactly the rules the rest of the app does."""
 
 from __future__ import annotations
 
+import io
 from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction as db_transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import reverse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
+from django.utils.text import slugify
 
 from marketdata.admin import amount
-from portfolio import services
+from portfolio import csvio, services
 from portfolio.models import CashBalance, Holding, Kind, Portfolio, Transaction
+
+# Read whole into memory and checked in one request; bigger ledgers go through `manage.py import_transactions`.
+CSV_UPLOAD_LIMIT = 10 * 1024 * 1024
 
 
 def money(value: Decimal | None, currency: str = "") -> str:
@@ -98,6 +106,25 @@ class CashInline(admin.TabularInline):
         return money(obj.amount, obj.currency)
 
 
+class CsvImportForm(forms.Form):
+    file = forms.FileField(label="CSV file", help_text=f"Columns: {csvio.HEADER}. UTF-8, at most {CSV_UPLOAD_LIMIT // 2**20} MB.")
+    dry_run = forms.BooleanField(
+        label="Dry run", required=False, initial=True, help_text="Check every row and preview the result, but write nothing."
+    )
+
+    def clean_file(self) -> str:
+        upload: UploadedFile = self.cleaned_data["file"]
+        if (upload.size or 0) > CSV_UPLOAD_LIMIT:
+            raise ValidationError(
+                f"The file is {(upload.size or 0) / 2**20:.1f} MB; the limit is {CSV_UPLOAD_LIMIT // 2**20} MB. "
+                "Split it, or import it with manage.py import_transactions."
+            )
+        try:
+            return upload.read().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ValidationError("The file is not UTF-8 text: save it as “CSV UTF-8”.") from None
+
+
 @admin.register(Portfolio)
 class PortfolioAdmin(admin.ModelAdmin):
     list_display = ["name", "owner", "base_currency", "holding_count", "transaction_count", "created_at"]
@@ -158,8 +185,65 @@ class PortfolioAdmin(admin.ModelAdmin):
     def record_link(self, obj: Portfolio) -> str:
         if not obj.pk:
             return "Save the portfolio first."
-        url = reverse("admin:portfolio_transaction_add") + f"?portfolio={obj.pk}"
-        return format_html('<a class="addlink" href="{}">Record a transaction</a>', url)
+        return format_html(
+            '<a class="addlink" href="{}">Record a transaction</a> · <a href="{}">Import transactions (CSV)</a> · <a href="{}">Export CSV</a>',
+            reverse("admin:portfolio_transaction_add") + f"?portfolio={obj.pk}",
+            reverse("admin:portfolio_portfolio_import", args=[obj.pk]),
+            reverse("admin:portfolio_portfolio_export", args=[obj.pk]),
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view  # staff only, CSRF-protected
+        return [
+            path("<path:object_id>/import/", view(self.import_view), name="portfolio_portfolio_import"),
+            path("<path:object_id>/export/", view(self.export_view), name="portfolio_portfolio_export"),
+            *super().get_urls(),
+        ]
+
+    def _portfolio_or_denied(self, request: HttpRequest, object_id: str, *, change: bool) -> Portfolio:
+        portfolio = self.get_object(request, unquote(object_id))
+        allowed = self.has_change_permission(request, portfolio) if change else self.has_view_permission(request, portfolio)
+        if portfolio is None or not allowed:
+            raise PermissionDenied
+        return portfolio
+
+    def import_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Upload a CSV ledger: every problem with its line, a dry-run preview, or the import (all or nothing)."""
+        portfolio = self._portfolio_or_denied(request, object_id, change=True)
+        form = CsvImportForm(request.POST, request.FILES) if request.method == "POST" else CsvImportForm()
+        problems: list[str] = []
+        preview = None
+        if form.is_bound and form.is_valid():
+            lines = io.StringIO(form.cleaned_data["file"], newline="")
+            try:
+                result = csvio.csv_import(portfolio=portfolio, lines=lines, dry_run=form.cleaned_data["dry_run"])
+            except services.LedgerProblems as exc:
+                problems = [csvio.describe(p) for p in exc.problems]
+            else:
+                if result.dry_run:
+                    preview = result
+                else:
+                    self.log_change(request, portfolio, f"Imported {result.summary()} from CSV.")
+                    self.message_user(request, f"Imported {result.summary()}.", messages.SUCCESS)
+                    return HttpResponseRedirect(reverse("admin:portfolio_portfolio_change", args=[portfolio.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Import transactions (CSV) into {portfolio}",
+            "opts": self.opts,
+            "original": portfolio,
+            "form": form,
+            "problems": problems,
+            "preview": preview,
+            "header": csvio.HEADER,
+        }
+        return TemplateResponse(request, "admin/portfolio/portfolio/import.html", context)
+
+    def export_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        portfolio = self._portfolio_or_denied(request, object_id, change=False)
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{slugify(portfolio.name) or "portfolio"}-transactions.csv"'
+        csvio.csv_export(portfolio=portfolio, stream=response)
+        return response
 
 
 class TransactionForm(forms.ModelForm):
@@ -181,8 +265,9 @@ class TransactionForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name in ("currency", "fx_rate", "price"):
-            self.fields[name].required = False
-            self.fields[name].initial = None
+            if name in self.fields:  # a saved entry is shown read-only, without form fields
+                self.fields[name].required = False
+                self.fields[name].initial = None
 
     def draft(self) -> services.Draft:
         data = self.cleaned_data

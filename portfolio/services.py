@@ -31,6 +31,7 @@ from portfolio.models import CashBalance, Holding, Kind, Portfolio, Transaction
 # Clocks disagree a little; a trade stamped a minute ahead is still "now".
 _FUTURE_TOLERANCE = timedelta(minutes=1)
 _PLACES = Decimal("1e-10")  # decimal_field's places
+_KINDS = frozenset(Kind.values)
 _CASH_ONLY = frozenset({Kind.DEPOSIT, Kind.WITHDRAWAL})
 _SHARES = frozenset({Kind.BUY, Kind.SELL, Kind.SPLIT, Kind.TRANSFER_IN, Kind.TRANSFER_OUT})
 
@@ -107,7 +108,7 @@ def draft_problems(draft: Draft, *, portfolio: Portfolio, currencies: frozenset[
         found.append(Problem(draft.ref, field, message))
 
     instrument, kind = draft.instrument, draft.kind
-    if kind not in Kind.values:
+    if kind not in _KINDS:
         problem("kind", f"Unknown kind {kind!r}: use one of {', '.join(Kind.values)}.")
     elif kind in NEEDS_INSTRUMENT and instrument is None:
         problem("instrument", f"A {kind} needs an instrument.")
@@ -140,6 +141,13 @@ def draft_problems(draft: Draft, *, portfolio: Portfolio, currencies: frozenset[
     elif draft.executed_at > timezone.now() + _FUTURE_TOLERANCE:
         problem("executed_at", "Execution time is in the future.")
     return found
+
+
+def drafts_problems(*, portfolio: Portfolio, drafts: Sequence[Draft]) -> tuple[list[Draft], list[Problem]]:
+    """Complete each draft with its defaults and list everything wrong with each on its own (no ledger fold)."""
+    currencies = known_currencies()
+    completed = [_complete(d, portfolio=portfolio) for d in drafts]
+    return completed, [p for d in completed for p in draft_problems(d, portfolio=portfolio, currencies=currencies)]
 
 
 def _entry(draft: Draft) -> Entry:
@@ -179,9 +187,7 @@ def drafts_check(*, portfolio: Portfolio, drafts: Sequence[Draft]) -> tuple[list
     Row problems are all collected first; the ledger is folded only when every
     row is sound, and stops at its first break (later ones may depend on it).
     """
-    currencies = known_currencies()
-    completed = [_complete(d, portfolio=portfolio) for d in drafts]
-    problems = [p for d in completed for p in draft_problems(d, portfolio=portfolio, currencies=currencies)]
+    completed, problems = drafts_problems(portfolio=portfolio, drafts=drafts)
     if problems:
         raise LedgerProblems(problems)
     # Stable sort: a new entry at the same time as an existing one comes after it, as its id would.

@@ -15,9 +15,8 @@ from django.test import Client
 
 from marketdata import groups
 from marketdata.models import Instrument
-from portfolio import services
 from portfolio.models import Holding, Portfolio, Transaction
-from tests.conftest import T0, listen, received
+from tests.conftest import T0, listen, received, record
 
 D = Decimal
 pytestmark = pytest.mark.django_db
@@ -31,18 +30,22 @@ def _results(response: Any) -> list[Any]:
 
 
 def _form_post(
-    portfolio: Portfolio, instrument: Instrument, side: str, quantity: str, price: str = "160", fee: str = "0", day: int = 1
+    portfolio: Portfolio, instrument: Instrument, kind: str, quantity: str, price: str = "160", fee: str = "0", day: int = 1
 ) -> dict[str, str]:
+    """The add form as a browser posts it; currency, FX rate and counterparty are left empty (their defaults apply)."""
     when = T0 + timedelta(days=day)
     return {
         "portfolio": str(portfolio.pk),
+        "kind": kind,
         "instrument": str(instrument.pk),
-        "side": side,
         "quantity": quantity,
         "price": price,
         "fee": fee,
+        "currency": "",
+        "fx_rate": "",
         "executed_at_0": f"{when:%Y-%m-%d}",
         "executed_at_1": f"{when:%H:%M:%S}",
+        "counterparty": "",
         "note": "entered by staff",
     }
 
@@ -107,7 +110,7 @@ def test_transaction_changelist_searches_filters_and_formats_money(
     assert [t.instrument.symbol for t in searched] == ["BTC-USD"]
     by_class = _results(admin_client.get("/admin/portfolio/transaction/?instrument__asset_class__exact=equity"))
     assert sorted(t.instrument.symbol for t in by_class) == ["AAPL", "MSFT"]
-    by_owner = _results(admin_client.get(f"/admin/portfolio/transaction/?portfolio__owner__id__exact={alice.pk}&side__exact=buy"))
+    by_owner = _results(admin_client.get(f"/admin/portfolio/transaction/?portfolio__owner__id__exact={alice.pk}&kind__exact=buy"))
     assert {t.portfolio for t in by_owner} == {alice_portfolio}
 
     response = admin_client.get(f"/admin/portfolio/transaction/?instrument__id__exact={instruments['AAPL'].pk}")
@@ -135,9 +138,9 @@ def test_holding_changelist_searches_filters_and_formats_cost(
     [holding] = _results(response)
     assert holding.portfolio == alice_portfolio
     html = response.content.decode()
-    # 10 bought at 150 plus a 1.00 fee: average cost 150.10.
-    assert '<td class="field-average_cost_">150.10 USD</td>' in html
-    assert '<td class="field-cost">1,501.00 USD</td>' in html
+    # 10 bought at 150; the 1.00 fee is a cost of trading, outside the cost basis: average cost 150.00.
+    assert '<td class="field-average_cost_">150.00 USD</td>' in html
+    assert '<td class="field-cost_">1,500.00 USD</td>' in html
 
 
 def test_deactivate_action_stops_an_instrument_taking_prices(admin_client: Client, instruments: dict[str, Instrument]) -> None:
@@ -168,7 +171,7 @@ def test_recording_through_the_admin_rebuilds_the_holding_and_tells_the_owner_af
     assert response.status_code == 302
     assert response["Location"] == "/admin/portfolio/transaction/"
     entry = Transaction.objects.get(portfolio=alice_portfolio, instrument=instruments["AAPL"], price=D("160"))
-    assert (entry.side, entry.quantity, entry.fee, entry.executed_at, entry.note) == (
+    assert (entry.kind, entry.quantity, entry.fee, entry.executed_at, entry.note) == (
         "buy",
         D(5),
         D(1),
@@ -176,8 +179,8 @@ def test_recording_through_the_admin_rebuilds_the_holding_and_tells_the_owner_af
         "entered by staff",
     )
     holding = _aapl_holding(alice_portfolio, instruments)
-    # (10 × 150 + 1) + (5 × 160 + 1) over 15 units.
-    assert (holding.quantity, holding.average_cost) == (D(15), (D("2302") / D(15)).quantize(D("1e-10")))
+    # 10 × 150 + 5 × 160 over 15 units; the fees stay outside the cost basis.
+    assert (holding.quantity, holding.cost, holding.average_cost) == (D(15), D(2300), D(2300) / D(15))
 
     for callback in callbacks:
         callback()
@@ -196,7 +199,7 @@ def test_admin_sell_of_more_than_held_is_rejected_with_the_service_message(
     assert response.context["adminform"].form.errors == {
         "quantity": ["Cannot sell 11 AAPL on 2026-01-06 14:30 UTC: only 10 held at that time."]
     }
-    assert Transaction.objects.filter(portfolio=alice_portfolio).count() == 2
+    assert Transaction.objects.filter(portfolio=alice_portfolio).count() == 3
     assert _aapl_holding(alice_portfolio, instruments).quantity == D(10)
     assert callbacks == []
 
@@ -211,7 +214,7 @@ def test_admin_refuses_a_transaction_in_an_inactive_instrument(
     response = admin_client.post(TRANSACTION_ADD, _form_post(alice_portfolio, msft, "buy", "1"))
 
     assert response.status_code == 200
-    assert "MSFT is inactive: it takes no new transactions." in response.content.decode()
+    assert "MSFT is inactive: it takes no new buys." in response.content.decode()
     assert not Transaction.objects.filter(instrument=msft).exists()
     assert not Holding.objects.filter(instrument=msft).exists()
 
@@ -251,7 +254,7 @@ def test_holdings_cannot_be_added_changed_or_deleted_in_the_admin(
     assert admin_client.post(f"/admin/portfolio/holding/{holding.pk}/delete/", {"post": "yes"}).status_code == 403
 
     holding.refresh_from_db()
-    assert (holding.quantity, holding.average_cost) == (D(10), D("150.1"))
+    assert (holding.quantity, holding.average_cost) == (D(10), D(150))
 
 
 # --- Deleting through the confirmation page ----------------------------------
@@ -264,14 +267,7 @@ def test_deleting_a_transaction_in_the_admin_rebuilds_the_holding_and_tells_the_
     instruments: dict[str, Instrument],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    sell = services.transaction_record(
-        portfolio=alice_portfolio,
-        instrument=instruments["AAPL"],
-        side="sell",
-        quantity=D(4),
-        price=D(170),
-        executed_at=T0 + timedelta(days=1),
-    )
+    sell = record(alice_portfolio, "sell", "4", instruments["AAPL"], price="170", executed_at=T0 + timedelta(days=1))
     assert _aapl_holding(alice_portfolio, instruments).quantity == D(6)
     url = f"/admin/portfolio/transaction/{sell.pk}/delete/"
     confirmation = admin_client.get(url)
@@ -284,7 +280,7 @@ def test_deleting_a_transaction_in_the_admin_rebuilds_the_holding_and_tells_the_
 
     assert response.status_code == 302
     assert response["Location"] == "/admin/portfolio/transaction/"
-    assert [str(m) for m in get_messages(response.wsgi_request)] == ["Deleted “Sell 4 AAPL @ 170”; the holding was rebuilt."]
+    assert [str(m) for m in get_messages(response.wsgi_request)] == ["Deleted “Sell 4 AAPL @ 170”; holdings and cash were rebuilt."]
     assert not Transaction.objects.filter(pk=sell.pk).exists()
     assert _aapl_holding(alice_portfolio, instruments).quantity == D(10)
     assert received(channel) == [{"type": "portfolio.reload", "portfolio_id": alice_portfolio.pk}]
@@ -294,15 +290,8 @@ def test_deleting_a_transaction_in_the_admin_rebuilds_the_holding_and_tells_the_
 def test_deleting_a_buy_that_a_later_sell_needs_is_refused_in_the_admin(
     admin_client: Client, alice_portfolio: Portfolio, instruments: dict[str, Instrument]
 ) -> None:
-    services.transaction_record(
-        portfolio=alice_portfolio,
-        instrument=instruments["AAPL"],
-        side="sell",
-        quantity=D(4),
-        price=D(170),
-        executed_at=T0 + timedelta(days=1),
-    )
-    buy = Transaction.objects.get(portfolio=alice_portfolio, instrument=instruments["AAPL"], side="buy")
+    record(alice_portfolio, "sell", "4", instruments["AAPL"], price="170", executed_at=T0 + timedelta(days=1))
+    buy = Transaction.objects.get(portfolio=alice_portfolio, instrument=instruments["AAPL"], kind="buy")
 
     response = admin_client.post(f"/admin/portfolio/transaction/{buy.pk}/delete/", {"post": "yes"}, follow=True)
 
@@ -324,12 +313,15 @@ def test_portfolio_page_shows_holdings_and_ledger_inline_with_a_record_link(
 
     assert response.status_code == 200
     inlines = {f.formset.model.__name__: f for f in response.context["inline_admin_formsets"]}
-    assert {name: len(f.formset.forms) for name, f in inlines.items()} == {"Holding": 2, "Transaction": 2}
+    assert {name: len(f.formset.forms) for name, f in inlines.items()} == {"Holding": 2, "CashBalance": 1, "Transaction": 3}
     html = response.content.decode()
-    assert "150.10 USD" in html  # AAPL average cost in the holdings inline
+    assert "150.00 USD" in html  # AAPL average cost in the holdings inline
+    assert "3,499.00 USD" in html  # the cash inline: 25000 − 1501 − 20000
     assert "40,000" in html  # BTC price in the ledger inline
     record_url = f"{TRANSACTION_ADD}?portfolio={alice_portfolio.pk}"
     assert f'<a class="addlink" href="{record_url}">Record a transaction</a>' in html
+    assert f'<a href="/admin/portfolio/portfolio/{alice_portfolio.pk}/import/">Import transactions (CSV)</a>' in html
+    assert f'<a href="/admin/portfolio/portfolio/{alice_portfolio.pk}/export/">Export CSV</a>' in html
 
     add_form = admin_client.get(record_url)
     assert add_form.status_code == 200
@@ -343,7 +335,7 @@ def test_renaming_a_portfolio_in_the_admin_keeps_its_ledger(admin_client: Client
     assert response.status_code == 302
     alice_portfolio.refresh_from_db()
     assert alice_portfolio.name == "Alice long term"
-    assert (alice_portfolio.holdings.count(), alice_portfolio.transactions.count()) == (2, 2)
+    assert (alice_portfolio.holdings.count(), alice_portfolio.transactions.count()) == (2, 3)
 
 
 def test_saving_a_portfolio_page_after_a_position_closed_shows_an_error_not_a_crash(
@@ -352,19 +344,13 @@ def test_saving_a_portfolio_page_after_a_position_closed_shows_an_error_not_a_cr
     url = f"/admin/portfolio/portfolio/{alice_portfolio.pk}/change/"
     page = admin_client.get(url)
     # Meanwhile the AAPL position is sold out: its holding row is gone.
-    services.transaction_record(
-        portfolio=alice_portfolio,
-        instrument=instruments["AAPL"],
-        side="sell",
-        quantity=D(10),
-        price=D(170),
-        executed_at=T0 + timedelta(days=1),
-    )
+    record(alice_portfolio, "sell", "10", instruments["AAPL"], price="170", executed_at=T0 + timedelta(days=1))
 
     response = admin_client.post(url, _resubmit(page, name="Alice long term"))
 
     assert response.status_code == 200
-    assert "Please correct the error below." in response.content.decode()
+    # The rebuild replaced every derived row (holdings and cash), so each stale inline row is reported.
+    assert "Please correct the errors below." in response.content.decode()
     alice_portfolio.refresh_from_db()
     assert alice_portfolio.name == "Alice growth"
 
@@ -377,4 +363,4 @@ def test_a_non_staff_user_cannot_reach_the_admin(client: Client, alice: Any, ali
         assert response["Location"].startswith("/admin/login/?next=/admin/"), url
     response = client.post(TRANSACTION_ADD, _form_post(alice_portfolio, alice_portfolio.transactions.first().instrument, "buy", "1"))
     assert response.status_code == 302
-    assert Transaction.objects.filter(portfolio=alice_portfolio).count() == 2
+    assert Transaction.objects.filter(portfolio=alice_portfolio).count() == 3

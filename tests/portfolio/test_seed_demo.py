@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
 
-from marketdata.models import AssetClass, Instrument, Quote
+from marketdata.models import AssetClass, Instrument, PriceMark, Quote
 from portfolio.models import Holding, Portfolio, Transaction
 
 D = Decimal
@@ -46,9 +46,9 @@ def test_seeding_twice_creates_everything_once() -> None:
     after_first = counts()
     second = seed()
 
-    assert after_first == {"users": 2, "instruments": 11, "quotes": 11, "portfolios": 1, "transactions": 9, "holdings": 7}
+    assert after_first == {"users": 2, "instruments": 12, "quotes": 12, "portfolios": 2, "transactions": 22, "holdings": 10}
     assert counts() == after_first
-    assert first.startswith("seed_demo: 11 new instruments, 9 new transactions.")
+    assert first.startswith("seed_demo: 12 new instruments, 22 new transactions.")
     assert second.startswith("seed_demo: 0 new instruments, 0 new transactions.")
 
 
@@ -95,13 +95,37 @@ def test_demo_holdings_match_the_ledger() -> None:
         "BTC-USD": D(1),  # 0.75 + 0.25
         "ETH-USD": D(6),
         "MSFT": D(15),
-        "NVDA": D(30),
+        "NVDA": D(30),  # 15 bought, split 2-for-1
         "SOL-USD": D(40),
         "SPY": D(25),
     }
     aapl = Holding.objects.get(portfolio__name="Demo portfolio", instrument__symbol="AAPL")
-    # A sell keeps the average cost: (40 × 198.40 + 1.00) / 40.
-    assert aapl.average_cost == D("198.425")
+    assert aapl.average_cost == D("198.40")  # a sell keeps the average cost; fees are not cost
+    demo = Portfolio.objects.get(name="Demo portfolio")
+    # 125000 deposited − 1000 withdrawn; realised (232.75 − 198.40) × 10; 9 trade fees (28.50) + a 15.00 fee entry.
+    assert (demo.net_deposits, demo.realised_pnl, demo.fees) == (D(124000), D("343.50"), D("43.50"))
+    assert demo.cash_balances.get().amount == D("4433.90")
+
+
+def test_the_euro_portfolio_holds_us_stocks_bitcoin_and_cash_in_two_currencies() -> None:
+    seed()
+    euro = Portfolio.objects.get(name="Euro portfolio")
+    assert euro.base_currency == "EUR"
+    holdings = {h.instrument.symbol: (h.quantity, h.cost, h.cost_base) for h in euro.holdings.select_related("instrument")}
+    # Cost in EUR at each buy's rate: 20 × 205.10 × 0.9210 and 0.05 × 58300 × 0.9015.
+    assert holdings == {
+        "AAPL": (D(20), D("4102"), D("3777.942")),
+        "BTC-USD": (D("0.05"), D("2915"), D("2627.8725")),
+        "SAP": (D(25), D("5710"), D("5710")),
+    }
+    # EUR: 20000 − 5710 − 2 + 18.20; USD: 8000 − 4103 − 2916 + 5 − 0.75.
+    assert dict(euro.cash_balances.values_list("currency", "amount")) == {"EUR": D("14306.20"), "USD": D("985.25")}
+
+
+def test_every_instrument_has_a_day_change_reference() -> None:
+    seed()
+    assert not Quote.objects.filter(reference_price__isnull=True).exists()
+    assert set(PriceMark.objects.values_list("instrument__symbol", flat=True)) == set(Instrument.objects.values_list("symbol", flat=True))
 
 
 def test_reseeding_keeps_prices_the_feed_has_moved() -> None:
