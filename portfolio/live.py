@@ -118,22 +118,20 @@ class View:
 
     def frame(self, keys: Iterable[str] | None = None) -> Frame:
         """The whole view (a snapshot, with history) or, given `keys`, those rows with fresh totals (an update)."""
-        view_totals = self.totals()
-        total_value = view_totals.total_value
         frame: Frame = {
             "id": self.id,
-            "totals": _totals(view_totals),
+            "totals": _totals(self.totals()),
             "allocation": {
                 dimension: [{"key": s.key, "label": s.label, "value": _money(s.value), "weight": _money(s.weight)} for s in slices]
                 for dimension, slices in self.allocation().items()
             },
-            "rows": [self._row(key, total_value) for key in (self.items if keys is None else sorted(keys))],
+            "rows": [self._row(key) for key in (self.items if keys is None else sorted(keys))],
         }
         if keys is None:
             frame.update(name=self.name, currency=self.currency, history=[[ms, _money(v)] for ms, v in self.history()])
         return frame
 
-    def _row(self, key: str, total_value: Decimal) -> Frame:
+    def _row(self, key: str) -> Frame:
         item, row = self.items[key], self.rows[key]
         frame: Frame = {
             "key": key,
@@ -142,7 +140,6 @@ class View:
             "market_value": _money(row.market_value),
             "day_change": _money(row.day_change),
             "day_change_pct": _money(row.day_change_pct),
-            "weight": _money(row.market_value / total_value * 100) if row.market_value is not None and total_value else None,
             "status": row.status,
         }
         if isinstance(item, Cash):

@@ -223,11 +223,9 @@ export function createValueChart(options = {}) {
     }
     let t0 = points[0][0];
     let t1 = points[n - 1][0];
-    if (t1 - t0 < 60_000) {
-      // One point (or a burst within a minute): centre it in a half-hour window.
-      const mid = (t0 + t1) / 2;
-      t0 = mid - 15 * 60_000;
-      t1 = mid + 15 * 60_000;
+    if (t1 - t0 < 15 * 60_000) {
+      // A young series: show at least a quarter of an hour, ending at its newest point, so it grows from the right.
+      t0 = t1 - 15 * 60_000;
     }
     const y = niceTicks(min, max, 5);
     const font = fontFor();

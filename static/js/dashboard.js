@@ -243,6 +243,13 @@ function storageSet(key, value) {
 // ---------------------------------------------------------------- view models
 
 /** A view as the page keeps it: the last known totals/rows/allocation and its value series. */
+/** Row weights come from the allocation by instrument, which every frame carries whole, so no row's weight goes stale. */
+function syncWeights(view) {
+  const slices = Array.isArray(view.allocation && view.allocation.instrument) ? view.allocation.instrument : [];
+  const weights = new Map(slices.map((slice) => [String(slice.key), slice.weight]));
+  for (const [key, row] of view.rows) row.weight = weights.has(key) ? weights.get(key) : null;
+}
+
 function viewModel(raw, currencyFallback) {
   const rows = new Map();
   for (const row of Array.isArray(raw.rows) ? raw.rows : []) rows.set(String(row.key), { ...row });
@@ -252,7 +259,7 @@ function viewModel(raw, currencyFallback) {
     const value = toNumber(point[1]);
     if (Number.isFinite(ts) && value !== null) series.push([ts, value]);
   }
-  return {
+  const view = {
     id: String(raw.id),
     name: raw.name || (String(raw.id) === COMBINED ? "All portfolios" : `Portfolio ${raw.id}`),
     currency: raw.currency || currencyFallback || "",
@@ -262,6 +269,8 @@ function viewModel(raw, currencyFallback) {
     series,
     lastLiveAt: null, // when the newest live point was appended; null: the head is history
   };
+  syncWeights(view);
+  return view;
 }
 
 /** Holdings in server order, then cash rows. */
@@ -969,6 +978,7 @@ export function createDashboard({
       const key = String(row.key);
       view.rows.set(key, { ...(view.rows.get(key) || {}), ...row });
     }
+    syncWeights(view);
     if (patch.totals) pushLivePoint(view, at);
   }
 

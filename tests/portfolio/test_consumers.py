@@ -112,7 +112,6 @@ async def test_snapshot_holds_the_users_rows_cash_and_totals(alice: Any, alice_p
         "unrealised_pnl_pct": "33.33",
         "day_change": None,
         "day_change_pct": None,
-        "weight": "5.63",
         "status": "no_reference",
     }
     assert rows["AAPL"]["price_ts"] == int(T0.timestamp() * 1000)
