@@ -375,6 +375,7 @@ class TransactionAdmin(admin.ModelAdmin):
             )
             saved = sent if source == obj.portfolio else received
         obj.pk = saved.pk
+        obj.refresh_from_db()  # the form left defaults (price, currency, FX rate) blank; the log entry shows the saved row
 
     def delete_view(self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         if request.method == "POST":

@@ -15,6 +15,7 @@ from django.test import Client
 
 from marketdata import groups
 from marketdata.models import Instrument
+from portfolio import services
 from portfolio.models import Holding, Portfolio, Transaction
 from tests.conftest import T0, listen, received, record
 
@@ -364,3 +365,30 @@ def test_a_non_staff_user_cannot_reach_the_admin(client: Client, alice: Any, ali
     response = client.post(TRANSACTION_ADD, _form_post(alice_portfolio, alice_portfolio.transactions.first().instrument, "buy", "1"))
     assert response.status_code == 302
     assert Transaction.objects.filter(portfolio=alice_portfolio).count() == 3
+
+
+def test_a_transfer_recorded_in_the_admin_writes_both_linked_sides(
+    admin_client: Client, alice: Any, alice_portfolio: Portfolio, instruments: dict[str, Instrument]
+) -> None:
+    savings = services.portfolio_create(owner_id=alice.pk, name="Alice savings")
+    post = _form_post(alice_portfolio, instruments["AAPL"], "transfer_out", "4") | {"price": "", "counterparty": str(savings.pk)}
+    response = admin_client.post(TRANSACTION_ADD, post)
+
+    assert response.status_code == 302, response.context and response.context["adminform"].form.errors
+    sent = Transaction.objects.get(portfolio=alice_portfolio, kind="transfer_out")
+    received_side = Transaction.objects.get(portfolio=savings, kind="transfer_in")
+    assert (sent.counterpart_id, received_side.counterpart_id) == (received_side.pk, sent.pk)
+    # 4 of 10 AAPL bought at 150 move at that cost: 600 leaves one portfolio and arrives in the other.
+    assert _aapl_holding(alice_portfolio, instruments).quantity == D(6)
+    moved = Holding.objects.get(portfolio=savings, instrument=instruments["AAPL"])
+    assert (moved.quantity, moved.cost) == (D(4), D(600))
+
+
+def test_a_transfer_to_another_owners_portfolio_is_refused_in_the_admin(
+    admin_client: Client, alice_portfolio: Portfolio, bob_portfolio: Portfolio, instruments: dict[str, Instrument]
+) -> None:
+    post = _form_post(alice_portfolio, instruments["AAPL"], "transfer_out", "4") | {"price": "", "counterparty": str(bob_portfolio.pk)}
+    response = admin_client.post(TRANSACTION_ADD, post)
+
+    assert response.context["adminform"].form.errors == {"counterparty": ["Pick another portfolio of the same owner."]}
+    assert not Transaction.objects.filter(kind__startswith="transfer").exists()
