@@ -5,7 +5,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from marketdata.events import PriceUpdate
@@ -68,10 +68,10 @@ def _hooked_portfolio(alice: Any, instruments: Any) -> Portfolio:
 
 @pytest.mark.django_db(transaction=True)
 async def test_the_minute_hook_stores_values_from_the_workers_prices(alice: Any, instruments: Any) -> None:
-    hooked = await sync_to_async(_hooked_portfolio)(alice, instruments)
+    hooked = await database_sync_to_async(_hooked_portfolio)(alice, instruments)
     update = PriceUpdate("AAPL", 7, "e", D("150"), None, None, MINUTE, "test", 1)
     await portfolio_values_record(MINUTE, {"AAPL": update})
-    value = await PortfolioValue.objects.aget(portfolio=hooked)
+    value = await database_sync_to_async(PortfolioValue.objects.get)(portfolio=hooked)
     assert (value.minute, value.value) == (MINUTE, D("100"))  # 2 × 150 − 200 cash paid
 
 
