@@ -30,6 +30,19 @@ class QuotePrices:
         return amount(obj.reference_price)
 
 
+class ReadOnlyAdmin:
+    """For rows only the app writes: the admin shows them and nothing more."""
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 class QuoteInline(QuotePrices, admin.StackedInline):
     model = Quote
     can_delete = False
@@ -86,7 +99,7 @@ class QuoteAdmin(QuotePrices, admin.ModelAdmin):
 
 
 @admin.register(PriceMark)
-class PriceMarkAdmin(admin.ModelAdmin):
+class PriceMarkAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     """Written by the feed worker once a minute; read-only here."""
 
     list_display = ["instrument", "minute", "price_"]
@@ -97,12 +110,3 @@ class PriceMarkAdmin(admin.ModelAdmin):
     @admin.display(description="Price", ordering="price")
     def price_(self, obj: PriceMark) -> str:
         return amount(obj.price)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False

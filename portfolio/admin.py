@@ -20,7 +20,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.text import slugify
 
-from marketdata.admin import amount
+from marketdata.admin import ReadOnlyAdmin, amount
 from portfolio import csvio, services
 from portfolio.models import CashBalance, Holding, Kind, Portfolio, Transaction
 
@@ -34,18 +34,23 @@ def money(value: Decimal | None, currency: str = "") -> str:
     return f"{value:,.2f} {currency}".strip()
 
 
-class TransactionInline(admin.TabularInline):
-    """The ledger of one portfolio, newest first; entries are added through the Transaction form."""
+class ShownInline(admin.TabularInline):
+    """Derived rows (and the ledger) shown on the portfolio page; they change through the services only."""
 
-    model = Transaction
     extra = 0
     can_delete = False
-    show_change_link = True
-    fields = readonly_fields = ("executed_at", "kind", "instrument", "quantity_", "price_", "fee_", "currency", "fx_rate_", "note")
-    ordering = ["-executed_at", "-id"]
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+class TransactionInline(ShownInline):
+    """The ledger of one portfolio, newest first; entries are added through the Transaction form."""
+
+    model = Transaction
+    show_change_link = True
+    fields = readonly_fields = ("executed_at", "kind", "instrument", "quantity_", "price_", "fee_", "currency", "fx_rate_", "note")
+    ordering = ["-executed_at", "-id"]
 
     @admin.display(description="Quantity")
     def quantity_(self, obj: Transaction) -> str:
@@ -64,18 +69,10 @@ class TransactionInline(admin.TabularInline):
         return amount(obj.fx_rate)
 
 
-class HoldingInline(admin.TabularInline):
-    model = Holding
-    extra = 0
-    can_delete = False
-    fields = readonly_fields = ("instrument", "quantity_", "average_cost_", "cost_", "cost_base_")
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
+class HoldingFigures:
     # A holding deleted since the page loaded (its position closed) comes back
     # from the POST as a blank row; the admin only forgives AttributeError here.
-    @admin.display(description="Quantity")
+    @admin.display(description="Quantity", ordering="quantity")
     def quantity_(self, obj: Holding) -> str:
         return amount(obj.quantity)
 
@@ -83,23 +80,23 @@ class HoldingInline(admin.TabularInline):
     def average_cost_(self, obj: Holding) -> str:
         return money(obj.average_cost if obj.quantity else None, obj.instrument.quote_currency)
 
-    @admin.display(description="Cost")
+    @admin.display(description="Cost", ordering="cost")
     def cost_(self, obj: Holding) -> str:
         return money(obj.cost, obj.instrument.quote_currency)
 
-    @admin.display(description="Cost in base currency")
+    @admin.display(description="Cost in base currency", ordering="cost_base")
     def cost_base_(self, obj: Holding) -> str:
         return money(obj.cost_base, obj.portfolio.base_currency)
 
 
-class CashInline(admin.TabularInline):
-    model = CashBalance
-    extra = 0
-    can_delete = False
-    fields = readonly_fields = ("currency", "amount_")
+class HoldingInline(HoldingFigures, ShownInline):
+    model = Holding
+    fields = readonly_fields = ("instrument", "quantity_", "average_cost_", "cost_", "cost_base_")
 
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+
+class CashInline(ShownInline):
+    model = CashBalance
+    fields = readonly_fields = ("currency", "amount_")
 
     @admin.display(description="Amount")
     def amount_(self, obj: CashBalance) -> str:
@@ -396,7 +393,7 @@ class TransactionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Holding)
-class HoldingAdmin(admin.ModelAdmin):
+class HoldingAdmin(HoldingFigures, ReadOnlyAdmin, admin.ModelAdmin):
     """Derived from the ledger; read-only."""
 
     list_display = ["portfolio", "owner", "instrument", "quantity_", "average_cost_", "cost_", "cost_base_", "updated_at"]
@@ -411,28 +408,3 @@ class HoldingAdmin(admin.ModelAdmin):
     @admin.display(description="Owner", ordering="portfolio__owner__username")
     def owner(self, obj: Holding) -> str:
         return str(obj.portfolio.owner)
-
-    @admin.display(description="Quantity", ordering="quantity")
-    def quantity_(self, obj: Holding) -> str:
-        return amount(obj.quantity)
-
-    @admin.display(description="Average cost")
-    def average_cost_(self, obj: Holding) -> str:
-        return money(obj.average_cost, obj.instrument.quote_currency)
-
-    @admin.display(description="Cost", ordering="cost")
-    def cost_(self, obj: Holding) -> str:
-        return money(obj.cost, obj.instrument.quote_currency)
-
-    @admin.display(description="Cost in base currency", ordering="cost_base")
-    def cost_base_(self, obj: Holding) -> str:
-        return money(obj.cost_base, obj.portfolio.base_currency)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from marketdata.models import Instrument
 from portfolio import services
-from portfolio.ledger import ONE, ZERO, Book
+from portfolio.ledger import ONE, ZERO, Book, plain
 from portfolio.models import Kind, Portfolio, Transaction
 from portfolio.services import Draft, LedgerProblems, Problem
 
@@ -252,11 +252,6 @@ def describe(problem: Problem) -> str:
 # --- Writing -------------------------------------------------------------------
 
 
-def number(value: Decimal) -> str:
-    """A decimal without exponent or trailing zeros: 150, 0.5, 1234.5678."""
-    return f"{value.normalize():f}"
-
-
 def _cells(transaction: Transaction) -> list[str]:
     t, instrument = transaction, transaction.instrument
     base = t.portfolio.base_currency
@@ -266,11 +261,11 @@ def _cells(transaction: Transaction) -> list[str]:
         t.executed_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         t.kind,
         instrument.symbol if instrument else "",
-        number(t.quantity),
-        "" if price_is_default else number(t.price),
-        "" if t.fee == ZERO else number(t.fee),
+        plain(t.quantity),
+        "" if price_is_default else plain(t.price),
+        "" if t.fee == ZERO else plain(t.fee),
         "" if t.currency == default_currency else t.currency,
-        "" if t.currency == base else number(t.fx_rate),
+        "" if t.currency == base else plain(t.fx_rate),
         t.note,
     ]
 

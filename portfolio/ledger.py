@@ -98,7 +98,8 @@ def _when(entry: Entry) -> str:
     return f"{entry.executed_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
-def _n(value: Decimal) -> str:
+def plain(value: Decimal) -> str:
+    """A decimal without exponent or trailing zeros: 150, 0.5, 1234.5678."""
     return f"{value.normalize():f}"
 
 
@@ -118,7 +119,7 @@ def book_apply(book: Book, entry: Entry, *, allow_negative_cash: bool = False) -
         if entry.quantity > position.quantity:
             verb = "sell" if kind == "sell" else "transfer out"
             raise LedgerError(
-                f"Cannot {verb} {_n(entry.quantity)} {entry.symbol} on {_when(entry)}: only {_n(position.quantity)} held at that time.",
+                f"Cannot {verb} {plain(entry.quantity)} {entry.symbol} on {_when(entry)}: only {plain(position.quantity)} held at that time.",
                 entry.ref,
             )
         _, cost_base = position.take(entry.quantity)
@@ -135,7 +136,7 @@ def book_apply(book: Book, entry: Entry, *, allow_negative_cash: bool = False) -
         book.net_deposits += entry.amount * fx
     elif kind == "split" and position is not None:
         if entry.quantity <= 0:
-            raise LedgerError(f"Split ratio must be greater than zero, not {_n(entry.quantity)}.", entry.ref)
+            raise LedgerError(f"Split ratio must be greater than zero, not {plain(entry.quantity)}.", entry.ref)
         position.quantity *= entry.quantity  # cost is unchanged: the same money, more shares
     elif kind == "dividend":
         cash += entry.amount
@@ -154,9 +155,9 @@ def book_apply(book: Book, entry: Entry, *, allow_negative_cash: bool = False) -
         book.net_deposits -= entry.amount * fx
         if cash < 0 and not allow_negative_cash:
             held = book.cash.get(ccy, ZERO)
-            fee = f" plus a {_n(entry.fee)} {ccy} fee" if entry.fee else ""
+            fee = f" plus a {plain(entry.fee)} {ccy} fee" if entry.fee else ""
             raise LedgerError(
-                f"Cannot withdraw {_n(entry.amount)} {ccy}{fee} on {_when(entry)}: only {_n(held)} {ccy} cash held at that time "
+                f"Cannot withdraw {plain(entry.amount)} {ccy}{fee} on {_when(entry)}: only {plain(held)} {ccy} cash held at that time "
                 "(the portfolio does not allow negative cash).",
                 entry.ref,
             )

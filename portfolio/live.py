@@ -13,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import fields, replace
 from decimal import Decimal
+from functools import cached_property
 
 from marketdata.events import PriceUpdate, to_epoch_ms
+from portfolio.ledger import plain
 from portfolio.selectors import Market, PortfolioBook
 from portfolio.valuation import (
     NO_RATE,
@@ -47,7 +49,7 @@ def _money(value: Decimal | None) -> str | None:
 
 
 def _number(value: Decimal | None) -> str | None:
-    return None if value is None else f"{value.normalize():f}"
+    return None if value is None else plain(value)
 
 
 class View:
@@ -97,7 +99,9 @@ class View:
         cash = [(k, r) for k, r in self.rows.items() if isinstance(self.items[k], Cash)]
         return totals(holdings, cash, self.flows())
 
-    def allocation(self) -> dict[str, list[Slice]]:
+    @cached_property
+    def tags(self) -> dict[str, Tag]:
+        """Where each row counts in the allocation; fixed for the view's life, so worked out once."""
         labels = self.market.asset_classes
         tags = {}
         for key, item in self.items.items():
@@ -109,7 +113,10 @@ class View:
                 )
             else:
                 tags[key] = Tag((key, f"Cash {item.currency}"), ("cash", "Cash"), (item.currency, item.currency))
-        return allocation((tags[key], row.market_value) for key, row in self.rows.items())
+        return tags
+
+    def allocation(self) -> dict[str, list[Slice]]:
+        return allocation((self.tags[key], row.market_value) for key, row in self.rows.items())
 
     def history(self) -> list[tuple[int, Decimal]]:
         return [(to_epoch_ms(minute), value) for minute, value in self.book.history]
@@ -209,33 +216,35 @@ class CombinedView(View):
         self.rows = {}
         self.revalue(self.items)
 
-    def _rates(self, view: View) -> tuple[Decimal | None, Decimal | None]:
-        route = self.routes[view.currency]
-        return route_rate(route, self.market.prices), route_rate(route, self.market.prices, reference=True)
-
     def revalue(self, keys: Iterable[str]) -> None:
-        rates = {view.id: self._rates(view) for view in self.views}
+        # A move of any pair on a portfolio's route marks all its rows, so the rates are fresh after every revalue.
+        prices = self.market.prices
+        self.rates = {
+            view.id: (route_rate(route, prices), route_rate(route, prices, reference=True))
+            for view in self.views
+            for route in [self.routes[view.currency]]
+        }
         for key in keys:
-            self.rows[key] = convert((view.rows[key], *rates[view.id]) for view in self.views if key in view.rows)
+            self.rows[key] = convert((view.rows[key], *self.rates[view.id]) for view in self.views if key in view.rows)
 
     def flows(self) -> Flows:
         total = {f.name: Decimal(0) for f in fields(Flows)}
         for view in self.views:
-            rate = self._rates(view)[0]
+            rate = self.rates[view.id][0]
             for name in total if rate is not None else ():
                 total[name] += getattr(view.book.flows, name) * rate
         return Flows(**total)
 
     def totals(self) -> Totals:
         # A portfolio that cannot be converted is missing as a whole, ledger totals included.
-        unconverted = tuple((f"portfolio:{view.id}", NO_RATE) for view in self.views if self._rates(view)[0] is None)
+        unconverted = tuple((f"portfolio:{view.id}", NO_RATE) for view in self.views if self.rates[view.id][0] is None)
         view_totals = super().totals()
         return replace(view_totals, missing=view_totals.missing + unconverted) if unconverted else view_totals
 
     def history(self) -> list[tuple[int, Decimal]]:
         summed: dict[int, Decimal] = {}
         for view in self.views:
-            rate = self._rates(view)[0]
+            rate = self.rates[view.id][0]
             if rate is not None:
                 for ms, value in view.history():
                     summed[ms] = summed.get(ms, Decimal(0)) + value * rate

@@ -25,7 +25,7 @@ from django.utils import timezone
 from marketdata import streams
 from marketdata.groups import PORTFOLIO_RELOAD_EVENT
 from marketdata.models import Instrument
-from portfolio.ledger import NEEDS_INSTRUMENT, ONE, ZERO, Book, Entry, LedgerError, book_from_ledger
+from portfolio.ledger import NEEDS_INSTRUMENT, ONE, ZERO, Book, Entry, LedgerError, book_from_ledger, plain
 from portfolio.models import CashBalance, Holding, Kind, Portfolio, Transaction
 
 # Clocks disagree a little; a trade stamped a minute ahead is still "now".
@@ -75,10 +75,6 @@ def known_currencies() -> frozenset[str]:
     return _iso_currencies() | set(Instrument.objects.values_list("quote_currency", flat=True).distinct())
 
 
-def _n(value: Decimal) -> str:
-    return f"{value.normalize():f}"
-
-
 def _stored(value: Decimal) -> Decimal:
     """The value as the database will keep it (ten places), so what is checked is what a rebuild will read."""
     return value.quantize(_PLACES) if value.is_finite() else value
@@ -122,7 +118,7 @@ def draft_problems(draft: Draft, *, portfolio: Portfolio, currencies: frozenset[
         problem("instrument", f"{instrument.symbol} is inactive: it takes no new buys.")
     if not draft.quantity.is_finite() or draft.quantity <= 0:
         what = "Split ratio" if kind == Kind.SPLIT else "Quantity"
-        problem("quantity", f"{what} must be greater than zero, not {_n(draft.quantity)}.")
+        problem("quantity", f"{what} must be greater than zero, not {plain(draft.quantity)}.")
     if not draft.price.is_finite() or draft.price < 0:
         problem("price", "Price must not be negative.")
     if not draft.fee.is_finite() or draft.fee < 0:

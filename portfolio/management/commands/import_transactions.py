@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from portfolio import csvio
+from portfolio.ledger import plain
 from portfolio.management.base import interrupt_on_sigterm, portfolio_get
 from portfolio.services import LedgerProblems
 
@@ -71,7 +72,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Would import: {result.kind_counts() or 'nothing'}")
         self.stdout.write("Holdings after the import:" if result.holdings() else "Holdings after the import: none")
         for symbol, quantity, average in result.holdings():
-            self.stdout.write(f"  {symbol:<12} {csvio.number(quantity):>20}  average cost {csvio.number(average)}")
+            self.stdout.write(f"  {symbol:<12} {plain(quantity):>20}  average cost {plain(average)}")
         self.stdout.write("Cash after the import:" if result.cash() else "Cash after the import: none")
         for currency, amount in result.cash():
-            self.stdout.write(f"  {currency:<12} {csvio.number(amount):>20}")
+            self.stdout.write(f"  {currency:<12} {plain(amount):>20}")
