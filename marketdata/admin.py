@@ -1,10 +1,12 @@
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from marketdata.models import Instrument, PriceMark, Quote
+from marketdata.models import Candle, Feed, Instrument, Quote, SymbolAlias
 
 
 def amount(value: Decimal | None) -> str:
@@ -12,22 +14,21 @@ def amount(value: Decimal | None) -> str:
     return "—" if value is None else f"{value.normalize():,f}"
 
 
+def amount_column(field: str, label: str) -> Callable[[Any, Any], str]:
+    """A list column showing a decimal field with `amount`, sortable by the field."""
+
+    @admin.display(description=label, ordering=field)
+    def column(self: Any, obj: Any) -> str:
+        return amount(getattr(obj, field))
+
+    return column
+
+
 class QuotePrices:
-    @admin.display(description="Price", ordering="price")
-    def price_(self, obj: Quote) -> str:
-        return amount(obj.price)
-
-    @admin.display(description="Bid", ordering="bid")
-    def bid_(self, obj: Quote) -> str:
-        return amount(obj.bid)
-
-    @admin.display(description="Ask", ordering="ask")
-    def ask_(self, obj: Quote) -> str:
-        return amount(obj.ask)
-
-    @admin.display(description="Reference", ordering="reference_price")
-    def reference_(self, obj: Quote) -> str:
-        return amount(obj.reference_price)
+    price_ = amount_column("price", "Price")
+    bid_ = amount_column("bid", "Bid")
+    ask_ = amount_column("ask", "Ask")
+    reference_ = amount_column("reference_price", "Reference")
 
 
 class ReadOnlyAdmin:
@@ -52,6 +53,12 @@ class QuoteInline(QuotePrices, admin.StackedInline):
         return False
 
 
+class SymbolAliasInline(admin.TabularInline):
+    model = SymbolAlias
+    extra = 0
+    fields = ["alias", "source"]
+
+
 @admin.register(Instrument)
 class InstrumentAdmin(admin.ModelAdmin):
     list_display = ["symbol", "name", "asset_class", "quote_currency", "is_active", "last_price", "last_price_at"]
@@ -59,7 +66,7 @@ class InstrumentAdmin(admin.ModelAdmin):
     search_fields = ["symbol", "name"]
     list_editable = ["is_active"]
     list_select_related = ["quote"]
-    inlines = [QuoteInline]
+    inlines = [QuoteInline, SymbolAliasInline]
     actions = ["activate", "deactivate"]
 
     @admin.display(description="Last price", ordering="quote__price")
@@ -98,15 +105,35 @@ class QuoteAdmin(QuotePrices, admin.ModelAdmin):
         return False
 
 
-@admin.register(PriceMark)
-class PriceMarkAdmin(ReadOnlyAdmin, admin.ModelAdmin):
-    """Written by the feed worker once a minute; read-only here."""
+@admin.register(Candle)
+class CandleAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Written by the feed worker as each minute closes; read-only here."""
 
-    list_display = ["instrument", "minute", "price_"]
+    list_display = ["instrument", "start", "open_", "high_", "low_", "close_", "volume_", "trades"]
     list_filter = ["instrument"]
     list_select_related = ["instrument"]
-    date_hierarchy = "minute"
+    date_hierarchy = "start"
 
-    @admin.display(description="Price", ordering="price")
-    def price_(self, obj: PriceMark) -> str:
-        return amount(obj.price)
+    open_ = amount_column("open", "Open")
+    high_ = amount_column("high", "High")
+    low_ = amount_column("low", "Low")
+    close_ = amount_column("close", "Close")
+    volume_ = amount_column("volume", "Volume")
+
+
+@admin.register(SymbolAlias)
+class SymbolAliasAdmin(admin.ModelAdmin):
+    list_display = ["alias", "source", "instrument"]
+    list_filter = ["source"]
+    search_fields = ["alias", "instrument__symbol"]
+    autocomplete_fields = ["instrument"]
+
+
+@admin.register(Feed)
+class FeedAdmin(admin.ModelAdmin):
+    """What `run_feeds` runs; it reads these when it starts."""
+
+    list_display = ["name", "kind", "symbols", "enabled"]
+    list_filter = ["kind", "enabled"]
+    list_editable = ["enabled"]
+    search_fields = ["name", "symbols"]

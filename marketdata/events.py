@@ -7,10 +7,13 @@ the exchange's, timezone-aware UTC; prices and sizes are Decimal.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from marketdata.groups import PRICE_EVENT
+
+# A price level of an order book: (price, quantity). Quantity 0 in a delta removes the level.
+Level = tuple[Decimal, Decimal]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +23,7 @@ class Trade:
     price: Decimal
     size: Decimal
     source: str
+    side: str | None = None  # the taker's side, "buy" or "sell", where the source says
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +37,54 @@ class Quote:
     source: str
 
 
-MarketEvent = Trade | Quote
+@dataclass(frozen=True, slots=True)
+class BookSnapshot:
+    """A whole order book (as deep as the source sent it); replaces what the worker holds.
+
+    `update_id` is the exchange's book version where it has one (Binance `lastUpdateId`);
+    deltas are checked against it (`marketdata.book`).
+    """
+
+    symbol: str
+    ts: datetime
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    source: str
+    update_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BookDelta:
+    """Changed levels, each with its new absolute quantity (0 removes it).
+
+    `first_id`..`last_id` is the range of book versions it covers where the
+    source numbers them (Binance `U`..`u`); None where it does not (Coinbase).
+    """
+
+    symbol: str
+    ts: datetime
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    source: str
+    first_id: int | None = None
+    last_id: int | None = None
+
+
+MarketEvent = Trade | Quote | BookSnapshot | BookDelta
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """One closed minute of a symbol's published price: the last trade, or the mid where nothing trades."""
+
+    symbol: str
+    start: datetime  # start of the UTC minute
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal  # traded quantity
+    trades: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +102,7 @@ class PriceUpdate:
     ticks: int  # how many source events this update conflates
     # Day change is measured against this: the previous close, or the price 24 h earlier (marketdata.references).
     reference: Decimal | None = None
+    replay: bool = False  # True when a recorded session is being replayed (`replay_feed`)
 
 
 def to_epoch_ms(ts: datetime) -> int:
@@ -61,6 +113,14 @@ def to_epoch_ms(ts: datetime) -> int:
 
 def from_epoch_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def from_epoch_us(us: int) -> datetime:
+    """Exact, unlike `fromtimestamp(us / 1e6)`, whose float can land a microsecond off."""
+    return EPOCH + timedelta(microseconds=us)
 
 
 def _dec(value: Decimal | None) -> str | None:
@@ -80,6 +140,7 @@ def encode_price_update(update: PriceUpdate) -> dict[str, object]:
         "ts": to_epoch_ms(update.ts),
         "source": update.source,
         "ref": _dec(update.reference),
+        "replay": update.replay,
     }
 
 
@@ -96,4 +157,5 @@ def decode_price_update(message: dict[str, object]) -> PriceUpdate:
         source=str(message["source"]),
         ticks=0,
         reference=None if ref is None else Decimal(str(ref)),
+        replay=bool(message.get("replay", False)),
     )

@@ -92,22 +92,88 @@ class Quote(models.Model):
         return f"{self.instrument_id}: {self.price}"
 
 
-class PriceMark(models.Model):
-    """The last price of an instrument in one UTC minute, written by the feed worker once a minute.
+class Candle(models.Model):
+    """One minute of an instrument's price (OHLCV), written by the feed worker when the minute closes.
 
-    Day-change references are read back from these when the worker starts.
-    Older than HISTORY_RETENTION_DAYS, they are deleted.
+    The price is the one the worker publishes: the last trade, or the mid of
+    bid and ask for a market without trades (FX). Day-change references are
+    read back from the closes when the worker starts. Older than
+    HISTORY_RETENTION_DAYS, candles are deleted.
     """
 
-    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="marks")
-    minute = models.DateTimeField(help_text="Start of the minute, UTC.")
-    price = decimal_field(help_text="Last price in that minute.")
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="candles")
+    start = models.DateTimeField(help_text="Start of the minute, UTC.")
+    open = decimal_field()
+    high = decimal_field()
+    low = decimal_field()
+    close = decimal_field(help_text="Last price in that minute.")
+    volume = decimal_field(default=0, help_text="Traded quantity (0 for quote-only markets).")
+    trades = models.PositiveIntegerField(default=0, help_text="Number of trades.")
 
     class Meta:
-        ordering = ["minute"]
-        constraints = [models.UniqueConstraint(fields=["instrument", "minute"], name="marketdata_pricemark_one_per_minute")]
+        ordering = ["start"]
+        constraints = [models.UniqueConstraint(fields=["instrument", "start"], name="marketdata_candle_one_per_minute")]
         # Pruning and the admin's date drill-down scan by minute across instruments.
-        indexes = [models.Index(fields=["minute"], name="marketdata_pricemark_minute")]
+        indexes = [models.Index(fields=["start"], name="marketdata_candle_start")]
 
     def __str__(self) -> str:
-        return f"{self.instrument_id} {self.minute:%Y-%m-%d %H:%M}: {self.price}"
+        return f"{self.instrument_id} {self.start:%Y-%m-%d %H:%M}: {self.close}"
+
+
+class SymbolAlias(models.Model):
+    """How a source spells an instrument's symbol: Binance's BTCUSDT or HistData's EURUSD for BTC-USD or EUR/USD."""
+
+    alias = models.CharField(max_length=64, help_text="The symbol as the file or exchange writes it, e.g. BTCUSDT.")
+    source = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="Only for this source (binance, coinbase, histdata, csv, ...); empty for every source.",
+    )
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="aliases")
+
+    class Meta:
+        ordering = ["alias", "source"]
+        verbose_name_plural = "symbol aliases"
+        constraints = [models.UniqueConstraint(fields=["alias", "source"], name="marketdata_symbolalias_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.alias} ({self.source or 'any source'}) → {self.instrument_id}"
+
+
+class FeedKind(models.TextChoices):
+    SYNTHETIC = "synthetic", "Synthetic random walk"
+    BINANCE = "binance", "Binance spot (live)"
+    COINBASE = "coinbase", "Coinbase Advanced Trade (live)"
+    REPLAY = "replay", "Recorded files (replay)"
+
+
+class Feed(models.Model):
+    """A market-data source that `run_feeds` runs. Options are checked by `marketdata.feeds.configured`."""
+
+    name = models.CharField(max_length=64, unique=True)
+    kind = models.CharField(max_length=16, choices=FeedKind.choices)
+    options = models.JSONField(default=dict, blank=True, help_text="Settings of this kind of feed; see docs/feeds.md.")
+    symbols = models.TextField(
+        blank=True,
+        help_text="Symbols to take, as the source spells them, separated by spaces or commas "
+        "(e.g. BTCUSDT ETHUSDT for Binance). Empty: every active instrument (synthetic) or everything in the files (replay).",
+    )
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def symbol_list(self) -> list[str]:
+        return self.symbols.replace(",", " ").split()
+
+    def clean(self) -> None:
+        from marketdata.feeds.configured import options_check
+
+        try:
+            options_check(kind=self.kind, options=self.options, symbols=self.symbol_list)
+        except ValueError as exc:
+            raise ValidationError({"options": str(exc)}) from exc

@@ -8,8 +8,9 @@ from decimal import Decimal
 
 from django.db.models import OuterRef, QuerySet, Subquery
 
-from marketdata.models import ALWAYS_OPEN, Instrument, PriceMark, Quote
+from marketdata.models import ALWAYS_OPEN, Candle, Instrument, Quote, SymbolAlias
 from marketdata.references import LOOKBACK, MARGIN, Mark, MarketHours, References
+from marketdata.symbols import SymbolMap
 
 
 def instruments_active(*, symbols: Iterable[str] | None = None) -> QuerySet[Instrument]:
@@ -29,16 +30,16 @@ def _plain(price: Decimal) -> Decimal:
 
 
 def references_load(*, now: datetime) -> References:
-    """Day-change references as of `now`, from the stored marks, in two queries.
+    """Day-change references as of `now`, from the stored candles' closes, in two queries.
 
     Always-open markets need the last 24 hours; a session market may need a
     close from days back (a weekend, a holiday), so each instrument's last
-    mark before that window comes along too.
+    candle before that window comes along too.
     """
     since = now - LOOKBACK - MARGIN
-    before = PriceMark.objects.filter(instrument=OuterRef("pk"), minute__lt=since).order_by("-minute")
+    before = Candle.objects.filter(instrument=OuterRef("pk"), start__lt=since).order_by("-start")
     instruments = Instrument.objects.annotate(
-        prev_minute=Subquery(before.values("minute")[:1]), prev_price=Subquery(before.values("price")[:1])
+        prev_minute=Subquery(before.values("start")[:1]), prev_price=Subquery(before.values("close")[:1])
     ).values_list("symbol", "asset_class", "exchange_timezone", "prev_minute", "prev_price")
     markets: dict[str, MarketHours] = {}
     marks: list[Mark] = []
@@ -46,6 +47,20 @@ def references_load(*, now: datetime) -> References:
         markets[symbol] = MarketHours(always_open=asset_class in ALWAYS_OPEN, timezone=timezone)
         if prev_minute is not None:
             marks.append(Mark(symbol, prev_minute, _plain(prev_price)))
-    recent = PriceMark.objects.filter(minute__gte=since).order_by("minute").values_list("instrument__symbol", "minute", "price")
+    recent = Candle.objects.filter(start__gte=since).order_by("start").values_list("instrument__symbol", "start", "close")
     marks.extend(Mark(symbol, minute, _plain(price)) for symbol, minute, price in recent)
     return References(markets, marks)
+
+
+def symbol_map_load(*, create: bool = False, wanted: Iterable[str] | None = None) -> SymbolMap:
+    """Every instrument symbol and alias, for resolving the symbols sources use."""
+    aliases = {
+        (source, alias): symbol for alias, source, symbol in SymbolAlias.objects.values_list("alias", "source", "instrument__symbol")
+    }
+    return SymbolMap(instruments=Instrument.objects.values_list("symbol", flat=True), aliases=aliases, create=create, wanted=wanted)
+
+
+def candles_recent(*, symbol: str, limit: int = 120) -> list[Candle]:
+    """The latest `limit` closed one-minute candles of `symbol`, oldest first."""
+    rows = Candle.objects.filter(instrument__symbol=symbol).order_by("-start")[:limit]
+    return list(reversed(rows))

@@ -4,15 +4,24 @@ Consumers subscribe and unsubscribe here; the worker publishes here; writes that
 live connections must see are announced here, after commit. Today fan-out is a
 channel-layer group per symbol; replacing it (e.g. with a per-process hub) is a
 change to this module alone.
+
+The tape is here too: while a `record_feed` listens, workers append every event
+they apply, as native JSONL in chunks, to a capped Redis stream beside the
+channel layer's keys. It exists only with a Redis channel layer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio as aioredis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 
 from marketdata import groups
@@ -59,3 +68,76 @@ def notify_user_on_commit(user_id: int, event: dict[str, Any]) -> None:
     group = groups.user_group(user_id)
     # robust: a lost notification must not turn a committed write into an error.
     transaction.on_commit(lambda: async_to_sync(_layer().group_send)(group, event), robust=True)
+
+
+# Chunks (one per worker window) the tape keeps; a recorder further behind than this loses data, and says so.
+TAPE_LENGTH = 10_000
+# A recorder renews its claim every second; a worker stops taping this long after the last one went.
+TAPE_LISTEN_SECONDS = 5
+
+_tape_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[aioredis.Redis, str]] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True, slots=True)
+class TapeChunk:
+    id: str  # the Redis stream entry id
+    epoch: str  # of the worker that wrote it
+    n: int  # counts the worker's chunks: a jump means chunks were lost
+    lines: str
+
+
+def _tape() -> tuple[aioredis.Redis, str] | None:
+    """A Redis client on the channel layer's server, and the tape's key; None without a Redis layer."""
+    config = settings.CHANNEL_LAYERS.get("default", {})
+    if "redis" not in config.get("BACKEND", "").lower():
+        return None
+    loop = asyncio.get_running_loop()
+    if loop not in _tape_clients:
+        host = config["CONFIG"]["hosts"][0]
+        address = host["address"] if isinstance(host, dict) else host
+        client = aioredis.Redis.from_url(address, socket_timeout=settings.REDIS_SOCKET_TIMEOUT)
+        _tape_clients[loop] = (client, f"{config['CONFIG'].get('prefix', 'asgi')}:tape")
+    return _tape_clients[loop]
+
+
+async def tape_wanted() -> bool:
+    tape = _tape()
+    return tape is not None and bool(await tape[0].exists(f"{tape[1]}:listening"))
+
+
+async def tape_append(lines: str, *, epoch: str, n: int) -> None:
+    tape = _tape()
+    if tape is not None:
+        await tape[0].xadd(tape[1], {"epoch": epoch, "n": n, "lines": lines}, maxlen=TAPE_LENGTH, approximate=True)
+
+
+def _recording_tape() -> tuple[aioredis.Redis, str]:
+    tape = _tape()
+    if tape is None:
+        raise RuntimeError("recording needs the Redis channel layer, and CHANNEL_LAYERS names another backend")
+    return tape
+
+
+async def tape_listen() -> None:
+    """Ask workers to tape for the next TAPE_LISTEN_SECONDS; a recorder calls this every second."""
+    client, key = _recording_tape()
+    await client.set(f"{key}:listening", 1, ex=TAPE_LISTEN_SECONDS)
+
+
+async def tape_end() -> str:
+    """The id of the newest chunk on the tape: reading after it gives only what comes next."""
+    client, key = _recording_tape()
+    newest = await client.xrevrange(key, count=1)
+    return newest[0][0].decode() if newest else "0-0"
+
+
+async def tape_read(after: str, *, block_ms: int | None = 1000) -> list[TapeChunk]:
+    """Chunks appended after entry `after`, waiting up to `block_ms` for the first (None: no waiting)."""
+    client, key = _recording_tape()
+    reply = await client.xread({key: after}, block=block_ms, count=500)
+    if not reply:
+        return []
+    return [
+        TapeChunk(entry_id.decode(), fields[b"epoch"].decode(), int(fields[b"n"]), fields[b"lines"].decode())
+        for entry_id, fields in reply[0][1]
+    ]

@@ -1,17 +1,20 @@
-"""Source → hub → publish: the loop behind `run_feeds` (and later `replay_feed`).
+"""Source → hub → publish: the loop behind `run_feeds` and `replay_feed`.
 
 Events are applied to the hub as fast as the source yields them. Every
 conflation window the hub is drained: one broadcast per changed symbol, and the
 latest quote per symbol is queued for the database, which is written in one
 batch at most every `quote_flush` seconds. Nothing touches the database per tick.
 
-Minutes follow event time, not the wall clock, so a replay marks the minutes it
-replays: when a tick enters a new UTC minute, the minute before it closes. Its
-last price per symbol becomes a price mark (kept in `References` for
-day-change references, and stored in one batch), and then every minute hook
-runs with the closed minute and the latest update per symbol. Minutes without
-a tick are skipped. That work runs beside the broadcast loop, so a slow hook or
-database never delays prices.
+Minutes follow event time, not the wall clock, so a replay builds the candles
+of the minutes it replays: when a tick enters a new UTC minute, the minute
+before it closes. Its candles are stored in one batch (their closes are kept in
+`References` for day-change references), and then every minute hook runs with
+the closed minute and the latest update per symbol. Minutes without a tick are
+skipped. That work runs beside the broadcast loop, so a slow hook or database
+never delays prices.
+
+While a `record_feed` is listening, every event of a window also goes onto
+the tape (`streams.tape_append`) as native JSONL, in the order it was applied.
 """
 
 from __future__ import annotations
@@ -27,29 +30,32 @@ from types import MappingProxyType
 from channels.db import database_sync_to_async
 
 from marketdata import services, streams
-from marketdata.events import PriceUpdate
-from marketdata.feeds import Feed
+from marketdata.events import Candle, MarketEvent, PriceUpdate
+from marketdata.feeds import Feed, native
 from marketdata.hub import Hub
-from marketdata.references import LOOKBACK, MARGIN, Mark, References, minute_of
+from marketdata.references import LOOKBACK, MARGIN, References, minute_of
+from marketdata.symbols import SymbolMap
 
 log = logging.getLogger(__name__)
 
 StoreQuotes = Callable[[Iterable[PriceUpdate]], Awaitable[int]]
-StoreMarks = Callable[[Sequence[Mark]], Awaitable[int]]
-PruneMarks = Callable[[datetime], Awaitable[int]]
+StoreCandles = Callable[[Sequence[Candle]], Awaitable[int]]
+PruneCandles = Callable[[datetime], Awaitable[int]]
 # `async def hook(minute, prices)`: `minute` is the closed minute's start (aware UTC), `prices` the
 # latest update of every symbol seen this run, as of the end of that minute.
 MinuteHook = Callable[[datetime, Mapping[str, PriceUpdate]], Awaitable[None]]
 
 PRUNE_EVERY = timedelta(hours=1)
+# How often the worker asks Redis whether a recorder is listening.
+TAPE_CHECK_SECONDS = 1.0
 
 
-async def _store_marks(marks: Sequence[Mark]) -> int:
-    return await database_sync_to_async(services.price_marks_store)(marks=marks)
+async def _store_candles(candles: Sequence[Candle]) -> int:
+    return await database_sync_to_async(services.candles_store)(candles=candles)
 
 
-async def _prune_marks(before: datetime) -> int:
-    return await database_sync_to_async(services.price_marks_prune)(before=before)
+async def _prune_candles(before: datetime) -> int:
+    return await database_sync_to_async(services.candles_prune)(before=before)
 
 
 def new_epoch() -> str:
@@ -63,7 +69,8 @@ class WorkerStats:
     broadcasts: int = 0
     quote_batches: int = 0
     quote_rows: int = 0
-    mark_rows: int = 0
+    candle_rows: int = 0
+    taped: int = 0  # events written to the tape for record_feed
     minutes: int = 0  # closed minutes handed to the hooks
     symbols: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
@@ -73,16 +80,16 @@ class WorkerStats:
         return (
             f"{self.events} events in {elapsed:.1f} s, {self.broadcasts} broadcasts across "
             f"{len(self.symbols)} symbols, {self.quote_rows} quotes written in {self.quote_batches} batches, "
-            f"{self.mark_rows} price marks"
+            f"{self.candle_rows} candles"
         )
 
 
 @dataclass(frozen=True, slots=True)
 class _ClosedMinute:
     minute: datetime
-    marks: list[Mark]
+    candles: list[Candle]
     prices: Mapping[str, PriceUpdate]
-    complete: bool  # False for the minute still open at shutdown: its marks are stored, hooks skip it
+    complete: bool  # False for the minute still open at shutdown: its candles are stored, hooks skip it
 
 
 class Worker:
@@ -96,21 +103,31 @@ class Worker:
         store_quotes: StoreQuotes | None = None,
         references: References | None = None,
         minute_hooks: Sequence[MinuteHook] = (),
-        store_marks: StoreMarks | None = None,
-        prune_marks: PruneMarks | None = None,
+        store_candles: StoreCandles | None = None,
+        prune_candles: PruneCandles | None = None,
         retention: timedelta | None = None,
+        replay: bool = False,
+        symbols: SymbolMap | None = None,
+        tape: bool = True,
     ) -> None:
-        """`retention`: price marks older than this (in event time) are deleted, hourly; None keeps them."""
+        """`retention`: candles older than this (in event time) are deleted, hourly; None keeps them.
+        `replay`: updates are marked as replayed. `symbols`: instruments it creates (--create-instruments)
+        are stored before any quote or candle of theirs. `tape`: feed a listening `record_feed`."""
         self.feed = feed
         self.conflation = conflation
         self.quote_flush = quote_flush
         self.references = references if references is not None else References()
-        self.hub = Hub(epoch=epoch or new_epoch(), references=self.references)
+        self.hub = Hub(epoch=epoch or new_epoch(), references=self.references, replay=replay)
         self.store_quotes = store_quotes or database_sync_to_async(services.quotes_store)
         self.minute_hooks = list(minute_hooks)
-        self.store_marks = store_marks or _store_marks
-        self.prune_marks = prune_marks or _prune_marks
+        self.store_candles = store_candles or _store_candles
+        self.prune_candles = prune_candles or _prune_candles
         self.retention = retention
+        self.symbols = symbols
+        self.tape = tape
+        self._taping: list[MarketEvent] | None = None  # events for the tape while a recorder listens
+        self._tape_checked = float("-inf")
+        self._tape_n = 0
         self.stats = WorkerStats()
         self._unsaved: dict[str, PriceUpdate] = {}
         self._last_flush = time.monotonic()
@@ -119,11 +136,12 @@ class Worker:
         self._minute: datetime | None = None  # the open minute of event time
         self._minute_end: datetime | None = None
         self._closed: asyncio.Queue[_ClosedMinute | None] = asyncio.Queue()
-        self._unsaved_marks: list[Mark] = []
+        self._unsaved_candles: list[Candle] = []
         self._pruned_at: datetime | None = None
 
     async def run(self, stop: asyncio.Event) -> WorkerStats:
         """Run until `stop` is set or the feed ends; always flushes what it holds."""
+        await self._check_tape()
         ingest = asyncio.create_task(self._ingest())
         minutes = asyncio.create_task(self._record_minutes())
         stopping = asyncio.create_task(stop.wait())
@@ -138,8 +156,8 @@ class Worker:
                 task.cancel()
             await asyncio.gather(ingest, stopping, return_exceptions=True)
             if self._minute is not None:
-                # Store the open minute's marks so far: after a session's last tick no
-                # next minute may come before a restart, and that mark is the close.
+                # Store the open minute's candles so far: after a session's last tick no
+                # next minute may come before a restart, and that candle holds the close.
                 self._close_minute(complete=False)
             await self.flush_window()
             self._closed.put_nowait(None)
@@ -159,6 +177,8 @@ class Worker:
                 self._minute_end = self._minute + timedelta(minutes=1)
             self.hub.apply(event)
             self.stats.events += 1
+            if self._taping is not None:
+                self._taping.append(event)
 
     def _drain(self) -> None:
         updates = self.hub.drain()
@@ -170,34 +190,35 @@ class Worker:
         assert self._minute is not None
         # Drained first, so the updates the hooks get carry the minute's last prices.
         self._drain()
-        marks = [Mark(symbol, self._minute, price) for symbol, price in self.hub.take_minute().items()]
-        for mark in marks:
-            self.references.observe(mark.symbol, mark.minute, mark.price)
-        self._closed.put_nowait(_ClosedMinute(self._minute, marks, MappingProxyType(dict(self._latest)), complete))
+        candles = self.hub.take_minute(self._minute)
+        for candle in candles:
+            self.references.observe(candle.symbol, candle.start, candle.close)
+        self._closed.put_nowait(_ClosedMinute(self._minute, candles, MappingProxyType(dict(self._latest)), complete))
 
     async def _record_minutes(self) -> None:
         while (closed := await self._closed.get()) is not None:
             await self._record(closed)
 
     async def _record(self, closed: _ClosedMinute) -> None:
-        """Store a minute's marks, prune old ones hourly, then run the hooks; nothing here raises."""
+        """Store a minute's candles, prune old ones hourly, then run the hooks; nothing here raises."""
         minute = closed.minute
-        # Marks a failed write left behind go with this batch; those older than a restart could need are dropped.
+        # Candles a failed write left behind go with this batch; those older than a restart could need are dropped.
         oldest = minute - LOOKBACK - MARGIN
-        batch = [m for m in self._unsaved_marks if m.minute >= oldest] + closed.marks
-        self._unsaved_marks = []
+        batch = [c for c in self._unsaved_candles if c.start >= oldest] + closed.candles
+        self._unsaved_candles = []
         if batch:
             try:
-                self.stats.mark_rows += await self.store_marks(batch)
+                await self._create_instruments()
+                self.stats.candle_rows += await self.store_candles(batch)
             except Exception:
-                log.exception("could not store %d price marks; retrying with the next minute", len(batch))
-                self._unsaved_marks = batch
+                log.exception("could not store %d candles; retrying with the next minute", len(batch))
+                self._unsaved_candles = batch
         if self.retention is not None and (self._pruned_at is None or minute - self._pruned_at >= PRUNE_EVERY):
             self._pruned_at = minute
             try:
-                await self.prune_marks(minute - self.retention)
+                await self.prune_candles(minute - self.retention)
             except Exception:
-                log.exception("could not delete price marks older than %s", minute - self.retention)
+                log.exception("could not delete candles older than %s", minute - self.retention)
         if not closed.complete:
             return
         for hook in self.minute_hooks:
@@ -208,8 +229,9 @@ class Worker:
         self.stats.minutes += 1
 
     async def flush_window(self) -> None:
-        """End of a conflation window: publish one update per changed symbol."""
+        """End of a conflation window: publish one update per changed symbol, and tape its events."""
         self._drain()
+        await self._flush_tape()
         batch, self._outbox = self._outbox, []
         for update in batch:
             await streams.publish_price(update)
@@ -225,6 +247,7 @@ class Worker:
             return
         batch, self._unsaved = list(self._unsaved.values()), {}
         try:
+            await self._create_instruments()
             self.stats.quote_rows += await self.store_quotes(batch)
             self.stats.quote_batches += 1
         except Exception:
@@ -232,3 +255,43 @@ class Worker:
             log.exception("could not store %d quotes; retrying with the next batch", len(batch))
             for update in batch:
                 self._unsaved.setdefault(update.symbol, update)
+
+    async def _create_instruments(self) -> None:
+        """Store the instruments `--create-instruments` made up since the last call, before anything refers to them."""
+        if self.symbols is None or not self.symbols.new:
+            return
+        new = self.symbols.take_new()
+        try:
+            await database_sync_to_async(services.instruments_create)(symbols=new)
+        except Exception:
+            self.symbols.new.update(new)
+            raise
+
+    async def _check_tape(self) -> None:
+        """Start or stop collecting events for the tape, as recorders come and go (asked at most once a second)."""
+        now = time.monotonic()
+        if not self.tape or now - self._tape_checked < TAPE_CHECK_SECONDS:
+            return
+        self._tape_checked = now
+        try:
+            listening = await streams.tape_wanted()
+        except Exception:
+            log.exception("could not ask Redis whether a recorder listens; not taping")
+            listening = False
+        if listening and self._taping is None:
+            log.info("a recorder is listening: taping events")
+            self._taping = []
+        elif not listening and self._taping is not None:
+            log.info("no recorder listening any more: taping stopped")
+            self._taping = None
+
+    async def _flush_tape(self) -> None:
+        if self._taping:
+            events, self._taping = self._taping, []
+            try:
+                self._tape_n += 1
+                await streams.tape_append("".join(native.encode(e) + "\n" for e in events), epoch=self.hub.epoch, n=self._tape_n)
+                self.stats.taped += len(events)
+            except Exception:
+                log.exception("could not tape %d events; the recording has a gap", len(events))
+        await self._check_tape()

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from marketdata.models import AssetClass, Instrument, PriceMark, Quote
+from marketdata.models import AssetClass, Candle, Instrument, Quote, SymbolAlias
 from portfolio import services
 from portfolio.models import Portfolio
 
@@ -33,6 +33,15 @@ INSTRUMENTS = [
     ("EUR/USD", "Euro / US dollar", AssetClass.FX, "USD", "UTC", D("1.15420"), D("0.2")),
     ("GBP/USD", "Pound sterling / US dollar", AssetClass.FX, "USD", "UTC", D("1.31180"), D("-0.1")),
     ("USD/JPY", "US dollar / Japanese yen", AssetClass.FX, "JPY", "UTC", D("156.420"), D("0.1")),
+]
+# How exchanges and tick files spell the demo instruments (alias, source or "" for any, symbol).
+ALIASES = [
+    ("BTCUSDT", "binance", "BTC-USD"),
+    ("ETHUSDT", "binance", "ETH-USD"),
+    ("SOLUSDT", "binance", "SOL-USD"),
+    ("EURUSD", "", "EUR/USD"),
+    ("GBPUSD", "", "GBP/USD"),
+    ("USDJPY", "", "USD/JPY"),
 ]
 # days ago, kind, symbol, quantity, price, fee, currency, fx rate (portfolio: name, base currency)
 PORTFOLIOS: dict[tuple[str, str], list[tuple[Any, ...]]] = {
@@ -102,8 +111,14 @@ class Command(BaseCommand):
                 instrument=instrument,
                 defaults={"price": price, "exchange_ts": now, "seq": 0, "source": "seed", "reference_price": reference},
             )
-            # The mark day change is measured against, so the demo shows one from the first tick.
-            PriceMark.objects.get_or_create(instrument=instrument, minute=_reference_minute(instrument, now), defaults={"price": reference})
+            # The close day change is measured against, so the demo shows one from the first tick.
+            Candle.objects.get_or_create(
+                instrument=instrument,
+                start=_reference_minute(instrument, now),
+                defaults={"open": reference, "high": reference, "low": reference, "close": reference},
+            )
+        for alias, source, symbol in ALIASES:
+            SymbolAlias.objects.get_or_create(alias=alias, source=source, defaults={"instrument": Instrument.objects.get(symbol=symbol)})
         return created
 
     def _portfolio(self, owner: Any, name: str, currency: str, ledger: list[tuple[Any, ...]]) -> int:
