@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -51,6 +51,8 @@ class Replay:
         end: datetime | None = None,
         rebase: bool = False,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """`sources` are iterables of events in time order, each iterable again for `loop`.
         `speed`: ×N recorded time, None for as fast as possible. `rebase`: shift the session so it starts now."""
@@ -65,10 +67,12 @@ class Replay:
         self.end = end
         self.rebase = rebase
         self.now = now
+        self.clock = clock
+        self.sleep = sleep
         self.stats = ReplayStats()
 
     async def __aiter__(self) -> AsyncIterator[MarketEvent]:
-        clock = asyncio.get_running_loop().time
+        clock = self.clock or asyncio.get_running_loop().time
         stats = self.stats
         rebase = timedelta(0)  # added to every time with --rebase-time
         looped = timedelta(0)  # added on each further pass of --loop, so time keeps moving forward
@@ -96,7 +100,7 @@ class Replay:
                 if self.speed is not None:
                     delay = began + (ts + looped - stats.first).total_seconds() / self.speed - clock()
                     if delay >= MIN_SLEEP:
-                        await asyncio.sleep(delay)
+                        await self.sleep(delay)
                 elif stats.read % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 shift = rebase + looped

@@ -21,8 +21,8 @@ def formats() -> dict[str, type[Format]]:
         native.NativeJsonl,
         binance_ws.BinanceCapture,
         coinbase.CoinbaseCapture,
-        binance_csv.BinanceAggTradesCsv,
-        binance_csv.BinanceTradesCsv,
+        binance_csv.BinanceAggTrades,
+        binance_csv.BinanceTrades,
         histdata.HistDataTicks,
         generic_csv.GenericCsv,
     ]
