@@ -31,6 +31,9 @@ from portfolio.models import Portfolio
 D = Decimal
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+# Real recorded market data beside the project (../shared/data); tests using it skip when it is absent.
+AGGTRADES = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance_spot_btcusdt_aggtrades_2026-01-01_first5000.csv"
+needs_aggtrades = pytest.mark.skipif(not AGGTRADES.exists(), reason=f"the shared Binance aggTrades sample is not at {AGGTRADES}")
 # The layer exactly as config/settings.py builds it, before tests swap in the in-memory one.
 PRODUCTION_LAYER: dict[str, Any] = copy.deepcopy(django_settings.CHANNEL_LAYERS["default"])
 

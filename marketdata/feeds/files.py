@@ -81,14 +81,18 @@ class Format(Protocol):
         ...
 
     def parse(self, line: str) -> Iterable[MarketEvent]:
-        """Events of one line (none for lines that carry nothing, e.g. heartbeats); raises BadLine."""
+        """Events of one line (none for lines that carry nothing, e.g. heartbeats); raises BadLine.
+
+        A format that keeps state between lines (the latest exchange time, a sequence
+        number) also defines `reset()`, called before each pass over the file (--loop).
+        """
         ...
 
 
 def open_text(path: Path) -> io.TextIOBase:
     """A text stream of `path`: plain, gzip (.gz) or a zip holding one file (Binance's daily .zip)."""
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")  # type: ignore[return-value]
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
     if path.suffix == ".zip":
         archive = zipfile.ZipFile(path)
         members = [m for m in archive.namelist() if not m.endswith("/")]
@@ -154,6 +158,9 @@ class FileSource:
         return f"{self.path}:{line}"
 
     def _parsed(self) -> Iterator[tuple[int, MarketEvent]]:
+        reset = getattr(self.format, "reset", None)
+        if reset is not None:
+            reset()
         parse, report = self.format.parse, self.problems.report
         try:
             with open_text(self.path) as stream:

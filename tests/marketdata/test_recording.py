@@ -16,11 +16,9 @@ from marketdata.recording import Recorder
 from marketdata.replay import Replay
 from marketdata.symbols import SymbolMap
 from marketdata.worker import Worker
+from tests.conftest import AGGTRADES, needs_aggtrades
 
 pytestmark = pytest.mark.redis
-
-AGGTRADES = Path(__file__).resolve().parents[3] / "shared" / "data" / "binance_spot_btcusdt_aggtrades_2026-01-01_first5000.csv"
-needs_shared_data = pytest.mark.skipif(not AGGTRADES.exists(), reason=f"shared market data not found at {AGGTRADES}")
 
 
 def symbols() -> SymbolMap:
@@ -48,7 +46,12 @@ async def record_a_replay(sources: list[FileSource]) -> tuple[str, Any]:
     recording_task = asyncio.create_task(recorder.run(stop))
     await asyncio.wait_for(recorder.listening.wait(), timeout=10)
     worker = Worker(
-        feed=Replay(sources=sources), conflation=0.01, quote_flush=60, store_quotes=nothing_stored, store_candles=nothing_stored, replay=True
+        feed=Replay(sources=sources),
+        conflation=0.01,
+        quote_flush=60,
+        store_quotes=nothing_stored,
+        store_candles=nothing_stored,
+        replay=True,
     )
     stats = await worker.run(asyncio.Event())
     # Everything is on the tape once the worker returns; stopping, the recorder takes what is left.
@@ -58,7 +61,7 @@ async def record_a_replay(sources: list[FileSource]) -> tuple[str, Any]:
     return out.getvalue(), stats
 
 
-@needs_shared_data
+@needs_aggtrades
 async def test_record_replay_record_gives_the_identical_file(redis_layer: Any, tmp_path: Path) -> None:
     first, stats = await record_a_replay([aggtrades()])
     assert stats.taped == stats.events == 5000
@@ -80,7 +83,11 @@ async def test_record_replay_record_gives_the_identical_file(redis_layer: Any, t
 
 async def test_without_a_recorder_nothing_is_taped(redis_layer: Any, tmp_path: Path) -> None:
     path = tmp_path / "tiny.jsonl"
-    path.write_text('{"type":"trade","ts":"2026-01-01T00:00:00.000000Z","symbol":"BTC-USD","price":"1","size":"1","side":null,"source":"x"}\n')
-    worker = Worker(feed=Replay(sources=[recording(path)]), conflation=0.01, quote_flush=60, store_quotes=nothing_stored, store_candles=nothing_stored)
+    path.write_text(
+        '{"type":"trade","ts":"2026-01-01T00:00:00.000000Z","symbol":"BTC-USD","price":"1","size":"1","side":null,"source":"x"}\n'
+    )
+    worker = Worker(
+        feed=Replay(sources=[recording(path)]), conflation=0.01, quote_flush=60, store_quotes=nothing_stored, store_candles=nothing_stored
+    )
     stats = await worker.run(asyncio.Event())
     assert (stats.events, stats.taped) == (1, 0)

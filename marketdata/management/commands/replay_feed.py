@@ -105,7 +105,7 @@ class Command(BaseCommand):
             stats = asyncio.run(until_stopped(lambda stop: self._run(worker, stop, progress=not options["no_progress"])))
         except FeedError as exc:
             raise CommandError(f"stopped at a bad line (--strict): {exc}") from exc
-        self.stdout.write(self.summary(replay, stats, problems, symbols, time.monotonic() - started))
+        self.stdout.write(self.summary(replay, stats, problems, symbols, max(time.monotonic() - started, 1e-9)))
 
     async def _run(self, worker: Worker, stop: asyncio.Event, *, progress: bool) -> WorkerStats:
         bar = tqdm(desc="replaying", unit=" events", file=sys.stderr, disable=not progress or not sys.stderr.isatty(), leave=False)
@@ -127,12 +127,11 @@ class Command(BaseCommand):
             skipped["not in --symbols"] = symbols.filtered
         if replay.stats.before_window:
             skipped["before --from"] = replay.stats.before_window
-        skipped_text = ", ".join(f"{reason} {count:,}" for reason, count in skipped.items()) or "none"
         span = ""
         if replay.stats.first is not None and replay.stats.last is not None:
-            span = f", recorded {replay.stats.first:%Y-%m-%d %H:%M:%S} to {replay.stats.last:%H:%M:%S} UTC"
+            span = f"; recorded {replay.stats.first:%Y-%m-%d %H:%M:%S} to {replay.stats.last:%Y-%m-%d %H:%M:%S} UTC"
         return (
-            f"replay_feed: {replay.stats.read + sum(problems.skipped.values()) + symbols.filtered + sum(symbols.unknown.values()):,} events read, "
-            f"{stats.events:,} published as {stats.broadcasts:,} updates; skipped: {skipped_text}; "
-            f"{wall:.2f} s wall, {stats.events / wall if wall else 0:,.0f} events/s{span}"
+            f"replay_feed: {replay.stats.read:,} events read, {stats.events:,} published as {stats.broadcasts:,} updates; "
+            f"skipped: {', '.join(f'{reason} {count:,}' for reason, count in skipped.items()) or 'none'}; "
+            f"{wall:.2f} s wall, {stats.events / wall:,.0f} events/s{span}"
         )

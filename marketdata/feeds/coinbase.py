@@ -1,0 +1,370 @@
+"""Coinbase Advanced Trade WebSocket market data (wss://advanced-trade-ws.coinbase.com), as recorded captures or live messages.
+
+Every message (https://docs.cdp.coinbase.com/coinbase-app/advanced-trade-apis/websocket/websocket-channels):
+
+    {"channel":"market_trades","client_id":"","timestamp":"2024-05-01T10:00:00.123456789Z","sequence_num":7,"events":[...]}
+
+- `market_trades`: events[].trades[] (trade_id, product_id, price, size, side, time) → Trade at its
+  `time`. The first event after subscribing is a "snapshot" of recent trades, the rest "update"s.
+- `ticker`, `ticker_batch`: events[].tickers[] (product_id, price, best_bid, best_ask, ...) → Quote at
+  the message timestamp. Coinbase's own AsyncAPI notes that production `ticker_batch` messages omit
+  best bid/ask (https://docs.cdp.coinbase.com/api-reference/advanced-trade-api/advanced-trade-asyncapi.json);
+  such tickers carry no quote and are passed over.
+- `l2_data` (the `level2` subscription): events[] (type "snapshot" | "update", product_id, updates[]:
+  side "bid" | "offer", event_time, price_level, new_quantity; 0 removes the level) → BookSnapshot
+  for a snapshot, BookDelta for an update, both at the message timestamp. Coinbase does not number
+  book versions, so update_id, first_id and last_id stay None.
+- `heartbeats`, `subscriptions`, `candles`, `status`: nothing to take. Other channels are passed
+  over too ("clients are expected to ignore messages they do not support",
+  https://docs.cdp.coinbase.com/coinbase-app/advanced-trade-apis/websocket/websocket-overview),
+  logged once per channel name.
+
+`sequence_num` counts every message of one connection from 0; a jump means messages were lost, and
+with them possibly book updates, which carry no version of their own to tell. `CoinbaseState`
+tracks it (see `parse_message`). Timestamps are RFC 3339 with nanoseconds, kept to the microsecond
+(truncated, as `datetime.fromisoformat` does). Product ids (BTC-USD) are the raw symbols.
+
+A capture line is the message itself or a recorder's envelope `{"ts": <receive time>, "data":
+<the message as a JSON string, or as an object>}`; the envelope's `ts` is not needed, since every
+message carries Coinbase's own timestamp.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, ClassVar
+
+from marketdata.events import BookDelta, BookSnapshot, Level, MarketEvent, Quote, Trade
+from marketdata.feeds.files import LOGGED_PER_KIND, BadLine
+from marketdata.symbols import SymbolMap
+
+log = logging.getLogger(__name__)
+
+SOURCE = "coinbase"
+
+# Channels that carry no prices: keep-alives, subscription confirmations, candles, product listings.
+_IGNORED = frozenset({"heartbeats", "subscriptions", "candles", "status"})
+
+# `side` of a market trade is the side of the maker order, as on the Coinbase Exchange feed ("the side
+# field indicates the maker order side", https://docs.cdp.coinbase.com/exchange/websocket-feed/channels#match);
+# the Advanced Trade pages show "BUY"/"SELL" without saying whose, and independent implementations
+# (e.g. NautilusTrader's Coinbase adapter: "Coinbase reports the maker side on public market trades")
+# treat it as the maker's. Trade.side is the taker's, so it is the opposite.
+_TAKER_SIDE = {"BUY": "sell", "SELL": "buy"}
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceGap:
+    """Messages lost on a connection: `sequence_num` jumped from `after` to `got`."""
+
+    after: int
+    got: int
+
+    @property
+    def missed(self) -> int:
+        return self.got - self.after - 1
+
+    def __str__(self) -> str:
+        return f"sequence_num {self.got} after {self.after}"
+
+
+@dataclass(slots=True)
+class CoinbaseState:
+    """What `parse_message` remembers between messages: one per connection, kept across reconnects."""
+
+    last_sequence: int | None = None
+    restarts: int = 0  # times sequence_num started again (a new connection within one capture)
+    # trade_id of the newest trade per product, so the snapshot sent on resubscribing repeats none
+    newest_trade: dict[str, int] = field(default_factory=dict)
+    unknown_channels: set[str] = field(default_factory=set)
+    _gaps: list[SequenceGap] = field(default_factory=list)
+
+    def track(self, sequence: int) -> None:
+        last, self.last_sequence = self.last_sequence, sequence
+        if last is None:
+            return
+        if sequence <= last:
+            # Numbering starts again only on a new connection, which sends fresh snapshots.
+            self.restarts += 1
+        elif sequence > last + 1:
+            self._gaps.append(SequenceGap(last, sequence))
+
+    def take_gaps(self) -> list[SequenceGap]:
+        """The gaps found since the last call (oldest first), forgetting them."""
+        gaps, self._gaps = self._gaps, []
+        return gaps
+
+    def new_connection(self) -> None:
+        """Call on reconnecting: the new connection numbers its messages from 0 again."""
+        self.last_sequence = None
+
+
+# -- fields ------------------------------------------------------------------------------------
+
+
+def _field(data: Mapping[str, Any], key: str, where: str) -> Any:
+    try:
+        return data[key]
+    except KeyError:
+        raise BadLine("missing field", f"no {key!r} in {where}") from None
+
+
+def _text(data: Mapping[str, Any], key: str, where: str) -> str:
+    value = _field(data, key, where)
+    if not isinstance(value, str) or not value:
+        raise BadLine("bad value", f"{key} {value!r} in {where} is not a non-empty string")
+    return value
+
+
+def _objects(data: Mapping[str, Any], key: str, where: str) -> list[Mapping[str, Any]]:
+    items = _field(data, key, where)
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise BadLine("bad value", f"{key} in {where} is not a list of objects")
+    return items
+
+
+def _decimal(data: Mapping[str, Any], key: str, where: str) -> Decimal:
+    value = _field(data, key, where)
+    try:
+        if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+            raise InvalidOperation
+        number = Decimal(value)
+    except InvalidOperation:
+        raise BadLine("bad number", f"{key} {value!r} in {where} is not a decimal") from None
+    if not number.is_finite():
+        raise BadLine("bad number", f"{key} {value!r} in {where} is not a finite number")
+    return number
+
+
+def parse_time(value: object, key: str, where: str) -> datetime:
+    """An RFC 3339 time as UTC; digits past the microsecond are dropped."""
+    if not isinstance(value, str):
+        raise BadLine("bad time", f"{key} {value!r} in {where} is not an RFC 3339 time")
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadLine("bad time", f"{key} {value!r} in {where} is not an RFC 3339 time") from None
+    offset = ts.utcoffset()
+    if offset is None:
+        raise BadLine("bad time", f"{key} {value!r} in {where} has no UTC offset")
+    return ts if not offset else ts.astimezone(UTC)
+
+
+def _sequence(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadLine("bad number", f"sequence_num {value!r} is not an integer")
+    return value
+
+
+def _trade_number(value: object) -> int | None:
+    """trade_id as a number where it is one (it is a decimal string on the wire)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
+
+
+# -- channels ----------------------------------------------------------------------------------
+
+_Handler = Callable[[Mapping[str, Any], str, SymbolMap, CoinbaseState], list[MarketEvent]]
+
+
+def _market_trades(message: Mapping[str, Any], channel: str, symbols: SymbolMap, state: CoinbaseState) -> list[MarketEvent]:
+    events: list[MarketEvent] = []
+    newest: dict[str, int] = {}
+    for event in _objects(message, "events", channel):
+        snapshot = event.get("type") == "snapshot"
+        batch: list[Trade] = []
+        for item in _objects(event, "trades", f"{channel} event"):
+            raw = _text(item, "product_id", "trade")
+            number = _trade_number(item.get("trade_id"))
+            if number is not None:
+                if snapshot and number <= state.newest_trade.get(raw, -1):
+                    continue  # had it before the reconnect that sent this snapshot
+                newest[raw] = max(number, newest.get(raw, number))
+            symbol = symbols.resolve(raw, source=SOURCE)
+            if symbol is not None:
+                batch.append(_trade(symbol, item))
+        if snapshot:
+            batch.sort(key=lambda trade: trade.ts)  # sent newest first; consumers want time order
+        events.extend(batch)
+    # Only once the whole message parsed: a bad line must not hide its trades from the next snapshot.
+    for raw, number in newest.items():
+        state.newest_trade[raw] = max(number, state.newest_trade.get(raw, number))
+    return events
+
+
+def _trade(symbol: str, item: Mapping[str, Any]) -> Trade:
+    where = f"trade {item.get('trade_id')!r}"
+    ts = parse_time(_field(item, "time", where), "time", where)
+    side = _TAKER_SIDE.get(str(_field(item, "side", where)).upper())
+    return Trade(symbol, ts, _decimal(item, "price", where), _decimal(item, "size", where), SOURCE, side)
+
+
+def _tickers(message: Mapping[str, Any], channel: str, symbols: SymbolMap, state: CoinbaseState) -> list[MarketEvent]:
+    ts = parse_time(_field(message, "timestamp", channel), "timestamp", channel)
+    batch = channel == "ticker_batch"
+    quotes: list[MarketEvent] = []
+    for event in _objects(message, "events", channel):
+        for item in _objects(event, "tickers", f"{channel} event"):
+            raw = _text(item, "product_id", "ticker")
+            if batch and ("best_bid" not in item or "best_ask" not in item):
+                continue
+            symbol = symbols.resolve(raw, source=SOURCE)
+            if symbol is not None:
+                where = f"{raw} ticker"
+                quotes.append(Quote(symbol, ts, _decimal(item, "best_bid", where), _decimal(item, "best_ask", where), SOURCE))
+    return quotes
+
+
+def _l2_data(message: Mapping[str, Any], channel: str, symbols: SymbolMap, state: CoinbaseState) -> list[MarketEvent]:
+    # The message time, not the levels' event_time: a snapshot's levels keep their own old times,
+    # and stamping deltas later than the snapshot keeps re-sorting from putting one before it.
+    ts = parse_time(_field(message, "timestamp", channel), "timestamp", channel)
+    books: list[MarketEvent] = []
+    for event in _objects(message, "events", channel):
+        kind = _field(event, "type", f"{channel} event")
+        if kind not in ("snapshot", "update"):
+            raise BadLine("bad value", f"type {kind!r} in {channel} event is not snapshot or update")
+        raw = _text(event, "product_id", f"{channel} event")
+        symbol = symbols.resolve(raw, source=SOURCE)
+        if symbol is None:
+            continue
+        bids, asks = _book_sides(_objects(event, "updates", f"{raw} {kind}"), f"{raw} {kind}")
+        books.append(BookSnapshot(symbol, ts, bids, asks, SOURCE) if kind == "snapshot" else BookDelta(symbol, ts, bids, asks, SOURCE))
+    return books
+
+
+def _book_sides(updates: Iterable[Mapping[str, Any]], where: str) -> tuple[tuple[Level, ...], tuple[Level, ...]]:
+    bids: list[Level] = []
+    asks: list[Level] = []
+    for update in updates:
+        side = _field(update, "side", where)
+        level = (_decimal(update, "price_level", where), _decimal(update, "new_quantity", where))
+        if side == "bid":
+            bids.append(level)
+        elif side == "offer":
+            asks.append(level)
+        else:
+            raise BadLine("bad value", f"side {side!r} in {where} is not bid or offer")
+    return tuple(bids), tuple(asks)
+
+
+_HANDLERS: dict[str, _Handler] = {
+    "market_trades": _market_trades,
+    "ticker": _tickers,
+    "ticker_batch": _tickers,
+    "l2_data": _l2_data,
+}
+
+
+def parse_message(message: Mapping[str, Any], *, symbols: SymbolMap, state: CoinbaseState) -> list[MarketEvent]:
+    """The events of one decoded message (JSON numbers may be int or Decimal, never float).
+
+    Raises `BadLine` for a message it cannot use. `sequence_num` is tracked before anything else is
+    read, so a gap is noticed even when the message itself is bad: after every message, parsed or
+    not, the caller asks `state.take_gaps()`. A live connector resubscribes to `level2` when that
+    list is not empty (its books missed updates that no later delta repairs; the new subscription
+    begins with a snapshot) and calls `state.new_connection()` whenever it reconnects:
+
+        try:
+            events = parse_message(message, symbols=symbols, state=state)
+        except BadLine as problem:
+            events = []
+            log.warning("coinbase: %s", problem)
+        if state.take_gaps():
+            await resubscribe("level2")
+    """
+    channel = message.get("channel")
+    if channel is None:
+        if message.get("type") == "error":
+            raise BadLine("error message", repr(message.get("message")))
+        raise BadLine("missing field", "no 'channel'")
+    sequence = message.get("sequence_num")
+    if sequence is not None:
+        state.track(_sequence(sequence))
+    handler = _HANDLERS.get(channel)
+    if handler is None:
+        if channel not in _IGNORED and channel not in state.unknown_channels:
+            state.unknown_channels.add(channel)
+            log.info("coinbase: passing over messages of channel %r (no market data this parser reads)", channel)
+        return []
+    return handler(message, channel, symbols, state)
+
+
+# -- lines -------------------------------------------------------------------------------------
+
+
+def decode(text: str) -> dict[str, Any]:
+    """A JSON object with exact decimals (a float would round 0.1 to 0.1000000000000000055...)."""
+    try:
+        value = json.loads(text, parse_float=Decimal)
+    except ValueError as exc:
+        raise BadLine("bad json", str(exc)) from None
+    if not isinstance(value, dict):
+        raise BadLine("bad json", f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def unwrap(line: str) -> dict[str, Any]:
+    """The message of a capture line: the line itself, or the `data` of a recorder's envelope."""
+    value = decode(line)
+    if "channel" in value or "data" not in value:
+        return value
+    data = value["data"]
+    if isinstance(data, str):
+        return decode(data)
+    if not isinstance(data, dict):
+        raise BadLine("bad json", f"envelope data is {type(data).__name__}, not a message")
+    return data
+
+
+class CoinbaseCapture:
+    """A file of Advanced Trade messages as received (`--format coinbase-ws`)."""
+
+    name: ClassVar[str] = "coinbase-ws"
+    # Trades carry their own times, quotes and books the send time: they interleave within jitter.
+    reorder: ClassVar[timedelta] = timedelta(seconds=2)
+
+    def __init__(self, *, path: Path, symbols: SymbolMap, options: Mapping[str, str]) -> None:
+        self.path = path
+        self.symbols = symbols
+        self.state = CoinbaseState()
+        self.gaps = 0  # sequence gaps found: messages the recorder never received
+        self.missed = 0  # messages lost in them
+
+    @classmethod
+    def sniff(cls, path: Path, first_line: str) -> bool:
+        try:
+            message = unwrap(first_line.strip())
+        except BadLine:
+            return False
+        return "channel" in message and "events" in message
+
+    def reset(self) -> None:
+        """Forget what earlier lines taught, to read the file again from its start."""
+        self.state = CoinbaseState()
+
+    def parse(self, line: str) -> list[MarketEvent]:
+        try:
+            return parse_message(unwrap(line), symbols=self.symbols, state=self.state)
+        finally:
+            for gap in self.state.take_gaps():
+                self._lost(gap)
+
+    def _lost(self, gap: SequenceGap) -> None:
+        # The events still come through; books are stale until the next l2_data snapshot.
+        self.gaps += 1
+        self.missed += gap.missed
+        if self.gaps <= LOGGED_PER_KIND:
+            suffix = f" (further gaps in {self.path} are counted, not logged)" if self.gaps == LOGGED_PER_KIND else ""
+            log.warning(
+                "%s: %s: %d message(s) lost; order books stale until the next l2_data snapshot%s", self.path, gap, gap.missed, suffix
+            )

@@ -1,0 +1,112 @@
+"""`replay_feed` end to end on real Binance data: the live path, a summary, and bad input reported, never hidden."""
+
+import re
+from decimal import Decimal
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from marketdata import groups
+from marketdata.models import Candle, Instrument, Quote, SymbolAlias
+from tests.conftest import AGGTRADES, listen, needs_aggtrades, received
+
+pytestmark = [pytest.mark.django_db(transaction=True), needs_aggtrades]
+
+SUMMARY = re.compile(
+    r"replay_feed: (?P<read>[\d,]+) events read, (?P<published>[\d,]+) published as (?P<updates>[\d,]+) updates; "
+    r"skipped: (?P<skipped>.+); [\d.]+ s wall, [\d,]+ events/s(?:; recorded (?P<span>.+) UTC)?"
+)
+
+
+def replay_feed(*args: str) -> re.Match[str]:
+    out = StringIO()
+    call_command("replay_feed", *args, "--no-progress", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("replay_feed: 1 files at ") or lines[0].startswith("replay_feed: 2 files at "), lines[0]
+    summary = SUMMARY.fullmatch(lines[-1])
+    assert summary, lines[-1]
+    return summary
+
+
+@pytest.fixture
+def btc_alias(instruments: dict[str, Instrument]) -> SymbolAlias:
+    return SymbolAlias.objects.create(alias="BTCUSDT", source="binance", instrument=instruments["BTC-USD"])
+
+
+def test_a_days_trades_go_the_live_way_stored_as_quotes_and_candles_and_marked_as_replay(btc_alias: SymbolAlias) -> None:
+    channel = listen(groups.symbol_group("BTC-USD"))
+
+    summary = replay_feed(str(AGGTRADES), "--speed", "max")
+
+    assert (summary["read"], summary["published"], summary["skipped"]) == ("5,000", "5,000", "none")
+    assert summary["span"] == "2026-01-01 00:00:00 to 2026-01-01 00:12:19"
+    quote = Quote.objects.get(instrument__symbol="BTC-USD")
+    assert (quote.price, quote.source) == (Decimal("87759.14"), "binance")  # the file's last trade
+    updates = received(channel)
+    assert updates and all(u["replay"] for u in updates)
+    assert [u["seq"] for u in updates] == list(range(1, len(updates) + 1))
+    candles = list(Candle.objects.filter(instrument__symbol="BTC-USD").order_by("start"))
+    assert [c.start.strftime("%H:%M") for c in candles] == [f"00:{m:02d}" for m in range(13)]
+    assert (candles[0].open, candles[-1].close) == (Decimal("87648.21"), Decimal("87759.14"))
+    assert sum(c.trades for c in candles) == 5000
+
+
+def test_an_unknown_symbol_is_reported_once_with_its_count_and_nothing_is_stored(instruments: dict[str, Instrument]) -> None:
+    summary = replay_feed(str(AGGTRADES), "--speed", "max", "--symbol", "BTCUSDT")
+    assert summary["published"] == "0"
+    assert summary["skipped"] == "unknown symbol (BTCUSDT ×5,000) 5,000"
+    assert not Candle.objects.exists()
+
+
+def test_create_instruments_makes_the_missing_instrument_and_stores_its_prices(db: None) -> None:
+    summary = replay_feed(str(AGGTRADES), "--speed", "max", "--symbol", "BTCUSDT", "--create-instruments")
+    assert summary["published"] == "5,000"
+    instrument = Instrument.objects.get(symbol="BTCUSDT")
+    assert (instrument.asset_class, instrument.quote_currency) == ("crypto", "USD")
+    assert instrument.quote.price == Decimal("87759.14")
+    assert instrument.candles.count() == 13
+
+
+def test_a_time_window_and_a_symbol_filter_cut_the_session(btc_alias: SymbolAlias) -> None:
+    summary = replay_feed(str(AGGTRADES), "--speed", "max", "--from", "2026-01-01T00:05:00", "--to", "2026-01-01T00:06:00Z")
+    assert summary["span"] == "2026-01-01 00:05:00 to 2026-01-01 00:05:59"
+    assert [c.start.strftime("%H:%M") for c in Candle.objects.all()] == ["00:05"]
+    assert "before --from" in summary["skipped"]
+
+    summary = replay_feed(str(AGGTRADES), "--speed", "max", "--symbols", "AAPL")
+    assert (summary["published"], summary["skipped"]) == ("0", "not in --symbols 5,000")
+
+
+def test_broken_lines_are_skipped_and_counted_or_stop_the_run_with_strict(btc_alias: SymbolAlias, tmp_path: Path) -> None:
+    lines = AGGTRADES.read_text().splitlines(keepends=True)[:100]
+    lines[10] = lines[10][:25] + "\n"  # truncated
+    lines[20] = lines[20].replace(",0.", ",zero.", 1)  # bad number
+    broken = tmp_path / "BTCUSDT-aggTrades-2026-01-01.csv"
+    broken.write_text("".join(lines))
+
+    summary = replay_feed(str(broken), "--speed", "max")
+    assert summary["published"] == "98"
+    assert summary["skipped"] == "wrong column count 1, bad number 1"
+
+    with pytest.raises(CommandError, match=rf"stopped at a bad line \(--strict\): {re.escape(str(broken))}:11: wrong column count"):
+        call_command("replay_feed", str(broken), "--speed", "max", "--strict", "--no-progress", stdout=StringIO())
+
+
+def test_bad_arguments_are_refused_before_anything_runs(btc_alias: SymbolAlias, tmp_path: Path) -> None:
+    for args, message in [
+        (["--speed", "fast"], "--speed 'fast': give a number"),
+        (["--speed", "0"], "must be above 0"),
+        (["--from", "noon"], "--from 'noon' is not an ISO 8601 time"),
+        (["--symbols", "NOPE"], "--symbols: no instrument or alias NOPE"),
+        (["--format", "csv"], "option time is required"),
+    ]:
+        with pytest.raises(CommandError, match=re.escape(message)):
+            call_command("replay_feed", str(AGGTRADES), *args, stdout=StringIO())
+    with pytest.raises(CommandError, match="no such file"):
+        call_command("replay_feed", str(tmp_path / "missing.csv"), stdout=StringIO())
+    (tmp_path / "mystery.txt").write_text("hello\n")
+    with pytest.raises(CommandError, match="cannot tell the format"):
+        call_command("replay_feed", str(tmp_path / "mystery.txt"), stdout=StringIO())
