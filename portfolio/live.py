@@ -151,7 +151,8 @@ class View:
         }
         if isinstance(item, Cash):
             frame.update(kind="cash", symbol=item.currency, name=f"Cash {item.currency}", asset_class="cash", quantity=_money(item.amount))
-            frame.update(average_cost=None, price=None, price_ts=None, cost=None, unrealised_pnl=None, unrealised_pnl_pct=None)
+            frame.update(average_cost=None, price=None, price_ts=None, price_seq=None, price_epoch=None, price_replay=False)
+            frame.update(cost=None, unrealised_pnl=None, unrealised_pnl_pct=None)
             return frame
         price = self.market.prices.get(item.symbol)
         frame.update(
@@ -163,6 +164,9 @@ class View:
             average_cost=_number(item.cost / item.quantity) if item.quantity else None,
             price=None if price is None else _number(price.value),
             price_ts=None if price is None else to_epoch_ms(price.ts),
+            price_seq=None if price is None else price.seq,
+            price_epoch=None if price is None else price.epoch,
+            price_replay=price is not None and price.replay,
             cost=_money(row.cost),
             unrealised_pnl=_money(row.pnl),
             unrealised_pnl_pct=_money(row.pnl_pct),
@@ -310,7 +314,7 @@ class LiveBook:
         if current is not None and update.ts < current.ts:
             return False
         reference = update.reference if update.reference is not None else (current.reference if current else None)
-        prices[update.symbol] = Price(update.price, update.ts, update.seq, update.epoch, reference)
+        prices[update.symbol] = Price(update.price, update.ts, update.seq, update.epoch, reference, update.replay)
         self._changed.add(update.symbol)
         return True
 

@@ -71,6 +71,7 @@ class Price:
     seq: int = 0
     epoch: str = ""
     reference: Decimal | None = None  # previous close, or the price 24 h ago
+    replay: bool = False  # from a recorded session replayed by `replay_feed`
 
 
 # ---------------------------------------------------------------- FX

@@ -24,7 +24,7 @@ from django.conf import settings as django_settings
 from django.test import Client
 
 from config.devstack import ensure_redis
-from marketdata.models import AssetClass, Instrument, Quote
+from marketdata.models import AssetClass, Feed, FeedKind, Instrument, Quote
 from portfolio import services
 from portfolio.models import Portfolio
 
@@ -112,6 +112,12 @@ def instruments(db: None) -> dict[str, Instrument]:
         Quote.objects.create(instrument=inst, price=price, exchange_ts=T0, seq=0, source="test")
         out[symbol] = inst
     return out
+
+
+@pytest.fixture
+def synthetic_feed(db: None) -> Feed:
+    """What `run_feeds` runs in tests that start it: a fast random walk of every active instrument."""
+    return Feed.objects.create(name="synthetic", kind=FeedKind.SYNTHETIC, options={"ticks_per_second": 10})
 
 
 @pytest.fixture

@@ -60,13 +60,9 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
             proc.wait()
 
 
-@contextmanager
-def live_stack(
-    *, redis_url: str, layer_prefix: str, logs: Path, feed_args: tuple[str, ...] | None = ("--tick-rate", "10")
-) -> Iterator[str]:
-    """Run daphne (and, unless feed_args is None, the feed worker); yields the server's base URL."""
-    port = free_port()
-    env = {
+def stack_env(*, redis_url: str, layer_prefix: str) -> dict[str, str]:
+    """The environment of a process sharing this test's database, Redis and channel-layer prefix."""
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_URL": database_url(),
@@ -75,6 +71,19 @@ def live_stack(
         "DEBUG": "true",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def manage(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start `manage.py <args>` in its own process, output to `log`; the caller waits for it."""
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "manage.py", *args], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR)
+
+
+@contextmanager
+def live_stack(*, redis_url: str, layer_prefix: str, logs: Path, feeds: bool = True) -> Iterator[str]:
+    """Run daphne (and, with `feeds`, `run_feeds` on the enabled feeds); yields the server's base URL."""
+    port = free_port()
+    env = stack_env(redis_url=redis_url, layer_prefix=layer_prefix)
     logs.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         daphne = stack.enter_context(
@@ -83,6 +92,6 @@ def live_stack(
             )
         )
         wait_for_port(port, daphne, logs / "daphne.log")
-        if feed_args is not None:
-            stack.enter_context(process([sys.executable, "manage.py", "run_feeds", *feed_args], env, logs / "run_feeds.log"))
+        if feeds:
+            stack.enter_context(process([sys.executable, "manage.py", "run_feeds"], env, logs / "run_feeds.log"))
         yield f"http://127.0.0.1:{port}"

@@ -90,14 +90,17 @@ class Format(Protocol):
 
 
 def open_text(path: Path) -> io.TextIOBase:
-    """A text stream of `path`: plain, gzip (.gz) or a zip holding one file (Binance's daily .zip)."""
+    """A text stream of `path`: plain, gzip (.gz) or a zip holding one file, or one .csv beside notes
+    (Binance's daily .zip; HistData's, which adds a .txt status report)."""
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8", newline="")
     if path.suffix == ".zip":
         archive = zipfile.ZipFile(path)
         members = [m for m in archive.namelist() if not m.endswith("/")]
+        if len(members) > 1:
+            members = [m for m in members if m.lower().endswith(".csv")]
         if len(members) != 1:
-            raise FeedError(f"{path}: expected one file in the zip, found {len(members)}")
+            raise FeedError(f"{path}: expected one file (or one .csv) in the zip, found {len(archive.namelist())} files")
         return io.TextIOWrapper(archive.open(members[0]), encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")
 

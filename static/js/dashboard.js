@@ -1005,6 +1005,13 @@ export function createDashboard({
     console.warn(`Livefolio server error ${frame.code}: ${frame.message}`);
   }
 
+  /** "Replay" beside the connection status while any price shown comes from a replayed session. */
+  function renderReplayBadge() {
+    const badge = document.getElementById("replay-badge");
+    if (!badge) return;
+    badge.hidden = ![...views.values()].some((view) => [...view.rows.values()].some((row) => row.price_replay === true));
+  }
+
   /** Apply one decoded server frame. */
   function applyFrame(frame) {
     if (!frame || typeof frame !== "object") return;
@@ -1013,11 +1020,13 @@ export function createDashboard({
         lastFrameAt = now();
         renderSnapshot(frame);
         renderIndicator();
+        renderReplayBadge();
         break;
       case "update":
         lastFrameAt = now();
         applyUpdate(frame);
         renderIndicator();
+        renderReplayBadge();
         break;
       case "pong":
         break;

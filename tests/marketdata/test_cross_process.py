@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
 
 
 async def test_a_tick_from_the_feed_process_reaches_a_browser_socket_on_daphne(
-    alice: Any, alice_portfolio: Portfolio, redis_url: str, layer_prefix: str, tmp_path: Path
+    alice: Any, alice_portfolio: Portfolio, synthetic_feed: Any, redis_url: str, layer_prefix: str, tmp_path: Path
 ) -> None:
     cookie = (await database_sync_to_async(session_cookie)(alice)).decode()
     with live_stack(redis_url=redis_url, layer_prefix=layer_prefix, logs=tmp_path) as base:

@@ -93,11 +93,18 @@ def test_gzip_and_single_file_zip_read_like_the_plain_file(tmp_path: Path) -> No
     assert first_line(tmp_path / "a.zip") == "1,10"
 
 
+def test_a_zip_of_a_csv_and_its_notes_reads_the_csv(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "HISTDATA_COM_ASCII_EURUSD_T202401.zip", "w") as archive:
+        archive.writestr("DAT_ASCII_EURUSD_T_202401.csv", "1,10\n")
+        archive.writestr("DAT_ASCII_EURUSD_T_202401.txt", "status report\n")
+    assert seconds(source(tmp_path / "HISTDATA_COM_ASCII_EURUSD_T202401.zip")) == [1]
+
+
 def test_a_zip_with_several_files_or_an_unreadable_file_is_refused_clearly(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "two.zip", "w") as archive:
         archive.writestr("a.csv", "1,1\n")
         archive.writestr("b.csv", "2,1\n")
-    with pytest.raises(FeedError, match="expected one file in the zip, found 2"):
+    with pytest.raises(FeedError, match=r"expected one file \(or one .csv\) in the zip, found 2 files"):
         list(source(tmp_path / "two.zip"))
     (tmp_path / "binary.csv").write_bytes(b"1,10\n\xff\xfe\n")
     with pytest.raises(FeedError, match=r"binary.csv:\d+: cannot read"):

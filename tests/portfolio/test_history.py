@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from marketdata.events import PriceUpdate
-from marketdata.management.commands.run_feeds import minute_hooks
+from marketdata.management.base import minute_hooks
 from portfolio import services
 from portfolio.history import portfolio_values_record, portfolio_values_store
 from portfolio.models import Portfolio, PortfolioValue

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from marketdata.models import AssetClass, Candle, Instrument, Quote, SymbolAlias
+from marketdata.models import AssetClass, Candle, Feed, FeedKind, Instrument, Quote, SymbolAlias
 from portfolio import services
 from portfolio.models import Portfolio
 
@@ -117,6 +117,8 @@ class Command(BaseCommand):
                 start=_reference_minute(instrument, now),
                 defaults={"open": reference, "high": reference, "low": reference, "close": reference},
             )
+        # What `run_feeds` runs out of the box; the migration makes it too, but a flushed database has none.
+        Feed.objects.get_or_create(name="synthetic", defaults={"kind": FeedKind.SYNTHETIC})
         for alias, source, symbol in ALIASES:
             SymbolAlias.objects.get_or_create(alias=alias, source=source, defaults={"instrument": Instrument.objects.get(symbol=symbol)})
         return created
