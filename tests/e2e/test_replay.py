@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from websockets.exceptions import ConnectionClosed
@@ -36,14 +37,19 @@ def watch_btc(url: str, origin: str, cookie: str, portfolio: int, frames: list[d
                     frames.extend(row for row in view.get("rows", []) if row.get("symbol") == "BTC-USD")
 
 
-# `demo` before `browser`: the database is set up before Playwright's loop starts in this thread.
+@pytest.fixture
+def demo_cookie(demo: dict[str, int]) -> str:
+    return session_cookie(get_user_model().objects.get(username=settings.DEMO_USERNAME)).decode()
+
+
+# `demo` and its cookie before `browser`: the database is used before Playwright's loop starts in this thread.
 def test_a_replayed_session_moves_the_open_dashboard_and_its_sequence_numbers_only_rise(
-    demo: dict[str, int], browser: Any, redis_url: str, layer_prefix: str, tmp_path: Path
+    demo: dict[str, int], demo_cookie: str, browser: Any, redis_url: str, layer_prefix: str, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
     ARTIFACTS.mkdir(exist_ok=True)
-    cookie = session_cookie(get_user_model().objects.get(username=settings.DEMO_USERNAME)).decode()
+    cookie = demo_cookie
     with live_stack(redis_url=redis_url, layer_prefix=layer_prefix, logs=tmp_path, feeds=False) as base:
         page = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US", timezone_id="UTC").new_page()
         log_in(page, base, settings.DEMO_USERNAME, settings.DEMO_PASSWORD)
