@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck pytest chromium clean
+.PHONY: run test lint typecheck pytest chromium clean bench-replay
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit("Livefolio needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
@@ -35,6 +35,10 @@ typecheck: $(VENV)/.dev-deps
 
 pytest: $(VENV)/.dev-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## Benchmark replay throughput per recorded format and --speed pacing (writes bench/results/replay.*).
+bench-replay: $(VENV)/.dev-deps
+	$(PY) bench/replay.py
 
 # Browser tests drive Debian's chromium, never a downloaded browser build.
 chromium:

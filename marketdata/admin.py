@@ -125,6 +125,7 @@ class CandleAdmin(ReadOnlyAdmin, admin.ModelAdmin):
 class SymbolAliasAdmin(admin.ModelAdmin):
     list_display = ["alias", "source", "instrument"]
     list_filter = ["source"]
+    list_select_related = ["instrument"]
     search_fields = ["alias", "instrument__symbol"]
     autocomplete_fields = ["instrument"]
 

@@ -90,7 +90,11 @@ class Hub:
         book = self.books.get(event.symbol)
         if book is None:
             book = self.books[event.symbol] = OrderBook(event.symbol)
-        if not book.apply(event) or not book.synced:
+        if not book.apply(event):
+            return False
+        if not book.synced:
+            # Its levels are no longer known: withdraw them rather than publish them with later ticks.
+            state.bid = state.ask = None
             return False
         bid, ask = book.best()
         if bid is None or ask is None or (bid == state.bid and ask == state.ask):

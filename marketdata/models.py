@@ -137,7 +137,7 @@ class SymbolAlias(models.Model):
         constraints = [models.UniqueConstraint(fields=["alias", "source"], name="marketdata_symbolalias_unique")]
 
     def __str__(self) -> str:
-        return f"{self.alias} ({self.source or 'any source'}) → {self.instrument_id}"
+        return f"{self.alias} ({self.source or 'any source'}) → {self.instrument.symbol}"
 
 
 class FeedKind(models.TextChoices):
@@ -173,6 +173,8 @@ class Feed(models.Model):
     def clean(self) -> None:
         from marketdata.feeds.configured import options_check
 
+        if self.options is None:  # the admin's empty JSON box
+            self.options = {}
         try:
             options_check(kind=self.kind, options=self.options, symbols=self.symbol_list)
         except ValueError as exc:

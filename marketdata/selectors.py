@@ -53,11 +53,14 @@ def references_load(*, now: datetime) -> References:
 
 
 def symbol_map_load(*, create: bool = False, wanted: Iterable[str] | None = None) -> SymbolMap:
-    """Every instrument symbol and alias, for resolving the symbols sources use."""
-    aliases = {
-        (source, alias): symbol for alias, source, symbol in SymbolAlias.objects.values_list("alias", "source", "instrument__symbol")
-    }
-    return SymbolMap(instruments=Instrument.objects.values_list("symbol", flat=True), aliases=aliases, create=create, wanted=wanted)
+    """Every active instrument's symbol and aliases, for resolving the symbols sources use (inactive ones get no prices)."""
+    aliases = SymbolAlias.objects.filter(instrument__is_active=True).values_list("alias", "source", "instrument__symbol")
+    return SymbolMap(
+        instruments=Instrument.objects.filter(is_active=True).values_list("symbol", flat=True),
+        aliases={(source, alias): symbol for alias, source, symbol in aliases},
+        create=create,
+        wanted=wanted,
+    )
 
 
 def candles_recent(*, symbol: str, limit: int = 120) -> list[Candle]:

@@ -88,14 +88,14 @@ class TapeChunk:
 
 def _tape() -> tuple[aioredis.Redis, str] | None:
     """A Redis client on the channel layer's server, and the tape's key; None without a Redis layer."""
-    config = settings.CHANNEL_LAYERS.get("default", {})
+    config: dict[str, Any] = settings.CHANNEL_LAYERS.get("default", {})
     if "redis" not in config.get("BACKEND", "").lower():
         return None
     loop = asyncio.get_running_loop()
     if loop not in _tape_clients:
         host = config["CONFIG"]["hosts"][0]
         address = host["address"] if isinstance(host, dict) else host
-        client = aioredis.Redis.from_url(address, socket_timeout=settings.REDIS_SOCKET_TIMEOUT)
+        client = aioredis.Redis.from_url(address, socket_timeout=settings.REDIS_SOCKET_TIMEOUT, decode_responses=True)
         _tape_clients[loop] = (client, f"{config['CONFIG'].get('prefix', 'asgi')}:tape")
     return _tape_clients[loop]
 
@@ -127,17 +127,14 @@ async def tape_listen() -> None:
 async def tape_end() -> str:
     """The id of the newest chunk on the tape: reading after it gives only what comes next."""
     client, key = _recording_tape()
-    newest = await client.xrevrange(key, count=1)
-    return newest[0][0].decode() if newest else "0-0"
+    newest: Any = await client.xrevrange(key, count=1)
+    return str(newest[0][0]) if newest else "0-0"
 
 
 async def tape_read(after: str, *, block_ms: int | None = 1000) -> list[TapeChunk]:
     """Chunks appended after entry `after`, waiting up to `block_ms` for the first (None: no waiting)."""
     client, key = _recording_tape()
-    reply = await client.xread({key: after}, block=block_ms, count=500)
+    reply: Any = await client.xread({key: after}, block=block_ms, count=500)
     if not reply:
         return []
-    return [
-        TapeChunk(entry_id.decode(), fields[b"epoch"].decode(), int(fields[b"n"]), fields[b"lines"].decode())
-        for entry_id, fields in reply[0][1]
-    ]
+    return [TapeChunk(entry_id, fields["epoch"], int(fields["n"]), fields["lines"]) for entry_id, fields in reply[0][1]]

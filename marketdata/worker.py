@@ -147,7 +147,7 @@ class Worker:
         stopping = asyncio.create_task(stop.wait())
         try:
             while not ingest.done() and not stop.is_set():
-                await asyncio.wait({ingest, stopping}, timeout=self.conflation)
+                await asyncio.wait({ingest, stopping}, timeout=self.conflation, return_when=asyncio.FIRST_COMPLETED)
                 await self.flush_window()
             if ingest.done() and not ingest.cancelled() and ingest.exception():
                 raise ingest.exception()  # type: ignore[misc]

@@ -117,7 +117,11 @@ def instruments(db: None) -> dict[str, Instrument]:
 @pytest.fixture
 def synthetic_feed(db: None) -> Feed:
     """What `run_feeds` runs in tests that start it: a fast random walk of every active instrument."""
-    return Feed.objects.create(name="synthetic", kind=FeedKind.SYNTHETIC, options={"ticks_per_second": 10})
+    # update_or_create: the migration made it, unless an earlier transactional test flushed the database.
+    feed, _ = Feed.objects.update_or_create(
+        name="synthetic", defaults={"kind": FeedKind.SYNTHETIC, "options": {"ticks_per_second": 10}, "enabled": True}
+    )
+    return feed
 
 
 @pytest.fixture

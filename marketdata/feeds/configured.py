@@ -45,7 +45,7 @@ OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
         "options": (dict,),
     },
 }
-REQUIRED = {FeedKind.REPLAY: ("paths",)}
+REQUIRED: dict[str, tuple[str, ...]] = {FeedKind.REPLAY: ("paths",)}
 
 
 def options_check(*, kind: str, options: Any, symbols: Sequence[str]) -> None:
@@ -68,6 +68,12 @@ def options_check(*, kind: str, options: Any, symbols: Sequence[str]) -> None:
     speed = options.get("speed")
     if speed is not None and speed != "max" and (isinstance(speed, str) or speed <= 0):
         raise ValueError(f'speed must be a number above 0 or "max", not {speed!r}')
+    if options.get("ticks_per_second", 1) <= 0:
+        raise ValueError("ticks_per_second must be positive")
+    if options.get("volatility", 0) < 0:
+        raise ValueError("volatility must not be negative")
+    if "paths" in options and not _strings(options["paths"]):
+        raise ValueError("paths must name at least one file")
 
 
 def _strings(value: str | list[str]) -> list[str]:
@@ -100,6 +106,9 @@ def feed_build(row: FeedRow, *, symbols: SymbolMap, instruments: Iterable[Instru
     if row.kind == FeedKind.SYNTHETIC:
         wanted = set(row.symbol_list)
         chosen = [i for i in instruments if not wanted or i.symbol in wanted]
+        missing = sorted(wanted - {i.symbol for i in chosen})
+        if missing:
+            raise ValueError(f"not an active instrument: {', '.join(missing)}")
         return SyntheticFeed(
             instruments=[synthetic_instrument(i) for i in chosen],
             ticks_per_second=float(opts.get("ticks_per_second", settings.SYNTHETIC_TICKS_PER_SECOND)),
@@ -109,7 +118,7 @@ def feed_build(row: FeedRow, *, symbols: SymbolMap, instruments: Iterable[Instru
     if row.kind == FeedKind.BINANCE:
         from marketdata.feeds.binance_live import BinanceLive
 
-        extra = {k: tuple(_strings(v)) if k == "streams" else v for k, v in opts.items()}
+        extra: dict[str, Any] = {k: tuple(_strings(v)) if k == "streams" else v for k, v in opts.items()}
         return BinanceLive(symbols=row.symbol_list, symbol_map=symbols, **extra)
     if row.kind == FeedKind.COINBASE:
         from marketdata.feeds.coinbase_live import CoinbaseLive

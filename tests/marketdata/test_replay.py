@@ -74,7 +74,9 @@ async def test_pacing_waits_for_each_event_at_the_speed_given_on_the_recorded_cl
         waits.append(round(seconds, 6))
         clock[0] += seconds
 
-    replay = Replay(sources=[[trade("A", 0), trade("A", 10), trade("A", 10.001), trade("A", 30)]], speed=10, clock=lambda: clock[0], sleep=sleep)
+    replay = Replay(
+        sources=[[trade("A", 0), trade("A", 10), trade("A", 10.001), trade("A", 30)]], speed=10, clock=lambda: clock[0], sleep=sleep
+    )
     events = await collect(replay)
     assert len(events) == 4
     # ×10: one second, then nothing for the event 0.1 ms later (not worth a timer), then two seconds.

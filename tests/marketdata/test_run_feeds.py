@@ -16,15 +16,17 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from marketdata import groups
-from marketdata.management.commands.run_feeds import DEFAULT_START_PRICE, synthetic_instrument
-from marketdata.models import AssetClass, Instrument, PriceMark, Quote
+from marketdata.feeds.configured import DEFAULT_START_PRICE, synthetic_instrument
+from marketdata.models import AssetClass, Candle, Feed, FeedKind, Instrument, Quote
 from marketdata.references import minute_of
 from tests.conftest import T0, listen, received
 
 SUMMARY = re.compile(
     r"^run_feeds: stopped: (?P<events>\d+) events in [\d.]+ s, (?P<broadcasts>\d+) broadcasts across (?P<symbols>\d+) symbols, "
-    r"(?P<rows>\d+) quotes written in (?P<batches>\d+) batches, (?P<marks>\d+) price marks$"
+    r"(?P<rows>\d+) quotes written in (?P<batches>\d+) batches, (?P<candles>\d+) candles$"
 )
+# What run_feeds ran by default before feeds were configured: a seeded walk, 20 ticks a second.
+FAST = {"seed": 1, "ticks_per_second": 20}
 
 
 def priced(symbol: str, asset_class: str, price: str) -> Instrument:
@@ -33,24 +35,38 @@ def priced(symbol: str, asset_class: str, price: str) -> Instrument:
     return Instrument.objects.select_related("quote").get(pk=instrument.pk)
 
 
+def feed(name: str = "synthetic", *, options: dict[str, Any] | None = None, symbols: str = "", enabled: bool = True) -> Feed:
+    """The feed `name` as configured in the admin (migration 0003 makes "synthetic"; a transactional test's flush drops it)."""
+    row, _ = Feed.objects.update_or_create(
+        name=name,
+        defaults={"kind": FeedKind.SYNTHETIC, "options": FAST if options is None else options, "symbols": symbols, "enabled": enabled},
+    )
+    return row
+
+
 def run_feeds(*args: str) -> list[str]:
     out = StringIO()
     call_command("run_feeds", *args, stdout=out)
     return out.getvalue().splitlines()
 
 
+START = re.compile(r"run_feeds: (?P<feeds>.+); epoch (?P<epoch>\d+); Ctrl-C to stop")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_short_run_stores_synthetic_quotes_for_active_instruments_and_broadcasts_them(instruments: dict[str, Instrument]) -> None:
+    feed()
     Instrument.objects.filter(symbol="SAP").update(is_active=False)
     aapl_channel = listen(groups.symbol_group("AAPL"))
     fx_channel = listen(groups.symbol_group("EUR/USD"))
     sap_channel = listen(groups.symbol_group("SAP"))
 
-    lines = run_feeds("--duration", "1", "--seed", "1", "--tick-rate", "20")
+    lines = run_feeds("--duration", "1")
 
     assert len(lines) == 2
-    start = re.fullmatch(r"run_feeds: 4 instruments, 20 ticks/s each, epoch (?P<epoch>\d+); Ctrl-C to stop", lines[0])
+    start = START.fullmatch(lines[0])
     assert start, lines[0]
+    assert start["feeds"] == "synthetic (synthetic)"
     summary = SUMMARY.fullmatch(lines[1])
     assert summary, lines[1]
     assert int(summary["events"]) > 0
@@ -70,81 +86,151 @@ def test_a_short_run_stores_synthetic_quotes_for_active_instruments_and_broadcas
     aapl_updates = received(aapl_channel)
     assert aapl_updates, "no AAPL broadcast reached the subscriber"
     assert {m["type"] for m in aapl_updates} == {"md.price"}
+    assert {m["replay"] for m in aapl_updates} == {False}
     seqs = [m["seq"] for m in aapl_updates]
     assert seqs == list(range(1, len(seqs) + 1))
     assert seqs[-1] == quotes["AAPL"].seq  # the stored quote is the last one broadcast
     assert received(fx_channel)
     assert received(sap_channel) == []
 
-    # Each active symbol's last price is marked for its minute (stored at the latest on shutdown).
-    latest_marks = {m.instrument.symbol: m for m in PriceMark.objects.select_related("instrument").order_by("minute")}
-    assert sorted(latest_marks) == active
+    # Each active symbol's minute is stored as a candle closing at its last price (at the latest on shutdown).
+    latest = {c.instrument.symbol: c for c in Candle.objects.select_related("instrument").order_by("start")}
+    assert sorted(latest) == active
     for symbol in active:
-        assert (latest_marks[symbol].minute, latest_marks[symbol].price) == (minute_of(quotes[symbol].exchange_ts), quotes[symbol].price)
-    assert int(summary["marks"]) == PriceMark.objects.count()
+        candle = latest[symbol]
+        assert (candle.start, candle.close) == (minute_of(quotes[symbol].exchange_ts), quotes[symbol].price), symbol
+        assert candle.low <= min(candle.open, candle.close) <= max(candle.open, candle.close) <= candle.high, symbol
+    # Trades carry volume; FX only quotes, so its candles have none.
+    assert latest["AAPL"].trades > 0 and latest["AAPL"].volume > 0
+    assert (latest["EUR/USD"].trades, latest["EUR/USD"].volume) == (0, 0)
+    assert int(summary["candles"]) == Candle.objects.count()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_references_are_loaded_from_stored_marks_and_stored_with_the_quotes(instruments: dict[str, Instrument], settings: Any) -> None:
+def test_references_are_loaded_from_stored_candles_and_stored_with_the_quotes(instruments: dict[str, Instrument], settings: Any) -> None:
+    feed(symbols="BTC-USD AAPL")
     settings.HISTORY_RETENTION_DAYS = 30
     now = datetime.now(UTC)
     Instrument.objects.filter(symbol="AAPL").update(exchange_timezone="America/New_York")
-    PriceMark.objects.bulk_create(
+
+    def candle(symbol: str, start: datetime, close: str) -> Candle:
+        price = Decimal(close)
+        return Candle(instrument=instruments[symbol], start=minute_of(start), open=price - 5, high=price + 10, low=price - 10, close=price)
+
+    Candle.objects.bulk_create(
         [
-            PriceMark(instrument=instruments["BTC-USD"], minute=minute_of(now - timedelta(hours=24, minutes=5)), price=Decimal("59000")),
-            PriceMark(instrument=instruments["AAPL"], minute=minute_of(now - timedelta(days=2)), price=Decimal("190")),
-            PriceMark(instrument=instruments["AAPL"], minute=minute_of(now - timedelta(days=60)), price=Decimal("1")),
+            candle("BTC-USD", now - timedelta(hours=24, minutes=5), "59000"),
+            candle("AAPL", now - timedelta(days=2), "190"),
+            candle("AAPL", now - timedelta(days=60), "1"),
         ]
     )
 
-    run_feeds("--symbols", "BTC-USD", "AAPL", "--duration", "0.5", "--seed", "1", "--tick-rate", "20")
+    run_feeds("--duration", "0.5")
 
     references = dict(Quote.objects.filter(source="synthetic").values_list("instrument__symbol", "reference_price"))
     assert references == {"AAPL": Decimal("190"), "BTC-USD": Decimal("59000")}
-    # The 60-day-old mark is past the retention: the first minute recorded prunes it.
-    assert not PriceMark.objects.filter(price=Decimal("1")).exists()
+    # The 60-day-old candle is past the retention: the first minute recorded prunes it.
+    assert not Candle.objects.filter(close=Decimal("1")).exists()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_only_the_requested_symbols_are_run(instruments: dict[str, Instrument]) -> None:
-    lines = run_feeds("--symbols", "BTC-USD", "--duration", "0.3", "--seed", "1", "--tick-rate", "20")
+def test_only_the_feeds_symbols_are_run(instruments: dict[str, Instrument]) -> None:
+    feed(symbols="BTC-USD")
 
-    assert lines[0].startswith("run_feeds: 1 instruments,")
+    lines = run_feeds("--duration", "0.3")
+
+    assert lines[0].startswith("run_feeds: synthetic (synthetic); epoch ")
     assert list(Quote.objects.filter(source="synthetic").values_list("instrument__symbol", flat=True)) == ["BTC-USD"]
+    assert set(Candle.objects.values_list("instrument__symbol", flat=True)) == {"BTC-USD"}
 
 
-def test_an_unknown_symbol_is_refused_by_name(instruments: dict[str, Instrument]) -> None:
-    with pytest.raises(CommandError, match=r"^not an active instrument: NOPE$"):
-        run_feeds("--symbols", "AAPL", "NOPE", "--duration", "1")
-
-
-def test_an_inactive_symbol_is_refused_by_name(instruments: dict[str, Instrument]) -> None:
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("symbols", "refused"), [("AAPL NOPE", "NOPE"), ("SAP", "SAP")])
+def test_a_symbol_without_an_active_instrument_is_refused_by_name(instruments: dict[str, Instrument], symbols: str, refused: str) -> None:
     Instrument.objects.filter(symbol="SAP").update(is_active=False)
-    with pytest.raises(CommandError, match=r"^not an active instrument: SAP$"):
-        run_feeds("--symbols", "SAP", "--duration", "1")
+    feed(symbols=symbols)
+    with pytest.raises(CommandError, match=rf"^feed synthetic: .*\b{refused}\b"):
+        run_feeds("--duration", "0.3")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_several_feeds_run_merged_into_one_worker(instruments: dict[str, Instrument]) -> None:
+    feed(enabled=False)
+    feed("walk-a", symbols="AAPL")
+    feed("walk-b", options={"seed": 2, "ticks_per_second": 10}, symbols="BTC-USD, EUR/USD")
+    btc_channel = listen(groups.symbol_group("BTC-USD"))
+
+    lines = run_feeds("--duration", "0.5")
+
+    start = START.fullmatch(lines[0])
+    assert start and start["feeds"] == "walk-a (synthetic), walk-b (synthetic)", lines[0]
+    summary = SUMMARY.fullmatch(lines[1])
+    assert summary and summary["symbols"] == "3", lines[1]
+    stored = dict(Quote.objects.filter(source="synthetic").values_list("instrument__symbol", "epoch"))
+    assert stored == dict.fromkeys(["AAPL", "BTC-USD", "EUR/USD"], start["epoch"])  # one worker, one epoch
+    assert [m["seq"] for m in received(btc_channel)][:2] == [1, 2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_feed_picks_feeds_by_name_even_disabled_ones(instruments: dict[str, Instrument]) -> None:
+    feed()
+    feed("walk-b", symbols="MSFT", enabled=False)
+
+    lines = run_feeds("--feed", "walk-b", "--duration", "0.3")
+
+    assert lines[0].startswith("run_feeds: walk-b (synthetic); epoch ")
+    assert list(Quote.objects.filter(source="synthetic").values_list("instrument__symbol", flat=True)) == ["MSFT"]
+
+
+def test_an_unknown_feed_name_is_refused_by_name(instruments: dict[str, Instrument]) -> None:
+    feed()
+    with pytest.raises(CommandError, match=r"^no feed named nope, other$"):
+        run_feeds("--feed", "synthetic", "other", "nope", "--duration", "1")
 
 
 def test_without_active_instruments_it_points_at_seed_demo(instruments: dict[str, Instrument]) -> None:
+    feed()
     Instrument.objects.update(is_active=False)
-    with pytest.raises(CommandError, match=r"no active instruments: .*manage\.py seed_demo"):
+    with pytest.raises(CommandError, match=r"^feed synthetic: no active instruments to walk; .*manage\.py seed_demo"):
         run_feeds("--duration", "1")
 
 
 def test_an_empty_database_points_at_seed_demo(db: None) -> None:
+    feed()
     with pytest.raises(CommandError, match=r"run `manage\.py seed_demo`"):
         run_feeds("--duration", "1")
 
 
+def test_without_enabled_feeds_it_points_at_the_admin(instruments: dict[str, Instrument]) -> None:
+    feed(enabled=False)
+    with pytest.raises(CommandError, match=r"^no enabled feeds: add one in the admin \(Market data → Feeds\)"):
+        run_feeds("--duration", "1")
+
+
+def test_without_any_feed_seed_demo_makes_the_synthetic_one_it_points_at(db: None) -> None:
+    Feed.objects.all().delete()
+    with pytest.raises(CommandError, match=r"^no enabled feeds: .* or run `manage\.py seed_demo`$"):
+        run_feeds("--duration", "1")
+
+    call_command("seed_demo", stdout=StringIO())
+
+    assert list(Feed.objects.filter(enabled=True).values_list("name", "kind")) == [("synthetic", "synthetic")]
+
+
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("options", "args", "message"),
     [
-        (["--tick-rate", "0"], "ticks_per_second must be positive"),
-        (["--tick-rate", "-2"], "ticks_per_second must be positive"),
-        (["--volatility", "-0.1"], "volatility must not be negative"),
-        (["--conflation-ms", "0"], "--conflation-ms must be at least 1"),
+        ({"ticks_per_second": 0}, [], "feed synthetic: ticks_per_second must be positive"),
+        ({"ticks_per_second": -2}, [], "feed synthetic: ticks_per_second must be positive"),
+        ({"volatility": -0.1}, [], "feed synthetic: volatility must not be negative"),
+        ({"tick_rate": 20}, [], "feed synthetic: 'tick_rate' is not an option of a synthetic feed"),
+        (FAST, ["--conflation-ms", "0"], "--conflation-ms must be at least 1"),
     ],
 )
-def test_bad_rates_are_refused_before_anything_runs(instruments: dict[str, Instrument], args: list[str], message: str) -> None:
+def test_bad_rates_are_refused_before_anything_runs(
+    instruments: dict[str, Instrument], options: dict[str, Any], args: list[str], message: str
+) -> None:
+    feed(options=options)
     with pytest.raises(CommandError, match=re.escape(message)):
         run_feeds(*args, "--duration", "1")
     assert not Quote.objects.filter(source="synthetic").exists()
@@ -153,8 +239,9 @@ def test_bad_rates_are_refused_before_anything_runs(instruments: dict[str, Instr
 @pytest.mark.django_db(transaction=True)
 def test_a_sub_cent_coin_keeps_a_positive_price(instruments: dict[str, Instrument]) -> None:
     shib = priced("SHIB-USD", AssetClass.CRYPTO, "0.00001234")
+    feed(symbols="SHIB-USD")
 
-    run_feeds("--symbols", "SHIB-USD", "--duration", "0.3", "--seed", "1", "--tick-rate", "20")
+    run_feeds("--duration", "0.3")
 
     quote = Quote.objects.get(instrument=shib)
     assert quote.source == "synthetic"

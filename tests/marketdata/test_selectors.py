@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from marketdata import selectors
-from marketdata.models import AssetClass, Instrument, PriceMark
+from marketdata.models import AssetClass, Candle, Instrument, SymbolAlias
 
 D = Decimal
 NEW_YORK = ZoneInfo("America/New_York")
@@ -19,19 +19,23 @@ def instrument(symbol: str, asset_class: str, timezone: str = "UTC") -> Instrume
     return Instrument.objects.create(symbol=symbol, name=symbol, asset_class=asset_class, quote_currency="USD", exchange_timezone=timezone)
 
 
-def marks(inst: Instrument, *rows: tuple[datetime, str]) -> None:
-    PriceMark.objects.bulk_create(PriceMark(instrument=inst, minute=minute, price=D(price)) for minute, price in rows)
+def candles(inst: Instrument, *rows: tuple[datetime, str]) -> None:
+    """Candles closing at the given prices, whose open, high and low are all elsewhere."""
+    Candle.objects.bulk_create(
+        Candle(instrument=inst, start=start, open=D(close) - 1, high=D(close) + 2, low=D(close) - 3, close=D(close))
+        for start, close in rows
+    )
 
 
-def test_references_load_from_stored_marks_in_two_queries(django_assert_num_queries: Any) -> None:
+def test_references_load_from_stored_candles_closes_in_two_queries(django_assert_num_queries: Any) -> None:
     aapl = instrument("AAPL", AssetClass.EQUITY, "America/New_York")
     btc = instrument("BTC-USD", AssetClass.CRYPTO)
     eur = instrument("EUR/USD", AssetClass.FX, "America/New_York")  # ignored: FX never closes
     thursday, friday = (datetime(2026, 1, day, 15, 59, tzinfo=NEW_YORK).astimezone(UTC) for day in (8, 9))
     # Friday's close is three days back, far before the always-open window.
-    marks(aapl, (thursday, "198"), (friday, "200"), (NOW - timedelta(minutes=5), "203"))
-    marks(btc, (NOW - timedelta(days=3), "50000"), (NOW - timedelta(hours=24, minutes=2), "60000"), (NOW - timedelta(hours=23), "61000"))
-    marks(eur, (NOW - timedelta(hours=30), "1.08"), (NOW - timedelta(hours=24), "1.09"), (NOW - timedelta(hours=1), "1.10"))
+    candles(aapl, (thursday, "198"), (friday, "200"), (NOW - timedelta(minutes=5), "203"))
+    candles(btc, (NOW - timedelta(days=3), "50000"), (NOW - timedelta(hours=24, minutes=2), "60000"), (NOW - timedelta(hours=23), "61000"))
+    candles(eur, (NOW - timedelta(hours=30), "1.08"), (NOW - timedelta(hours=24), "1.09"), (NOW - timedelta(hours=1), "1.10"))
 
     with django_assert_num_queries(2):
         refs = selectors.references_load(now=NOW)
@@ -42,6 +46,57 @@ def test_references_load_from_stored_marks_in_two_queries(django_assert_num_quer
     assert str(refs.reference("AAPL", NOW)) == "200"  # not 200.0000000000 from the ten stored places
 
 
-def test_without_marks_there_are_no_references() -> None:
+def test_without_candles_there_are_no_references() -> None:
     instrument("AAPL", AssetClass.EQUITY)
     assert selectors.references_load(now=NOW).reference("AAPL", NOW) is None
+
+
+def test_the_symbol_map_holds_every_instrument_and_alias_with_its_source() -> None:
+    btc, eur = instrument("BTC-USD", AssetClass.CRYPTO), instrument("EUR/USD", AssetClass.FX)
+    instrument("AAPL", AssetClass.EQUITY)
+    SymbolAlias.objects.create(alias="BTCUSDT", source="binance", instrument=btc)
+    SymbolAlias.objects.create(alias="EURUSD", source="", instrument=eur)
+
+    symbols = selectors.symbol_map_load()
+
+    assert symbols.instruments == {"AAPL", "BTC-USD", "EUR/USD"}
+    assert symbols.aliases == {("binance", "BTCUSDT"): "BTC-USD", ("", "EURUSD"): "EUR/USD"}
+    assert symbols.resolve("BTCUSDT", source="binance") == "BTC-USD"
+    assert symbols.resolve("BTCUSDT", source="coinbase") is None  # binance's spelling only
+    assert symbols.resolve("EURUSD", source="histdata") == "EUR/USD"
+    assert not symbols.create and symbols.wanted is None
+
+
+def test_a_feed_cannot_price_an_inactive_instrument_through_the_symbol_map() -> None:
+    sap = instrument("SAP", AssetClass.EQUITY)
+    SymbolAlias.objects.create(alias="SAP.DE", source="", instrument=sap)
+    Instrument.objects.filter(pk=sap.pk).update(is_active=False)
+
+    symbols = selectors.symbol_map_load()
+
+    assert symbols.resolve("SAP", source="csv") is None
+    assert symbols.resolve("SAP.DE", source="csv") is None
+
+
+def test_the_symbol_map_passes_create_and_wanted_on() -> None:
+    instrument("BTC-USD", AssetClass.CRYPTO)
+    instrument("AAPL", AssetClass.EQUITY)
+
+    symbols = selectors.symbol_map_load(create=True, wanted=["BTC-USD"])
+
+    assert symbols.resolve("AAPL", source="csv") is None and symbols.filtered == 1
+    assert symbols.resolve("DOGEUSDT", source="binance") is None  # created, but not wanted
+    assert symbols.take_new() == {"DOGEUSDT": "binance"}
+
+
+def test_recent_candles_are_the_latest_of_that_symbol_oldest_first() -> None:
+    aapl, msft = instrument("AAPL", AssetClass.EQUITY), instrument("MSFT", AssetClass.EQUITY)
+    # Stored out of order; MSFT's candles are newer and must not count.
+    candles(aapl, *[(NOW + timedelta(minutes=n), str(100 + n)) for n in (3, 0, 4, 1, 2)])
+    candles(msft, *[(NOW + timedelta(minutes=n), "400") for n in range(10)])
+
+    recent = selectors.candles_recent(symbol="AAPL", limit=3)
+
+    assert [(c.start, c.close) for c in recent] == [(NOW + timedelta(minutes=n), D(100 + n)) for n in (2, 3, 4)]
+    assert len(selectors.candles_recent(symbol="AAPL")) == 5
+    assert selectors.candles_recent(symbol="NOPE") == []

@@ -6,12 +6,17 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from channels.db import database_sync_to_async as db
 from channels.layers import get_channel_layer
 
-from marketdata import groups
-from marketdata.events import MarketEvent, PriceUpdate, Trade
-from marketdata.models import Instrument, PriceMark, Quote
+from marketdata import groups, services
+from marketdata.events import Candle, MarketEvent, PriceUpdate, Trade
+from marketdata.events import Quote as BidAsk
+from marketdata.feeds import Feed
+from marketdata.models import AssetClass, Instrument, Quote
+from marketdata.models import Candle as CandleRow
 from marketdata.references import Mark, MarketHours, References
+from marketdata.symbols import SymbolMap
 from marketdata.worker import Worker
 
 D = Decimal
@@ -51,7 +56,7 @@ async def no_store(updates: Iterable[PriceUpdate]) -> int:
     return 0
 
 
-async def no_marks(marks: Sequence[Mark]) -> int:
+async def no_candles(candles: Sequence[Candle]) -> int:
     return 0
 
 
@@ -74,7 +79,7 @@ async def test_a_burst_of_ticks_in_one_window_is_one_broadcast_with_the_last_pri
     await layer.group_add(groups.symbol_group("AAPL"), channel)
     prices = [str(100 + i) for i in range(40)]
     worker = Worker(
-        feed=ListFeed([ticks("AAPL", prices)]), conflation=0.5, quote_flush=60, epoch="e1", store_quotes=no_store, store_marks=no_marks
+        feed=ListFeed([ticks("AAPL", prices)]), conflation=0.5, quote_flush=60, epoch="e1", store_quotes=no_store, store_candles=no_candles
     )
 
     stats = await worker.run(asyncio.Event())
@@ -92,7 +97,7 @@ async def test_each_window_advances_the_sequence_by_one_per_symbol() -> None:
     await layer.group_add(groups.symbol_group("EUR/USD"), channel)
     bursts = [ticks("EUR/USD", ["1.10", "1.11"], i * 10) + ticks("AAPL", ["1"], i * 10) for i in range(3)]
     worker = Worker(
-        feed=ListFeed(bursts, pause=0.08), conflation=0.02, quote_flush=60, epoch="e2", store_quotes=no_store, store_marks=no_marks
+        feed=ListFeed(bursts, pause=0.08), conflation=0.02, quote_flush=60, epoch="e2", store_quotes=no_store, store_candles=no_candles
     )
 
     await worker.run(asyncio.Event())
@@ -111,7 +116,7 @@ async def test_quotes_are_stored_in_batches_never_per_tick() -> None:
 
     bursts = [ticks("AAPL", ["100", "101"], i * 10) + ticks("MSFT", ["200"], i * 10) for i in range(8)]
     worker = Worker(
-        feed=ListFeed(bursts, pause=0.05), conflation=0.01, quote_flush=0.2, epoch="e3", store_quotes=store, store_marks=no_marks
+        feed=ListFeed(bursts, pause=0.05), conflation=0.01, quote_flush=0.2, epoch="e3", store_quotes=store, store_candles=no_candles
     )
 
     stats = await worker.run(asyncio.Event())
@@ -134,7 +139,7 @@ async def test_a_failed_batch_is_kept_for_the_next_one(expect_worker_errors: Non
         return len(calls[-1])
 
     worker = Worker(
-        feed=ListFeed([ticks("AAPL", ["1"])]), conflation=0.01, quote_flush=0, epoch="e4", store_quotes=flaky, store_marks=no_marks
+        feed=ListFeed([ticks("AAPL", ["1"])]), conflation=0.01, quote_flush=0, epoch="e4", store_quotes=flaky, store_candles=no_candles
     )
     await worker.flush_window()  # nothing yet
     await worker._ingest()
@@ -162,7 +167,7 @@ async def test_stop_ends_the_run_and_flushes_what_it_holds() -> None:
         return 0
 
     stop = asyncio.Event()
-    worker = Worker(feed=Endless(), conflation=0.05, quote_flush=60, epoch="e5", store_quotes=store, store_marks=no_marks)
+    worker = Worker(feed=Endless(), conflation=0.05, quote_flush=60, epoch="e5", store_quotes=store, store_candles=no_candles)
     asyncio.get_running_loop().call_later(0.3, stop.set)
     stats = await asyncio.wait_for(worker.run(stop), timeout=5)
     assert stats.events > 10
@@ -171,51 +176,60 @@ async def test_stop_ends_the_run_and_flushes_what_it_holds() -> None:
 
 @pytest.mark.django_db(transaction=True)
 async def test_the_default_store_upserts_the_latest_quote_per_instrument() -> None:
-    inst = await Instrument.objects.acreate(symbol="AAPL", name="Apple", asset_class="equity", quote_currency="USD")
+    inst = await db(Instrument.objects.create)(symbol="AAPL", name="Apple", asset_class="equity", quote_currency="USD")
     bursts = [ticks("AAPL", ["100.5", "101.25"]), ticks("UNKNOWN", ["5"]), ticks("AAPL", ["102.75"], 5)]
     worker = Worker(feed=ListFeed(bursts, pause=0.05), conflation=0.01, quote_flush=0.02, epoch="e6")
 
     stats = await worker.run(asyncio.Event())
 
-    quote = await Quote.objects.aget(instrument=inst)
+    quote = await db(Quote.objects.get)(instrument=inst)
     assert (quote.price, quote.seq, quote.epoch, quote.source) == (D("102.75"), 2, "e6", "test")
     assert quote.exchange_ts == T0 + timedelta(milliseconds=5)
-    assert await Quote.objects.acount() == 1  # the unknown symbol is broadcast but not stored
+    assert await db(Quote.objects.count)() == 1  # the unknown symbol is broadcast but not stored
     assert stats.quote_rows == 2
 
 
-def at(symbol: str, seconds: float, price: str) -> Trade:
-    return Trade(symbol, T0 + timedelta(seconds=seconds), D(price), D(1), "test")
+def at(symbol: str, seconds: float, price: str, size: str = "1") -> Trade:
+    return Trade(symbol, T0 + timedelta(seconds=seconds), D(price), D(size), "test")
+
+
+def bid_ask(symbol: str, seconds: float, bid: str, ask: str) -> BidAsk:
+    return BidAsk(symbol, T0 + timedelta(seconds=seconds), D(bid), D(ask), "test")
+
+
+def flat(symbol: str, start: datetime, price: str, volume: str = "1", trades: int = 1) -> Candle:
+    """A candle of one price (every tick at it)."""
+    return Candle(symbol, start, D(price), D(price), D(price), D(price), D(volume), trades)
 
 
 class Recorder:
     """Stands in for the database and the minute hooks, keeping what the worker hands over."""
 
     def __init__(self) -> None:
-        self.marks: list[list[Mark]] = []
+        self.candles: list[list[Candle]] = []
         self.pruned: list[datetime] = []
         self.calls: list[tuple[datetime, dict[str, PriceUpdate]]] = []
 
-    async def store_marks(self, marks: Sequence[Mark]) -> int:
-        self.marks.append(list(marks))
-        return len(marks)
+    async def store_candles(self, candles: Sequence[Candle]) -> int:
+        self.candles.append(list(candles))
+        return len(candles)
 
-    async def prune_marks(self, before: datetime) -> int:
+    async def prune_candles(self, before: datetime) -> int:
         self.pruned.append(before)
         return 0
 
     async def hook(self, minute: datetime, prices: Mapping[str, PriceUpdate]) -> None:
         self.calls.append((minute, dict(prices)))
 
-    def worker(self, feed: ListFeed, **options: Any) -> Worker:
+    def worker(self, feed: Feed, **options: Any) -> Worker:
         return Worker(
             feed=feed,
             conflation=0.01,
             quote_flush=60,
             epoch="m",
-            store_quotes=no_store,
-            store_marks=self.store_marks,
-            prune_marks=self.prune_marks,
+            store_quotes=options.pop("store_quotes", no_store),
+            store_candles=self.store_candles,
+            prune_candles=self.prune_candles,
             minute_hooks=options.pop("minute_hooks", [self.hook]),
             **options,
         )
@@ -225,17 +239,17 @@ def minute(n: int) -> datetime:
     return T0 + timedelta(minutes=n)
 
 
-async def test_each_closed_minute_stores_its_last_prices_and_runs_the_hooks_once() -> None:
+async def test_each_closed_minute_stores_its_candles_and_runs_the_hooks_once() -> None:
     rec = Recorder()
     # Minute 0: AAPL twice, BTC once. Minute 1: only AAPL. Minute 2 is skipped. Minute 3 is open at the end.
     events = [at("AAPL", 5, "100"), at("BTC-USD", 20, "60000"), at("AAPL", 59.999, "101"), at("AAPL", 60, "102"), at("AAPL", 185, "103")]
 
     stats = await rec.worker(ListFeed([events])).run(asyncio.Event())
 
-    assert rec.marks == [
-        [Mark("AAPL", minute(0), D("101")), Mark("BTC-USD", minute(0), D("60000"))],
-        [Mark("AAPL", minute(1), D("102"))],
-        [Mark("AAPL", minute(3), D("103"))],  # the open minute, stored at shutdown
+    assert rec.candles == [
+        [Candle("AAPL", minute(0), D("100"), D("101"), D("100"), D("101"), D("2"), 2), flat("BTC-USD", minute(0), "60000")],
+        [flat("AAPL", minute(1), "102")],
+        [flat("AAPL", minute(3), "103")],  # the open minute, stored at shutdown
     ]
     assert [m for m, _ in rec.calls] == [minute(0), minute(1)]  # the open minute is not closed: no hook
     for closed, _ in rec.calls:
@@ -245,7 +259,33 @@ async def test_each_closed_minute_stores_its_last_prices_and_runs_the_hooks_once
     # Every symbol seen so far, at its latest update, not only those that moved in the minute.
     assert {s: u.price for s, u in second.items()} == {"AAPL": D("102"), "BTC-USD": D("60000")}
     assert second["BTC-USD"] is first["BTC-USD"]
-    assert (stats.minutes, stats.mark_rows) == (2, 4)
+    assert (stats.minutes, stats.candle_rows) == (2, 4)
+
+
+async def test_candles_are_stored_per_closed_minute_with_their_ohlcv() -> None:
+    rec = Recorder()
+    events: list[MarketEvent] = [
+        at("BTC-USD", 1, "60000", "0.5"),
+        bid_ask("EUR/USD", 2, "1.1000", "1.1002"),  # mid 1.1001
+        at("BTC-USD", 10, "60500", "0.25"),  # new high
+        bid_ask("EUR/USD", 15, "1.1004", "1.1006"),  # mid 1.1005, high
+        at("BTC-USD", 20, "59800", "1"),  # new low
+        bid_ask("EUR/USD", 30, "1.0996", "1.0998"),  # mid 1.0997, low
+        at("BTC-USD", 59, "60100", "0.25"),  # close
+        bid_ask("EUR/USD", 59.5, "1.0999", "1.1001"),  # mid 1.1000, close
+        at("BTC-USD", 61, "60200", "2"),  # the next minute
+    ]
+
+    stats = await rec.worker(ListFeed([events])).run(asyncio.Event())
+
+    assert rec.candles == [
+        [
+            Candle("BTC-USD", minute(0), D("60000"), D("60500"), D("59800"), D("60100"), D("2.00"), 4),
+            Candle("EUR/USD", minute(0), D("1.1001"), D("1.1005"), D("1.0997"), D("1.1000"), D(0), 0),
+        ],
+        [Candle("BTC-USD", minute(1), D("60200"), D("60200"), D("60200"), D("60200"), D("2"), 1)],
+    ]
+    assert stats.candle_rows == 3
 
 
 async def test_minutes_follow_event_time_even_when_many_pass_within_one_window() -> None:
@@ -255,24 +295,33 @@ async def test_minutes_follow_event_time_even_when_many_pass_within_one_window()
 
     await rec.worker(ListFeed([events]), minute_hooks=[]).run(asyncio.Event())
 
-    marks = [m for batch in rec.marks for m in batch]
-    assert [m.minute for m in marks] == [minute(n) for n in range(20)]
-    assert [m.price for m in marks] == [D(f"1.{1000 + 2 * n + 1}") for n in range(20)]
+    candles = [c for batch in rec.candles for c in batch]
+    assert [c.start for c in candles] == [minute(n) for n in range(20)]
+    assert [(c.open, c.low) for c in candles] == [(D(f"1.{1000 + 2 * n}"),) * 2 for n in range(20)]
+    assert [(c.close, c.high) for c in candles] == [(D(f"1.{1000 + 2 * n + 1}"),) * 2 for n in range(20)]
+    assert {(c.volume, c.trades) for c in candles} == {(D(2), 2)}
 
 
-async def test_the_minute_marks_feed_the_references_broadcast_a_day_later() -> None:
+async def test_the_minute_closes_feed_the_references_broadcast_a_day_later() -> None:
     rec = Recorder()
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add(groups.symbol_group("BTC-USD"), channel)
     refs = References({"BTC-USD": MarketHours(always_open=True)})
     day = 24 * 3600
-    events = [at("BTC-USD", 10, "60000"), at("BTC-USD", 70, "61000"), at("BTC-USD", day + 30, "65000"), at("BTC-USD", day + 90, "66000")]
+    # Minute 0 opens at 59000 and closes at 60000: the reference is the close.
+    events = [
+        at("BTC-USD", 5, "59000"),
+        at("BTC-USD", 10, "60000"),
+        at("BTC-USD", 70, "61000"),
+        at("BTC-USD", day + 30, "65000"),
+        at("BTC-USD", day + 90, "66000"),
+    ]
 
-    await rec.worker(ListFeed([events[:2], events[2:3], events[3:]], pause=0.05), references=refs).run(asyncio.Event())
+    await rec.worker(ListFeed([events[:3], events[3:4], events[4:]], pause=0.05), references=refs).run(asyncio.Event())
 
     messages = await collect(channel, until=4)
-    # A day later, the reference is the last price of the minute 24 hours earlier.
+    # A day later, the reference is the close of the minute 24 hours earlier.
     assert [m["ref"] for m in messages] == [None, None, "60000", "61000"]
     assert rec.calls[-1][1]["BTC-USD"].reference == D("60000")
 
@@ -296,25 +345,26 @@ async def test_a_failing_hook_is_logged_and_the_worker_and_other_hooks_carry_on(
     assert stats.events == 4 and stats.broadcasts >= 1
 
 
-async def test_marks_that_fail_to_store_go_with_the_next_minute(expect_worker_errors: None) -> None:
-    batches: list[list[Mark]] = []
+async def test_candles_that_fail_to_store_go_with_the_next_minute(expect_worker_errors: None) -> None:
+    batches: list[list[Candle]] = []
 
-    async def flaky(marks: Sequence[Mark]) -> int:
-        batches.append(list(marks))
+    async def flaky(candles: Sequence[Candle]) -> int:
+        batches.append(list(candles))
         if len(batches) == 1:
             raise OSError("database unavailable")
-        return len(marks)
+        return len(candles)
 
     events = [at("AAPL", 60 * n, str(100 + n)) for n in range(3)]
-    worker = Worker(feed=ListFeed([events]), conflation=0.01, quote_flush=60, store_quotes=no_store, store_marks=flaky)
+    worker = Worker(feed=ListFeed([events]), conflation=0.01, quote_flush=60, store_quotes=no_store, store_candles=flaky)
 
     stats = await worker.run(asyncio.Event())
 
-    assert [[m.minute for m in batch] for batch in batches] == [[minute(0)], [minute(0), minute(1)], [minute(2)]]
-    assert stats.mark_rows == 3
+    assert [[c.start for c in batch] for batch in batches] == [[minute(0)], [minute(0), minute(1)], [minute(2)]]
+    assert batches[1][0] == flat("AAPL", minute(0), "100")  # kept whole
+    assert stats.candle_rows == 3
 
 
-async def test_old_marks_are_pruned_by_the_retention_at_most_once_an_hour_of_event_time() -> None:
+async def test_old_candles_are_pruned_by_the_retention_at_most_once_an_hour_of_event_time() -> None:
     rec = Recorder()
     events = [at("AAPL", 60 * n, "100") for n in range(151)]
 
@@ -329,24 +379,125 @@ async def test_without_a_retention_nothing_is_pruned() -> None:
     assert rec.pruned == []
 
 
+async def test_a_replay_worker_marks_its_broadcasts_as_replayed() -> None:
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(groups.symbol_group("AAPL"), channel)
+    for replay in (False, True):
+        worker = Worker(
+            feed=ListFeed([ticks("AAPL", ["100"])]),
+            conflation=0.01,
+            quote_flush=60,
+            store_quotes=no_store,
+            store_candles=no_candles,
+            replay=replay,
+            tape=False,
+        )
+        await worker.run(asyncio.Event())
+    assert [m["replay"] for m in await collect(channel, until=2)] == [False, True]
+
+
 @pytest.mark.django_db(transaction=True)
-async def test_the_default_stores_write_marks_and_prune_the_expired(caplog: pytest.LogCaptureFixture) -> None:
-    inst = await Instrument.objects.acreate(symbol="BTC-USD", name="Bitcoin", asset_class="crypto", quote_currency="USD")
-    await PriceMark.objects.acreate(instrument=inst, minute=minute(0) - timedelta(days=3), price=D("1"))
-    kept = await PriceMark.objects.acreate(instrument=inst, minute=minute(0) - timedelta(days=1), price=D("59000"))
-    events = [at("BTC-USD", 10, "60000"), at("UNKNOWN", 20, "5"), at("BTC-USD", 70, "61000")]
+async def test_the_default_stores_write_candles_and_prune_the_expired() -> None:
+    inst = await db(Instrument.objects.create)(symbol="BTC-USD", name="Bitcoin", asset_class="crypto", quote_currency="USD")
+    await db(CandleRow.objects.create)(instrument=inst, start=minute(0) - timedelta(days=3), open=D(1), high=D(1), low=D(1), close=D("1"))
+    kept = await db(CandleRow.objects.create)(
+        instrument=inst, start=minute(0) - timedelta(days=1), open=D(58000), high=D(59500), low=D(57000), close=D("59000")
+    )
+    events = [at("BTC-USD", 10, "60000", "0.5"), at("UNKNOWN", 20, "5"), at("BTC-USD", 30, "60250", "0.25"), at("BTC-USD", 70, "61000")]
     worker = Worker(
         feed=ListFeed([events]),
         conflation=0.01,
         quote_flush=60,
-        references=References({"BTC-USD": MarketHours(always_open=True)}, [Mark("BTC-USD", kept.minute, kept.price)]),
+        references=References({"BTC-USD": MarketHours(always_open=True)}, [Mark("BTC-USD", kept.start, kept.close)]),
         retention=timedelta(days=2),
     )
 
     stats = await worker.run(asyncio.Event())
 
-    stored = [(m.minute, m.price) async for m in PriceMark.objects.filter(instrument=inst)]
-    assert stored == [(kept.minute, D("59000")), (minute(0), D("60000")), (minute(1), D("61000"))]
-    assert stats.mark_rows == 2  # the unknown symbol's mark is skipped
-    quote = await Quote.objects.aget(instrument=inst)
+    stored = await db(
+        lambda: list(CandleRow.objects.filter(instrument=inst).values_list("start", "open", "high", "low", "close", "volume", "trades"))
+    )()
+    assert stored == [
+        (kept.start, D(58000), D(59500), D(57000), D("59000"), D(0), 0),
+        (minute(0), D("60000"), D("60250"), D("60000"), D("60250"), D("0.75"), 2),
+        (minute(1), D("61000"), D("61000"), D("61000"), D("61000"), D("1"), 1),
+    ]
+    assert stats.candle_rows == 2  # the unknown symbol's candle is skipped
+    quote = await db(Quote.objects.get)(instrument=inst)
     assert quote.reference_price == D("59000")
+
+
+class Resolving:
+    """A feed that spells symbols its own way, resolving them through a `SymbolMap` as real sources do."""
+
+    name = "resolving"
+
+    def __init__(self, symbols: SymbolMap, events: list[tuple[str, float, str]], *, source: str = "binance") -> None:
+        self.symbols = symbols
+        self.events = events
+        self.source = source
+
+    async def __aiter__(self) -> AsyncIterator[MarketEvent]:
+        for raw, seconds, price in self.events:
+            symbol = self.symbols.resolve(raw, source=self.source)
+            if symbol is not None:
+                yield Trade(symbol, T0 + timedelta(seconds=seconds), D(price), D(1), self.source)
+        await asyncio.sleep(0)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_instruments_created_for_new_symbols_are_stored_before_their_quotes_and_candles(caplog: pytest.LogCaptureFixture) -> None:
+    btc = await db(Instrument.objects.create)(symbol="BTC-USD", name="Bitcoin", asset_class="crypto", quote_currency="USD")
+    symbols = SymbolMap(instruments=["BTC-USD"], aliases={("binance", "BTCUSDT"): "BTC-USD"}, create=True)
+    feed = Resolving(symbols, [("BTCUSDT", 1, "60000"), ("DOGEUSDT", 2, "0.25"), ("DOGEUSDT", 30, "0.26"), ("DOGEUSDT", 61, "0.27")])
+    worker = Worker(feed=feed, conflation=0.01, quote_flush=0, epoch="c", symbols=symbols)
+
+    with caplog.at_level(logging.INFO):
+        stats = await worker.run(asyncio.Event())
+
+    doge = await db(Instrument.objects.get)(symbol="DOGEUSDT")
+    assert (doge.asset_class, doge.quote_currency) == (AssetClass.CRYPTO, "USD")
+    # Stored, so the instrument was there first: both stores skip symbols without one.
+    quotes = await db(lambda: dict(Quote.objects.values_list("instrument__symbol", "price")))()
+    assert quotes == {"BTC-USD": D("60000"), "DOGEUSDT": D("0.27")}
+    candles = await db(lambda: list(CandleRow.objects.filter(instrument=doge).values_list("start", "open", "high", "close", "trades")))()
+    assert candles == [(minute(0), D("0.25"), D("0.26"), D("0.26"), 2), (minute(1), D("0.27"), D("0.27"), D("0.27"), 1)]
+    assert await db(lambda: CandleRow.objects.filter(instrument=btc).count())() == 1
+    assert stats.candle_rows == 3
+    assert symbols.new == {}  # taken and stored
+    assert not [r for r in caplog.records if r.name == "marketdata.services" and "no instrument" in r.getMessage()]
+
+
+async def test_instruments_that_fail_to_be_created_are_retried_before_the_next_store(
+    monkeypatch: pytest.MonkeyPatch, expect_worker_errors: None
+) -> None:
+    created: list[dict[str, str]] = []
+
+    def instruments_create(*, symbols: Mapping[str, str]) -> list[Instrument]:
+        created.append(dict(symbols))
+        if len(created) == 1:
+            raise OSError("database unavailable")
+        return []
+
+    monkeypatch.setattr(services, "instruments_create", instruments_create)
+    stored: list[list[str]] = []
+
+    async def store(updates: Iterable[PriceUpdate]) -> int:
+        stored.append([u.symbol for u in updates])
+        return len(stored[-1])
+
+    symbols = SymbolMap(instruments=[], create=True)
+    worker = Worker(
+        feed=Resolving(symbols, [("DOGEUSDT", 1, "0.25")]),
+        conflation=0.01,
+        quote_flush=0,
+        store_quotes=store,
+        store_candles=no_candles,
+        symbols=symbols,
+    )
+    await worker._ingest()
+    await worker.flush_window()  # the instrument cannot be created: the quote waits
+    assert (created, stored, symbols.new) == ([{"DOGEUSDT": "binance"}], [], {"DOGEUSDT": "binance"})
+    await worker.flush_quotes()
+    assert (created, stored, symbols.new) == ([{"DOGEUSDT": "binance"}] * 2, [["DOGEUSDT"]], {})

@@ -8,8 +8,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
-from marketdata.models import AssetClass, Instrument, PriceMark, Quote
+from marketdata import selectors
+from marketdata.models import AssetClass, Candle, Feed, Instrument, Quote, SymbolAlias
 from portfolio.models import Holding, Portfolio, Transaction
 
 D = Decimal
@@ -33,6 +35,9 @@ def counts() -> dict[str, int]:
         "portfolios": Portfolio.objects.count(),
         "transactions": Transaction.objects.count(),
         "holdings": Holding.objects.count(),
+        "candles": Candle.objects.count(),
+        "aliases": SymbolAlias.objects.count(),
+        "feeds": Feed.objects.count(),
     }
 
 
@@ -46,7 +51,17 @@ def test_seeding_twice_creates_everything_once() -> None:
     after_first = counts()
     second = seed()
 
-    assert after_first == {"users": 2, "instruments": 12, "quotes": 12, "portfolios": 2, "transactions": 22, "holdings": 10}
+    assert after_first == {
+        "users": 2,
+        "instruments": 12,
+        "quotes": 12,
+        "portfolios": 2,
+        "transactions": 22,
+        "holdings": 10,
+        "candles": 12,
+        "aliases": 6,
+        "feeds": 1,
+    }
     assert counts() == after_first
     assert first.startswith("seed_demo: 12 new instruments, 22 new transactions.")
     assert second.startswith("seed_demo: 0 new instruments, 0 new transactions.")
@@ -125,7 +140,48 @@ def test_the_euro_portfolio_holds_us_stocks_bitcoin_and_cash_in_two_currencies()
 def test_every_instrument_has_a_day_change_reference() -> None:
     seed()
     assert not Quote.objects.filter(reference_price__isnull=True).exists()
-    assert set(PriceMark.objects.values_list("instrument__symbol", flat=True)) == set(Instrument.objects.values_list("symbol", flat=True))
+    assert set(Candle.objects.values_list("instrument__symbol", flat=True)) == set(Instrument.objects.values_list("symbol", flat=True))
+
+
+def test_the_seeded_candles_hold_the_reference_the_worker_will_load() -> None:
+    seed()
+    now = timezone.now()
+    references = selectors.references_load(now=now)
+    for quote in Quote.objects.select_related("instrument"):
+        symbol = quote.instrument.symbol
+        candle = Candle.objects.get(instrument=quote.instrument)
+        # A flat candle (one price all minute, nothing traded) at the quote's reference price.
+        assert (candle.open, candle.high, candle.low, candle.close) == (quote.reference_price,) * 4, symbol
+        assert (candle.volume, candle.trades) == (0, 0), symbol
+        # Loaded back the way the worker starts, it is the day-change reference right now.
+        assert references.reference(symbol, now) == quote.reference_price, symbol
+
+
+def test_seed_aliases_map_exchange_and_tick_file_spellings_to_the_demo_instruments() -> None:
+    seed()
+    symbols = selectors.symbol_map_load()
+    assert symbols.resolve("BTCUSDT", source="binance") == "BTC-USD"
+    assert symbols.resolve("SOLUSDT", source="binance") == "SOL-USD"
+    assert symbols.resolve("BTCUSDT", source="coinbase") is None  # Binance's spelling only
+    assert symbols.resolve("EURUSD", source="histdata") == "EUR/USD"
+    assert symbols.resolve("USDJPY", source="csv") == "USD/JPY"
+
+
+def test_seed_keeps_aliases_staff_have_repointed() -> None:
+    seed()
+    SymbolAlias.objects.filter(alias="EURUSD").update(instrument=Instrument.objects.get(symbol="GBP/USD"))
+    seed()
+    assert SymbolAlias.objects.get(alias="EURUSD").instrument.symbol == "GBP/USD"
+    assert SymbolAlias.objects.count() == 6
+
+
+def test_seed_makes_the_synthetic_feed_run_feeds_runs_and_keeps_staffs_changes() -> None:
+    Feed.objects.all().delete()  # a flushed database: the migration's feed is gone
+    seed()
+    assert list(Feed.objects.values_list("name", "kind", "enabled")) == [("synthetic", "synthetic", True)]
+    Feed.objects.filter(name="synthetic").update(options={"ticks_per_second": 2}, enabled=False)
+    seed()
+    assert list(Feed.objects.values_list("name", "options", "enabled")) == [("synthetic", {"ticks_per_second": 2}, False)]
 
 
 def test_reseeding_keeps_prices_the_feed_has_moved() -> None:
