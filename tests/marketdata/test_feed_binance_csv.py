@@ -16,11 +16,10 @@ from marketdata.events import Trade, from_epoch_us
 from marketdata.feeds.binance_csv import BinanceAggTrades, BinanceTrades
 from marketdata.feeds.files import BadLine, FeedError, FileSource, Problems
 from marketdata.symbols import SymbolMap
+from tests.conftest import AGGTRADES, needs_aggtrades
 
 SAMPLES = Path(__file__).parent / "samples"
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-REAL = SHARED / "binance_spot_btcusdt_aggtrades_2026-01-01_first5000.csv"
-needs_real_data = pytest.mark.skipif(not REAL.exists(), reason=f"real Binance sample {REAL} is absent (../shared/data not checked out)")
+REAL = AGGTRADES
 
 AGG_LINE = "3800397495,87648.21000000,0.08185000,5723703861,5723703861,1767225600039409,True,True"
 
@@ -234,7 +233,7 @@ def real_events(path: Path, **options: str) -> list[Trade]:
     return events
 
 
-@needs_real_data
+@needs_aggtrades
 def test_the_real_file_gives_5000_trades_from_first_to_last_exactly() -> None:
     events = real_events(REAL)
     assert len(events) == 5000
@@ -247,7 +246,7 @@ def test_the_real_file_gives_5000_trades_from_first_to_last_exactly() -> None:
     assert events[1].side == "buy"
 
 
-@needs_real_data
+@needs_aggtrades
 def test_zip_and_gzip_copies_of_the_real_file_read_the_same(tmp_path: Path) -> None:
     expected = real_events(REAL)
     zipped = tmp_path / "BTCUSDT-aggTrades-2026-01-01.zip"  # the official name: the symbol comes from it
@@ -276,7 +275,7 @@ def corrupt_copy(tmp_path: Path) -> Path:
     return path
 
 
-@needs_real_data
+@needs_aggtrades
 def test_a_corrupted_copy_loses_exactly_its_four_bad_lines_each_reported_at_its_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -293,14 +292,14 @@ def test_a_corrupted_copy_loses_exactly_its_four_bad_lines_each_reported_at_its_
     assert reported[3].startswith(f"{path}:40: wrong column count: expected 8 fields")
 
 
-@needs_real_data
+@needs_aggtrades
 def test_strict_stops_at_the_first_bad_line_naming_file_and_line(tmp_path: Path) -> None:
     path = corrupt_copy(tmp_path)
     with pytest.raises(FeedError, match=rf"^{path}:10: wrong column count: "):
         read(path, agg(str(path)), strict=True)
 
 
-@needs_real_data
+@needs_aggtrades
 def test_looping_over_the_file_again_gives_the_same_trades() -> None:
     source = FileSource(path=REAL, format=agg(str(REAL)), problems=Problems())
     first, again = list(source), list(source)

@@ -42,9 +42,13 @@ async def receive(communicator: WebsocketCommunicator, timeout: float = 3) -> di
     return json.loads(await communicator.receive_from(timeout=timeout))
 
 
-async def price(symbol: str, value: str, seq: int, ms: int = 0, epoch: str = "e1", reference: str | None = None) -> None:
+async def price(
+    symbol: str, value: str, seq: int, ms: int = 0, epoch: str = "e1", reference: str | None = None, replay: bool = False
+) -> None:
     ts = T0 + timedelta(minutes=1, milliseconds=ms)
-    update = PriceUpdate(symbol, seq, epoch, D(value), None, None, ts, "test", 1, reference=None if reference is None else D(reference))
+    update = PriceUpdate(
+        symbol, seq, epoch, D(value), None, None, ts, "test", 1, reference=None if reference is None else D(reference), replay=replay
+    )
     await streams.publish_price(update)
 
 
@@ -106,6 +110,9 @@ async def test_snapshot_holds_the_users_rows_cash_and_totals(alice: Any, alice_p
         "average_cost": "150",
         "price": "200",
         "price_ts": None,
+        "price_seq": 0,  # the stored quote's
+        "price_epoch": "",
+        "price_replay": False,
         "cost": "1500.00",
         "market_value": "2000.00",
         "unrealised_pnl": "500.00",
@@ -137,7 +144,7 @@ async def test_a_price_event_revalues_without_any_database_query(alice: Any, ali
         await ws.connect()
         await receive(ws)
         with count_queries() as queries:
-            await price("AAPL", "210", seq=1)
+            await price("AAPL", "210", seq=1, replay=True)
             update = await receive(ws)
         assert queries == []
     assert update["type"] == "update"
@@ -145,6 +152,12 @@ async def test_a_price_event_revalues_without_any_database_query(alice: Any, ali
     assert list(rows_by_key(portfolio)) == ["AAPL"]  # only the changed row
     assert rows_by_key(portfolio)["AAPL"]["market_value"] == "2100.00"
     assert rows_by_key(portfolio)["AAPL"]["price_ts"] == int((T0 + timedelta(minutes=1)).timestamp() * 1000)
+    # Where the price came from travels with it: its stream position, and whether a recorded session is replaying.
+    assert {k: rows_by_key(portfolio)["AAPL"][k] for k in ("price_seq", "price_epoch", "price_replay")} == {
+        "price_seq": 1,
+        "price_epoch": "e1",
+        "price_replay": True,
+    }
     assert (portfolio["totals"]["market_value"], portfolio["totals"]["total_value"]) == ("32100.00", "35599.00")
 
 
