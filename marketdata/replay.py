@@ -96,7 +96,7 @@ class Replay:
                     began = clock()
                     if self.rebase:
                         rebase = self.now() - ts
-                last = ts
+                stats.last = last = ts  # kept per event, so an interrupted replay still says how far it got
                 if self.speed is not None:
                     delay = began + (ts + looped - stats.first).total_seconds() / self.speed - clock()
                     if delay >= MIN_SLEEP:
@@ -105,7 +105,6 @@ class Replay:
                     await asyncio.sleep(0)
                 shift = rebase + looped
                 yield replace(event, ts=ts + shift) if shift else event
-            stats.last = last
             if not self.loop or first_of_pass is None or last is None:
                 return
             looped += last - first_of_pass + LOOP_GAP

@@ -25,7 +25,7 @@ def replay_feed(*args: str) -> re.Match[str]:
     out = StringIO()
     call_command("replay_feed", *args, "--no-progress", stdout=out)
     lines = out.getvalue().splitlines()
-    assert lines[0].startswith("replay_feed: 1 files at ") or lines[0].startswith("replay_feed: 2 files at "), lines[0]
+    assert re.match(r"replay_feed: (1 file|\d+ files) at (max speed|×[\d.]+), epoch \d+; Ctrl-C to stop$", lines[0]), lines[0]
     summary = SUMMARY.fullmatch(lines[-1])
     assert summary, lines[-1]
     return summary

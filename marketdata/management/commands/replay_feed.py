@@ -99,7 +99,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         worker = worker_build(feed=replay, conflation_ms=options["conflation_ms"], symbols=symbols, replay=True)
         pace = "max speed" if options["speed"] is None else f"×{options['speed']:g}"
-        self.stdout.write(f"replay_feed: {len(sources)} files at {pace}, epoch {worker.hub.epoch}; Ctrl-C to stop")
+        files = f"{len(sources)} file" + ("s" if len(sources) != 1 else "")
+        self.stdout.write(f"replay_feed: {files} at {pace}, epoch {worker.hub.epoch}; Ctrl-C to stop")
         started = time.monotonic()
         try:
             stats = asyncio.run(until_stopped(lambda stop: self._run(worker, stop, progress=not options["no_progress"])))
