@@ -84,13 +84,6 @@ class SnapshotFailed(ConnectionTrouble):
     """No usable REST depth snapshot: HTTP error, bad body, or too old every time."""
 
 
-@dataclass(slots=True)
-class _DiffStream:
-    """One symbol's diff depth stream on one connection."""
-
-    last_u: int  # `u` of the latest diff
-
-
 @dataclass(frozen=True, slots=True)
 class _Diff:
     raw: str  # BTCUSDT
@@ -163,7 +156,7 @@ class BinanceLive:
 
     async def _session(self, link: Link, client: httpx.AsyncClient) -> AsyncGenerator[MarketEvent, None]:
         state = BinanceFrameState()
-        diffs: dict[str, _DiffStream] = {}  # fresh per connection: every symbol needs a new snapshot
+        last_u: dict[str, int] = {}  # per symbol, `u` of its latest diff; fresh per connection: every symbol needs a new snapshot
         request_id = next(self._ids)
         await link.send({"method": "SUBSCRIBE", "params": self.params, "id": request_id})
         async for text in link.messages():
@@ -180,7 +173,7 @@ class BinanceLive:
             for event in events:
                 yield event
             diff = _diff_of(frame, events)
-            why = None if diff is None else self._needs_snapshot(diff, diffs)
+            why = None if diff is None else self._needs_snapshot(diff, last_u)
             if diff is not None and why is not None:
                 async for event in self._snapshot(client, diff, state, why):
                     yield event
@@ -193,14 +186,13 @@ class BinanceLive:
             raise SubscribeRejected(f"SUBSCRIBE (id {request_id}) rejected: {frame['error']!r}")
         log.info("%s: connected to %s; subscribed to %s (id %d)", NAME, self.url, ", ".join(self.params), request_id)
 
-    def _needs_snapshot(self, diff: _Diff, diffs: dict[str, _DiffStream]) -> str | None:
+    def _needs_snapshot(self, diff: _Diff, last_u: dict[str, int]) -> str | None:
         """Track the symbol's `u`; why a snapshot is needed (first diff of the connection, gap), or None."""
-        stream = diffs.get(diff.raw)
-        if stream is None:
-            diffs[diff.raw] = _DiffStream(last_u=diff.last)
+        previous = last_u.get(diff.raw)
+        last_u[diff.raw] = diff.last
+        if previous is None:
             return FIRST
-        expected = stream.last_u + 1
-        stream.last_u = diff.last
+        expected = previous + 1
         if diff.first != expected:
             log.warning("%s: %s depth gap: U=%d after u=%d; fetching a new snapshot", NAME, diff.raw, diff.first, expected - 1)
             return GAP
