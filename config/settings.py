@@ -156,6 +156,19 @@ MARKETDATA_MINUTE_HOOKS = ["portfolio.history.portfolio_values_record"]
 # Price updates arriving within this window reach the browser as one frame.
 PORTFOLIO_COALESCE_MS = env_int("PORTFOLIO_COALESCE_MS", 200, minimum=0)
 
+# --- Market-data WebSocket API (/ws/v1/market) --------------------------------
+# Whether connections without a user (no session, no token) may read market channels.
+MARKET_WS_ANONYMOUS = env_bool("MARKET_WS_ANONYMOUS", True)
+MARKET_WS_MAX_SUBSCRIPTIONS = env_int("MARKET_WS_MAX_SUBSCRIPTIONS", 100, minimum=1)
+# Inbound frames per second per connection (a token bucket refilled at this rate, holding up to the burst).
+MARKET_WS_MESSAGES_PER_SECOND = env_int("MARKET_WS_MESSAGES_PER_SECOND", 20, minimum=1)
+MARKET_WS_BURST = env_int("MARKET_WS_BURST", 40, minimum=1)
+MARKET_WS_MAX_MESSAGE_BYTES = env_int("MARKET_WS_MAX_MESSAGE_BYTES", 65536, minimum=1024)
+MARKET_WS_CONNECTIONS_PER_USER = env_int("MARKET_WS_CONNECTIONS_PER_USER", 10, minimum=1)
+MARKET_WS_HEARTBEAT_SECONDS = env_int("MARKET_WS_HEARTBEAT_SECONDS", 15, minimum=1)
+# Messages kept per market channel for `resume` (a capped Redis stream each).
+MARKET_HISTORY_LENGTH = env_int("MARKET_HISTORY_LENGTH", 1000, minimum=10)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
