@@ -1,4 +1,9 @@
-"""ASGI entry point: HTTP goes to Django, WebSockets through origin check → session auth → router."""
+"""ASGI entry point: HTTP goes to Django, WebSockets through origin check → session auth → router.
+
+The origin check depends on the path (config/origins.py): /ws/v1/market lets
+bots without an Origin header in, every other WebSocket path needs an Origin
+in ALLOWED_HOSTS.
+"""
 
 import os
 
@@ -12,11 +17,19 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from config.origins import AllowedHostsBrowserOriginValidator, OriginCheckByPath  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
+
+websocket_app = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": OriginCheckByPath(
+            # The market API serves bots too: a browser's Origin is checked, a missing one (a bot's) is not.
+            {"/ws/v1/market": AllowedHostsBrowserOriginValidator(websocket_app)},
+            # The dashboard's stream (and any path added later) serves pages only: an allowed Origin is required.
+            default=AllowedHostsOriginValidator(websocket_app),
+        ),
     }
 )

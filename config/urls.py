@@ -8,5 +8,6 @@ admin.site.index_title = "Instruments, portfolios and the ledger"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("marketdata.urls")),
     path("", include("portfolio.urls")),
 ]

@@ -2,11 +2,13 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.forms import ModelForm
 from django.http import HttpRequest
 
-from marketdata.models import Candle, Feed, Instrument, Quote, SymbolAlias
+from marketdata import services
+from marketdata.models import ApiToken, Candle, Feed, Instrument, Quote, SymbolAlias
 
 
 def amount(value: Decimal | None) -> str:
@@ -138,3 +140,74 @@ class FeedAdmin(admin.ModelAdmin):
     list_filter = ["kind", "enabled"]
     list_editable = ["enabled"]
     search_fields = ["name", "symbols"]
+
+
+class TokenStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("revoked", "Revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> QuerySet[ApiToken]:
+        if self.value() == "active":
+            return queryset.filter(revoked_at__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Bots' tokens. Staff make one for a user here; its plaintext is shown once, in the success message.
+
+    Only the SHA-256 is stored, so nothing here (nor anywhere) can show a token again.
+    """
+
+    list_display = ["name", "user", "prefix_", "created_at", "last_used_at", "active"]
+    list_filter = [TokenStatusFilter, "created_at", "last_used_at"]
+    search_fields = ["name", "prefix", "user__username"]
+    list_select_related = ["user"]
+    autocomplete_fields = ["user"]
+    date_hierarchy = "created_at"
+    actions = ["revoke"]
+
+    @admin.display(description="Token", ordering="prefix")
+    def prefix_(self, obj: ApiToken) -> str:
+        return f"lf_{obj.prefix}…"
+
+    @admin.display(description="Active", boolean=True, ordering="revoked_at")
+    def active(self, obj: ApiToken) -> bool:
+        return obj.is_active
+
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
+        if obj is None:  # the add form: the token itself is made by the service on save
+            return ("user", "name")
+        return ("user", "name", "prefix_", "digest", "created_at", "last_used_at", "revoked_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
+        if obj is None:
+            return ()
+        # Only the name may change: a token stays its user's, and revoking is the action's (or the profile page's) job.
+        return ("user", "prefix_", "digest", "created_at", "last_used_at", "revoked_at")
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: ModelForm, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        token, plaintext = services.token_create(user=obj.user, name=obj.name)
+        # The admin goes on with `obj` (history, redirect): make it the row the service wrote.
+        obj.pk, obj.prefix, obj.digest, obj.created_at = token.pk, token.prefix, token.digest, token.created_at
+        obj._state.adding = False
+        self.message_user(
+            request,
+            f"API token for {token.user}: {plaintext} — copy it now, it will not be shown again.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        tokens = list(queryset.filter(revoked_at__isnull=True))
+        for token in tokens:
+            services.token_revoke(token=token)
+        self.message_user(request, f"{len(tokens)} token{'s' if len(tokens) != 1 else ''} revoked.")

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
@@ -179,3 +180,30 @@ class Feed(models.Model):
             options_check(kind=self.kind, options=self.options, symbols=self.symbol_list)
         except ValueError as exc:
             raise ValidationError({"options": str(exc)}) from exc
+
+
+class ApiToken(models.Model):
+    """A bot's key to /ws/v1/market, sent in an `auth` frame. Made and checked by `marketdata.services`.
+
+    Only the token's SHA-256 is kept: the plaintext is shown once, when it is made.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, help_text="What it is for, e.g. 'rebalancing bot on the home server'.")
+    prefix = models.CharField(max_length=8, help_text="The first 8 characters after 'lf_', to tell tokens apart.")
+    digest = models.CharField("SHA-256", max_length=64, unique=True, help_text="SHA-256 (hex) of the whole token; never the token itself.")
+    created_at = models.DateTimeField("created", auto_now_add=True)
+    last_used_at = models.DateTimeField("last used", null=True, blank=True, help_text="Stamped at most once a minute.")
+    revoked_at = models.DateTimeField("revoked", null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} (lf_{self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        """Not revoked. (Whether its user may still sign in is the user's own `is_active`.)"""
+        return self.revoked_at is None

@@ -6,9 +6,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import OuterRef, QuerySet, Subquery
 
-from marketdata.models import ALWAYS_OPEN, Candle, Instrument, Quote, SymbolAlias
+from marketdata.models import ALWAYS_OPEN, ApiToken, Candle, Instrument, Quote, SymbolAlias
 from marketdata.references import LOOKBACK, MARGIN, Mark, MarketHours, References
 from marketdata.symbols import SymbolMap
 
@@ -67,3 +68,10 @@ def candles_recent(*, symbol: str, limit: int = 120) -> list[Candle]:
     """The latest `limit` closed one-minute candles of `symbol`, oldest first."""
     rows = Candle.objects.filter(instrument__symbol=symbol).order_by("-start")[:limit]
     return list(reversed(rows))
+
+
+def tokens_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[ApiToken]:
+    """A user's API tokens, revoked ones included, newest first (none for an anonymous visitor)."""
+    if not user.is_authenticated:
+        return ApiToken.objects.none()
+    return ApiToken.objects.filter(user_id=user.pk).order_by("-created_at", "-id")

@@ -1,0 +1,78 @@
+"""The profile page: a user's API tokens for bots, and how a bot connects."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from marketdata import services
+from marketdata.models import ApiToken
+from marketdata.selectors import tokens_for_user
+
+MARKET_WS_PATH = "/ws/v1/market"
+WEBSOCKET_DOCS = settings.BASE_DIR / "docs" / "websocket-api.md"
+
+
+class SignedInRequest(HttpRequest):
+    """What a login_required view receives (django-stubs' recommended way to say so)."""
+
+    user: User
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(
+        max_length=ApiToken._meta.get_field("name").max_length,
+        help_text="What the token is for, so you can tell it apart later.",
+    )
+
+
+# never_cache: the answer to a create carries a token's plaintext; no cache (nor the back button's) may keep it.
+@never_cache
+@login_required
+def profile(request: SignedInRequest) -> HttpResponse:
+    """The user's tokens and a form to make one. The new token's plaintext is in this response only, never stored."""
+    form = TokenForm()
+    created: tuple[ApiToken, str] | None = None
+    if request.method == "POST":
+        form = TokenForm(request.POST)
+        if form.is_valid():
+            created = services.token_create(user=request.user, name=form.cleaned_data["name"])
+            form = TokenForm()
+    scheme = "wss" if request.is_secure() else "ws"
+    return render(
+        request,
+        "marketdata/profile.html",
+        {
+            "form": form,
+            "tokens": tokens_for_user(user=request.user),
+            "new_token": None if created is None else created[0],
+            "new_plaintext": None if created is None else created[1],
+            "endpoint": f"{scheme}://{request.get_host()}{MARKET_WS_PATH}",
+        },
+    )
+
+
+@login_required
+@require_POST
+def revoke(request: SignedInRequest, token_id: int) -> HttpResponse:
+    # Through the user's own tokens: another user's id is a 404, like one that does not exist.
+    token = get_object_or_404(tokens_for_user(user=request.user), pk=token_id)
+    services.token_revoke(token=token)
+    messages.success(request, f"Token “{token.name}” (lf_{token.prefix}…) revoked. Bots using it can no longer sign in.")
+    return redirect("marketdata:profile")
+
+
+@login_required
+def websocket_docs(request: HttpRequest) -> FileResponse:
+    """docs/websocket-api.md as plain text, so the profile page's "Connect a bot" can link to the protocol."""
+    try:
+        return FileResponse(WEBSOCKET_DOCS.open("rb"), content_type="text/plain; charset=utf-8")
+    except FileNotFoundError:
+        raise Http404("The WebSocket API documentation is not installed here.") from None
