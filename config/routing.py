@@ -1,7 +1,9 @@
 from django.urls import path
 
+from marketdata.consumers import MarketConsumer
 from portfolio.consumers import PortfolioConsumer
 
 websocket_urlpatterns = [
     path("ws/portfolio/", PortfolioConsumer.as_asgi()),
+    path("ws/v1/market", MarketConsumer.as_asgi()),
 ]

@@ -68,7 +68,9 @@ def channel_parse(name: object) -> Channel:
         return Channel("portfolio", portfolio_id=None if portfolio["id"] is None else int(portfolio["id"]))
     market = _MARKET.match(name)
     if market is None:
-        raise ChannelError(f"{name[:80]!r} is not a channel: use ticker:SYM, trades:SYM, candles:SYM@1m, book:SYM@depth=N or portfolio[:ID]")
+        raise ChannelError(
+            f"{name[:80]!r} is not a channel: use ticker:SYM, trades:SYM, candles:SYM@1m, book:SYM@depth=N or portfolio[:ID]"
+        )
     kind, symbol, param = market["kind"], market["symbol"], market["param"]
     if kind in ("ticker", "trades"):
         if param is not None:

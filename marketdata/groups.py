@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 PRICE_EVENT = "md.price"  # handled by consumers as `md_price`
+MARKET_EVENT = "md.market"  # handled as `md_market`: a symbol's market-channel messages of one worker window
 PORTFOLIO_RELOAD_EVENT = "portfolio.reload"  # handled as `portfolio_reload`
 
 _SAFE = re.compile(r"[A-Za-z0-9-]")
@@ -21,16 +22,28 @@ def _encode(symbol: str) -> str:
     return "".join(ch if _SAFE.fullmatch(ch) else f"_{ord(ch):02X}" for ch in symbol)
 
 
-def symbol_group(symbol: str) -> str:
-    """Group that receives every price broadcast for `symbol`."""
+def _group(prefix: str, symbol: str) -> str:
     if not symbol:
         raise ValueError("symbol must not be empty")
     if any(ord(ch) > 0xFF for ch in symbol):
         raise ValueError(f"symbol {symbol!r} contains characters outside Latin-1")
-    name = f"md.{_encode(symbol)}"
+    name = f"{prefix}.{_encode(symbol)}"
     if len(name) > _MAX_GROUP_LENGTH:
         raise ValueError(f"symbol {symbol!r} is too long for a group name ({len(name)} > {_MAX_GROUP_LENGTH})")
     return name
+
+
+def symbol_group(symbol: str) -> str:
+    """Group that receives every price broadcast for `symbol`."""
+    return _group("md", symbol)
+
+
+def market_group(symbol: str) -> str:
+    """Group that receives `symbol`'s market-channel messages (ticker, trades, candles, books).
+
+    Separate from `symbol_group`, so portfolio connections never receive book and trade traffic.
+    """
+    return _group("mk", symbol)
 
 
 def symbol_from_group(group: str) -> str:

@@ -8,10 +8,16 @@ The published price is the last trade; a market that only quotes (FX) is
 valued at its mid until a trade is seen. Depth data keeps an order book per
 symbol (`marketdata.book`); while it is in sync its best levels are the bid
 and ask, and a change of them is a tick like a quote.
+
+For the market channels (`marketdata.market`) the hub only collects, per event,
+what a window's messages need: the trades applied (at most `TRADES_PER_WINDOW`
+per symbol, the latest kept, the rest counted) and which books changed. The
+messages are built once per window from that (`take_trades`, `take_book_changes`).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -21,6 +27,8 @@ from marketdata.events import BookDelta, BookSnapshot, Candle, Level, MarketEven
 from marketdata.references import References
 
 ZERO = Decimal(0)
+# Trades a `trades:SYM` message of one window carries at most; older ones of that window are dropped (and counted).
+TRADES_PER_WINDOW = 1000
 
 
 @dataclass(slots=True)
@@ -39,28 +47,39 @@ class SymbolState:
     low: Decimal = ZERO
     volume: Decimal = ZERO
     trades: int = 0
+    # For the market channels: the trades of the current window (the latest TRADES_PER_WINDOW; None when
+    # not collecting), and `trades` as it was when they were last taken (less what `take_minute` reset since).
+    window_trades: deque[Trade] | None = None
+    window_base: int = 0
 
 
 class Hub:
-    def __init__(self, *, epoch: str, references: References | None = None, replay: bool = False) -> None:
+    def __init__(self, *, epoch: str, references: References | None = None, replay: bool = False, market: bool = True) -> None:
+        """`market`: collect trades and book changes for the market channels (`take_trades`, `take_book_changes`)."""
         self.epoch = epoch
         self.references = references
         self.replay = replay
+        self.market = market
         self.symbols: dict[str, SymbolState] = {}
         self.books: dict[str, OrderBook] = {}
         self._dirty: set[str] = set()
         self._in_minute: set[str] = set()
+        self._book_changes: dict[str, datetime] = {}
+        self.trades_dropped = 0  # trades left out of a window's trades message (over TRADES_PER_WINDOW)
 
     def apply(self, event: MarketEvent) -> None:
         symbol = event.symbol
         state = self.symbols.get(symbol)
         if state is None:
-            state = self.symbols[symbol] = SymbolState()
+            state = self.symbols[symbol] = SymbolState(window_trades=deque(maxlen=TRADES_PER_WINDOW) if self.market else None)
         if isinstance(event, Trade):
             state.price = event.price
             state.traded = True
             state.volume += event.size
             state.trades += 1
+            window = state.window_trades
+            if window is not None:
+                window.append(event)  # all the per-event work for the trades channel: the message is built per window
         elif isinstance(event, Quote):
             self._quote(state, event.bid, event.ask)
         elif not self._book(state, event):
@@ -92,6 +111,8 @@ class Hub:
             book = self.books[event.symbol] = OrderBook(event.symbol)
         if not book.apply(event):
             return False
+        if self.market:
+            self._book_changes[event.symbol] = event.ts
         if not book.synced:
             # Its levels are no longer known: withdraw them rather than publish them with later ticks.
             state.bid = state.ask = None
@@ -108,6 +129,24 @@ class Hub:
         if book is None or not book.synced:
             return None
         return book.top(depth)
+
+    def take_trades(self) -> dict[str, list[Trade]]:
+        """The trades applied since the last call per symbol, oldest first (the latest TRADES_PER_WINDOW of each)."""
+        out = {}
+        for symbol, state in self.symbols.items():
+            window = state.window_trades
+            if window:
+                trades = list(window)
+                self.trades_dropped += state.trades - state.window_base - len(trades)
+                window.clear()
+                out[symbol] = trades
+            state.window_base = state.trades
+        return out
+
+    def take_book_changes(self) -> dict[str, datetime]:
+        """Symbols whose book changed since the last call (levels, or in/out of sync), with the time of the latest such event."""
+        changes, self._book_changes = self._book_changes, {}
+        return changes
 
     def drain(self) -> list[PriceUpdate]:
         """Close the window: one update per symbol that changed, seq +1 each."""
@@ -143,6 +182,7 @@ class Hub:
             state = self.symbols[symbol]
             if state.open is not None and state.price is not None:
                 candles.append(Candle(symbol, start, state.open, state.high, state.low, state.price, state.volume, state.trades))
+            state.window_base -= state.trades  # so that `trades - window_base` still counts the window's trades
             state.open, state.volume, state.trades = None, ZERO, 0
         self._in_minute.clear()
         return candles

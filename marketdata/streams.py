@@ -5,6 +5,10 @@ live connections must see are announced here, after commit. Today fan-out is a
 channel-layer group per symbol; replacing it (e.g. with a per-process hub) is a
 change to this module alone.
 
+Two groups per symbol: its price broadcasts (`md.price`, for portfolios) and its
+market-channel messages (`md.market`, for `/ws/v1/market`: tickers, trades,
+candles and books), so portfolio connections never carry book and trade traffic.
+
 The tape is here too: while a `record_feed` listens, workers append every event
 they apply, as native JSONL in chunks, to a capped Redis stream beside the
 channel layer's keys. It exists only with a Redis channel layer.
@@ -27,6 +31,9 @@ from django.db import transaction
 from marketdata import groups
 from marketdata.events import PriceUpdate, encode_price_update
 
+# One message of a market channel (`marketdata.market`): {"ch", "epoch", "seq", "ts", "data"}.
+Message = dict[str, Any]
+
 
 def _layer() -> Any:
     layer = get_channel_layer()
@@ -47,6 +54,19 @@ async def unsubscribe_symbols(channel_name: str, symbols: Iterable[str]) -> None
         await layer.group_discard(groups.symbol_group(symbol), channel_name)
 
 
+async def subscribe_market(channel_name: str, symbols: Iterable[str]) -> None:
+    """Receive the market-channel messages of `symbols` (event `md.market`, handled as `md_market`)."""
+    layer = _layer()
+    for symbol in symbols:
+        await layer.group_add(groups.market_group(symbol), channel_name)
+
+
+async def unsubscribe_market(channel_name: str, symbols: Iterable[str]) -> None:
+    layer = _layer()
+    for symbol in symbols:
+        await layer.group_discard(groups.market_group(symbol), channel_name)
+
+
 async def subscribe_user(channel_name: str, user_id: int) -> None:
     await _layer().group_add(groups.user_group(user_id), channel_name)
 
@@ -57,6 +77,15 @@ async def unsubscribe_user(channel_name: str, user_id: int) -> None:
 
 async def publish_price(update: PriceUpdate) -> None:
     await _layer().group_send(groups.symbol_group(update.symbol), encode_price_update(update))
+
+
+async def publish_market(symbol: str, messages: list[Message]) -> None:
+    """One symbol's market-channel messages of one window, in seq order per channel.
+
+    The worker appends them to the history (`marketdata.market_store`) first, so a
+    consumer that subscribed and then read the history sees no hole (it drops what it already has by seq).
+    """
+    await _layer().group_send(groups.market_group(symbol), {"type": groups.MARKET_EVENT, "symbol": symbol, "messages": messages})
 
 
 def notify_user_on_commit(user_id: int, event: dict[str, Any]) -> None:
@@ -86,17 +115,29 @@ class TapeChunk:
     lines: str
 
 
-def _tape() -> tuple[aioredis.Redis, str] | None:
-    """A Redis client on the channel layer's server, and the tape's key; None without a Redis layer."""
+def redis_target() -> tuple[str, str] | None:
+    """(address, key prefix) of the channel layer's Redis server; None when the layer is not Redis."""
     config: dict[str, Any] = settings.CHANNEL_LAYERS.get("default", {})
     if "redis" not in config.get("BACKEND", "").lower():
         return None
+    host = config["CONFIG"]["hosts"][0]
+    address = host["address"] if isinstance(host, dict) else host
+    return str(address), str(config["CONFIG"].get("prefix", "asgi"))
+
+
+def redis_client(address: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(address, socket_timeout=settings.REDIS_SOCKET_TIMEOUT, decode_responses=True)
+
+
+def _tape() -> tuple[aioredis.Redis, str] | None:
+    """A Redis client on the channel layer's server, and the tape's key; None without a Redis layer."""
+    target = redis_target()
+    if target is None:
+        return None
     loop = asyncio.get_running_loop()
     if loop not in _tape_clients:
-        host = config["CONFIG"]["hosts"][0]
-        address = host["address"] if isinstance(host, dict) else host
-        client = aioredis.Redis.from_url(address, socket_timeout=settings.REDIS_SOCKET_TIMEOUT, decode_responses=True)
-        _tape_clients[loop] = (client, f"{config['CONFIG'].get('prefix', 'asgi')}:tape")
+        address, prefix = target
+        _tape_clients[loop] = (redis_client(address), f"{prefix}:tape")
     return _tape_clients[loop]
 
 

@@ -7,4 +7,6 @@ urlpatterns = [
     path("profile/", views.profile, name="profile"),
     path("profile/tokens/<int:token_id>/revoke/", views.revoke, name="token_revoke"),
     path("docs/websocket-api/", views.websocket_docs, name="websocket_docs"),
+    # <path:...>: a symbol may hold a slash (EUR/USD). The dashboard links each holding here.
+    path("market/<path:symbol>/", views.instrument, name="instrument"),
 ]

@@ -1,4 +1,4 @@
-"""The profile page: a user's API tokens for bots, and how a bot connects."""
+"""The profile page (a user's API tokens for bots, and how a bot connects) and the instrument page."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from marketdata import services
-from marketdata.models import ApiToken
+from marketdata.events import to_epoch_ms
+from marketdata.market import wire
+from marketdata.models import ApiToken, Instrument, Quote
 from marketdata.selectors import tokens_for_user
 
 MARKET_WS_PATH = "/ws/v1/market"
@@ -76,3 +78,52 @@ def websocket_docs(request: HttpRequest) -> FileResponse:
         return FileResponse(WEBSOCKET_DOCS.open("rb"), content_type="text/plain; charset=utf-8")
     except FileNotFoundError:
         raise Http404("The WebSocket API documentation is not installed here.") from None
+
+
+# Depth of the instrument page's order book, and how often each of its channels may send (docs/websocket-api.md).
+INSTRUMENT_BOOK_DEPTH = 10
+INSTRUMENT_THROTTLE_MS = 250
+
+
+@login_required
+def instrument(request: SignedInRequest, symbol: str) -> HttpResponse:
+    """One instrument, live: candles, trades and the order book over /ws/v1/market (static/js/instrument.js).
+
+    `symbol` is the instrument's own symbol, slashes and carets included (EUR/USD, ^GSPC); anything else is a 404.
+    The page opens on the stored quote, so it shows a price before the socket's first snapshot.
+    """
+    instrument = get_object_or_404(Instrument, symbol=symbol)
+    try:
+        quote: Quote | None = instrument.quote
+    except Quote.DoesNotExist:
+        quote = None
+    stored = None
+    if quote is not None:
+        stored = {
+            "last": wire(quote.price),
+            "bid": None if quote.bid is None else wire(quote.bid),
+            "ask": None if quote.ask is None else wire(quote.ask),
+            "ref": None if quote.reference_price is None else wire(quote.reference_price),
+            "ts": to_epoch_ms(quote.exchange_ts),
+        }
+    return render(
+        request,
+        "marketdata/instrument.html",
+        {
+            "instrument": instrument,
+            "reference_label": "24 h ago" if instrument.always_open else "Previous close",
+            "book_depth": INSTRUMENT_BOOK_DEPTH,
+            "market_config": {
+                "url": MARKET_WS_PATH,
+                "symbol": instrument.symbol,
+                "name": instrument.name,
+                "assetClass": instrument.asset_class,
+                "assetClassLabel": instrument.get_asset_class_display(),
+                "currency": instrument.quote_currency,
+                "alwaysOpen": instrument.always_open,
+                "depth": INSTRUMENT_BOOK_DEPTH,
+                "throttleMs": INSTRUMENT_THROTTLE_MS,
+                "quote": stored,
+            },
+        },
+    )

@@ -15,6 +15,14 @@ never delays prices.
 
 While a `record_feed` is listening, every event of a window also goes onto
 the tape (`streams.tape_append`) as native JSONL, in the order it was applied.
+
+Market channels (`/ws/v1/market`): every window, after the hub is drained, the
+messages of the changed symbols are built (`marketdata.market`), appended to the
+history in one write (`marketdata.market_store`), and only then published live
+per symbol (`streams.publish_market`), so a client that read the history after
+subscribing sees no hole. The candles of a minute that closed go out, closed,
+with the window in which it closed. If the history cannot be written the
+messages are still published; a later resume over them reports recovered: false.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ from marketdata import services, streams
 from marketdata.events import Candle, MarketEvent, PriceUpdate
 from marketdata.feeds import Feed, native
 from marketdata.hub import Hub
+from marketdata.market import MarketBuilder, Message
+from marketdata.market_store import MarketStore, market_store
 from marketdata.references import LOOKBACK, MARGIN, References, minute_of
 from marketdata.symbols import SymbolMap
 
@@ -72,6 +82,8 @@ class WorkerStats:
     candle_rows: int = 0
     taped: int = 0  # events written to the tape for record_feed
     minutes: int = 0  # closed minutes handed to the hooks
+    market_messages: int = 0  # market-channel messages published
+    market_store_errors: int = 0  # windows whose messages could not be written to the history
     symbols: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
 
@@ -109,15 +121,20 @@ class Worker:
         replay: bool = False,
         symbols: SymbolMap | None = None,
         tape: bool = True,
+        market: bool = True,
+        market_history: MarketStore | None = None,
     ) -> None:
         """`retention`: candles older than this (in event time) are deleted, hourly; None keeps them.
         `replay`: updates are marked as replayed. `symbols`: instruments it creates (--create-instruments)
-        are stored before any quote or candle of theirs. `tape`: feed a listening `record_feed`."""
+        are stored before any quote or candle of theirs. `tape`: feed a listening `record_feed`.
+        `market`: produce the market channels; `market_history`: their store (default `market_store()`)."""
         self.feed = feed
         self.conflation = conflation
         self.quote_flush = quote_flush
         self.references = references if references is not None else References()
-        self.hub = Hub(epoch=epoch or new_epoch(), references=self.references, replay=replay)
+        self.hub = Hub(epoch=epoch or new_epoch(), references=self.references, replay=replay, market=market)
+        self.market = MarketBuilder(epoch=self.hub.epoch) if market else None
+        self._market_history = market_history
         self.store_quotes = store_quotes or database_sync_to_async(services.quotes_store)
         self.minute_hooks = list(minute_hooks)
         self.store_candles = store_candles or _store_candles
@@ -191,6 +208,8 @@ class Worker:
         # Drained first, so the updates the hooks get carry the minute's last prices.
         self._drain()
         candles = self.hub.take_minute(self._minute)
+        if self.market is not None:
+            self.market.minute_closed(candles, self.hub, closed=complete)
         for candle in candles:
             self.references.observe(candle.symbol, candle.start, candle.close)
         self._closed.put_nowait(_ClosedMinute(self._minute, candles, MappingProxyType(dict(self._latest)), complete))
@@ -233,13 +252,30 @@ class Worker:
         self._drain()
         await self._flush_tape()
         batch, self._outbox = self._outbox, []
+        window = self.market.build(self.hub, batch, minute=self._minute) if self.market is not None else {}
         for update in batch:
             await streams.publish_price(update)
             self.stats.broadcasts += 1
             self.stats.symbols.add(update.symbol)
             self._unsaved[update.symbol] = update
+        if window:
+            await self._publish_market(window)
         if time.monotonic() - self._last_flush >= self.quote_flush:
             await self.flush_quotes()
+
+    async def _publish_market(self, window: dict[str, list[Message]]) -> None:
+        """History first (one write for the window), then live per symbol."""
+        messages = [message for symbol_messages in window.values() for message in symbol_messages]
+        try:
+            if self._market_history is None:
+                self._market_history = market_store()
+            await self._market_history.append(messages)
+        except Exception:
+            self.stats.market_store_errors += 1
+            log.exception("could not write %d market messages to the history; publishing them all the same", len(messages))
+        for symbol, symbol_messages in window.items():
+            await streams.publish_market(symbol, symbol_messages)
+        self.stats.market_messages += len(messages)
 
     async def flush_quotes(self) -> None:
         self._last_flush = time.monotonic()

@@ -20,11 +20,45 @@ from marketdata import streams
 from marketdata.events import decode_price_update
 from portfolio import selectors
 from portfolio.live import Frame, LiveBook
+from portfolio.selectors import Market, PortfolioBook
 
 CLOSE_NOT_AUTHENTICATED = 4401
 
 
+class LivePortfolios:
+    """A user's portfolios as one LiveBook, loaded and reloaded from the database: all of them, or one.
+
+    Shared by `/ws/portfolio/` (all of them) and the `portfolio` / `portfolio:ID`
+    channels of `/ws/v1/market` (`marketdata.consumers`).
+    """
+
+    def __init__(self, user: Any, book: LiveBook, portfolio_id: int | None = None) -> None:
+        self.user = user
+        self.book = book
+        self.portfolio_id = portfolio_id
+
+    @classmethod
+    async def open(cls, user: Any, portfolio_id: int | None = None) -> LivePortfolios | None:
+        """The user's portfolios (or the one with `portfolio_id`); None when that one is not the user's."""
+        books, market = await cls._load(user, portfolio_id)
+        if portfolio_id is not None and not books:
+            return None
+        return cls(user, LiveBook(books, market), portfolio_id)
+
+    async def reload(self) -> None:
+        """After a ledger change: fresh books, keeping the newer prices (a deleted portfolio leaves the book empty)."""
+        self.book.replace(*await self._load(self.user, self.portfolio_id))
+
+    @staticmethod
+    async def _load(user: Any, portfolio_id: int | None) -> tuple[list[PortfolioBook], Market]:
+        books, market = await database_sync_to_async(selectors.live_books_for_user)(user=user)
+        if portfolio_id is not None:
+            books = [book for book in books if book.id == portfolio_id]
+        return books, market
+
+
 class PortfolioConsumer(AsyncWebsocketConsumer):
+    live: LivePortfolios
     book: LiveBook
     _flush: asyncio.Task[None] | None = None
 
@@ -35,7 +69,9 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=CLOSE_NOT_AUTHENTICATED)
             return
-        self.book = LiveBook(*await database_sync_to_async(selectors.live_books_for_user)(user=self.user))
+        live = await LivePortfolios.open(self.user)
+        assert live is not None  # all of a user's portfolios: never refused
+        self.live, self.book = live, live.book
         await streams.subscribe_user(self.channel_name, self.user.pk)
         await streams.subscribe_symbols(self.channel_name, self.book.symbols)
         await self.accept()
@@ -83,7 +119,7 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
 
     async def portfolio_reload(self, event: dict[str, Any]) -> None:
         before = self.book.symbols
-        self.book.replace(*await database_sync_to_async(selectors.live_books_for_user)(user=self.user))
+        await self.live.reload()
         await self._resubscribe(before)
         await self._send(self.book.snapshot())
 

@@ -95,3 +95,58 @@ def live_stack(*, redis_url: str, layer_prefix: str, logs: Path, feeds: bool = T
         if feeds:
             stack.enter_context(process([sys.executable, "manage.py", "run_feeds"], env, logs / "run_feeds.log"))
         yield f"http://127.0.0.1:{port}"
+
+
+class Daphne:
+    """A daphne on a fixed port that a test can stop and start again: a server restart under its clients.
+
+    Each run writes its own log (`daphne-1.log`, `daphne-2.log`, ...) in `logs`.
+    """
+
+    def __init__(self, *, env: dict[str, str], logs: Path, port: int | None = None) -> None:
+        self.env = env
+        self.logs = logs
+        self.port = port or free_port()
+        self.runs = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        assert self.proc is None, "daphne is already running"
+        self.runs += 1
+        log = self.logs / f"daphne-{self.runs}.log"
+        args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"]
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(args, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR)
+        wait_for_port(self.port, self.proc, log)
+
+    def stop(self) -> None:
+        """SIGTERM, as a deployment stops it (its clients see their connections close); SIGKILL after 10 s."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextmanager
+def restartable_daphne(*, redis_url: str, layer_prefix: str, logs: Path, env: dict[str, str] | None = None) -> Iterator[Daphne]:
+    """Like `live_stack(feeds=False)`, but yields the `Daphne`, to `restart()` on the same port; `env` adds to its environment."""
+    logs.mkdir(parents=True, exist_ok=True)
+    daphne = Daphne(env={**stack_env(redis_url=redis_url, layer_prefix=layer_prefix), **(env or {})}, logs=logs)
+    daphne.start()
+    try:
+        yield daphne
+    finally:
+        daphne.stop()

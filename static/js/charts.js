@@ -631,3 +631,320 @@ export function createAllocationChart({ title = "Allocation", mode = "instrument
     },
   };
 }
+
+// ---------------------------------------------------------------- candlesticks
+
+const CANDLE_DEFAULTS = {
+  title: "Price",
+  emptyText: "Waiting for the first trade",
+  intervalMs: 60_000,
+  // At least this many slots are drawn, so a young series grows in from the right.
+  minSlots: 30,
+  maxSlots: 120,
+  // Narrower slots than this and older candles are left out.
+  minSlotPx: 7,
+};
+
+/**
+ * OHLC candlesticks with a volume strip, on a time axis of one slot per interval.
+ * `setData(candles, formats)` takes `[{start, open, high, low, close, volume, trades, closed}, ...]`
+ * (decimal strings or numbers, oldest first); the last one may be the open candle and is
+ * updated in place by the next call. Formats: price(n), tick(n, step), volume(n), time(ts).
+ */
+export function createCandleChart(options = {}) {
+  const { title, emptyText, intervalMs, minSlots, maxSlots, minSlotPx } = { ...CANDLE_DEFAULTS, ...options };
+  let candles = [];
+  let format = {
+    price: (n) => String(n),
+    tick: (n) => String(n),
+    volume: (n) => String(n),
+    time: (ts) => clockFormat.format(new Date(ts)),
+  };
+  let geometry = null;
+  let pointerX = null;
+  const nodes = new Map(); // start → { g, wick, body, vol }
+
+  const ohlc = htmlEl("span", { class: "chart-change candle-ohlc", "data-testid": "candle-ohlc" });
+  const head = htmlEl("header", { class: "chart-head" }, htmlEl("h2", { class: "chart-title", text: title }), ohlc);
+
+  const svg = svgEl("svg", { class: "value-svg candle-svg", role: "img", "aria-label": title });
+  const grid = svgEl("g", { class: "chart-grid" });
+  const yAxis = svgEl("g", { class: "chart-axis chart-axis-y" });
+  const xAxis = svgEl("g", { class: "chart-axis chart-axis-x" });
+  const volumes = svgEl("g", { class: "candle-volumes" });
+  const bodies = svgEl("g", { class: "candle-bodies" });
+  const lastLine = svgEl("line", { class: "candle-last-line", visibility: "hidden" });
+  const lastTag = svgEl("g", { class: "candle-last-tag", visibility: "hidden" });
+  const lastTagBox = svgEl("rect", { rx: "3", ry: "3" });
+  const lastTagText = svgEl("text", { "dominant-baseline": "middle" });
+  lastTag.append(lastTagBox, lastTagText);
+  const hoverLine = svgEl("line", { class: "chart-hover-line" });
+  const hover = svgEl("g", { class: "chart-hover", visibility: "hidden" });
+  hover.append(hoverLine);
+  const overlay = svgEl("rect", { class: "chart-overlay", x: "0", y: "0", width: "0", height: "0" });
+  svg.append(grid, yAxis, xAxis, volumes, bodies, lastLine, lastTag, hover, overlay);
+
+  const empty = htmlEl("div", { class: "chart-empty", hidden: "" }, htmlEl("span", { class: "chart-empty-text", text: emptyText }));
+  const tooltip = htmlEl("div", { class: "chart-tooltip candle-tooltip", hidden: "" });
+  const plot = htmlEl("div", { class: "chart-plot candle-plot" }, svg, empty, tooltip);
+  const root = htmlEl("div", { class: "value-chart candle-chart", "data-testid": "candle-chart", "data-candles": "0" }, head, plot);
+
+  const num = (value) => (value === null || value === undefined || value === "" ? NaN : Number(value));
+
+  function fontFor() {
+    const family = getComputedStyle(root).fontFamily || "system-ui, sans-serif";
+    return `11px ${family}`;
+  }
+
+  function direction(c) {
+    const open = num(c.open);
+    const close = num(c.close);
+    return close > open ? "up" : close < open ? "down" : "flat";
+  }
+
+  function renderOhlc(c, { hovered = false } = {}) {
+    ohlc.replaceChildren();
+    ohlc.classList.remove("pos", "neg");
+    if (!c) return;
+    const part = (label, value) => htmlEl("span", { class: "ohlc-part" }, htmlEl("span", { class: "ohlc-label", text: label }), String(value));
+    ohlc.append(
+      htmlEl("span", { class: "ohlc-time", text: `${format.time(c.start)}${!hovered && !c.closed ? " · open" : ""}` }),
+      part("O", format.price(c.open)),
+      part("H", format.price(c.high)),
+      part("L", format.price(c.low)),
+      part("C", format.price(c.close)),
+      part("Vol", format.volume(c.volume)),
+    );
+    ohlc.dataset.direction = direction(c);
+  }
+
+  /**
+   * The candles drawn and their time window: as many minutes as the recent candles span (a
+   * minute a day back does not stretch it), at least `minSlots`, at most what fits.
+   */
+  function visibleWindow(width) {
+    const n = candles.length;
+    if (!n) return null;
+    const fit = Math.max(4, Math.floor(width / minSlotPx));
+    const tEnd = candles[n - 1].start + intervalMs;
+    const recent = candles.find((c) => c.start >= tEnd - maxSlots * intervalMs);
+    const span = Math.ceil((tEnd - recent.start) / intervalMs);
+    const slots = Math.min(fit, Math.max(minSlots, span));
+    const tStart = tEnd - slots * intervalMs;
+    const shown = candles.filter((c) => c.start >= tStart);
+    return { slots, tStart, tEnd, shown };
+  }
+
+  function render() {
+    const n = candles.length;
+    const last = n ? candles[n - 1] : null;
+    root.dataset.candles = String(n);
+    root.dataset.lastStart = last ? String(last.start) : "";
+    root.dataset.lastClose = last ? String(last.close) : "";
+    empty.hidden = n > 0;
+    if (pointerX === null) renderOhlc(last);
+
+    const width = plot.clientWidth;
+    const height = plot.clientHeight;
+    if (width < 40 || height < 40) return;
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    overlay.setAttribute("width", String(width));
+    overlay.setAttribute("height", String(height));
+    if (!n) {
+      for (const node of [grid, yAxis, xAxis, volumes, bodies]) node.replaceChildren();
+      nodes.clear();
+      for (const node of [lastLine, lastTag, hover]) node.setAttribute("visibility", "hidden");
+      tooltip.hidden = true;
+      geometry = null;
+      svg.setAttribute("aria-label", `${title}: ${emptyText}`);
+      return;
+    }
+
+    const font = fontFor();
+    const tagText = format.price(last.close);
+    const tagWidth = Math.ceil(textWidth(tagText, font)) + 12;
+    // The price range and its labels, for the candles a window shows.
+    const measure = (list) => {
+      let lo = Infinity;
+      let hi = -Infinity;
+      let maxVolume = 0;
+      for (const c of list) {
+        lo = Math.min(lo, num(c.low));
+        hi = Math.max(hi, num(c.high));
+        maxVolume = Math.max(maxVolume, num(c.volume) || 0);
+      }
+      const ticks = niceTicks(lo, hi, 5);
+      const labels = ticks.ticks.map((v) => format.tick(v, ticks.step));
+      return { y: ticks, labels, maxVolume, labelWidth: Math.ceil(Math.max(...labels.map((text) => textWidth(text, font)))) };
+    };
+    const m = { top: 12, right: tagWidth + 8, bottom: 26, left: 0 };
+    const plotWidth = () => Math.max(10, width - m.left - m.right);
+    // The labels' width depends on the window, which depends on the labels' width: guess, then settle.
+    let scale = measure(visibleWindow(width - 140).shown);
+    m.left = scale.labelWidth + 14;
+    let win = visibleWindow(plotWidth());
+    const settled = measure(win.shown);
+    if (settled.labelWidth > scale.labelWidth) {
+      m.left = settled.labelWidth + 14;
+      win = visibleWindow(plotWidth()); // narrower: a subset of the candles `settled` measured
+    }
+    scale = settled;
+    const { y, labels, maxVolume } = scale;
+    const plotW = plotWidth();
+    const plotH = Math.max(10, height - m.top - m.bottom);
+    const { slots, tStart, tEnd, shown } = win;
+    const volH = Math.round(plotH * 0.16);
+    const priceH = plotH - volH - 6;
+    const slotW = plotW / slots;
+    const bodyW = Math.max(1, Math.min(18, Math.floor(slotW * 0.66)));
+    const xOf = (t) => m.left + ((t - tStart) / (tEnd - tStart)) * plotW;
+    const yOf = (v) => m.top + ((y.hi - v) / (y.hi - y.lo)) * priceH;
+    const volTop = m.top + priceH + 6;
+    const volOf = (v) => (maxVolume > 0 ? (Math.max(0, v) / maxVolume) * volH : 0);
+
+    grid.replaceChildren(
+      ...y.ticks.map((v) => {
+        const py = round1(yOf(v));
+        return svgEl("line", { x1: m.left, x2: m.left + plotW, y1: py, y2: py });
+      }),
+    );
+    yAxis.replaceChildren(
+      ...y.ticks.map((v, i) => {
+        const text = svgEl("text", { x: m.left - 10, y: round1(yOf(v)), "text-anchor": "end", "dominant-baseline": "middle" });
+        text.textContent = labels[i];
+        return text;
+      }),
+    );
+    const xNodes = [svgEl("line", { class: "chart-axis-line", x1: m.left, x2: m.left + plotW, y1: m.top + plotH, y2: m.top + plotH })];
+    for (const t of timeTicks(tStart, tEnd, Math.max(2, Math.floor(plotW / 80)))) {
+      const px = xOf(t);
+      const label = format.time(t);
+      const half = textWidth(label, font) / 2;
+      if (px - half < m.left - 6 || px + half > width - 2) continue;
+      const text = svgEl("text", { x: round1(px), y: height - 8, "text-anchor": "middle" });
+      text.textContent = label;
+      xNodes.push(svgEl("line", { x1: round1(px), x2: round1(px), y1: m.top + plotH, y2: m.top + plotH + 4 }), text);
+    }
+    xAxis.replaceChildren(...xNodes);
+
+    // Candles: one <g> per minute, kept across renders so the open one is only re-shaped.
+    const seen = new Set();
+    const ordered = [];
+    const orderedVolumes = [];
+    for (const c of shown) {
+      seen.add(c.start);
+      let node = nodes.get(c.start);
+      if (!node) {
+        const g = svgEl("g", { class: "candle", "data-start": String(c.start) });
+        const wick = svgEl("line", { class: "candle-wick" });
+        const body = svgEl("rect", { class: "candle-body" });
+        g.append(wick, body);
+        const vol = svgEl("rect", { class: "candle-volume" });
+        node = { g, wick, body, vol };
+        nodes.set(c.start, node);
+      }
+      const dir = direction(c);
+      const cx = Math.round(xOf(c.start + intervalMs / 2)) + 0.5;
+      const open = num(c.open);
+      const close = num(c.close);
+      const top = Math.round(yOf(Math.max(open, close)));
+      const bottom = Math.round(yOf(Math.min(open, close)));
+      node.g.setAttribute("data-direction", dir);
+      node.g.setAttribute("data-close", String(c.close));
+      node.g.classList.toggle("is-open", !c.closed);
+      for (const [k, v] of Object.entries({ x1: cx, x2: cx, y1: round1(yOf(num(c.high))), y2: round1(yOf(num(c.low))) })) node.wick.setAttribute(k, String(v));
+      for (const [k, v] of Object.entries({ x: Math.round(cx - bodyW / 2), y: top, width: bodyW, height: Math.max(1, bottom - top) })) {
+        node.body.setAttribute(k, String(v));
+      }
+      const vh = volOf(num(c.volume) || 0);
+      for (const [k, v] of Object.entries({ x: Math.round(cx - bodyW / 2), y: round1(volTop + volH - vh), width: bodyW, height: round1(vh) })) {
+        node.vol.setAttribute(k, String(v));
+      }
+      node.vol.setAttribute("data-direction", dir);
+      ordered.push(node.g);
+      orderedVolumes.push(node.vol);
+    }
+    for (const start of [...nodes.keys()]) {
+      if (!seen.has(start)) {
+        nodes.get(start).g.remove();
+        nodes.get(start).vol.remove();
+        nodes.delete(start);
+      }
+    }
+    const same = (parent, list) => list.length === parent.children.length && list.every((node, i) => parent.children[i] === node);
+    if (!same(bodies, ordered)) bodies.replaceChildren(...ordered);
+    if (!same(volumes, orderedVolumes)) volumes.replaceChildren(...orderedVolumes);
+
+    // The last price: a dashed line across, and its value in a tag at the right edge.
+    const ly = Math.round(yOf(num(last.close))) + 0.5;
+    const dir = direction(last);
+    for (const [k, v] of Object.entries({ x1: m.left, x2: m.left + plotW, y1: ly, y2: ly })) lastLine.setAttribute(k, String(v));
+    lastLine.setAttribute("data-direction", dir);
+    lastTag.setAttribute("data-direction", dir);
+    lastTagText.textContent = tagText;
+    const tagX = m.left + plotW + 4;
+    for (const [k, v] of Object.entries({ x: tagX, y: ly - 9, width: tagWidth, height: 18 })) lastTagBox.setAttribute(k, String(v));
+    lastTagText.setAttribute("x", String(tagX + 6));
+    lastTagText.setAttribute("y", String(ly + 0.5));
+    lastLine.setAttribute("visibility", "visible");
+    lastTag.setAttribute("visibility", "visible");
+
+    root.dataset.visible = String(shown.length);
+    svg.setAttribute(
+      "aria-label",
+      `${title}: ${shown.length} one-minute candles from ${format.time(shown[0].start)} to ${format.time(last.start)}; last ${format.price(last.close)}`,
+    );
+    geometry = { m, plotW, plotH, width, tStart, tEnd, xOf, shown };
+    if (pointerX !== null) showHover(pointerX);
+  }
+
+  function showHover(px) {
+    if (!geometry || !geometry.shown.length) return;
+    const { m, plotW, plotH, width, tStart, tEnd, xOf, shown } = geometry;
+    const t = tStart + ((Math.min(Math.max(px, m.left), m.left + plotW) - m.left) / plotW) * (tEnd - tStart);
+    let best = shown[0];
+    for (const c of shown) if (Math.abs(c.start + intervalMs / 2 - t) < Math.abs(best.start + intervalMs / 2 - t)) best = c;
+    const x = Math.round(xOf(best.start + intervalMs / 2)) + 0.5;
+    for (const [k, v] of Object.entries({ x1: x, x2: x, y1: m.top, y2: m.top + plotH })) hoverLine.setAttribute(k, String(v));
+    hover.setAttribute("visibility", "visible");
+    renderOhlc(best, { hovered: true });
+    tooltip.replaceChildren(
+      htmlEl("span", { class: "chart-tooltip-value", text: format.price(best.close) }),
+      htmlEl("span", { class: "chart-tooltip-time", text: `${format.time(best.start)} · ${best.trades ?? 0} trades` }),
+    );
+    tooltip.hidden = false;
+    const tw = tooltip.offsetWidth;
+    const left = Math.min(Math.max(x - tw / 2, 4), width - tw - 4);
+    tooltip.style.transform = `translate(${Math.round(left)}px, 4px)`;
+  }
+
+  function hideHover() {
+    pointerX = null;
+    hover.setAttribute("visibility", "hidden");
+    tooltip.hidden = true;
+    renderOhlc(candles[candles.length - 1]);
+  }
+
+  overlay.addEventListener("pointermove", (event) => {
+    const rect = svg.getBoundingClientRect();
+    pointerX = event.clientX - rect.left;
+    showHover(pointerX);
+  });
+  overlay.addEventListener("pointerleave", hideHover);
+
+  watchSize(plot, render);
+
+  return {
+    root,
+    /** Replace the candles (oldest first; `start` in epoch ms) and optionally the formatters; redraw. */
+    setData(next, formats = {}) {
+      candles = (Array.isArray(next) ? next : []).map((c) => ({ ...c, start: Number(c.start) })).filter((c) => Number.isFinite(c.start));
+      format = { ...format, ...formats };
+      render();
+    },
+    render,
+    get candles() {
+      return candles.length;
+    },
+  };
+}

@@ -352,7 +352,11 @@ const COLUMNS = [
     deps: ["symbol", "name", "asset_class", "kind", "currency"],
     render(cell, row) {
       const cash = row.kind === "cash";
-      const symbol = el("span", { class: "symbol", text: cash ? row.currency || row.symbol : row.symbol || row.key });
+      const text = cash ? row.currency || row.symbol : row.symbol || row.key;
+      // A holding's symbol opens its instrument page (/market/<symbol>/; a slash in EUR/USD stays a slash).
+      const symbol = cash
+        ? el("span", { class: "symbol", text })
+        : el("a", { class: "symbol", text, href: `/market/${String(text).split("/").map(encodeURIComponent).join("/")}/`, title: `${text}: chart, trades and order book` });
       const badgeClass = cash ? "cash" : row.asset_class;
       const badge = badgeClass ? el("span", { class: "class-badge", "data-class": badgeClass, text: assetClassLabel(badgeClass) }) : null;
       const nameText = (cash && currencyName(row.currency)) || row.name || "";

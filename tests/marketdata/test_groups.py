@@ -38,3 +38,16 @@ def test_empty_symbol_is_refused() -> None:
 def test_user_groups_are_per_user() -> None:
     assert groups.user_group(7) == "user.7"
     assert groups.user_group(7) != groups.user_group(8)
+
+
+@given(symbols)
+def test_market_groups_are_valid_and_apart_from_the_price_groups(symbol: str) -> None:
+    name = groups.market_group(symbol)
+    assert VALID_GROUP.match(name), name
+    assert name != groups.symbol_group(symbol)
+    assert name.removeprefix("mk.") == groups.symbol_group(symbol).removeprefix("md.")
+
+
+def test_market_groups_read_naturally() -> None:
+    assert (groups.market_group("BTC-USD"), groups.market_group("EUR/USD")) == ("mk.BTC-USD", "mk.EUR_2FUSD")
+    assert groups.MARKET_EVENT == "md.market"

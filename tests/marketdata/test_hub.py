@@ -266,3 +266,30 @@ def test_book_mids_make_candles_of_a_never_traded_symbol() -> None:
     hub.apply(delta("BTCUSDT", 102, 102, bids=(("99", "0"), ("95", "1")), ms=2))  # mid 100
 
     assert hub.take_minute(T0) == [Candle("BTCUSDT", T0, D("100"), D("102"), D("100"), D("100"), D("0"), 0)]
+
+
+# -- what the market channels collect -------------------------------------------------------------
+
+
+def test_the_hub_hands_over_each_windows_trades_once_oldest_first() -> None:
+    hub = Hub(epoch="e1")
+    hub.apply(trade("AAPL", "100", ms=1))
+    hub.apply(quote("AAPL", "99", "101", ms=2))
+    hub.apply(trade("MSFT", "400", ms=3))
+    hub.apply(trade("AAPL", "101", ms=4))
+    hub.drain()  # draining leaves them for the market channels
+    assert hub.take_trades() == {"AAPL": [trade("AAPL", "100", ms=1), trade("AAPL", "101", ms=4)], "MSFT": [trade("MSFT", "400", ms=3)]}
+    assert hub.take_trades() == {}
+    assert hub.trades_dropped == 0
+
+
+def test_the_hub_names_books_that_changed_with_their_latest_time_including_a_lost_sync() -> None:
+    hub = Hub(epoch="e1")
+    hub.apply(delta("BTCUSDT", 99, 101, bids=(("99", "1"),)))  # buffered before any snapshot: nothing to show
+    assert hub.take_book_changes() == {}
+    hub.apply(snapshot("BTCUSDT", 100, bids=(("98", "1"),), asks=(("102", "1"),), ms=5))
+    hub.apply(delta("BTCUSDT", 102, 102, bids=(("90", "1"),), ms=6))  # below the top: no tick, but the book changed
+    assert hub.take_book_changes() == {"BTCUSDT": T0 + timedelta(milliseconds=6)}
+    hub.apply(delta("BTCUSDT", 110, 110, bids=(("97", "1"),), ms=7))  # a gap: out of sync
+    assert hub.take_book_changes() == {"BTCUSDT": T0 + timedelta(milliseconds=7)}
+    assert hub.book_top("BTCUSDT", 1) is None

@@ -6,18 +6,25 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async as db
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from marketdata import groups, services
-from marketdata.events import Candle, MarketEvent, PriceUpdate, Trade
+from marketdata.events import BookDelta, BookSnapshot, Candle, MarketEvent, PriceUpdate, Trade
 from marketdata.events import Quote as BidAsk
 from marketdata.feeds import Feed
+from marketdata.feeds.files import Problems
+from marketdata.feeds.registry import file_sources
+from marketdata.market_store import market_store
 from marketdata.models import AssetClass, Instrument, Quote
 from marketdata.models import Candle as CandleRow
 from marketdata.references import Mark, MarketHours, References
+from marketdata.replay import Replay
 from marketdata.symbols import SymbolMap
 from marketdata.worker import Worker
+from tests.conftest import AGGTRADES, listen, needs_aggtrades, received
 
 D = Decimal
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -501,3 +508,174 @@ async def test_instruments_that_fail_to_be_created_are_retried_before_the_next_s
     assert (created, stored, symbols.new) == ([{"DOGEUSDT": "binance"}], [], {"DOGEUSDT": "binance"})
     await worker.flush_quotes()
     assert (created, stored, symbols.new) == ([{"DOGEUSDT": "binance"}] * 2, [["DOGEUSDT"]], {})
+
+
+# -- market channels ---------------------------------------------------------------------------
+
+
+def _by_channel(messages: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for message in messages:
+        out.setdefault(message["ch"], []).append(message)
+    return out
+
+
+def _book(symbol: str, seconds: float, bids: list[tuple[str, str]], asks: list[tuple[str, str]], *, snapshot: bool = False) -> MarketEvent:
+    kind = BookSnapshot if snapshot else BookDelta
+    bid_levels = tuple((D(p), D(q)) for p, q in bids)
+    ask_levels = tuple((D(p), D(q)) for p, q in asks)
+    return kind(symbol, T0 + timedelta(seconds=seconds), bid_levels, ask_levels, "coinbase")
+
+
+def test_window_by_window_the_history_holds_exactly_what_the_market_group_hears() -> None:
+    live = listen(groups.market_group("BTC-USD"))
+    portfolio_side = listen(groups.symbol_group("BTC-USD"))
+    events = [
+        _book("BTC-USD", 1, [("100", "1"), ("99", "2")], [("101", "1"), ("102", "3")], snapshot=True),
+        at("BTC-USD", 2, "100.5", "0.5"),
+        _book("BTC-USD", 3, [("100", "0"), ("100.25", "4")], []),
+        at("BTC-USD", 30, "101"),
+        at("BTC-USD", 61, "102"),  # closes minute 0
+        _book("BTC-USD", 62, [], [("101", "0")]),
+        at("BTC-USD", 125, "103", "2"),  # closes minute 1
+    ]
+    worker = Worker(
+        feed=ListFeed([[event] for event in events], pause=0.03),  # a window apart
+        conflation=0.01,
+        quote_flush=60,
+        epoch="r1",
+        store_quotes=no_store,
+        store_candles=no_candles,
+        tape=False,
+    )
+
+    stats = async_to_sync(worker.run)(asyncio.Event())
+
+    heard = received(live)
+    assert {m["type"] for m in heard} == {"md.market"} and {m["symbol"] for m in heard} == {"BTC-USD"}
+    published = _by_channel(m for event in heard for m in event["messages"])
+    assert stats.market_messages == sum(map(len, published.values()))
+    store = market_store()
+    assert set(published) == {
+        "ticker:BTC-USD",
+        "trades:BTC-USD",
+        "candles:BTC-USD@1m",
+        "book:BTC-USD@depth=1",
+        "book:BTC-USD@depth=10",
+        "book:BTC-USD@depth=50",
+    }
+    for channel, messages in published.items():
+        assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1)), channel
+        assert {m["epoch"] for m in messages} == {"r1"}
+        # The history holds exactly what was published, in order.
+        assert async_to_sync(store.since)(channel, epoch="r1", seq=0) == messages
+        assert async_to_sync(store.head)(channel) == ("r1", len(messages))
+    candles = [m["data"]["candle"] for m in published["candles:BTC-USD@1m"]]
+    assert [(c["start"], c["close"], c["closed"]) for c in candles if c["closed"]] == [
+        (int(minute(0).timestamp() * 1000), "101", True),
+        (int(minute(1).timestamp() * 1000), "102", True),
+    ]
+    assert candles[-1] == {
+        "start": int(minute(2).timestamp() * 1000),
+        "open": "103",
+        "high": "103",
+        "low": "103",
+        "close": "103",
+        "volume": "2",
+        "trades": 1,
+        "closed": False,
+    }
+    assert [t["price"] for m in published["trades:BTC-USD"] for t in m["data"]["trades"]] == ["100.5", "101", "102", "103"]
+    book = async_to_sync(store.snapshot)("book:BTC-USD@depth=10")
+    assert book["data"]["bids"] == [["100.25", "4"], ["99", "2"]] and book["data"]["asks"] == [["102", "3"]]
+    # Portfolio connections get the price broadcasts only, never the market channels.
+    assert {m["type"] for m in received(portfolio_side)} == {"md.price"}
+
+
+@needs_aggtrades
+def test_the_real_aggtrades_sample_replayed_at_full_speed_leaves_whole_histories() -> None:
+    live = listen(groups.market_group("BTC-USD"))
+    symbols = SymbolMap(instruments=["BTC-USD"], aliases={("binance", "BTCUSDT"): "BTC-USD"})
+    sources = file_sources(paths=[AGGTRADES], format_name=None, symbols=symbols, options={}, problems=Problems(strict=True))
+    worker = Worker(
+        feed=Replay(sources=sources, speed=None),
+        conflation=0.01,
+        quote_flush=60,
+        epoch="r2",
+        store_quotes=no_store,
+        store_candles=no_candles,
+        tape=False,
+    )
+
+    stats = async_to_sync(worker.run)(asyncio.Event())
+
+    published = _by_channel(m for event in received(live) for m in event["messages"])
+    trades = [t for m in published["trades:BTC-USD"] for t in m["data"]["trades"]]
+    assert stats.events == 5000 and len(trades) + worker.hub.trades_dropped == 5000
+    assert [t["ts"] for t in trades] == sorted(t["ts"] for t in trades)
+    store = market_store()
+    for channel, messages in published.items():
+        assert len(messages) < settings.MARKET_HISTORY_LENGTH  # all of them still in the history
+        assert async_to_sync(store.since)(channel, epoch="r2", seq=0) == messages
+        assert async_to_sync(store.head)(channel) == ("r2", len(messages))
+    closed = [m["data"]["candle"] for m in published["candles:BTC-USD@1m"] if m["data"]["candle"]["closed"]]
+    assert len(closed) >= 10 and [c["start"] for c in closed] == sorted({c["start"] for c in closed})
+
+
+async def test_a_failed_history_write_is_logged_and_the_messages_still_go_out(
+    caplog: pytest.LogCaptureFixture, expect_worker_errors: None
+) -> None:
+    class Broken:
+        async def append(self, messages: Sequence[dict[str, Any]]) -> None:
+            raise OSError("Redis went away")
+
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(groups.market_group("AAPL"), channel)
+    worker = Worker(
+        feed=ListFeed([ticks("AAPL", ["100"])]),
+        conflation=0.01,
+        quote_flush=60,
+        store_quotes=no_store,
+        store_candles=no_candles,
+        tape=False,
+        market_history=Broken(),  # type: ignore[arg-type]
+    )
+
+    stats = await worker.run(asyncio.Event())
+
+    [event] = await collect(channel, until=1)
+    assert {m["ch"] for m in event["messages"]} == {"ticker:AAPL", "trades:AAPL", "candles:AAPL@1m"}  # type: ignore[union-attr]
+    assert stats.market_store_errors == 1
+    assert any("could not write" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+
+
+async def test_a_worker_without_the_market_channels_publishes_and_stores_none() -> None:
+    class Recording:
+        def __init__(self) -> None:
+            self.appended: list[dict[str, Any]] = []
+
+        async def append(self, messages: Sequence[dict[str, Any]]) -> None:
+            self.appended.extend(messages)
+
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(groups.market_group("AAPL"), channel)
+    history = Recording()
+    worker = Worker(
+        feed=ListFeed([ticks("AAPL", ["100", "101"])]),
+        conflation=0.01,
+        quote_flush=60,
+        store_quotes=no_store,
+        store_candles=no_candles,
+        tape=False,
+        market=False,
+        market_history=history,  # type: ignore[arg-type]
+    )
+
+    stats = await worker.run(asyncio.Event())
+
+    assert (stats.broadcasts, stats.market_messages, history.appended) == (1, 0, [])
+    assert worker.hub.take_trades() == {}
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(channel), timeout=0.1)

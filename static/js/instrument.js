@@ -1,0 +1,535 @@
+// The instrument page (/market/<symbol>/): one instrument, live, over /ws/v1/market.
+//
+// Four channels of the market-data API v1, each throttled to `throttleMs` (250 ms: at most
+// four frames a second per channel, and the latest value always arrives):
+//   ticker:SYM          last price, bid/ask, day change → the header
+//   candles:SYM@1m      the last 120 closed minutes and the open one → the candlestick chart
+//   trades:SYM          the last 50 trades, then every trade → the tape
+//   book:SYM@depth=N    the top N levels, then changed levels + checksum → the depth view
+// MarketClient (market-api.js) keeps every channel whole: it resumes after a reconnect,
+// closes gaps, checks the book's checksum. This file only draws what it hands over.
+//
+// Rendering is batched to one animation frame; the page object is `window.livefolioInstrument`.
+
+import { createCandleChart } from "./charts.js";
+import { addDecimals, formatAxisMoney, formatClock, formatMoney, formatPercent } from "./dashboard.js";
+import { MarketClient } from "./market-api.js";
+
+const DEFAULT_LOGIN_URL = "/accounts/login/";
+const TAPE_LENGTH = 50;
+// Closed candles kept (the snapshot brings 120), plus the open one.
+const CANDLES_KEPT = 240;
+const FLASH_MS = 1000;
+
+// ---------------------------------------------------------------- formatting
+
+function isMissing(value) {
+  return value === null || value === undefined || value === "";
+}
+
+function decimalsOf(value) {
+  const match = /\.(\d+)/.exec(String(value ?? ""));
+  return match ? match[1].length : 0;
+}
+
+const numberFormats = new Map();
+
+/** A plain number with exactly `digits` decimals (book and tape columns line up). */
+function formatFixed(value, digits) {
+  if (isMissing(value)) return "—";
+  let fmt = numberFormats.get(digits);
+  if (!fmt) {
+    fmt = new Intl.NumberFormat(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+    numberFormats.set(digits, fmt);
+  }
+  // Intl formats decimal strings exactly.
+  return fmt.format(String(value));
+}
+
+/** Decimals to show a column with: as many as its most precise value, within [min, max]. */
+function columnDigits(values, min, max) {
+  let digits = min;
+  for (const value of values) digits = Math.max(digits, decimalsOf(value));
+  return Math.min(digits, max);
+}
+
+function signOf(value) {
+  if (isMissing(value)) return null;
+  const n = Number(value);
+  if (Number.isNaN(n)) return null;
+  return n > 0 ? 1 : n < 0 ? -1 : 0;
+}
+
+function setSignClass(node, value) {
+  const sign = signOf(value);
+  node.classList.toggle("pos", sign === 1);
+  node.classList.toggle("neg", sign === -1);
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+const flashTimers = new WeakMap();
+
+function flash(node, before, after) {
+  if (isMissing(before) || isMissing(after)) return;
+  const a = Number(before);
+  const b = Number(after);
+  if (Number.isNaN(a) || Number.isNaN(b) || a === b) return;
+  node.classList.remove("flash-up", "flash-down");
+  void node.offsetWidth; // restart the animation
+  node.classList.add(b > a ? "flash-up" : "flash-down");
+  clearTimeout(flashTimers.get(node));
+  flashTimers.set(node, setTimeout(() => node.classList.remove("flash-up", "flash-down"), FLASH_MS + 50));
+}
+
+/** A neutral highlight: this value changed (a level's size; green and red already mean bid and ask). */
+function pulse(node) {
+  node.classList.remove("is-changed");
+  void node.offsetWidth;
+  node.classList.add("is-changed");
+  clearTimeout(flashTimers.get(node));
+  flashTimers.set(node, setTimeout(() => node.classList.remove("is-changed"), 700));
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+function negate(value) {
+  const text = String(value);
+  return text.startsWith("-") ? text.slice(1) : `-${text}`;
+}
+
+/** a − b of decimal strings, exactly (null when either is missing). */
+function subtract(a, b) {
+  return isMissing(a) || isMissing(b) ? null : addDecimals(a, negate(b));
+}
+
+/** The stored quote the page opens on, shaped as ticker data (the change worked out as the server would). */
+function storedTicker(quote) {
+  if (!quote) return null;
+  const change = subtract(quote.last, quote.ref);
+  const pct = change !== null && Number(quote.ref) !== 0 ? ((Number(change) / Number(quote.ref)) * 100).toFixed(2) : null;
+  return { last: quote.last, bid: quote.bid, ask: quote.ask, ref: quote.ref, change, change_pct: pct };
+}
+
+// ---------------------------------------------------------------- the page
+
+export function createInstrumentPage({ root, indicator, config, now = () => Date.now() }) {
+  const symbol = config.symbol;
+  const currency = config.currency;
+  const depth = Number(config.depth) || 10;
+  const names = {
+    ticker: `ticker:${symbol}`,
+    trades: `trades:${symbol}`,
+    candles: `candles:${symbol}@1m`,
+    book: `book:${symbol}@depth=${depth}`,
+  };
+  const money = (value, opts = {}) => formatMoney(value, currency, { keepPrecision: true, ...opts });
+
+  // ---- state, as the channels left it
+
+  const stored = config.quote || null;
+  let ticker = storedTicker(stored);
+  let tickerTs = stored ? stored.ts : null;
+  let trades = []; // newest first
+  let candles = []; // oldest first; the last may be open
+  let book = null; // the client's OrderBook
+  let bookChecked = null; // whether the last book frame's checksum matched
+  const dirty = new Set(["ticker", "trades", "candles", "book"]);
+  let frameRequested = false;
+
+  // ---- DOM
+
+  const q = (testid) => root.querySelector(`[data-testid="${testid}"]`);
+  const ui = {
+    notice: q("instrument-notice"),
+    last: q("last-price"),
+    change: q("day-change"),
+    changePct: q("day-change-pct"),
+    bid: q("bid"),
+    ask: q("ask"),
+    spread: q("spread"),
+    reference: q("reference"),
+    time: q("price-time"),
+    book: q("book"),
+    bookEmpty: q("book-empty"),
+    bookSpread: root.querySelector(".book-spread-value"),
+    asks: root.querySelector(".book-asks"),
+    bids: root.querySelector(".book-bids"),
+    tape: root.querySelector('[data-testid="trades"] tbody'),
+    tapeEmpty: q("trades-empty"),
+  };
+  const chart = createCandleChart({ title: "Price · 1-minute candles", emptyText: "Waiting for the first trade" });
+  root.querySelector("#candle-card").append(chart.root);
+
+  // One row per level, made once: asks from the worst shown down to the best, then bids from the best.
+  function levelRow(side) {
+    const price = el("span", { class: "book-price num", role: "cell" });
+    const size = el("span", { class: "book-size num", role: "cell" });
+    const total = el("span", { class: "book-total num", role: "cell" });
+    const row = el("div", { class: "book-row book-level", role: "row", "data-side": side }, price, size, total);
+    return { row, price, size, total };
+  }
+  const askRows = Array.from({ length: depth }, () => levelRow("ask"));
+  const bidRows = Array.from({ length: depth }, () => levelRow("bid"));
+  ui.asks.replaceChildren(...askRows.map((r) => r.row));
+  ui.bids.replaceChildren(...bidRows.map((r) => r.row));
+
+  // ---- rendering
+
+  function schedule(part) {
+    dirty.add(part);
+    if (frameRequested) return;
+    frameRequested = true;
+    const run = () => {
+      frameRequested = false;
+      render();
+    };
+    // Hidden tabs get no animation frames: state keeps up, the DOM catches up on return.
+    if (document.visibilityState === "hidden") setTimeout(run, 1000);
+    else requestAnimationFrame(run);
+  }
+
+  function render() {
+    if (dirty.has("ticker")) renderTicker();
+    if (dirty.has("candles")) renderCandles();
+    if (dirty.has("trades")) renderTrades();
+    if (dirty.has("book")) renderBook();
+    dirty.clear();
+  }
+
+  let shownLast = null;
+
+  function renderTicker() {
+    const t = ticker || {};
+    setText(ui.last, money(t.last));
+    ui.last.dataset.value = t.last ?? "";
+    flash(ui.last, shownLast, t.last);
+    shownLast = t.last ?? null;
+    setText(ui.change, isMissing(t.change) ? "—" : money(t.change, { signed: true }));
+    setSignClass(ui.change, t.change);
+    ui.changePct.hidden = isMissing(t.change_pct);
+    setText(ui.changePct, formatPercent(t.change_pct));
+    setSignClass(ui.changePct, t.change_pct);
+    setText(ui.bid, money(t.bid));
+    setText(ui.ask, money(t.ask));
+    if (!isMissing(t.bid) && !isMissing(t.ask)) {
+      const spread = subtract(t.ask, t.bid);
+      setText(ui.spread, formatFixed(spread, Math.max(decimalsOf(t.bid), decimalsOf(t.ask), 2)));
+    } else setText(ui.spread, "—");
+    setText(ui.reference, money(t.ref));
+    setText(ui.time, tickerTs ? formatClock(tickerTs) : "—");
+    if (tickerTs) ui.time.title = new Date(tickerTs).toISOString();
+  }
+
+  function renderCandles() {
+    chart.setData(candles, {
+      price: (v) => formatFixed(v, columnDigits([v], 2, 8)),
+      tick: (n, step) => formatAxisMoney(n, currency, step),
+      volume: (v) => formatFixed(v, Math.min(4, Math.max(0, decimalsOf(v)))),
+      time: (ts) => formatClock(ts, { seconds: false }),
+    });
+  }
+
+  function renderTrades() {
+    ui.tapeEmpty.hidden = trades.length > 0;
+    ui.tape.closest("table").hidden = trades.length === 0;
+    const priceDigits = columnDigits(
+      trades.map((t) => t.price),
+      2,
+      8,
+    );
+    const sizeDigits = columnDigits(
+      trades.map((t) => t.size),
+      0,
+      8,
+    );
+    // Rows are keyed by the trade object: new ones go on top, the oldest fall off the end.
+    const existing = new Map([...ui.tape.children].map((tr) => [tr._trade, tr]));
+    const rows = trades.map((trade, index) => {
+      let tr = existing.get(trade);
+      if (!tr) {
+        // New rows light up briefly; in a burst only the top few, not a wall of colour.
+        tr = el(
+          "tr",
+          { class: index < 6 ? "tape-row is-new" : "tape-row", "data-side": trade.side || "unknown" },
+          el("td", { class: "tape-time num", text: formatClock(trade.ts), title: new Date(trade.ts).toISOString() }),
+          el("td", { class: "tape-price num" }),
+          el("td", { class: "tape-size num" }),
+        );
+        tr._trade = trade;
+        setTimeout(() => tr.classList.remove("is-new"), 900);
+      }
+      setText(tr.children[1], formatFixed(trade.price, priceDigits));
+      setText(tr.children[2], formatFixed(trade.size, sizeDigits));
+      return tr;
+    });
+    const current = ui.tape.children;
+    if (rows.length !== current.length || rows.some((tr, i) => current[i] !== tr)) ui.tape.replaceChildren(...rows);
+    if (trades.length) ui.tape.closest("table").dataset.newest = `${trades[0].ts}:${trades[0].price}:${trades[0].size}`;
+  }
+
+  function renderBook() {
+    const bids = book ? book.bids.slice(0, depth) : [];
+    const asks = book ? book.asks.slice(0, depth) : [];
+    const count = bids.length + asks.length;
+    ui.book.dataset.levels = String(count);
+    ui.book.dataset.bids = String(bids.length);
+    ui.book.dataset.asks = String(asks.length);
+    ui.book.dataset.checksum = bookChecked === null ? "" : bookChecked ? "ok" : "mismatch";
+    ui.book.hidden = count === 0;
+    ui.bookEmpty.hidden = count > 0;
+    if (!count) return;
+    const priceDigits = columnDigits([...bids, ...asks].map(([p]) => p), 2, 8);
+    const sizeDigits = columnDigits([...bids, ...asks].map(([, qty]) => qty), 0, 8);
+    let maxQty = 0;
+    for (const [, qty] of [...bids, ...asks]) maxQty = Math.max(maxQty, Number(qty));
+
+    const fill = (rows, levels) => {
+      let total = "0";
+      rows.forEach((r, i) => {
+        const level = levels[i];
+        r.row.classList.toggle("is-empty", !level);
+        if (!level) {
+          setText(r.price, "");
+          setText(r.size, "");
+          setText(r.total, "");
+          r.row.style.setProperty("--depth", "0%");
+          delete r.row.dataset.price;
+          return;
+        }
+        const [price, qty] = level;
+        total = addDecimals(total, qty);
+        if (r.row.dataset.price === price && r.row.dataset.qty !== qty) pulse(r.size);
+        r.row.dataset.price = price;
+        r.row.dataset.qty = qty;
+        setText(r.price, formatFixed(price, priceDigits));
+        setText(r.size, formatFixed(qty, sizeDigits));
+        setText(r.total, formatFixed(total, sizeDigits));
+        r.row.style.setProperty("--depth", `${maxQty > 0 ? ((Number(qty) / maxQty) * 100).toFixed(1) : 0}%`);
+      });
+    };
+    fill(bidRows, bids);
+    // Asks are drawn upside down, the best next to the spread: row i from the bottom is level i.
+    fill([...askRows].reverse(), asks);
+
+    if (bids.length && asks.length) {
+      const spread = subtract(asks[0][0], bids[0][0]);
+      const mid = (Number(asks[0][0]) + Number(bids[0][0])) / 2;
+      const bps = mid > 0 ? (Number(spread) / mid) * 10_000 : null;
+      const bpsText = bps === null ? "" : ` · ${new Intl.NumberFormat(undefined, { maximumSignificantDigits: 2 }).format(bps)} bp`;
+      setText(ui.bookSpread, `${formatFixed(spread, priceDigits)}${bpsText}`);
+      ui.bookSpread.dataset.value = spread;
+    } else setText(ui.bookSpread, "—");
+  }
+
+  // ---- channel data
+
+  function upsertCandle(candle) {
+    const start = Number(candle.start);
+    const c = { ...candle, start };
+    const n = candles.length;
+    if (!n || start > candles[n - 1].start) candles.push(c);
+    else if (start === candles[n - 1].start) candles[n - 1] = c;
+    else {
+      const i = candles.findIndex((x) => x.start >= start);
+      if (candles[i].start === start) candles[i] = c;
+      else candles.splice(i, 0, c);
+    }
+    if (candles.length > CANDLES_KEPT) candles = candles.slice(-CANDLES_KEPT);
+  }
+
+  function addTrades(list, ts) {
+    const fresh = (Array.isArray(list) ? list : []).map((t) => ({ ...t, ts: Number(t.ts ?? ts) }));
+    trades = [...fresh.reverse(), ...trades].slice(0, TAPE_LENGTH);
+  }
+
+  function onSnapshot(ch, data, meta) {
+    switch (ch) {
+      case names.ticker:
+        // An empty snapshot (no data in this epoch yet) keeps the stored quote on screen.
+        if (data && data.last !== undefined) {
+          ticker = { ...data };
+          tickerTs = meta.ts || tickerTs;
+        }
+        schedule("ticker");
+        break;
+      case names.trades:
+        trades = [];
+        addTrades(data.trades, meta.ts);
+        schedule("trades");
+        break;
+      case names.candles:
+        candles = [];
+        for (const candle of Array.isArray(data.candles) ? data.candles : []) upsertCandle(candle);
+        schedule("candles");
+        break;
+      case names.book:
+        book = meta.book;
+        bookChecked = meta.checksumOk;
+        schedule("book");
+        break;
+      default:
+    }
+  }
+
+  function onUpdate(ch, data, meta) {
+    switch (ch) {
+      case names.ticker:
+        ticker = { ...data };
+        tickerTs = meta.ts || tickerTs;
+        schedule("ticker");
+        break;
+      case names.trades:
+        addTrades(data.trades, meta.ts);
+        schedule("trades");
+        break;
+      case names.candles:
+        if (data.candle) upsertCandle(data.candle);
+        schedule("candles");
+        break;
+      case names.book:
+        book = meta.book;
+        bookChecked = meta.checksumOk;
+        schedule("book");
+        break;
+      default:
+    }
+  }
+
+  function onError(frame) {
+    if (["unknown_symbol", "unknown_channel", "forbidden", "subscription_limit"].includes(frame.code)) {
+      ui.notice.textContent = `Live data is not available: ${frame.message}`;
+      ui.notice.hidden = false;
+    }
+    console.warn(`Livefolio market error ${frame.code}: ${frame.message}`);
+  }
+
+  // ---- connection indicator (as the dashboard's: Connecting / Live / Reconnecting in N s / Stale)
+
+  let connection = "connecting";
+  let retryAt = null;
+  let client = null;
+
+  function indicatorView() {
+    const t = now();
+    switch (connection) {
+      case "live": {
+        // The server sends a heartbeat every heartbeat_ms: silence past one means frames are not getting through.
+        const staleAfter = (client ? client.heartbeatMs : 15_000) + 5_000;
+        const last = client ? client.lastFrameAt : null;
+        if (last !== null && t - last > staleAfter) return { state: "stale", text: `Stale — no data for ${Math.floor((t - last) / 1000)} s` };
+        return { state: "live", text: "Live" };
+      }
+      case "reconnecting": {
+        const secs = retryAt === null ? 0 : Math.max(0, Math.ceil((retryAt - t) / 1000));
+        return { state: "reconnecting", text: secs > 0 ? `Reconnecting in ${secs} s…` : "Reconnecting…" };
+      }
+      case "unauthenticated":
+        return { state: "stale", text: "Signed out — redirecting to log in…" };
+      case "stopped":
+        return { state: "stale", text: "Disconnected" };
+      default:
+        return { state: "connecting", text: "Connecting…" };
+    }
+  }
+
+  function renderIndicator() {
+    const { state, text } = indicatorView();
+    if (indicator && indicator.dataset.state !== state) indicator.dataset.state = state;
+    if (root.dataset.connection !== state) root.dataset.connection = state;
+    if (indicator) setText(indicator.querySelector(".status-text") || indicator, text);
+  }
+
+  function onState({ state, retryAt: at }) {
+    connection = state;
+    retryAt = at ?? null;
+    renderIndicator();
+    if (state === "unauthenticated") window.location.assign(root.dataset.loginUrl || DEFAULT_LOGIN_URL);
+  }
+
+  function tick() {
+    renderIndicator();
+  }
+
+  render();
+  renderIndicator();
+
+  return {
+    names,
+    onSnapshot,
+    onUpdate,
+    onError,
+    onState,
+    tick,
+    attach(marketClient) {
+      client = marketClient;
+    },
+    get state() {
+      return indicatorView().state;
+    },
+    get candles() {
+      return candles;
+    },
+    get trades() {
+      return trades;
+    },
+    get book() {
+      return book;
+    },
+    get ticker() {
+      return ticker;
+    },
+  };
+}
+
+// ---------------------------------------------------------------- page bootstrap
+
+function readConfig() {
+  const node = document.getElementById("market-config");
+  if (!node) return null;
+  try {
+    return JSON.parse(node.textContent);
+  } catch (err) {
+    console.warn("Livefolio: bad #market-config", err);
+    return null;
+  }
+}
+
+export function boot() {
+  const root = document.getElementById("instrument");
+  const config = readConfig();
+  if (!root || !config) return null;
+  const page = createInstrumentPage({ root, indicator: document.getElementById("connection-status"), config });
+  const client = new MarketClient(config.url, {
+    channels: Object.values(page.names),
+    throttleMs: Number(config.throttleMs) || 0,
+    onState: page.onState,
+    onSnapshot: page.onSnapshot,
+    onUpdate: page.onUpdate,
+    onError: page.onError,
+  });
+  page.attach(client);
+  page.client = client;
+  client.start();
+  setInterval(page.tick, 1000);
+  window.livefolioInstrument = page;
+  return page;
+}
+
+if (document.readyState === "loading") {
+  document.addEventListener("DOMContentLoaded", boot, { once: true });
+} else {
+  boot();
+}

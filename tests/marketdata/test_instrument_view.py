@@ -1,0 +1,114 @@
+"""The instrument page, /market/<symbol>/: signed-in users only, any instrument symbol (slashes and carets too), 404 otherwise."""
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from marketdata.models import AssetClass, Instrument, SymbolAlias
+
+pytestmark = pytest.mark.django_db
+
+
+def config_of(html: str) -> dict[str, Any]:
+    """The page's #market-config (json_script), which instrument.js boots from."""
+    start = html.index('<script id="market-config" type="application/json">') + len('<script id="market-config" type="application/json">')
+    return json.loads(html[start : html.index("</script>", start)])
+
+
+def test_anonymous_visitors_are_sent_to_log_in(client: Client, instruments: dict[str, Instrument]) -> None:
+    response = client.get("/market/BTC-USD/")
+
+    assert (response.status_code, response["Location"]) == (302, "/accounts/login/?next=/market/BTC-USD/")
+
+
+def test_the_page_names_the_instrument_and_configures_the_market_socket(
+    client: Client, alice: Any, instruments: dict[str, Instrument]
+) -> None:
+    client.force_login(alice)
+
+    response = client.get("/market/BTC-USD/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<title>BTC-USD · Bitcoin · Livefolio</title>" in html
+    assert 'data-testid="instrument-symbol">BTC-USD</span>' in html
+    assert 'data-class="crypto">Crypto</span>' in html
+    assert "Bitcoin · prices in USD" in html
+    assert 'id="connection-status"' in html and "js/instrument.js" in html
+    config = config_of(html)
+    assert config == {
+        "url": "/ws/v1/market",
+        "symbol": "BTC-USD",
+        "name": "Bitcoin",
+        "assetClass": "crypto",
+        "assetClassLabel": "Crypto",
+        "currency": "USD",
+        "alwaysOpen": True,
+        "depth": 10,
+        "throttleMs": 250,
+        # The stored quote, spelled as the market channels spell decimals, so the page opens on a price.
+        "quote": {"last": "60000", "bid": None, "ask": None, "ref": None, "ts": 1767623400000},
+    }
+
+
+def test_a_market_that_closes_measures_the_day_against_the_previous_close(
+    client: Client, alice: Any, instruments: dict[str, Instrument]
+) -> None:
+    client.force_login(alice)
+
+    html = client.get("/market/AAPL/").content.decode()
+
+    assert "vs previous close" in html and config_of(html)["alwaysOpen"] is False
+
+
+@pytest.mark.parametrize(
+    ("symbol", "path"),
+    [
+        ("EUR/USD", "/market/EUR/USD/"),  # the slash stays a slash: <path:symbol>
+        ("EUR/USD", "/market/EUR%2FUSD/"),  # or arrives encoded
+        ("^GSPC", "/market/%5EGSPC/"),  # as reverse() and the dashboard's encodeURIComponent write it
+        ("^GSPC", "/market/^GSPC/"),  # as typed
+        ("BRK.B", "/market/BRK.B/"),
+    ],
+)
+def test_symbols_with_slashes_and_carets_work(
+    client: Client, alice: Any, instruments: dict[str, Instrument], symbol: str, path: str
+) -> None:
+    Instrument.objects.get_or_create(symbol="^GSPC", defaults={"name": "S&P 500", "asset_class": AssetClass.INDEX, "quote_currency": "USD"})
+    Instrument.objects.create(symbol="BRK.B", name="Berkshire Hathaway B", asset_class=AssetClass.EQUITY, quote_currency="USD")
+    client.force_login(alice)
+
+    response = client.get(path)
+
+    assert response.status_code == 200
+    config = config_of(response.content.decode())
+    assert config["symbol"] == symbol
+    assert config["quote"] is None or symbol == "EUR/USD"  # only EUR/USD has a stored quote here
+
+
+def test_reverse_gives_the_path_the_page_answers() -> None:
+    assert reverse("marketdata:instrument", args=["BTC-USD"]) == "/market/BTC-USD/"
+    assert reverse("marketdata:instrument", args=["EUR/USD"]) == "/market/EUR/USD/"
+    assert reverse("marketdata:instrument", args=["^GSPC"]) == "/market/%5EGSPC/"
+
+
+@pytest.mark.parametrize("path", ["/market/NOPE/", "/market/btc-usd/", "/market/BTC-USD/extra/", "/market/BTCUSDT/"])
+def test_an_unknown_instrument_is_a_404(client: Client, alice: Any, instruments: dict[str, Instrument], path: str) -> None:
+    # Symbols match exactly: not case-insensitively, and not through a source's alias (BTCUSDT).
+    SymbolAlias.objects.create(alias="BTCUSDT", source="binance", instrument=instruments["BTC-USD"])
+    client.force_login(alice)
+
+    assert client.get(path).status_code == 404
+
+
+def test_an_inactive_instrument_still_has_its_page(client: Client, alice: Any, instruments: dict[str, Instrument]) -> None:
+    Instrument.objects.filter(symbol="MSFT").update(is_active=False)
+    client.force_login(alice)
+
+    response = client.get("/market/MSFT/")
+
+    assert response.status_code == 200
+    assert ">inactive</span>" in response.content.decode()
