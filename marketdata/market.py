@@ -63,8 +63,9 @@ def checksum(bids: Iterable[WireLevel], asks: Iterable[WireLevel]) -> int:
     return book_checksum(cast("list[Level]", top_bids), cast("list[Level]", top_asks))
 
 
-def ticker_data(update: PriceUpdate) -> dict[str, str | None]:
-    """`ticker:SYM` data: last, bid, ask, the day-change reference and the change against it (null while unknown)."""
+def ticker_data(update: PriceUpdate) -> dict[str, str | bool | None]:
+    """`ticker:SYM` data: last, bid, ask, the day-change reference and the change against it (null while unknown),
+    and whether the price comes from a replayed session."""
     ref = update.reference
     change = change_pct = None
     if ref is not None:
@@ -79,6 +80,7 @@ def ticker_data(update: PriceUpdate) -> dict[str, str | None]:
         "ref": _wire(ref),
         "change": change,
         "change_pct": change_pct,
+        "replay": update.replay,
     }
 
 

@@ -72,7 +72,7 @@ def client(*channels: str, token: str | None = None, throttle_ms: int = 0) -> tu
 
 
 HELLO = {"type": "hello", "version": 1, "heartbeat_ms": 15000, "user": None, "limits": {}}
-TICKER = {"last": "1", "bid": None, "ask": None, "ref": None, "change": None, "change_pct": None}
+TICKER = {"last": "1", "bid": None, "ask": None, "ref": None, "change": None, "change_pct": None, "replay": False}
 
 
 # ---------------------------------------------------------------- sequence numbers

@@ -231,6 +231,8 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
     setText(ui.reference, money(t.ref));
     setText(ui.time, tickerTs ? formatClock(tickerTs) : "—");
     if (tickerTs) ui.time.title = new Date(tickerTs).toISOString();
+    const badge = document.getElementById("replay-badge");
+    if (badge) badge.hidden = t.replay !== true;
   }
 
   function renderCandles() {

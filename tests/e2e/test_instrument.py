@@ -92,6 +92,7 @@ def test_the_instrument_page_follows_a_replayed_session_and_resumes_after_a_drop
             expect(chart).not_to_have_attribute("data-last-close", close, timeout=10_000)
             price = last_price.inner_text()
             expect(last_price).not_to_have_text(price, timeout=10_000)
+            expect(page.locator("#replay-badge")).to_be_visible()  # the ticker says the prices are replayed
             # A minute closes and the next one opens: the chart gains candles during the session.
             shown = int(chart.get_attribute("data-candles") or 0)
             page.wait_for_function(f"{PAGE}.candles.length > {shown}", timeout=15_000)

@@ -116,7 +116,9 @@ class Feed:
         return {"ch": ch, "epoch": self.epoch, "seq": seq, "ts": self.ts, "data": data}
 
     def tick(self, symbol: str, last: str) -> Frame:
-        return self.make(f"ticker:{symbol}", {"last": last, "bid": None, "ask": None, "ref": None, "change": None, "change_pct": None})
+        return self.make(
+            f"ticker:{symbol}", {"last": last, "bid": None, "ask": None, "ref": None, "change": None, "change_pct": None, "replay": False}
+        )
 
     def book(self, symbol: str, bids: list[list[str]], asks: list[list[str]], depth: int = 10) -> Frame:
         return self.make(f"book:{symbol}@depth={depth}", {"bids": bids, "asks": asks, "checksum": 0})

@@ -17,7 +17,12 @@ def msg(ch: str, seq: int, data: dict[str, Any], epoch: str = "e1", ts: int | No
 
 
 def tick(seq: int, last: str, epoch: str = "e1") -> dict[str, Any]:
-    return msg("ticker:BTC-USD", seq, {"last": last, "bid": None, "ask": None, "ref": None, "change": None, "change_pct": None}, epoch)
+    return msg(
+        "ticker:BTC-USD",
+        seq,
+        {"last": last, "bid": None, "ask": None, "ref": None, "change": None, "change_pct": None, "replay": False},
+        epoch,
+    )
 
 
 # ------------------------------------------------------------------ token bucket

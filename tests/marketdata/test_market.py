@@ -106,7 +106,15 @@ def test_ticker_change_is_last_minus_ref_and_its_percentage_rounded_to_two_place
     w.hub.apply(Quote("BTC-USD", ms(0), D("60999.50"), D("61000.50"), "test"))
     [ticker] = on(w(trade("BTC-USD", "61000.00", at=1)), "ticker:BTC-USD")
     # 1000 / 60000 = 1.6666…% → 1.67
-    assert ticker["data"] == {"last": "61000", "bid": "60999.5", "ask": "61000.5", "ref": "60000", "change": "1000", "change_pct": "1.67"}
+    assert ticker["data"] == {
+        "last": "61000",
+        "bid": "60999.5",
+        "ask": "61000.5",
+        "ref": "60000",
+        "change": "1000",
+        "change_pct": "1.67",
+        "replay": False,
+    }
     [down] = on(w(trade("BTC-USD", "59999.99", at=2)), "ticker:BTC-USD")
     assert (down["data"]["change"], down["data"]["change_pct"]) == ("-0.01", "-0.00")
     [flat] = on(w(trade("BTC-USD", "60000.0000", at=3)), "ticker:BTC-USD")
@@ -116,7 +124,7 @@ def test_ticker_change_is_last_minus_ref_and_its_percentage_rounded_to_two_place
 def test_ticker_without_reference_or_quotes_has_nulls() -> None:
     w = Window()
     [ticker] = on(w(trade("AAPL", "200.50")), "ticker:AAPL")
-    assert ticker["data"] == {"last": "200.5", "bid": None, "ask": None, "ref": None, "change": None, "change_pct": None}
+    assert ticker["data"] == {"last": "200.5", "bid": None, "ask": None, "ref": None, "change": None, "change_pct": None, "replay": False}
 
 
 def test_one_ticker_message_per_price_update_drained_in_the_window() -> None:
