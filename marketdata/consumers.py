@@ -29,18 +29,17 @@ import json
 import logging
 import time
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from marketdata import services, streams
 from marketdata.channels import Channel, ChannelError, channel_parse
+from marketdata.connections import connections
 from marketdata.events import decode_price_update, to_epoch_ms
 from marketdata.limits import FrameError, Message, Request, Throttle, TokenBucket, parse_request, peek_id
 from marketdata.market_store import market_store
@@ -72,89 +71,6 @@ def _now_ms() -> int:
 
 def _instrument_symbols() -> frozenset[str]:
     return frozenset(Instrument.objects.values_list("symbol", flat=True))
-
-
-# ------------------------------------------------------------------ connections per user
-
-
-class _MemoryConnections:
-    """Open connections per user in this process (the in-memory channel layer serves one process only)."""
-
-    def __init__(self) -> None:
-        self.users: dict[int, set[str]] = {}
-
-    async def add(self, user_id: int, connection: str, ttl: float) -> int:
-        ids = self.users.setdefault(user_id, set())
-        ids.add(connection)
-        return len(ids)
-
-    async def renew(self, user_id: int, connection: str, ttl: float) -> None:
-        return None
-
-    async def remove(self, user_id: int, connection: str) -> None:
-        ids = self.users.get(user_id)
-        if ids is not None:
-            ids.discard(connection)
-            if not ids:
-                del self.users[user_id]
-
-
-class _RedisConnections:
-    """Open connections per user across processes: one sorted set per user, connection id → expiry time.
-
-    A connection renews its entry with every heartbeat; an entry left behind by a
-    process that died expires on its own, so a crash never locks a user out for
-    longer than the entry's time to live. The key itself expires as well.
-    """
-
-    def __init__(self, address: str, prefix: str) -> None:
-        self.address = address
-        self.prefix = prefix
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
-
-    def _client(self) -> aioredis.Redis:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = streams.redis_client(self.address)
-        return client
-
-    def _key(self, user_id: int) -> str:
-        return f"{self.prefix}:ws:connections:{int(user_id)}"
-
-    async def add(self, user_id: int, connection: str, ttl: float) -> int:
-        key, now = self._key(user_id), time.time()
-        async with self._client().pipeline(transaction=True) as pipe:
-            pipe.zremrangebyscore(key, "-inf", now)
-            pipe.zadd(key, {connection: now + ttl})
-            pipe.zcard(key)
-            pipe.expire(key, int(ttl) + 1)
-            results = await pipe.execute()
-        return int(results[2])
-
-    async def renew(self, user_id: int, connection: str, ttl: float) -> None:
-        key = self._key(user_id)
-        async with self._client().pipeline(transaction=True) as pipe:
-            pipe.zadd(key, {connection: time.time() + ttl})
-            pipe.expire(key, int(ttl) + 1)
-            await pipe.execute()
-
-    async def remove(self, user_id: int, connection: str) -> None:
-        await self._client().zrem(self._key(user_id), connection)
-
-
-_memory_connections = _MemoryConnections()
-_redis_connections: dict[tuple[str, str], _RedisConnections] = {}
-
-
-def connections() -> _MemoryConnections | _RedisConnections:
-    """Where open connections are counted: Redis with a Redis channel layer, this process's memory otherwise."""
-    target = streams.redis_target()
-    if target is None:
-        return _memory_connections
-    if target not in _redis_connections:
-        _redis_connections[target] = _RedisConnections(*target)
-    return _redis_connections[target]
 
 
 # ------------------------------------------------------------------ subscriptions
