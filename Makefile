@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+FANOUT_ARGS ?=
 
 .PHONY: run test lint typecheck pytest chromium clean bench-replay
 
@@ -39,6 +40,20 @@ pytest: $(VENV)/.dev-deps
 ## Benchmark replay throughput per recorded format and --speed pacing (writes bench/results/replay.*).
 bench-replay: $(VENV)/.dev-deps
 	$(PY) bench/replay.py
+
+.PHONY: bench bench-fanout
+
+$(VENV)/.bench-deps: requirements.txt requirements-dev.txt requirements-bench.txt | $(PY)
+	$(PY) -m pip install -q -r requirements-bench.txt
+	@touch $@ $(VENV)/.dev-deps $(VENV)/.run-deps
+
+## Every benchmark: WebSocket fan-out, then replay throughput (writes bench/results/).
+bench: bench-fanout bench-replay
+
+## Benchmark WebSocket fan-out: naive Channels, Livefolio (daphne, uvicorn), bare websockets (about 16 min; writes bench/results/fanout.*).
+## FANOUT_ARGS passes options, e.g. FANOUT_ARGS=--quick or FANOUT_ARGS="--livefolio-rev HEAD".
+bench-fanout: $(VENV)/.bench-deps
+	$(PY) bench/fanout.py $(FANOUT_ARGS)
 
 # Browser tests drive Debian's chromium, never a downloaded browser build.
 chromium:
