@@ -2,24 +2,37 @@
 
 A protocol adapter. Market channels come from the feed worker through two
 seams: the history (`marketdata.market_store`: head, since, snapshot) and the
-live messages (`marketdata.streams.subscribe_market`, events `md.market`).
-Portfolio channels revalue the user's books in memory from `md.price` events,
-as `/ws/portfolio/` does (`portfolio.consumers.LivePortfolios`).
+live messages (`marketdata.streams.subscribe_market`): the connection is a sink
+of its process's hub (`marketdata.fanout`), which calls `deliver(message, frame)`
+with the `update` frame already encoded, once for every connection. Portfolio
+channels revalue the user's books in memory from `md.price` events (the
+channel layer), as `/ws/portfolio/` does (`portfolio.consumers.LivePortfolios`).
 
 How a channel stays whole — no duplicate, no gap:
-- To subscribe (or resume), the connection joins the symbol's group first,
-  then reads the history. Live messages arriving meanwhile wait in the
-  channel's buffer and are let through after the snapshot (or replay), those
-  at or below the seq already sent dropped.
+- To subscribe (or resume), the connection subscribes to the channel first
+  (the hub returns once Redis confirmed), then reads the history. Live
+  messages arriving meanwhile wait in the channel's buffer and are let through
+  after the snapshot (or replay), those at or below the seq already sent dropped.
 - Every live message is checked against the channel's (epoch, seq): a
-  duplicate is dropped; a seq past the next one (a message the channel layer
-  lost) is filled from the history, or answered with a fresh snapshot when
-  the history cannot fill it; so is a new epoch (the worker restarted).
+  duplicate is dropped; a seq past the next one (a message lost on the way)
+  is filled from the history, or answered with a fresh snapshot when the
+  history cannot fill it; so is a new epoch (the worker restarted). When the
+  hub lost its Redis connection for a while (`missed`), each live channel
+  catches up from the history at once, without waiting for its next message.
+
+Every frame goes out through the connection's outbox (`fanout.Outbox`), in
+order, so nothing that produces frames — the hub least of all — waits for the
+socket. A live update on a channel without `throttle_ms` is sent as the hub
+encoded it; a throttled channel's merged updates are encoded per connection. A
+connection that stays behind (`MARKET_WS_SEND_BUFFER_BYTES` unsent for
+`MARKET_WS_SLOW_SECONDS`) is closed with 4408, and resyncs when it reconnects.
 
 Inbound frames are checked for size and rate as they arrive, then handled one
 at a time, in order, by the connection's worker task, so live updates keep
-flowing while a subscribe waits on the history or the database. Nothing here
-queries the database per tick: the instrument symbols are read once on connect.
+flowing while a subscribe waits on the history or the database. Nothing on the
+tick path queries the database or leaves the event loop: the instrument symbols
+are read once on connect, and live market messages reach `deliver` straight
+from the hub, not through the channel layer's per-message dispatch.
 """
 
 from __future__ import annotations
@@ -29,7 +42,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +50,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from marketdata import services, streams
+from marketdata import fanout, services, streams
 from marketdata.channels import Channel, ChannelError, channel_parse
 from marketdata.connections import connections
 from marketdata.events import decode_price_update, to_epoch_ms
@@ -56,6 +69,7 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 # daphne (autobahn) lets an application close only with 1000 or 3000-4999: 1009 is then sent as 4009.
 CLOSE_MESSAGE_TOO_BIG_PRIVATE = 4009
 CLOSE_AUTH_FAILED = 4401
+CLOSE_SLOW_CONSUMER = 4408
 CLOSE_TOO_MANY_CONNECTIONS = 4409
 CLOSE_RATE_LIMITED = 4429
 RATE_LIMITED_IN_A_ROW = 10
@@ -63,10 +77,16 @@ RATE_LIMITED_IN_A_ROW = 10
 RESYNC_ATTEMPTS = 4
 
 Job = Callable[[], Awaitable[None]]
+# A live message and its `update` frame when the hub encoded it (None: encode it when sent).
+Pending = tuple[Message, str | None]
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+# Tasks that must outlive the connection's own (a slow consumer's close).
+_detached: set[asyncio.Task[None]] = set()
 
 
 def _instrument_symbols() -> frozenset[str]:
@@ -86,7 +106,7 @@ class MarketSub:
     seq: int = 0
     sent: tuple[str, int] | None = None  # (epoch, seq) of the last frame sent; None until the snapshot
     syncing: bool = True  # live messages wait in `buffer` while true
-    buffer: list[Message] = field(default_factory=list)
+    buffer: list[Pending] = field(default_factory=list)
     timer: asyncio.Task[None] | None = None  # the throttle's pending flush
     task: asyncio.Task[None] | None = None  # a running resync
 
@@ -151,10 +171,13 @@ class Refused(Exception):
 
 
 class MarketConsumer(AsyncWebsocketConsumer):
+    """One `/ws/v1/market` connection; also a sink of its process's market hub (`fanout.Sink`)."""
+
     subs: dict[str, Sub]
     _closing: bool = False
     _counted: bool = False
     _tasks: set[asyncio.Task[None]] = frozenset()  # type: ignore[assignment]  # until connect makes the set
+    _outbox: fanout.Outbox | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -163,7 +186,7 @@ class MarketConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         self.user: Any = user if user is not None and user.is_authenticated else None
         self.subs = {}
-        self._market_groups: set[str] = set()
+        self._market_channels: set[str] = set()
         self._price_groups: set[str] = set()
         self._user_group: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -173,7 +196,16 @@ class MarketConsumer(AsyncWebsocketConsumer):
         self._portfolio_seqs: dict[str, int] = {}
         self.symbols = await database_sync_to_async(_instrument_symbols)()
         await self.accept()
-        await self._send(
+        self._server_send = fanout.server_send(self.base_send)
+        self._outbox = fanout.Outbox(
+            send=self._server_send,
+            close=self._close_socket,
+            on_slow=self._slow,
+            limit=settings.MARKET_WS_SEND_BUFFER_BYTES,
+            slow_seconds=settings.MARKET_WS_SLOW_SECONDS,
+            backlog=fanout.server_backlog(self._server_send),
+        )
+        self._send(
             {
                 "type": "hello",
                 "version": VERSION,
@@ -197,6 +229,8 @@ class MarketConsumer(AsyncWebsocketConsumer):
         self._closing = True
         for task in list(self._tasks):
             task.cancel()
+        if self._outbox is not None:
+            self._outbox.abandon()
         if not hasattr(self, "subs"):
             return
         for sub in self.subs.values():
@@ -227,15 +261,40 @@ class MarketConsumer(AsyncWebsocketConsumer):
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _close(self, code: int) -> None:
-        if self._closing:
-            return
+    def _stop(self) -> None:
+        """Stop producing frames: no more requests, heartbeats, throttle timers or live messages."""
         self._closing = True
         for task in list(self._tasks):
             if task is not asyncio.current_task():
                 task.cancel()
         for sub in self.subs.values():
             sub.cancel()
+        # Out of the hub at once, so it hands nothing more to a connection that is going.
+        market, self._market_channels = self._market_channels, set()
+        streams.unsubscribe_market(self, market)
+
+    def _close(self, code: int) -> None:
+        """Close with `code` once the frames queued before it are sent."""
+        if self._closing:
+            return
+        self._stop()
+        if self._outbox is not None:
+            self._outbox.close(code)
+
+    def _slow(self, reason: str) -> None:
+        """The outbox found this connection slow (it has dropped its frames): close it with 4408."""
+        log.warning("market connection %s is a slow consumer (%s): closing it with %d", self.connection_id, reason, CLOSE_SLOW_CONSUMER)
+        self._stop()
+        # Past the outbox: the close frame follows only what the server already buffered for the socket.
+        self._spawn_detached(self._close_socket(CLOSE_SLOW_CONSUMER))
+
+    def _spawn_detached(self, coroutine: Awaitable[None]) -> None:
+        """A task that outlives `_stop` (it cancels `_tasks`), kept referenced until done."""
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        _detached.add(task)
+        task.add_done_callback(_detached.discard)
+
+    async def _close_socket(self, code: int) -> None:
         try:
             await self.close(code=code)
         except Exception:
@@ -246,20 +305,20 @@ class MarketConsumer(AsyncWebsocketConsumer):
 
     # -- sending ---------------------------------------------------------------------------
 
-    async def _send(self, frame: Frame) -> None:
-        if not self._closing:
-            await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+    def _send(self, frame: Frame) -> None:
+        if not self._closing and self._outbox is not None:
+            self._outbox.put(json.dumps(frame, separators=(",", ":")))
 
-    async def _error(self, code: str, message: str, request_id: int | str | None = None) -> None:
+    def _error(self, code: str, message: str, request_id: int | str | None = None) -> None:
         frame: Frame = {"type": "error", "code": code, "message": message}
         if request_id is not None:
             frame["id"] = request_id
-        await self._send(frame)
+        self._send(frame)
 
-    async def _reply(self, request: Request, frame: Frame) -> None:
+    def _reply(self, request: Request, frame: Frame) -> None:
         if request.id is not None:
             frame = {"type": frame["type"], "id": request.id, **{k: v for k, v in frame.items() if k != "type"}}
-        await self._send(frame)
+        self._send(frame)
 
     # -- inbound ---------------------------------------------------------------------------
 
@@ -268,15 +327,15 @@ class MarketConsumer(AsyncWebsocketConsumer):
             return
         size = len(bytes_data) if bytes_data is not None else len(text_data.encode(errors="surrogatepass")) if text_data is not None else 0
         if size > settings.MARKET_WS_MAX_MESSAGE_BYTES:
-            await self._error("message_too_big", f"A frame may carry {settings.MARKET_WS_MAX_MESSAGE_BYTES} bytes; this one had {size}.")
-            await self._close(CLOSE_MESSAGE_TOO_BIG)
+            self._error("message_too_big", f"A frame may carry {settings.MARKET_WS_MAX_MESSAGE_BYTES} bytes; this one had {size}.")
+            self._close(CLOSE_MESSAGE_TOO_BIG)
             return
         if not self._bucket.take(time.monotonic()):
             self._limited_in_a_row += 1
             rate, burst = settings.MARKET_WS_MESSAGES_PER_SECOND, settings.MARKET_WS_BURST
-            await self._error("rate_limited", f"More than {rate} frames a second (burst {burst}): frame dropped.", peek_id(text_data))
+            self._error("rate_limited", f"More than {rate} frames a second (burst {burst}): frame dropped.", peek_id(text_data))
             if self._limited_in_a_row >= RATE_LIMITED_IN_A_ROW:
-                await self._close(CLOSE_RATE_LIMITED)
+                self._close(CLOSE_RATE_LIMITED)
             return
         self._limited_in_a_row = 0
         self._jobs.put_nowait(lambda: self._handle(text_data, bytes_data))
@@ -291,17 +350,17 @@ class MarketConsumer(AsyncWebsocketConsumer):
                 raise
             except Exception:
                 log.exception("market connection %s", self.connection_id)
-                await self._error("server_error", "The server failed to handle this; try again.")
+                self._error("server_error", "The server failed to handle this; try again.")
 
     async def _handle(self, text_data: str | None, bytes_data: bytes | None) -> None:
         try:
             request = parse_request(text_data, bytes_data)
         except FrameError as exc:
-            await self._error(exc.code, exc.message, exc.request_id)
+            self._error(exc.code, exc.message, exc.request_id)
             return
         try:
             if request.op == "ping":
-                await self._reply(request, {"type": "pong"})
+                self._reply(request, {"type": "pong"})
             elif request.op == "auth":
                 await self._auth(request)
             elif request.op == "subscribe":
@@ -311,13 +370,13 @@ class MarketConsumer(AsyncWebsocketConsumer):
             else:
                 await self._resume(request)
         except Refused as exc:
-            await self._error(exc.code, exc.message, request.id)
+            self._error(exc.code, exc.message, request.id)
         except asyncio.CancelledError:
             raise
         except Exception:
             # Not the client's doing (the history or the database failed): the request was undone.
             log.exception("%s on market connection %s", request.op, self.connection_id)
-            await self._error("server_error", f"The server failed to handle this {request.op}; try again.", request.id)
+            self._error("server_error", f"The server failed to handle this {request.op}; try again.", request.id)
 
     # -- auth ------------------------------------------------------------------------------
 
@@ -326,13 +385,13 @@ class MarketConsumer(AsyncWebsocketConsumer):
             raise Refused("bad_request", f"This connection is already authenticated as {self.user.get_username()!r}.")
         user = await database_sync_to_async(services.token_authenticate)(plaintext=request.token)
         if user is None:
-            await self._error("auth_failed", "Unknown or revoked token.", request.id)
-            await self._close(CLOSE_AUTH_FAILED)
+            self._error("auth_failed", "Unknown or revoked token.", request.id)
+            self._close(CLOSE_AUTH_FAILED)
             return
         if not await self._count_connection(user, request.id):
             return
         self.user = user
-        await self._reply(request, {"type": "authenticated", "user": user.get_username()})
+        self._reply(request, {"type": "authenticated", "user": user.get_username()})
 
     async def _count_connection(self, user: Any, request_id: int | str | None) -> bool:
         """Count this connection against the user's limit; over it, say so and close (4409)."""
@@ -341,8 +400,8 @@ class MarketConsumer(AsyncWebsocketConsumer):
         limit = settings.MARKET_WS_CONNECTIONS_PER_USER
         if count > limit:
             await registry.remove(user.pk, self.connection_id)
-            await self._error("too_many_connections", f"{user.get_username()!r} already has {limit} open connections.", request_id)
-            await self._close(CLOSE_TOO_MANY_CONNECTIONS)
+            self._error("too_many_connections", f"{user.get_username()!r} already has {limit} open connections.", request_id)
+            self._close(CLOSE_TOO_MANY_CONNECTIONS)
             return False
         self._counted = True
         return True
@@ -358,7 +417,7 @@ class MarketConsumer(AsyncWebsocketConsumer):
                     channels[name] = {"epoch": sub.sent[0], "seq": sub.sent[1]}
                 elif isinstance(sub, PortfolioSub) and sub.ready:
                     channels[name] = {"epoch": self.connection_id, "seq": sub.seq}
-            await self._send({"type": "heartbeat", "ts": _now_ms(), "channels": channels})
+            self._send({"type": "heartbeat", "ts": _now_ms(), "channels": channels})
             if self._counted and self.user is not None:
                 try:
                     await connections().renew(self.user.pk, self.connection_id, self._connection_ttl)
@@ -432,10 +491,10 @@ class MarketConsumer(AsyncWebsocketConsumer):
             await self._uninstall(subs)
             raise
         acked = [{"ch": name, "epoch": frame["epoch"], "seq": frame["seq"]} for name, frame in snapshots.items()]
-        await self._reply(request, {"type": "ack", "channels": acked})
+        self._reply(request, {"type": "ack", "channels": acked})
         for sub in subs:
-            await self._send(snapshots[sub.name])
-            await self._live(sub, snapshots[sub.name])
+            self._send(snapshots[sub.name])
+            self._live(sub, snapshots[sub.name])
 
     async def _resume(self, request: Request) -> None:
         channels = self._channels(request.channels)
@@ -454,30 +513,30 @@ class MarketConsumer(AsyncWebsocketConsumer):
             try:
                 if isinstance(sub, PortfolioSub):
                     snapshot = self._portfolio_snapshot(sub)
-                    await self._reply(
+                    self._reply(
                         request, {"type": "resumed", "ch": sub.name, "recovered": False, "epoch": snapshot["epoch"], "seq": snapshot["seq"]}
                     )
-                    await self._send(snapshot)
-                    await self._live(sub, snapshot)
+                    self._send(snapshot)
+                    self._live(sub, snapshot)
                     continue
                 epoch, seq = positions[sub.name]
                 missed = await self._missed(sub.name, epoch, seq)
                 if missed is None:
                     snapshot = {"type": "snapshot", **await store.snapshot(sub.name)}
-                    await self._reply(
+                    self._reply(
                         request, {"type": "resumed", "ch": sub.name, "recovered": False, "epoch": snapshot["epoch"], "seq": snapshot["seq"]}
                     )
-                    await self._send(snapshot)
-                    await self._live(sub, snapshot)
+                    self._send(snapshot)
+                    self._live(sub, snapshot)
                     continue
                 last = missed[-1]["seq"] if missed else seq
                 resumed = {"type": "resumed", "ch": sub.name, "recovered": True, "epoch": epoch, "from_seq": seq + 1, "seq": last}
-                await self._reply(request, resumed)
+                self._reply(request, resumed)
                 sub.epoch, sub.seq, sub.sent = epoch, seq, (epoch, seq)
                 for message in missed:  # exactly the missed messages, in order: never throttled
                     sub.accept(message)
-                    await self._send_update(sub, message)
-                await self._drain(sub)
+                    self._send_update(sub, message, None)
+                self._drain(sub)
             except Exception:
                 await self._uninstall([sub])
                 raise
@@ -509,7 +568,7 @@ class MarketConsumer(AsyncWebsocketConsumer):
             if sub is not None:
                 sub.cancel()
         await self._sync_groups()
-        await self._reply(request, {"type": "unsubscribed", "channels": names})
+        self._reply(request, {"type": "unsubscribed", "channels": names})
 
     async def _uninstall(self, subs: list[Sub]) -> None:
         for sub in subs:
@@ -518,7 +577,7 @@ class MarketConsumer(AsyncWebsocketConsumer):
             sub.cancel()
         await self._sync_groups()
 
-    async def _live(self, sub: Sub, snapshot: Frame) -> None:
+    def _live(self, sub: Sub, snapshot: Frame) -> None:
         """After a channel's snapshot: let it run live from there."""
         if isinstance(sub, PortfolioSub):
             sub.ready = True
@@ -527,7 +586,7 @@ class MarketConsumer(AsyncWebsocketConsumer):
             return
         sub.epoch, sub.seq = snapshot["epoch"], snapshot["seq"]  # type: ignore[assignment]
         sub.sent = (sub.epoch, sub.seq)
-        await self._drain(sub)
+        self._drain(sub)
 
     # -- groups ----------------------------------------------------------------------------
 
@@ -537,61 +596,82 @@ class MarketConsumer(AsyncWebsocketConsumer):
             await streams.subscribe_user(self.channel_name, self.user.pk)
 
     async def _sync_groups(self) -> None:
-        """Be in exactly the groups the subscriptions need: market groups, price groups, the user's group."""
-        market = {sub.channel.symbol for sub in self.subs.values() if isinstance(sub, MarketSub)}
+        """Hold exactly what the subscriptions need: the market channels (the hub), price groups, the user's group."""
+        market = {sub.name for sub in self.subs.values() if isinstance(sub, MarketSub)}
         portfolios = [sub for sub in self.subs.values() if isinstance(sub, PortfolioSub)]
         prices = {symbol for sub in portfolios for symbol in sub.live.book.symbols}
-        joined_market, joined_prices = market - self._market_groups, prices - self._price_groups
-        left_market, left_prices = self._market_groups - market, self._price_groups - prices
-        self._market_groups, self._price_groups = market, prices
-        await streams.subscribe_market(self.channel_name, joined_market)
+        joined_market, joined_prices = market - self._market_channels, prices - self._price_groups
+        left_market, left_prices = self._market_channels - market, self._price_groups - prices
+        self._price_groups = prices
+        streams.unsubscribe_market(self, left_market)
+        self._market_channels -= left_market
+        if joined_market and not self._closing:
+            # Counted as held before it is confirmed, so a failure (which undoes it) is cleaned up like a success.
+            self._market_channels |= joined_market
+            await streams.subscribe_market(self, joined_market)
         await streams.subscribe_symbols(self.channel_name, joined_prices)
-        await streams.unsubscribe_market(self.channel_name, left_market)
         await streams.unsubscribe_symbols(self.channel_name, left_prices)
         if not portfolios and self._user_group is not None:
             user_id, self._user_group = self._user_group, None
             await streams.unsubscribe_user(self.channel_name, user_id)
 
-    # -- market channels: live -------------------------------------------------------------
+    # -- market channels: live (the hub's sink) --------------------------------------------
 
-    async def md_market(self, event: dict[str, Any]) -> None:
-        for message in event.get("messages") or ():
-            try:
-                sub = self.subs.get(message["ch"])
-                if not isinstance(sub, MarketSub) or self._closing:
-                    continue
-                if sub.syncing:
-                    sub.buffer.append(message)
-                    continue
-                verdict = sub.verdict(message)
-                if verdict == "next":
-                    sub.accept(message)
-                    await self._emit(sub, message)
-                elif verdict == "gap":
-                    sub.syncing = True
-                    sub.buffer.append(message)
-                    sub.task = self._spawn(self._resync(sub))
-            except (KeyError, TypeError):
-                log.warning("malformed market message dropped: %.200r", message)
-
-    async def _drain(self, sub: MarketSub) -> None:
-        """Let through what waited while the channel synchronised; a gap among it starts a resync."""
-        if await self._drained(sub):
+    def deliver(self, message: Message, frame: str) -> None:
+        """A live message of a channel this connection holds, with its `update` frame (encoded once by the hub)."""
+        sub = self.subs.get(message["ch"])
+        if not isinstance(sub, MarketSub) or self._closing:
             return
-        sub.task = self._spawn(self._resync(sub))
+        try:
+            if sub.syncing:
+                sub.buffer.append((message, frame))
+                return
+            seq = message["seq"]
+            if seq == sub.seq + 1 and message["epoch"] == sub.epoch and sub.throttle.interval <= 0 and self._outbox is not None:
+                # The common case, kept short: the next message of an unthrottled channel goes out as encoded.
+                sub.seq = seq
+                sub.sent = (sub.epoch, seq)
+                self._outbox.put(frame)
+                return
+            verdict = sub.verdict(message)
+            if verdict == "next":
+                sub.accept(message)
+                self._emit(sub, message, frame)
+            elif verdict == "gap":
+                sub.syncing = True
+                sub.buffer.append((message, frame))
+                sub.task = self._spawn(self._resync(sub))
+        except (KeyError, TypeError):
+            log.warning("malformed market message dropped: %.200r", message)
 
-    async def _drained(self, sub: MarketSub) -> bool:
+    def missed(self, channels: Sequence[str]) -> None:
+        """The hub may have lost live messages of these channels: each one running live catches up from the history.
+
+        One synchronising already is left alone: the next live message shows it any gap.
+        """
+        for name in channels:
+            sub = self.subs.get(name)
+            if isinstance(sub, MarketSub) and not sub.syncing and not self._closing:
+                sub.syncing = True
+                sub.task = self._spawn(self._catch_up(sub))
+
+    def _drain(self, sub: MarketSub) -> None:
+        """Let through what waited while the channel synchronised; a gap among it starts a resync."""
+        if not self._drained(sub):
+            sub.task = self._spawn(self._resync(sub))
+
+    def _drained(self, sub: MarketSub) -> bool:
         while sub.buffer:
             if self.subs.get(sub.name) is not sub:
                 return True
-            message = sub.buffer[0]
+            message, frame = sub.buffer[0]
             verdict = sub.verdict(message)
             if verdict == "gap":
                 return False
             sub.buffer.pop(0)
             if verdict == "next":
                 sub.accept(message)
-                await self._emit(sub, message)
+                self._emit(sub, message, frame)
         sub.syncing = False  # no await since the buffer was found empty: nothing slips past it
         return True
 
@@ -610,7 +690,7 @@ class MarketConsumer(AsyncWebsocketConsumer):
                 for attempt in range(RESYNC_ATTEMPTS):
                     if attempt:
                         await asyncio.sleep(0.05 * attempt)  # let the history catch up
-                    if not await self._fill(sub) or await self._drained(sub):
+                    if not await self._fill(sub) or self._drained(sub):
                         return
                 newest = sub.buffer[-1]
                 if newest is oldest:
@@ -621,18 +701,48 @@ class MarketConsumer(AsyncWebsocketConsumer):
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("resync of %s on %s", sub.name, self.connection_id)
-            if self.subs.get(sub.name) is sub:
-                await self._uninstall([sub])
-                await self._error("server_error", f"{sub.name!r} lost its history and was unsubscribed; subscribe again.")
+            await self._lost_history(sub)
         finally:
             if sub.task is asyncio.current_task():
                 sub.task = None
 
+    async def _catch_up(self, sub: MarketSub) -> None:
+        """After `missed`: send what the history holds past the client's state (or a snapshot past it), then go live."""
+        try:
+            store = market_store()
+            missed = await self._missed(sub.name, sub.epoch, sub.seq)
+            if self.subs.get(sub.name) is not sub:
+                return
+            if missed is None:
+                snapshot = {"type": "snapshot", **await store.snapshot(sub.name)}
+                if self.subs.get(sub.name) is not sub:
+                    return
+                self._send_snapshot_past(sub, snapshot)
+            else:
+                for message in missed:
+                    if sub.verdict(message) == "next":
+                        sub.accept(message)
+                        self._emit(sub, message, None)
+            if not self._drained(sub):
+                sub.task = self._spawn(self._resync(sub))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            await self._lost_history(sub)
+        finally:
+            if sub.task is asyncio.current_task():
+                sub.task = None
+
+    async def _lost_history(self, sub: MarketSub) -> None:
+        log.exception("resync of %s on %s", sub.name, self.connection_id)
+        if self.subs.get(sub.name) is sub:
+            await self._uninstall([sub])
+            self._error("server_error", f"{sub.name!r} lost its history and was unsubscribed; subscribe again.")
+
     async def _fill(self, sub: MarketSub) -> bool:
         """One try at what follows the client's state: the missed messages, else a snapshot past it. False: the channel is gone."""
         store = market_store()
-        first = sub.buffer[0]
+        first, _ = sub.buffer[0]
         filled = False
         if first["epoch"] == sub.epoch or (sub.epoch == "" and sub.seq == 0):
             after = sub.seq if first["epoch"] == sub.epoch else 0
@@ -647,18 +757,22 @@ class MarketConsumer(AsyncWebsocketConsumer):
                         break
                     if verdict == "next":
                         sub.accept(message)
-                        await self._emit(sub, message)
-        if not filled or sub.verdict(sub.buffer[0]) == "gap":
+                        self._emit(sub, message, None)
+        if not filled or sub.verdict(sub.buffer[0][0]) == "gap":
             snapshot = {"type": "snapshot", **await store.snapshot(sub.name)}
             if self.subs.get(sub.name) is not sub:
                 return False
-            # Only a state past the client's: the same one it has already, an older one would take it back.
-            if snapshot["epoch"] != sub.epoch or snapshot["seq"] > sub.seq:
-                self._drop_pending(sub)
-                await self._send(snapshot)
-                sub.epoch, sub.seq = snapshot["epoch"], snapshot["seq"]
-                sub.sent = (sub.epoch, sub.seq)
+            self._send_snapshot_past(sub, snapshot)
         return True
+
+    def _send_snapshot_past(self, sub: MarketSub, snapshot: Frame) -> None:
+        """Send `snapshot` only when it is past the client's state: the same one it has already, an older one would take it back."""
+        epoch, seq = str(snapshot["epoch"]), int(snapshot["seq"])  # type: ignore[call-overload]
+        if epoch != sub.epoch or seq > sub.seq:
+            self._drop_pending(sub)
+            self._send(snapshot)
+            sub.epoch, sub.seq = epoch, seq
+            sub.sent = (epoch, seq)
 
     def _drop_pending(self, sub: MarketSub) -> None:
         sub.throttle.clear()
@@ -666,10 +780,13 @@ class MarketConsumer(AsyncWebsocketConsumer):
             sub.timer.cancel()
         sub.timer = None
 
-    async def _emit(self, sub: MarketSub, message: Message) -> None:
-        """An accepted message through the channel's throttle."""
+    def _emit(self, sub: MarketSub, message: Message, frame: str | None) -> None:
+        """An accepted message through the channel's throttle; `frame` is its `update` frame, when the hub encoded it."""
+        if sub.throttle.interval <= 0:
+            self._send_update(sub, message, frame)
+            return
         for out in sub.throttle.push(message, time.monotonic()):
-            await self._send_update(sub, out)
+            self._send_update(sub, out, frame if out is message else None)
         if sub.throttle.pending and sub.timer is None:
             sub.timer = self._spawn(self._flush_later(sub))
 
@@ -680,14 +797,16 @@ class MarketConsumer(AsyncWebsocketConsumer):
                 if self.subs.get(sub.name) is not sub:
                     return
                 for out in sub.throttle.flush(time.monotonic()):
-                    await self._send_update(sub, out)
+                    self._send_update(sub, out, None)  # merged on this connection: encoded for it
         finally:
             if sub.timer is asyncio.current_task():
                 sub.timer = None
 
-    async def _send_update(self, sub: MarketSub, message: Message) -> None:
+    def _send_update(self, sub: MarketSub, message: Message, frame: str | None) -> None:
+        if self._closing or self._outbox is None:
+            return
         sub.sent = (message["epoch"], message["seq"])
-        await self._send({"type": "update", **message})
+        self._outbox.put(frame if frame is not None else fanout.encode_update(message))
 
     # -- portfolio channels ----------------------------------------------------------------
 
@@ -727,7 +846,7 @@ class MarketConsumer(AsyncWebsocketConsumer):
         seq = self._portfolio_seqs[sub.name] = self._portfolio_seqs.get(sub.name, 0) + 1
         sub.seq = seq
         ts, sub.ts = sub.ts or _now_ms(), 0
-        await self._send({"type": "update", "ch": sub.name, "epoch": self.connection_id, "seq": seq, "ts": ts, "data": data})
+        self._send({"type": "update", "ch": sub.name, "epoch": self.connection_id, "seq": seq, "ts": ts, "data": data})
 
     async def portfolio_reload(self, event: dict[str, Any]) -> None:
         # Through the worker, after any subscribe in progress: a book it is loading gets this reload too.
@@ -740,4 +859,4 @@ class MarketConsumer(AsyncWebsocketConsumer):
                 continue
             await self._sync_groups()
             if sub.ready:
-                await self._send(self._portfolio_snapshot(sub))
+                self._send(self._portfolio_snapshot(sub))

@@ -1,4 +1,4 @@
-"""The one place channel-layer group names and event types are built.
+"""The one place channel-layer group names, event types and the market hub's Redis channel names are built.
 
 Channels accepts group names of `[A-Za-z0-9._-]` under 100 characters, while
 symbols carry `/`, `^`, `:` and friends (EUR/USD, ^GSPC). Symbols are encoded
@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 
 PRICE_EVENT = "md.price"  # handled by consumers as `md_price`
-MARKET_EVENT = "md.market"  # handled as `md_market`: a symbol's market-channel messages of one worker window
 PORTFOLIO_RELOAD_EVENT = "portfolio.reload"  # handled as `portfolio_reload`
 
 _SAFE = re.compile(r"[A-Za-z0-9-]")
@@ -38,12 +37,16 @@ def symbol_group(symbol: str) -> str:
     return _group("md", symbol)
 
 
-def market_group(symbol: str) -> str:
-    """Group that receives `symbol`'s market-channel messages (ticker, trades, candles, books).
+def live_channel(prefix: str, symbol: str) -> str:
+    """The Redis pub/sub channel of `symbol`'s market-channel messages (ticker, trades, candles, books).
 
-    Separate from `symbol_group`, so portfolio connections never receive book and trade traffic.
+    Not a channel-layer group: the worker publishes there and each server process's hub
+    (`marketdata.fanout`) subscribes, so portfolio connections never receive book and trade
+    traffic. Redis channel names are binary-safe: the symbol goes in as it is.
     """
-    return _group("mk", symbol)
+    if not symbol:
+        raise ValueError("symbol must not be empty")
+    return f"{prefix}:live:{symbol}"
 
 
 def symbol_from_group(group: str) -> str:

@@ -1,13 +1,20 @@
 """The seam between live data and its consumers.
 
 Consumers subscribe and unsubscribe here; the worker publishes here; writes that
-live connections must see are announced here, after commit. Today fan-out is a
-channel-layer group per symbol; replacing it (e.g. with a per-process hub) is a
-change to this module alone.
+live connections must see are announced here, after commit. Consumers know
+nothing of how messages travel: that is this module's business (and
+`marketdata.fanout`'s).
 
-Two groups per symbol: its price broadcasts (`md.price`, for portfolios) and its
-market-channel messages (`md.market`, for `/ws/v1/market`: tickers, trades,
-candles and books), so portfolio connections never carry book and trade traffic.
+Two kinds of live traffic per symbol, kept apart so portfolio connections never
+carry book and trade traffic:
+- price broadcasts (`md.price`, for portfolios): a channel-layer group per
+  symbol, one channel-layer message per connection (`subscribe_symbols`);
+- market-channel messages (tickers, trades, candles, books, for `/ws/v1/market`):
+  published once per symbol and window on Redis pub/sub (`publish_market`), and
+  fanned out inside each server process by its hub (`fanout.LocalHub`), which
+  holds one subscription per symbol and hands one pre-encoded frame to every
+  local subscriber (`subscribe_market`). Without a Redis channel layer the hub
+  is fed in-process, so one process can run the worker and the consumers.
 
 The tape is here too: while a `record_feed` listens, workers append every event
 they apply, as native JSONL in chunks, to a capped Redis stream beside the
@@ -18,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +35,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
-from marketdata import groups
+from marketdata import fanout, groups
 from marketdata.events import PriceUpdate, encode_price_update
 
 # One message of a market channel (`marketdata.market`): {"ch", "epoch", "seq", "ts", "data"}.
@@ -54,17 +61,18 @@ async def unsubscribe_symbols(channel_name: str, symbols: Iterable[str]) -> None
         await layer.group_discard(groups.symbol_group(symbol), channel_name)
 
 
-async def subscribe_market(channel_name: str, symbols: Iterable[str]) -> None:
-    """Receive the market-channel messages of `symbols` (event `md.market`, handled as `md_market`)."""
-    layer = _layer()
-    for symbol in symbols:
-        await layer.group_add(groups.market_group(symbol), channel_name)
+async def subscribe_market(sink: fanout.Sink, channels: Iterable[str]) -> None:
+    """Deliver these market channels' live messages to `sink` (`sink.deliver(message, frame)`).
+
+    Returns once they flow: a message published after this returns reaches the sink.
+    All or nothing: raises (TimeoutError) when Redis does not confirm in time.
+    """
+    await market_hub().subscribe(sink, channels)
 
 
-async def unsubscribe_market(channel_name: str, symbols: Iterable[str]) -> None:
-    layer = _layer()
-    for symbol in symbols:
-        await layer.group_discard(groups.market_group(symbol), channel_name)
+def unsubscribe_market(sink: fanout.Sink, channels: Iterable[str]) -> None:
+    """Stop delivering these channels to `sink`. Never waits; channels it does not hold are ignored."""
+    market_hub().unsubscribe(sink, channels)
 
 
 async def subscribe_user(channel_name: str, user_id: int) -> None:
@@ -79,13 +87,51 @@ async def publish_price(update: PriceUpdate) -> None:
     await _layer().group_send(groups.symbol_group(update.symbol), encode_price_update(update))
 
 
-async def publish_market(symbol: str, messages: list[Message]) -> None:
-    """One symbol's market-channel messages of one window, in seq order per channel.
+async def publish_market(symbol: str, messages: Sequence[Message]) -> None:
+    """One symbol's market-channel messages of one window, in seq order per channel, encoded once.
 
     The worker appends them to the history (`marketdata.market_store`) first, so a
     consumer that subscribed and then read the history sees no hole (it drops what it already has by seq).
     """
-    await _layer().group_send(groups.market_group(symbol), {"type": groups.MARKET_EVENT, "symbol": symbol, "messages": messages})
+    await publish_market_window({symbol: messages})
+
+
+async def publish_market_window(window: Mapping[str, Sequence[Message]]) -> None:
+    """`publish_market` for every symbol of a window: one PUBLISH each, in one round trip."""
+    redis = _redis()
+    if redis is None:
+        hub = market_hub()
+        for symbol, messages in window.items():
+            hub.publish_local(symbol, fanout.encode_payload(messages))
+        return
+    client, prefix = redis
+    async with client.pipeline(transaction=False) as pipe:
+        for symbol, messages in window.items():
+            pipe.publish(groups.live_channel(prefix, symbol), fanout.encode_payload(messages))
+        await pipe.execute()
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, fanout.LocalHub] = weakref.WeakKeyDictionary()
+_local_hubs: weakref.WeakKeyDictionary[Any, fanout.LocalHub] = weakref.WeakKeyDictionary()
+_process_hub = fanout.LocalHub()  # without any channel layer
+
+
+def market_hub() -> fanout.LocalHub:
+    """This process's hub: on the channel layer's Redis (one per event loop), or in-process beside an in-memory layer."""
+    target = redis_target()
+    if target is not None:
+        loop = asyncio.get_running_loop()
+        hub = _hubs.get(loop)
+        if hub is None or hub.redis != target:
+            hub = _hubs[loop] = fanout.LocalHub(target, socket_timeout=settings.REDIS_SOCKET_TIMEOUT)
+        return hub
+    layer = get_channel_layer()
+    if layer is None:
+        return _process_hub
+    hub = _local_hubs.get(layer)
+    if hub is None:
+        hub = _local_hubs[layer] = fanout.LocalHub()
+    return hub
 
 
 def notify_user_on_commit(user_id: int, event: dict[str, Any]) -> None:
@@ -104,7 +150,7 @@ TAPE_LENGTH = 10_000
 # A recorder renews its claim every second; a worker stops taping this long after the last one went.
 TAPE_LISTEN_SECONDS = 5
 
-_tape_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[aioredis.Redis, str]] = weakref.WeakKeyDictionary()
+_redis_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[aioredis.Redis, str, str]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,20 +171,44 @@ def redis_target() -> tuple[str, str] | None:
     return str(address), str(config["CONFIG"].get("prefix", "asgi"))
 
 
+# Connections one client (one per event loop and use) opens at most; commands beyond wait for a free one.
+REDIS_MAX_CONNECTIONS = 100
+
+
 def redis_client(address: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(address, socket_timeout=settings.REDIS_SOCKET_TIMEOUT, decode_responses=True)
+    """A client for commands (history, connection counts, tape, publishing).
+
+    Its pool blocks when all its connections are busy: redis-py 8's default pool raises
+    MaxConnectionsError past 100 instead, which failed the subscribes of a burst of
+    reconnecting clients (a restarted server) with `server_error`.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        address,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=settings.REDIS_SOCKET_TIMEOUT,
+        socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+        decode_responses=True,
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+def _redis() -> tuple[aioredis.Redis, str] | None:
+    """A client on the channel layer's Redis (one per event loop) and the layer's key prefix; None without a Redis layer."""
+    target = redis_target()
+    if target is None:
+        return None
+    address, prefix = target
+    loop = asyncio.get_running_loop()
+    known = _redis_clients.get(loop)
+    if known is None or known[1:] != (address, prefix):
+        known = _redis_clients[loop] = (redis_client(address), address, prefix)
+    return known[0], prefix
 
 
 def _tape() -> tuple[aioredis.Redis, str] | None:
     """A Redis client on the channel layer's server, and the tape's key; None without a Redis layer."""
-    target = redis_target()
-    if target is None:
-        return None
-    loop = asyncio.get_running_loop()
-    if loop not in _tape_clients:
-        address, prefix = target
-        _tape_clients[loop] = (redis_client(address), f"{prefix}:tape")
-    return _tape_clients[loop]
+    redis = _redis()
+    return None if redis is None else (redis[0], f"{redis[1]}:tape")
 
 
 async def tape_wanted() -> bool:

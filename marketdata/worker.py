@@ -18,9 +18,10 @@ the tape (`streams.tape_append`) as native JSONL, in the order it was applied.
 
 Market channels (`/ws/v1/market`): every window, after the hub is drained, the
 messages of the changed symbols are built (`marketdata.market`), appended to the
-history in one write (`marketdata.market_store`), and only then published live
-per symbol (`streams.publish_market`), so a client that read the history after
-subscribing sees no hole. The candles of a minute that closed go out, closed,
+history in one write (`marketdata.market_store`), and only then published live,
+once per symbol and encoded once, all symbols in one round trip
+(`streams.publish_market_window`: Redis pub/sub, fanned out by each server
+process's hub), so a client that read the history after subscribing sees no hole. The candles of a minute that closed go out, closed,
 with the window in which it closed. If the history cannot be written the
 messages are still published; a later resume over them reports recovered: false.
 """
@@ -264,7 +265,7 @@ class Worker:
             await self.flush_quotes()
 
     async def _publish_market(self, window: dict[str, list[Message]]) -> None:
-        """History first (one write for the window), then live per symbol."""
+        """History first (one write for the window), then live: one payload per symbol, one round trip."""
         messages = [message for symbol_messages in window.values() for message in symbol_messages]
         try:
             if self._market_history is None:
@@ -273,8 +274,7 @@ class Worker:
         except Exception:
             self.stats.market_store_errors += 1
             log.exception("could not write %d market messages to the history; publishing them all the same", len(messages))
-        for symbol, symbol_messages in window.items():
-            await streams.publish_market(symbol, symbol_messages)
+        await streams.publish_market_window(window)
         self.stats.market_messages += len(messages)
 
     async def flush_quotes(self) -> None:

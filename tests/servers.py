@@ -150,3 +150,20 @@ def restartable_daphne(*, redis_url: str, layer_prefix: str, logs: Path, env: di
         yield daphne
     finally:
         daphne.stop()
+
+
+@contextmanager
+def asgi_server(kind: str, *, env: dict[str, str], log: Path) -> Iterator[str]:
+    """Serve config.asgi:application with `kind` ("daphne", or "uvicorn" with permessage-deflate off); yields its base URL."""
+    port = free_port()
+    if kind == "daphne":
+        args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+    elif kind == "uvicorn":
+        args = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
+        args += ["--ws-per-message-deflate", "false", "--lifespan", "off", "--log-level", "warning"]
+    else:
+        raise ValueError(f"no ASGI server {kind!r}")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with process(args, env, log) as proc:
+        wait_for_port(port, proc, log)
+        yield f"http://127.0.0.1:{port}"

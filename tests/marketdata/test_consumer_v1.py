@@ -335,12 +335,11 @@ async def test_messages_published_while_subscribing_arrive_once_each_with_no_gap
     store = market_store()
     read = store.snapshot
     handled: dict[int, asyncio.Event] = {seq: asyncio.Event() for seq in (2, 3, 4)}
-    md_market = MarketConsumer.md_market
+    deliver = MarketConsumer.deliver
 
-    async def spied_md_market(self: MarketConsumer, event: dict[str, Any]) -> None:
-        await md_market(self, event)
-        for message in event["messages"]:
-            handled[message["seq"]].set()
+    def spied_deliver(self: MarketConsumer, message: Frame, frame: str) -> None:
+        deliver(self, message, frame)
+        handled[message["seq"]].set()
 
     async def racing_snapshot(channel: str) -> Frame:
         # The worker is busy while the history is read: a message lands before the read (so it is in the
@@ -353,7 +352,7 @@ async def test_messages_published_while_subscribing_arrive_once_each_with_no_gap
             await asyncio.wait_for(event.wait(), 3)
         return snapshot
 
-    monkeypatch.setattr(MarketConsumer, "md_market", spied_md_market)
+    monkeypatch.setattr(MarketConsumer, "deliver", spied_deliver)
     monkeypatch.setattr(store, "snapshot", racing_snapshot)
     async with connect() as ws:
         ack, [snapshot] = await ws.subscribe("ticker:BTC-USD")

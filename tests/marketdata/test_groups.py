@@ -40,14 +40,20 @@ def test_user_groups_are_per_user() -> None:
     assert groups.user_group(7) != groups.user_group(8)
 
 
-@given(symbols)
-def test_market_groups_are_valid_and_apart_from_the_price_groups(symbol: str) -> None:
-    name = groups.market_group(symbol)
-    assert VALID_GROUP.match(name), name
-    assert name != groups.symbol_group(symbol)
-    assert name.removeprefix("mk.") == groups.symbol_group(symbol).removeprefix("md.")
+@given(symbols, symbols)
+def test_each_symbol_has_its_own_live_channel_apart_from_the_price_groups(a: str, b: str) -> None:
+    # Market-channel messages travel on Redis pub/sub (marketdata.fanout), never in a price group.
+    name = groups.live_channel("livefolio", a)
+    assert name != groups.symbol_group(a) and name.startswith("livefolio:live:")
+    if a != b:
+        assert groups.live_channel("livefolio", a) != groups.live_channel("livefolio", b)
+    assert groups.live_channel("livefolio", a) != groups.live_channel("other", a)  # installations sharing a Redis stay apart
 
 
-def test_market_groups_read_naturally() -> None:
-    assert (groups.market_group("BTC-USD"), groups.market_group("EUR/USD")) == ("mk.BTC-USD", "mk.EUR_2FUSD")
-    assert groups.MARKET_EVENT == "md.market"
+def test_live_channels_read_naturally() -> None:
+    assert (groups.live_channel("livefolio", "BTC-USD"), groups.live_channel("lf", "EUR/USD")) == (
+        "livefolio:live:BTC-USD",
+        "lf:live:EUR/USD",
+    )
+    with pytest.raises(ValueError, match="empty"):
+        groups.live_channel("livefolio", "")

@@ -1,4 +1,5 @@
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,8 @@ from channels.db import database_sync_to_async as db
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from marketdata import groups, services
+from marketdata import groups, services, streams
+from marketdata.channels import BOOK_DEPTHS
 from marketdata.events import BookDelta, BookSnapshot, Candle, MarketEvent, PriceUpdate, Trade
 from marketdata.events import Quote as BidAsk
 from marketdata.feeds import Feed
@@ -513,6 +515,32 @@ async def test_instruments_that_fail_to_be_created_are_retried_before_the_next_s
 # -- market channels ---------------------------------------------------------------------------
 
 
+class Heard:
+    """A sink of the market hub, as a connection is: every live message of the channels it holds, and its frame."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.frames: list[str] = []
+
+    def deliver(self, message: dict[str, Any], frame: str) -> None:
+        self.messages.append(message)
+        self.frames.append(frame)
+
+    def missed(self, channels: Sequence[str]) -> None:
+        raise AssertionError(f"the in-process hub never loses messages ({channels})")
+
+
+def market_channels(symbol: str) -> list[str]:
+    return [f"ticker:{symbol}", f"trades:{symbol}", f"candles:{symbol}@1m", *(f"book:{symbol}@depth={d}" for d in BOOK_DEPTHS)]
+
+
+def hear(symbol: str) -> Heard:
+    """Subscribe a sink to every market channel of `symbol`, through the seam consumers use."""
+    heard = Heard()
+    async_to_sync(streams.subscribe_market)(heard, market_channels(symbol))
+    return heard
+
+
 def _by_channel(messages: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for message in messages:
@@ -527,8 +555,8 @@ def _book(symbol: str, seconds: float, bids: list[tuple[str, str]], asks: list[t
     return kind(symbol, T0 + timedelta(seconds=seconds), bid_levels, ask_levels, "coinbase")
 
 
-def test_window_by_window_the_history_holds_exactly_what_the_market_group_hears() -> None:
-    live = listen(groups.market_group("BTC-USD"))
+def test_window_by_window_the_history_holds_exactly_what_the_market_hub_hears() -> None:
+    live = hear("BTC-USD")
     portfolio_side = listen(groups.symbol_group("BTC-USD"))
     events = [
         _book("BTC-USD", 1, [("100", "1"), ("99", "2")], [("101", "1"), ("102", "3")], snapshot=True),
@@ -551,9 +579,9 @@ def test_window_by_window_the_history_holds_exactly_what_the_market_group_hears(
 
     stats = async_to_sync(worker.run)(asyncio.Event())
 
-    heard = received(live)
-    assert {m["type"] for m in heard} == {"md.market"} and {m["symbol"] for m in heard} == {"BTC-USD"}
-    published = _by_channel(m for event in heard for m in event["messages"])
+    # Each message once, with its update frame encoded once for every local socket.
+    assert [json.loads(frame) for frame in live.frames] == [{"type": "update", **m} for m in live.messages]
+    published = _by_channel(live.messages)
     assert stats.market_messages == sum(map(len, published.values()))
     store = market_store()
     assert set(published) == {
@@ -594,7 +622,7 @@ def test_window_by_window_the_history_holds_exactly_what_the_market_group_hears(
 
 @needs_aggtrades
 def test_the_real_aggtrades_sample_replayed_at_full_speed_leaves_whole_histories() -> None:
-    live = listen(groups.market_group("BTC-USD"))
+    live = hear("BTC-USD")
     symbols = SymbolMap(instruments=["BTC-USD"], aliases={("binance", "BTCUSDT"): "BTC-USD"})
     sources = file_sources(paths=[AGGTRADES], format_name=None, symbols=symbols, options={}, problems=Problems(strict=True))
     worker = Worker(
@@ -609,7 +637,7 @@ def test_the_real_aggtrades_sample_replayed_at_full_speed_leaves_whole_histories
 
     stats = async_to_sync(worker.run)(asyncio.Event())
 
-    published = _by_channel(m for event in received(live) for m in event["messages"])
+    published = _by_channel(live.messages)
     trades = [t for m in published["trades:BTC-USD"] for t in m["data"]["trades"]]
     assert stats.events == 5000 and len(trades) + worker.hub.trades_dropped == 5000
     assert [t["ts"] for t in trades] == sorted(t["ts"] for t in trades)
@@ -629,9 +657,8 @@ async def test_a_failed_history_write_is_logged_and_the_messages_still_go_out(
         async def append(self, messages: Sequence[dict[str, Any]]) -> None:
             raise OSError("Redis went away")
 
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(groups.market_group("AAPL"), channel)
+    heard = Heard()
+    await streams.subscribe_market(heard, market_channels("AAPL"))
     worker = Worker(
         feed=ListFeed([ticks("AAPL", ["100"])]),
         conflation=0.01,
@@ -644,8 +671,7 @@ async def test_a_failed_history_write_is_logged_and_the_messages_still_go_out(
 
     stats = await worker.run(asyncio.Event())
 
-    [event] = await collect(channel, until=1)
-    assert {m["ch"] for m in event["messages"]} == {"ticker:AAPL", "trades:AAPL", "candles:AAPL@1m"}  # type: ignore[union-attr]
+    assert {m["ch"] for m in heard.messages} == {"ticker:AAPL", "trades:AAPL", "candles:AAPL@1m"}
     assert stats.market_store_errors == 1
     assert any("could not write" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 
@@ -658,9 +684,8 @@ async def test_a_worker_without_the_market_channels_publishes_and_stores_none() 
         async def append(self, messages: Sequence[dict[str, Any]]) -> None:
             self.appended.extend(messages)
 
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(groups.market_group("AAPL"), channel)
+    heard = Heard()
+    await streams.subscribe_market(heard, market_channels("AAPL"))
     history = Recording()
     worker = Worker(
         feed=ListFeed([ticks("AAPL", ["100", "101"])]),
@@ -677,5 +702,4 @@ async def test_a_worker_without_the_market_channels_publishes_and_stores_none() 
 
     assert (stats.broadcasts, stats.market_messages, history.appended) == (1, 0, [])
     assert worker.hub.take_trades() == {}
-    with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(layer.receive(channel), timeout=0.1)
+    assert heard.messages == []  # the worker has finished: nothing can come later
