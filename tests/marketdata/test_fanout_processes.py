@@ -109,7 +109,7 @@ async def stalled_client(url: str) -> Any:
 @pytest.fixture(params=["daphne", "uvicorn"])
 def server(request: pytest.FixtureRequest) -> str:
     if request.param == "uvicorn" and importlib.util.find_spec("uvicorn") is None:
-        pytest.skip("uvicorn is not installed (requirements-bench.txt)")
+        pytest.skip("uvicorn is not installed (requirements-dev.txt pins it)")
     return str(request.param)
 
 
