@@ -33,7 +33,6 @@ the socket, `BinanceCapture` with lines of a file.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +43,9 @@ from typing import Any, ClassVar
 
 from marketdata.events import BookDelta, BookSnapshot, Level, MarketEvent, Quote, Trade, from_epoch_us
 from marketdata.feeds.files import BadLine
+from marketdata.feeds.jsonfields import decimal as _decimal
+from marketdata.feeds.jsonfields import decode
+from marketdata.feeds.jsonfields import field as _field
 from marketdata.symbols import SymbolMap
 
 SOURCE = "binance"
@@ -62,27 +64,6 @@ class BinanceFrameState:
 
 
 # -- fields ------------------------------------------------------------------------------------
-
-
-def _field(data: Mapping[str, Any], key: str, where: str) -> Any:
-    try:
-        return data[key]
-    except KeyError:
-        raise BadLine("missing field", f"no {key!r} in {where}") from None
-
-
-def _decimal(data: Mapping[str, Any], key: str, where: str) -> Decimal:
-    value = _field(data, key, where)
-    try:
-        # bool is an int: refuse it explicitly; numbers arrive as Decimal (parse_float) or int
-        if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-            raise InvalidOperation
-        number = Decimal(value)
-    except InvalidOperation:
-        raise BadLine("bad number", f"{key} {value!r} in {where} is not a decimal") from None
-    if not number.is_finite():
-        raise BadLine("bad number", f"{key} {value!r} in {where} is not a finite number")
-    return number
 
 
 def _integer(data: Mapping[str, Any], key: str, where: str) -> int:
@@ -281,17 +262,6 @@ def split_line(line: str) -> tuple[datetime | None, str]:
     if not space:
         raise BadLine("bad json", f"line starts with {line[:40]!r}, neither a JSON object nor a receive time and a space")
     return parse_receive_time(prefix), rest.lstrip()
-
-
-def decode(text: str) -> dict[str, Any]:
-    """A JSON object with exact decimals (a float would round 0.1 to 0.1000000000000000055...)."""
-    try:
-        value = json.loads(text, parse_float=Decimal)
-    except ValueError as exc:  # JSONDecodeError, and a lone surrogate or the like
-        raise BadLine("bad json", str(exc)) from None
-    if not isinstance(value, dict):
-        raise BadLine("bad json", f"expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 class BinanceCapture:

@@ -31,17 +31,18 @@ message carries Coinbase's own timestamp.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, ClassVar
 
 from marketdata.events import BookDelta, BookSnapshot, Level, MarketEvent, Quote, Trade
 from marketdata.feeds.files import LOGGED_PER_KIND, BadLine
+from marketdata.feeds.jsonfields import decimal as _decimal
+from marketdata.feeds.jsonfields import decode
+from marketdata.feeds.jsonfields import field as _field
 from marketdata.symbols import SymbolMap
 
 log = logging.getLogger(__name__)
@@ -108,13 +109,6 @@ class CoinbaseState:
 # -- fields ------------------------------------------------------------------------------------
 
 
-def _field(data: Mapping[str, Any], key: str, where: str) -> Any:
-    try:
-        return data[key]
-    except KeyError:
-        raise BadLine("missing field", f"no {key!r} in {where}") from None
-
-
 def _text(data: Mapping[str, Any], key: str, where: str) -> str:
     value = _field(data, key, where)
     if not isinstance(value, str) or not value:
@@ -127,19 +121,6 @@ def _objects(data: Mapping[str, Any], key: str, where: str) -> list[Mapping[str,
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
         raise BadLine("bad value", f"{key} in {where} is not a list of objects")
     return items
-
-
-def _decimal(data: Mapping[str, Any], key: str, where: str) -> Decimal:
-    value = _field(data, key, where)
-    try:
-        if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-            raise InvalidOperation
-        number = Decimal(value)
-    except InvalidOperation:
-        raise BadLine("bad number", f"{key} {value!r} in {where} is not a decimal") from None
-    if not number.is_finite():
-        raise BadLine("bad number", f"{key} {value!r} in {where} is not a finite number")
-    return number
 
 
 def parse_time(value: object, key: str, where: str) -> datetime:
@@ -300,17 +281,6 @@ def parse_message(message: Mapping[str, Any], *, symbols: SymbolMap, state: Coin
 
 
 # -- lines -------------------------------------------------------------------------------------
-
-
-def decode(text: str) -> dict[str, Any]:
-    """A JSON object with exact decimals (a float would round 0.1 to 0.1000000000000000055...)."""
-    try:
-        value = json.loads(text, parse_float=Decimal)
-    except ValueError as exc:
-        raise BadLine("bad json", str(exc)) from None
-    if not isinstance(value, dict):
-        raise BadLine("bad json", f"expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 def unwrap(line: str) -> dict[str, Any]:
