@@ -640,7 +640,7 @@ class MarketConsumer(AsyncWebsocketConsumer):
             elif verdict == "gap":
                 sub.syncing = True
                 sub.buffer.append((message, frame))
-                sub.task = self._spawn(self._resync(sub))
+                self._start(sub, self._resync)
         except (KeyError, TypeError):
             log.warning("malformed market message dropped: %.200r", message)
 
@@ -653,12 +653,12 @@ class MarketConsumer(AsyncWebsocketConsumer):
             sub = self.subs.get(name)
             if isinstance(sub, MarketSub) and not sub.syncing and not self._closing:
                 sub.syncing = True
-                sub.task = self._spawn(self._catch_up(sub))
+                self._start(sub, self._catch_up)
 
     def _drain(self, sub: MarketSub) -> None:
         """Let through what waited while the channel synchronised; a gap among it starts a resync."""
         if not self._drained(sub):
-            sub.task = self._spawn(self._resync(sub))
+            self._start(sub, self._resync)
 
     def _drained(self, sub: MarketSub) -> bool:
         while sub.buffer:
@@ -675,6 +675,22 @@ class MarketConsumer(AsyncWebsocketConsumer):
         sub.syncing = False  # no await since the buffer was found empty: nothing slips past it
         return True
 
+    def _start(self, sub: MarketSub, work: Callable[[MarketSub], Awaitable[None]]) -> None:
+        """Run `work(sub)` as the channel's one background task; a failing history unsubscribes the channel."""
+
+        async def run() -> None:
+            try:
+                await work(sub)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await self._lost_history(sub)
+            finally:
+                if sub.task is asyncio.current_task():
+                    sub.task = None
+
+        sub.task = self._spawn(run())
+
     async def _resync(self, sub: MarketSub) -> None:
         """Close a gap (lost messages, or a new epoch) from the history, or with a fresh snapshot when it cannot.
 
@@ -684,54 +700,38 @@ class MarketConsumer(AsyncWebsocketConsumer):
         message that came meanwhile, which the history may hold; with none, the channel
         goes live again from the state the client has.
         """
-        try:
-            while True:
-                oldest = sub.buffer[0]
-                for attempt in range(RESYNC_ATTEMPTS):
-                    if attempt:
-                        await asyncio.sleep(0.05 * attempt)  # let the history catch up
-                    if not await self._fill(sub) or self._drained(sub):
-                        return
-                newest = sub.buffer[-1]
-                if newest is oldest:
-                    sub.buffer.clear()
-                    sub.syncing = False
+        while True:
+            oldest = sub.buffer[0]
+            for attempt in range(RESYNC_ATTEMPTS):
+                if attempt:
+                    await asyncio.sleep(0.05 * attempt)  # let the history catch up
+                if not await self._fill(sub) or self._drained(sub):
                     return
-                sub.buffer = [newest]
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            await self._lost_history(sub)
-        finally:
-            if sub.task is asyncio.current_task():
-                sub.task = None
+            newest = sub.buffer[-1]
+            if newest is oldest:
+                sub.buffer.clear()
+                sub.syncing = False
+                return
+            sub.buffer = [newest]
 
     async def _catch_up(self, sub: MarketSub) -> None:
         """After `missed`: send what the history holds past the client's state (or a snapshot past it), then go live."""
-        try:
-            store = market_store()
-            missed = await self._missed(sub.name, sub.epoch, sub.seq)
+        store = market_store()
+        missed = await self._missed(sub.name, sub.epoch, sub.seq)
+        if self.subs.get(sub.name) is not sub:
+            return
+        if missed is None:
+            snapshot = {"type": "snapshot", **await store.snapshot(sub.name)}
             if self.subs.get(sub.name) is not sub:
                 return
-            if missed is None:
-                snapshot = {"type": "snapshot", **await store.snapshot(sub.name)}
-                if self.subs.get(sub.name) is not sub:
-                    return
-                self._send_snapshot_past(sub, snapshot)
-            else:
-                for message in missed:
-                    if sub.verdict(message) == "next":
-                        sub.accept(message)
-                        self._emit(sub, message, None)
-            if not self._drained(sub):
-                sub.task = self._spawn(self._resync(sub))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            await self._lost_history(sub)
-        finally:
-            if sub.task is asyncio.current_task():
-                sub.task = None
+            self._send_snapshot_past(sub, snapshot)
+        else:
+            for message in missed:
+                if sub.verdict(message) == "next":
+                    sub.accept(message)
+                    self._emit(sub, message, None)
+        if not self._drained(sub):
+            self._start(sub, self._resync)
 
     async def _lost_history(self, sub: MarketSub) -> None:
         log.exception("resync of %s on %s", sub.name, self.connection_id)
