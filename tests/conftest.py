@@ -12,6 +12,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import channel_layers, get_channel_layer
 from django.conf import settings as django_settings
+from django.db.backends.utils import CursorWrapper
 from django.test import Client
 
 from config.devstack import ensure_redis
@@ -189,3 +191,20 @@ def received(channel: str) -> list[dict[str, Any]]:
         return out
 
     return async_to_sync(drain)()
+
+
+@contextmanager
+def count_queries() -> Iterator[list[str]]:
+    """Every SQL statement from any thread (database_sync_to_async runs queries off the event loop)."""
+    seen: list[str] = []
+    original = CursorWrapper._execute_with_wrappers
+
+    def counting(self: CursorWrapper, sql: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append(sql)
+        return original(self, sql, *args, **kwargs)
+
+    CursorWrapper._execute_with_wrappers = counting  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        CursorWrapper._execute_with_wrappers = original  # type: ignore[method-assign]

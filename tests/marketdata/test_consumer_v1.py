@@ -12,8 +12,8 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db.backends.utils import CursorWrapper
 
 from config.asgi import application
 from marketdata import services, streams
@@ -31,7 +30,7 @@ from marketdata.events import PriceUpdate
 from marketdata.market_store import market_store
 from marketdata.models import ApiToken, Instrument
 from portfolio.models import Portfolio
-from tests.conftest import T0, record, session_cookie
+from tests.conftest import T0, count_queries, record, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -136,23 +135,6 @@ class Feed:
         """What the worker does: history first, then live."""
         await self.store(*messages)
         await self.live(*messages)
-
-
-@contextmanager
-def count_queries() -> Iterator[list[str]]:
-    """Every SQL statement from any thread (database_sync_to_async runs queries off the event loop)."""
-    seen: list[str] = []
-    original = CursorWrapper._execute_with_wrappers
-
-    def counting(self: CursorWrapper, sql: str, *args: Any, **kwargs: Any) -> Any:
-        seen.append(sql)
-        return original(self, sql, *args, **kwargs)
-
-    CursorWrapper._execute_with_wrappers = counting  # type: ignore[method-assign]
-    try:
-        yield seen
-    finally:
-        CursorWrapper._execute_with_wrappers = original  # type: ignore[method-assign]
 
 
 async def token_for(user: Any, name: str = "bot") -> str:

@@ -2,8 +2,8 @@
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db.backends.utils import CursorWrapper
 
 from config.asgi import application
 from marketdata import streams
@@ -19,7 +18,7 @@ from marketdata.events import PriceUpdate
 from marketdata.models import Instrument
 from portfolio import services
 from portfolio.models import Portfolio
-from tests.conftest import T0, record, session_cookie
+from tests.conftest import T0, count_queries, record, session_cookie
 
 D = Decimal
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -54,23 +53,6 @@ async def price(
 
 def rows_by_key(portfolio: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {row["key"]: row for row in portfolio["rows"]}
-
-
-@contextmanager
-def count_queries() -> Iterator[list[str]]:
-    """Every SQL statement from any thread (database_sync_to_async runs queries off the event loop)."""
-    seen: list[str] = []
-    original = CursorWrapper._execute_with_wrappers
-
-    def counting(self: CursorWrapper, sql: str, *args: Any, **kwargs: Any) -> Any:
-        seen.append(sql)
-        return original(self, sql, *args, **kwargs)
-
-    CursorWrapper._execute_with_wrappers = counting  # type: ignore[method-assign]
-    try:
-        yield seen
-    finally:
-        CursorWrapper._execute_with_wrappers = original  # type: ignore[method-assign]
 
 
 async def test_anonymous_connections_are_closed_as_not_authenticated() -> None:
