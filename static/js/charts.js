@@ -15,7 +15,8 @@ function svgEl(tag, attrs = {}) {
   return node;
 }
 
-function htmlEl(tag, attrs = {}, ...children) {
+/** An HTML element with attributes (`class`, `text` as textContent) and children; null/undefined attributes are left out. */
+export function htmlEl(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
     if (value === undefined || value === null) continue;

@@ -11,7 +11,7 @@
 //
 // Rendering is batched to one animation frame; the page object is `window.livefolioInstrument`.
 
-import { createCandleChart } from "./charts.js";
+import { createCandleChart, htmlEl as el } from "./charts.js";
 import { addDecimals, formatAxisMoney, formatClock, formatMoney, formatPercent } from "./dashboard.js";
 import { MarketClient } from "./market-api.js";
 
@@ -91,18 +91,6 @@ function pulse(node) {
   node.classList.add("is-changed");
   clearTimeout(flashTimers.get(node));
   flashTimers.set(node, setTimeout(() => node.classList.remove("is-changed"), 700));
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null) continue;
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
 }
 
 function negate(value) {
