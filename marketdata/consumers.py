@@ -205,6 +205,9 @@ class MarketConsumer(AsyncWebsocketConsumer):
             slow_seconds=settings.MARKET_WS_SLOW_SECONDS,
             backlog=fanout.server_backlog(self._server_send),
         )
+        # Counted (and refused) before `hello`: a client that has its hello is already in the count.
+        if self.user is not None and not await self._count_connection(self.user, None):
+            return
         self._send(
             {
                 "type": "hello",
@@ -220,8 +223,6 @@ class MarketConsumer(AsyncWebsocketConsumer):
                 },
             }
         )
-        if self.user is not None and not await self._count_connection(self.user, None):
-            return
         self._spawn(self._work())
         self._spawn(self._heartbeat())
 

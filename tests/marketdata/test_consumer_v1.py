@@ -811,7 +811,7 @@ async def test_too_many_connections_for_one_user_get_too_many_connections_then_4
     token = await token_for(alice)
     async with connect(alice) as first, connect(origin=None) as second:
         assert (await second.request({"op": "auth", "id": 1, "token": token}))["type"] == "authenticated"
-        async with connect(alice) as third:  # a browser tab
+        async with connect(alice, expect_hello=False) as third:  # a browser tab: refused before its hello
             error = await third.recv()
             assert (error["type"], error["code"]) == ("error", "too_many_connections")
             assert await third.closed_with() == 4409
@@ -849,7 +849,7 @@ async def test_the_main_flows_on_the_real_redis_layer(
         update = await ws.recv(timeout=5)
         assert (update["ch"], update["seq"]) == ("portfolio", 2)
         # Counted in Redis: a second connection of alice's is one too many.
-        async with connect(alice) as second:
+        async with connect(alice, expect_hello=False) as second:
             assert (await second.recv(timeout=5))["code"] == "too_many_connections"
             assert await second.closed_with(timeout=5) == 4409
     await feed.publish(*(feed.tick("BTC-USD", str(v)) for v in (5, 6)))
