@@ -283,7 +283,7 @@ async def _no_prune(before: datetime) -> int:
 
 
 def bench_worker(feed: Any) -> Any:
-    from marketdata.worker import Worker
+    from marketdata.worker.loop import Worker
 
     return Worker(
         feed=feed,
@@ -307,8 +307,8 @@ class Run:
 
 
 async def replay_once(sources: list[Any], *, speed: float | None, end: datetime | None = None) -> tuple[Run, Any]:
-    from marketdata import streams
-    from marketdata.replay import Replay
+    from marketdata.delivery import streams
+    from marketdata.worker.replay import Replay
 
     replay = Replay(sources=sources, speed=speed, end=end)
     worker = bench_worker(replay)

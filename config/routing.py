@@ -1,6 +1,6 @@
 from django.urls import path
 
-from marketdata.consumers import MarketConsumer
+from marketdata.api.consumer import MarketConsumer
 from portfolio.consumers import PortfolioConsumer
 
 websocket_urlpatterns = [

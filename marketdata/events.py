@@ -42,7 +42,7 @@ class BookSnapshot:
     """A whole order book (as deep as the source sent it); replaces what the worker holds.
 
     `update_id` is the exchange's book version where it has one (Binance `lastUpdateId`);
-    deltas are checked against it (`marketdata.book`).
+    deltas are checked against it (`marketdata.worker.book`).
     """
 
     symbol: str
@@ -100,7 +100,7 @@ class PriceUpdate:
     ts: datetime
     source: str
     ticks: int  # how many source events this update conflates
-    # Day change is measured against this: the previous close, or the price 24 h earlier (marketdata.references).
+    # Day change is measured against this: the previous close, or the price 24 h earlier (marketdata.worker.references).
     reference: Decimal | None = None
     replay: bool = False  # True when a recorded session is being replayed (`replay_feed`)
 

@@ -41,7 +41,7 @@ def live_channel(prefix: str, symbol: str) -> str:
     """The Redis pub/sub channel of `symbol`'s market-channel messages (ticker, trades, candles, books).
 
     Not a channel-layer group: the worker publishes there and each server process's hub
-    (`marketdata.fanout`) subscribes, so portfolio connections never receive book and trade
+    (`marketdata.delivery.fanout`) subscribes, so portfolio connections never receive book and trade
     traffic. Redis channel names are binary-safe: the symbol goes in as it is.
     """
     if not symbol:

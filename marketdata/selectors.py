@@ -10,8 +10,8 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import OuterRef, QuerySet, Subquery
 
 from marketdata.models import ALWAYS_OPEN, ApiToken, Candle, Instrument, Quote, SymbolAlias
-from marketdata.references import LOOKBACK, MARGIN, Mark, MarketHours, References
 from marketdata.symbols import SymbolMap
+from marketdata.worker.references import LOOKBACK, MARGIN, Mark, MarketHours, References
 
 
 def instruments_active(*, symbols: Iterable[str] | None = None) -> QuerySet[Instrument]:

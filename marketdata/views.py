@@ -14,9 +14,9 @@ from django.views.decorators.http import require_POST
 
 from marketdata import services
 from marketdata.events import to_epoch_ms
-from marketdata.market import wire
 from marketdata.models import ApiToken, Instrument, Quote
 from marketdata.selectors import tokens_for_user
+from marketdata.worker.market import wire
 
 MARKET_WS_PATH = "/ws/v1/market"
 WEBSOCKET_DOCS = settings.BASE_DIR / "docs" / "websocket-api.md"

@@ -2,7 +2,7 @@
 
 A protocol adapter: loads the user's books once (and again after a ledger
 change), subscribes to the held symbols and the FX pairs they convert through
-(via `marketdata.streams`), and turns
+(via `marketdata.delivery.streams`), and turns
 price events into coalesced update frames. No database access per price.
 """
 
@@ -16,7 +16,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from marketdata import streams
+from marketdata.delivery import streams
 from marketdata.events import decode_price_update
 from portfolio import selectors
 from portfolio.live import Frame, LiveBook
@@ -29,7 +29,7 @@ class LivePortfolios:
     """A user's portfolios as one LiveBook, loaded and reloaded from the database: all of them, or one.
 
     Shared by `/ws/portfolio/` (all of them) and the `portfolio` / `portfolio:ID`
-    channels of `/ws/v1/market` (`marketdata.consumers`).
+    channels of `/ws/v1/market` (`marketdata.api.consumer`).
     """
 
     def __init__(self, user: Any, book: LiveBook, portfolio_id: int | None = None) -> None:

@@ -22,7 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction as db_transaction
 from django.utils import timezone
 
-from marketdata import streams
+from marketdata.delivery import streams
 from marketdata.groups import PORTFOLIO_RELOAD_EVENT
 from marketdata.models import Instrument
 from portfolio.ledger import NEEDS_INSTRUMENT, ONE, ZERO, Book, Entry, LedgerError, book_from_ledger, plain

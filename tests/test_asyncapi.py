@@ -17,7 +17,7 @@ from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from marketdata.channels import book_checksum
+from marketdata.api.channels import book_checksum
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 CLIENT_OPS = {"auth", "subscribe", "unsubscribe", "resume", "ping"}
@@ -137,7 +137,7 @@ def test_operations_use_their_channels_messages_and_every_message_has_one(doc: d
 
 
 def test_server_messages_carry_a_type_const_and_are_exactly_the_consumers(doc: dict[str, Any]) -> None:
-    from marketdata.consumers import SERVER_MESSAGE_TYPES
+    from marketdata.api.consumer import SERVER_MESSAGE_TYPES
 
     types = [const(doc, message, "type") for message in operation_messages(doc, "send")]
     assert None not in types, "a message the server sends has no `type` const"

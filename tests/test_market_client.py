@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from marketdata import services
-from marketdata.channels import book_checksum
+from marketdata.api.channels import book_checksum
 from tests.conftest import AGGTRADES, needs_aggtrades
 from tests.servers import manage, restartable_daphne, stack_env
 from tests.test_asyncapi import payload_pointer, validator

@@ -1,6 +1,6 @@
 """Feed sources. Every module here has the same shape: a class constructed from
 options whose async iteration yields normalized events (`marketdata.events`) in
-time order. The worker (`marketdata.worker`) does the rest."""
+time order. The worker (`marketdata.worker.loop`) does the rest."""
 
 from __future__ import annotations
 

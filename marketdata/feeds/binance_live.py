@@ -11,7 +11,7 @@ parsed by `binance_ws.parse_frame`, the same parser the recorded captures go thr
 
 Order books follow "How to manage a local order book correctly"
 (https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams#how-to-manage-a-local-order-book-correctly).
-The worker's `marketdata.book.OrderBook` does the buffering and the update-id checks; this
+The worker's `marketdata.worker.book.OrderBook` does the buffering and the update-id checks; this
 connector's part is to deliver, per symbol, the diff stream and a REST snapshot
 (`GET {rest_url}/api/v3/depth?symbol=BTCUSDT&limit=1000`,
 https://developers.binance.com/docs/binance-spot-api-docs/rest-api/market-data-endpoints#order-book)

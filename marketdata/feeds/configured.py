@@ -126,7 +126,7 @@ def feed_build(row: FeedRow, *, symbols: SymbolMap, instruments: Iterable[Instru
         extra = {k: tuple(_strings(v)) if k == "channels" else v for k, v in opts.items()}
         return CoinbaseLive(symbols=row.symbol_list, symbol_map=symbols, **extra)
     from marketdata.feeds.registry import file_sources
-    from marketdata.replay import Replay
+    from marketdata.worker.replay import Replay
 
     file_options = {str(k): str(v) for k, v in opts.get("options", {}).items()}
     if "symbol" in opts:

@@ -15,7 +15,7 @@ from django.utils.module_loading import import_string
 from marketdata import selectors
 from marketdata.feeds import Feed
 from marketdata.symbols import SymbolMap
-from marketdata.worker import MinuteHook, Worker
+from marketdata.worker.loop import MinuteHook, Worker
 
 T = TypeVar("T")
 

@@ -42,7 +42,7 @@ def test_user_groups_are_per_user() -> None:
 
 @given(symbols, symbols)
 def test_each_symbol_has_its_own_live_channel_apart_from_the_price_groups(a: str, b: str) -> None:
-    # Market-channel messages travel on Redis pub/sub (marketdata.fanout), never in a price group.
+    # Market-channel messages travel on Redis pub/sub (marketdata.delivery.fanout), never in a price group.
     name = groups.live_channel("livefolio", a)
     assert name != groups.symbol_group(a) and name.startswith("livefolio:live:")
     if a != b:

@@ -18,7 +18,7 @@ from django.core.management.base import CommandError
 from marketdata import groups
 from marketdata.feeds.configured import DEFAULT_START_PRICE, synthetic_instrument
 from marketdata.models import AssetClass, Candle, Feed, FeedKind, Instrument, Quote
-from marketdata.references import minute_of
+from marketdata.worker.references import minute_of
 from tests.conftest import T0, listen, received
 
 SUMMARY = re.compile(

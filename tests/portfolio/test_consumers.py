@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from config.asgi import application
-from marketdata import streams
+from marketdata.delivery import streams
 from marketdata.events import PriceUpdate
 from marketdata.models import Instrument
 from portfolio import services

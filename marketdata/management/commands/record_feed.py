@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from marketdata import selectors
 from marketdata.management.base import symbols_wanted, until_stopped
-from marketdata.recording import Recorder
+from marketdata.worker.recording import Recorder
 
 
 class Command(BaseCommand):

@@ -17,9 +17,9 @@ from marketdata import selectors
 from marketdata.feeds.files import FeedError, Problems
 from marketdata.feeds.registry import file_sources, formats
 from marketdata.management.base import symbols_wanted, until_stopped, worker_build
-from marketdata.replay import Replay
 from marketdata.symbols import SymbolMap
-from marketdata.worker import Worker, WorkerStats
+from marketdata.worker.loop import Worker, WorkerStats
+from marketdata.worker.replay import Replay
 
 
 def speed(value: str) -> float | None:

@@ -17,8 +17,8 @@ While a `record_feed` is listening, every event of a window also goes onto
 the tape (`streams.tape_append`) as native JSONL, in the order it was applied.
 
 Market channels (`/ws/v1/market`): every window, after the hub is drained, the
-messages of the changed symbols are built (`marketdata.market`), appended to the
-history in one write (`marketdata.market_store`), and only then published live,
+messages of the changed symbols are built (`marketdata.worker.market`), appended to the
+history in one write (`marketdata.delivery.history`), and only then published live,
 once per symbol and encoded once, all symbols in one round trip
 (`streams.publish_market_window`: Redis pub/sub, fanned out by each server
 process's hub), so a client that read the history after subscribing sees no hole. The candles of a minute that closed go out, closed,
@@ -38,14 +38,15 @@ from types import MappingProxyType
 
 from channels.db import database_sync_to_async
 
-from marketdata import services, streams
+from marketdata import services
+from marketdata.delivery import streams
+from marketdata.delivery.history import MarketStore, market_store
 from marketdata.events import Candle, MarketEvent, PriceUpdate
 from marketdata.feeds import Feed, native
-from marketdata.hub import Hub
-from marketdata.market import MarketBuilder, Message
-from marketdata.market_store import MarketStore, market_store
-from marketdata.references import LOOKBACK, MARGIN, References, minute_of
 from marketdata.symbols import SymbolMap
+from marketdata.worker.hub import Hub
+from marketdata.worker.market import MarketBuilder, Message
+from marketdata.worker.references import LOOKBACK, MARGIN, References, minute_of
 
 log = logging.getLogger(__name__)
 

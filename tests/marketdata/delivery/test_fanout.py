@@ -1,4 +1,4 @@
-"""The per-process market hub and the per-connection outbox (marketdata/fanout.py), through the seam and the real consumer.
+"""The per-process market hub and the per-connection outbox (marketdata/delivery/fanout.py), through the seam and the real consumer.
 
 - Reference counting: one Redis subscription per process per symbol, whatever the
   number of local sockets; subscribe, unsubscribe and disconnect leave no Redis
@@ -14,7 +14,7 @@
 - A lost Redis connection is noticed, re-established, and the sockets catch up from
   the history without waiting for the next live message.
 
-Throttling (`throttle_ms`) keeps its semantics on the hub path: tests/marketdata/test_consumer_v1.py.
+Throttling (`throttle_ms`) keeps its semantics on the hub path: tests/marketdata/api/test_consumer.py.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from config.asgi import application
-from marketdata import fanout, groups, streams
-from marketdata.consumers import MarketConsumer
-from marketdata.market_store import market_store
-from tests.marketdata.test_consumer_v1 import URL, Client, Feed, seqs
+from marketdata import groups
+from marketdata.api.consumer import MarketConsumer
+from marketdata.delivery import fanout, streams
+from marketdata.delivery.history import market_store
+from tests.marketdata.api.test_consumer import URL, Client, Feed, seqs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -27,7 +27,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from marketdata import groups
-from tests.marketdata.test_consumer_v1 import EPOCH, Feed
+from tests.marketdata.api.test_consumer import EPOCH, Feed
 from tests.servers import asgi_server, process, stack_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]

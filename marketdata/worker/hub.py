@@ -6,10 +6,10 @@ and the candles of the minute that just closed with `take_minute`.
 
 The published price is the last trade; a market that only quotes (FX) is
 valued at its mid until a trade is seen. Depth data keeps an order book per
-symbol (`marketdata.book`); while it is in sync its best levels are the bid
+symbol (`marketdata.worker.book`); while it is in sync its best levels are the bid
 and ask, and a change of them is a tick like a quote.
 
-For the market channels (`marketdata.market`) the hub only collects, per event,
+For the market channels (`marketdata.worker.market`) the hub only collects, per event,
 what a window's messages need: the trades applied (at most `TRADES_PER_WINDOW`
 per symbol, the latest kept, the rest counted) and which books changed. The
 messages are built once per window from that (`take_trades`, `take_book_changes`).
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from marketdata.book import OrderBook
 from marketdata.events import BookDelta, BookSnapshot, Candle, Level, MarketEvent, PriceUpdate, Quote, Trade
-from marketdata.references import References
+from marketdata.worker.book import OrderBook
+from marketdata.worker.references import References
 
 ZERO = Decimal(0)
 # Trades a `trades:SYM` message of one window carries at most; older ones of that window are dropped (and counted).

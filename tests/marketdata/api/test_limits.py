@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marketdata.limits import FrameError, Request, Throttle, TokenBucket, merge, parse_request, peek_id
+from marketdata.api.limits import FrameError, Request, Throttle, TokenBucket, merge, parse_request, peek_id
 
 
 def msg(ch: str, seq: int, data: dict[str, Any], epoch: str = "e1", ts: int | None = None) -> dict[str, Any]:

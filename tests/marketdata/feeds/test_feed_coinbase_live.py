@@ -1,4 +1,4 @@
-"""CoinbaseLive against a fake Coinbase on 127.0.0.1 (tests/marketdata/fake_exchange.py): real sockets, no sleeps."""
+"""CoinbaseLive against a fake Coinbase on 127.0.0.1 (tests/marketdata/feeds/fake_exchange.py): real sockets, no sleeps."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from marketdata.book import OrderBook
 from marketdata.events import BookDelta, BookSnapshot, MarketEvent, Quote, Trade
 from marketdata.feeds.coinbase_live import CoinbaseLive
 from marketdata.symbols import SymbolMap
-from tests.marketdata.fake_exchange import Collector, FakeConnection, FakeExchange
+from marketdata.worker.book import OrderBook
+from tests.marketdata.feeds.fake_exchange import Collector, FakeConnection, FakeExchange
 
 PRODUCTS = ["BTC-USD", "ETH-USD"]
 SUBSCRIBES = [

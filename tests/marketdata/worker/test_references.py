@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marketdata.references import LOOKBACK, MARGIN, Mark, MarketHours, References, local_midnight, minute_of
+from marketdata.worker.references import LOOKBACK, MARGIN, Mark, MarketHours, References, local_midnight, minute_of
 
 D = Decimal
 NEW_YORK = "America/New_York"

@@ -2,8 +2,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from marketdata.events import BookDelta, BookSnapshot, Candle, Quote, Trade
-from marketdata.hub import Hub
-from marketdata.references import Mark, MarketHours, References
+from marketdata.worker.hub import Hub
+from marketdata.worker.references import Mark, MarketHours, References
 
 D = Decimal
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from marketdata.events import MarketEvent, Quote, Trade
-from marketdata.replay import LOOP_GAP, Replay
+from marketdata.worker.replay import LOOP_GAP, Replay
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

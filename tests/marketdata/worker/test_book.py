@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marketdata.book import OrderBook
 from marketdata.events import BookDelta, BookSnapshot, Level
+from marketdata.worker.book import OrderBook
 
 D = Decimal
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
@@ -194,7 +194,7 @@ def test_a_gap_in_update_ids_unsyncs_the_book_until_a_new_snapshot(caplog: pytes
     expected = exchange.update_id + 1
     exchange.random_event(rng)  # lost on the way: its U..u never arrives
     after_gap = exchange.random_event(rng)
-    with caplog.at_level(logging.WARNING, logger="marketdata.book"):
+    with caplog.at_level(logging.WARNING, logger="marketdata.worker.book"):
         assert book.apply(after_gap) is True  # `synced` flipped: the caller stops publishing
     assert (book.synced, book.needs_snapshot, book.resyncs) == (False, True, 1)
     assert f"{SYMBOL} book out of sync: update id gap (expected U <= {expected}, got U={after_gap.first_id})" in caplog.text
@@ -241,7 +241,7 @@ def test_a_snapshot_older_than_the_buffered_deltas_keeps_the_book_unsynced(caplo
     book.apply(delta(15, 17, bids=((D("99"), D("9")),)))  # in the snapshot already: dropped, not a gap
     book.apply(delta(20, 22, bids=((D("99"), D("4")),)))
     book.apply(delta(23, 25, asks=((D("101"), D("0")),)))
-    with caplog.at_level(logging.INFO, logger="marketdata.book"):
+    with caplog.at_level(logging.INFO, logger="marketdata.worker.book"):
         assert book.apply(snap(18, BIDS, ASKS)) is False  # version 19 is in neither
     assert (book.synced, book.needs_snapshot, book.resyncs) == (False, True, 0)
     assert "snapshot 18 is older than the buffered deltas (first U=20)" in caplog.text
@@ -280,7 +280,7 @@ def test_a_snapshot_older_than_a_synced_book_is_ignored() -> None:
 def test_a_delta_that_crosses_the_book_unsyncs_it(caplog: pytest.LogCaptureFixture) -> None:
     book = OrderBook(SYMBOL)
     book.apply(snap(10, BIDS, ASKS))
-    with caplog.at_level(logging.WARNING, logger="marketdata.book"):
+    with caplog.at_level(logging.WARNING, logger="marketdata.worker.book"):
         assert book.apply(delta(11, 11, bids=((D("101.5"), D("1")),))) is True
     assert (book.synced, book.needs_snapshot, book.resyncs) == (False, True, 1)
     assert "crossed book (bid 101.5 >= ask 101)" in caplog.text

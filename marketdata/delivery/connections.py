@@ -12,7 +12,7 @@ import weakref
 
 import redis.asyncio as aioredis
 
-from marketdata import streams
+from marketdata.delivery import streams
 
 
 class _MemoryConnections:

@@ -16,7 +16,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from marketdata import streams
+from marketdata.delivery import streams
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""BinanceLive against a fake Binance on 127.0.0.1 (tests/marketdata/fake_exchange.py): real sockets, no sleeps."""
+"""BinanceLive against a fake Binance on 127.0.0.1 (tests/marketdata/feeds/fake_exchange.py): real sockets, no sleeps."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from marketdata.book import OrderBook
 from marketdata.events import BookDelta, BookSnapshot, MarketEvent, Quote, Trade
 from marketdata.feeds.binance_live import BinanceLive
 from marketdata.feeds.reconnect import Backoff
 from marketdata.symbols import SymbolMap
-from tests.marketdata.fake_exchange import Collector, FakeExchange, binance_responder
+from marketdata.worker.book import OrderBook
+from tests.marketdata.feeds.fake_exchange import Collector, FakeExchange, binance_responder
 
 NOW = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 STREAMS = ["btcusdt@aggTrade", "btcusdt@bookTicker", "btcusdt@depth@100ms"]

@@ -8,11 +8,11 @@ from typing import Any, cast
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from marketdata.channels import book_checksum, channel_parse
+from marketdata.api.channels import book_checksum, channel_parse
 from marketdata.events import BookDelta, BookSnapshot, Level, PriceUpdate, Quote, Trade
-from marketdata.hub import TRADES_PER_WINDOW, Hub
-from marketdata.market import MarketBuilder, Message, wire
-from marketdata.references import Mark, MarketHours, References
+from marketdata.worker.hub import TRADES_PER_WINDOW, Hub
+from marketdata.worker.market import MarketBuilder, Message, wire
+from marketdata.worker.references import Mark, MarketHours, References
 
 D = Decimal
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -14,17 +14,17 @@ import redis.exceptions
 from channels.db import database_sync_to_async as db
 from channels.layers import channel_layers, get_channel_layer
 
-from marketdata.events import BookDelta, BookSnapshot, Level, Trade
-from marketdata.hub import Hub
-from marketdata.market import MarketBuilder, Message, checksum
-from marketdata.market_store import (
+from marketdata.delivery.history import (
     SNAPSHOT_CANDLES,
     MarketStore,
     MemoryMarketStore,
     RedisMarketStore,
     market_store,
 )
+from marketdata.events import BookDelta, BookSnapshot, Level, Trade
 from marketdata.models import Candle, Instrument
+from marketdata.worker.hub import Hub
+from marketdata.worker.market import MarketBuilder, Message, checksum
 
 D = Decimal
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

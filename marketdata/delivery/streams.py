@@ -3,7 +3,7 @@
 Consumers subscribe and unsubscribe here; the worker publishes here; writes that
 live connections must see are announced here, after commit. Consumers know
 nothing of how messages travel: that is this module's business (and
-`marketdata.fanout`'s).
+`marketdata.delivery.fanout`'s).
 
 Two kinds of live traffic per symbol, kept apart so portfolio connections never
 carry book and trade traffic:
@@ -35,10 +35,11 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
-from marketdata import fanout, groups
+from marketdata import groups
+from marketdata.delivery import fanout
 from marketdata.events import PriceUpdate, encode_price_update
 
-# One message of a market channel (`marketdata.market`): {"ch", "epoch", "seq", "ts", "data"}.
+# One message of a market channel (`marketdata.worker.market`): {"ch", "epoch", "seq", "ts", "data"}.
 Message = dict[str, Any]
 
 
@@ -90,7 +91,7 @@ async def publish_price(update: PriceUpdate) -> None:
 async def publish_market(symbol: str, messages: Sequence[Message]) -> None:
     """One symbol's market-channel messages of one window, in seq order per channel, encoded once.
 
-    The worker appends them to the history (`marketdata.market_store`) first, so a
+    The worker appends them to the history (`marketdata.delivery.history`) first, so a
     consumer that subscribed and then read the history sees no hole (it drops what it already has by seq).
     """
     await publish_market_window({symbol: messages})

@@ -1,9 +1,9 @@
 """`/ws/v1/market`: the market-data WebSocket API v1 (docs/websocket-api.md).
 
 A protocol adapter. Market channels come from the feed worker through two
-seams: the history (`marketdata.market_store`: head, since, snapshot) and the
-live messages (`marketdata.streams.subscribe_market`): the connection is a sink
-of its process's hub (`marketdata.fanout`), which calls `deliver(message, frame)`
+seams: the history (`marketdata.delivery.history`: head, since, snapshot) and the
+live messages (`marketdata.delivery.streams.subscribe_market`): the connection is a sink
+of its process's hub (`marketdata.delivery.fanout`), which calls `deliver(message, frame)`
 with the `update` frame already encoded, once for every connection. Portfolio
 channels revalue the user's books in memory from `md.price` events (the
 channel layer), as `/ws/portfolio/` does (`portfolio.consumers.LivePortfolios`).
@@ -50,12 +50,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from marketdata import fanout, services, streams
-from marketdata.channels import Channel, ChannelError, channel_parse
-from marketdata.connections import connections
+from marketdata import services
+from marketdata.api.channels import Channel, ChannelError, channel_parse
+from marketdata.api.limits import FrameError, Message, Request, Throttle, TokenBucket, parse_request, peek_id
+from marketdata.delivery import fanout, streams
+from marketdata.delivery.connections import connections
+from marketdata.delivery.history import market_store
 from marketdata.events import decode_price_update, to_epoch_ms
-from marketdata.limits import FrameError, Message, Request, Throttle, TokenBucket, parse_request, peek_id
-from marketdata.market_store import market_store
 from marketdata.models import Instrument
 from portfolio.consumers import LivePortfolios
 from portfolio.live import Frame

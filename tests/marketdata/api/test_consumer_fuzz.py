@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from tests.marketdata.test_consumer_v1 import Client, Feed, connect
+from tests.marketdata.api.test_consumer import Client, Feed, connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

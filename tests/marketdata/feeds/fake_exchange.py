@@ -122,7 +122,7 @@ class BinanceBook:
         return BookLevelChange(bids=[[str(bid), str(bid_qty)]], asks=[[str(ask), str(ask_qty)]])
 
     def top(self, n: int) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
-        """Best `n` levels each side, as `marketdata.book.OrderBook.top` returns them."""
+        """Best `n` levels each side, as `marketdata.worker.book.OrderBook.top` returns them."""
         return sorted(self.bids.items(), reverse=True)[:n], sorted(self.asks.items())[:n]
 
     def agg_trade(self, trade_id: int, price: str, qty: str, *, buyer_maker: bool) -> Frame:

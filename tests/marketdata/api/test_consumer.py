@@ -23,11 +23,12 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from config.asgi import application
-from marketdata import services, streams
-from marketdata.channels import channel_parse
-from marketdata.consumers import MarketConsumer
+from marketdata import services
+from marketdata.api.channels import channel_parse
+from marketdata.api.consumer import MarketConsumer
+from marketdata.delivery import streams
+from marketdata.delivery.history import market_store
 from marketdata.events import PriceUpdate
-from marketdata.market_store import market_store
 from marketdata.models import ApiToken, Instrument
 from portfolio.models import Portfolio
 from tests.conftest import T0, count_queries, record, session_cookie

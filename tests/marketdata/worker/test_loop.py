@@ -12,20 +12,21 @@ from channels.db import database_sync_to_async as db
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from marketdata import groups, services, streams
-from marketdata.channels import BOOK_DEPTHS
+from marketdata import groups, services
+from marketdata.api.channels import BOOK_DEPTHS
+from marketdata.delivery import streams
+from marketdata.delivery.history import market_store
 from marketdata.events import BookDelta, BookSnapshot, Candle, MarketEvent, PriceUpdate, Trade
 from marketdata.events import Quote as BidAsk
 from marketdata.feeds import Feed
 from marketdata.feeds.files import Problems
 from marketdata.feeds.registry import file_sources
-from marketdata.market_store import market_store
 from marketdata.models import AssetClass, Instrument, Quote
 from marketdata.models import Candle as CandleRow
-from marketdata.references import Mark, MarketHours, References
-from marketdata.replay import Replay
 from marketdata.symbols import SymbolMap
-from marketdata.worker import Worker
+from marketdata.worker.loop import Worker
+from marketdata.worker.references import Mark, MarketHours, References
+from marketdata.worker.replay import Replay
 from tests.conftest import AGGTRADES, listen, needs_aggtrades, received
 
 D = Decimal
@@ -74,7 +75,9 @@ def worker_logs_no_error(request: pytest.FixtureRequest, caplog: pytest.LogCaptu
     """The worker logs and carries on where it must; a test not expecting that fails on it."""
     yield
     if "expect_worker_errors" not in request.fixturenames:
-        assert [r.getMessage() for r in caplog.get_records("call") if r.name == "marketdata.worker" and r.levelno >= logging.ERROR] == []
+        assert [
+            r.getMessage() for r in caplog.get_records("call") if r.name == "marketdata.worker.loop" and r.levelno >= logging.ERROR
+        ] == []
 
 
 @pytest.fixture
@@ -348,7 +351,7 @@ async def test_a_failing_hook_is_logged_and_the_worker_and_other_hooks_carry_on(
     stats = await rec.worker(ListFeed([events]), minute_hooks=[broken, rec.hook]).run(asyncio.Event())
 
     assert [m for m, _ in rec.calls] == [minute(0), minute(1), minute(2)]
-    failures = [r for r in caplog.records if r.name == "marketdata.worker" and r.levelno == logging.ERROR]
+    failures = [r for r in caplog.records if r.name == "marketdata.worker.loop" and r.levelno == logging.ERROR]
     assert len(failures) == 3
     assert all("broken" in r.getMessage() and r.exc_info and isinstance(r.exc_info[1], RuntimeError) for r in failures)
     assert stats.events == 4 and stats.broadcasts >= 1

@@ -1,6 +1,6 @@
 """History and snapshots of the market channels: what `subscribe` and `resume` read.
 
-The feed worker appends each window's messages (`marketdata.market`) here, then
+The feed worker appends each window's messages (`marketdata.worker.market`) here, then
 publishes them live (`streams.publish_market`). A consumer reads:
 
 - `head(ch)`: (epoch, seq) of the channel's latest message, ("", 0) when none;
@@ -61,10 +61,11 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from marketdata import selectors, streams
-from marketdata.channels import Channel, channel_parse
+from marketdata import selectors
+from marketdata.api.channels import Channel, channel_parse
+from marketdata.delivery import streams
 from marketdata.events import to_epoch_ms
-from marketdata.market import checksum, wire
+from marketdata.worker.market import checksum, wire
 
 log = logging.getLogger(__name__)
 

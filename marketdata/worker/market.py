@@ -30,10 +30,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from marketdata.channels import BOOK_DEPTHS, CHECKSUM_LEVELS, book_checksum
+from marketdata.api.channels import BOOK_DEPTHS, CHECKSUM_LEVELS, book_checksum
 from marketdata.events import Candle, Level, PriceUpdate, Trade, to_epoch_ms
-from marketdata.hub import Hub
-from marketdata.references import minute_of
+from marketdata.worker.hub import Hub
+from marketdata.worker.references import minute_of
 
 Message = dict[str, Any]
 WireLevel = Sequence[str]  # [price, quantity] as sent

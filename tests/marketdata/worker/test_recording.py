@@ -12,10 +12,10 @@ from marketdata.events import Candle, MarketEvent, PriceUpdate
 from marketdata.feeds.binance_csv import BinanceAggTrades
 from marketdata.feeds.files import FileSource, Problems
 from marketdata.feeds.native import NativeJsonl
-from marketdata.recording import Recorder
-from marketdata.replay import Replay
 from marketdata.symbols import SymbolMap
-from marketdata.worker import Worker
+from marketdata.worker.loop import Worker
+from marketdata.worker.recording import Recorder
+from marketdata.worker.replay import Replay
 from tests.conftest import AGGTRADES, needs_aggtrades
 
 pytestmark = pytest.mark.redis

@@ -22,7 +22,7 @@ SUBSCRIBE_TIMEOUT_SECONDS fails (the consumer answers `server_error`).
 When the connection fails (an error, or no reply to a PING for 3 × PING_SECONDS), the hub
 reconnects with backoff and subscribes again to every symbol still wanted. Messages
 published meanwhile are lost to it: once each symbol is confirmed again, its sinks are told
-(`missed`), and they catch up from the history (`marketdata.consumers`).
+(`missed`), and they catch up from the history (`marketdata.api.consumer`).
 
 **The outbox.** Each connection's frames go to the ASGI server through its `Outbox`, in
 order. While the server takes frames without waiting, `put` hands each one over at once
@@ -67,7 +67,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from marketdata import groups
-from marketdata.channels import channel_parse
+from marketdata.api.channels import channel_parse
 
 log = logging.getLogger(__name__)
 
