@@ -8,6 +8,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
+from marketdata.feeds.options import FeedKind, options_check
+
 
 def decimal_field(verbose_name: str | None = None, **kwargs: Any) -> models.DecimalField:
     """Prices, quantities and money: 28 digits, 10 after the point (satoshis, pips, cents)."""
@@ -141,15 +143,8 @@ class SymbolAlias(models.Model):
         return f"{self.alias} ({self.source or 'any source'}) → {self.instrument.symbol}"
 
 
-class FeedKind(models.TextChoices):
-    SYNTHETIC = "synthetic", "Synthetic random walk"
-    BINANCE = "binance", "Binance spot (live)"
-    COINBASE = "coinbase", "Coinbase Advanced Trade (live)"
-    REPLAY = "replay", "Recorded files (replay)"
-
-
 class Feed(models.Model):
-    """A market-data source that `run_feeds` runs. Options are checked by `marketdata.feeds.configured`."""
+    """A market-data source that `run_feeds` runs. Options are checked by `marketdata.feeds.options`."""
 
     name = models.CharField(max_length=64, unique=True)
     kind = models.CharField(max_length=16, choices=FeedKind.choices)
@@ -172,8 +167,6 @@ class Feed(models.Model):
         return self.symbols.replace(",", " ").split()
 
     def clean(self) -> None:
-        from marketdata.feeds.configured import options_check
-
         if self.options is None:  # the admin's empty JSON box
             self.options = {}
         try:

@@ -21,63 +21,15 @@ from django.conf import settings
 from marketdata.events import MarketEvent
 from marketdata.feeds import Feed
 from marketdata.feeds.files import Problems
+from marketdata.feeds.options import FeedKind, options_check, strings
 from marketdata.feeds.synthetic import SyntheticFeed, SyntheticInstrument
-from marketdata.models import AssetClass, FeedKind, Instrument
+from marketdata.models import AssetClass, Instrument
 from marketdata.models import Feed as FeedRow
 from marketdata.symbols import SymbolMap
 
 log = logging.getLogger(__name__)
 
 DEFAULT_START_PRICE = Decimal("100")
-_NUMBER = (int, float)
-_STRINGS = (list, str)
-OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
-    FeedKind.SYNTHETIC: {"ticks_per_second": _NUMBER, "volatility": _NUMBER, "seed": (int,)},
-    FeedKind.BINANCE: {"ws_url": (str,), "rest_url": (str,), "streams": _STRINGS, "depth_limit": (int,), "stale_after": _NUMBER},
-    FeedKind.COINBASE: {"ws_url": (str,), "channels": _STRINGS, "stale_after": _NUMBER},
-    FeedKind.REPLAY: {
-        "paths": _STRINGS,
-        "format": (str,),
-        "symbol": (str,),
-        "speed": (*_NUMBER, str),
-        "loop": (bool,),
-        "rebase_time": (bool,),
-        "options": (dict,),
-    },
-}
-REQUIRED: dict[str, tuple[str, ...]] = {FeedKind.REPLAY: ("paths",)}
-
-
-def options_check(*, kind: str, options: Any, symbols: Sequence[str]) -> None:
-    """Raise ValueError saying what is wrong with a feed's kind, options or symbols."""
-    if kind not in OPTIONS:
-        raise ValueError(f"unknown kind {kind!r}")
-    if not isinstance(options, dict):
-        raise ValueError('options must be a JSON object, e.g. {"speed": 10}')
-    known = OPTIONS[kind]
-    for key, value in options.items():
-        if key not in known:
-            raise ValueError(f"{key!r} is not an option of a {kind} feed; its options are {', '.join(known)}")
-        if (isinstance(value, bool) and bool not in known[key]) or not isinstance(value, known[key]):
-            raise ValueError(f"{key!r} must be {' or '.join(t.__name__ for t in known[key])}, not {value!r}")
-    for key in REQUIRED.get(kind, ()):
-        if key not in options:
-            raise ValueError(f"a {kind} feed needs {key!r}")
-    if kind in (FeedKind.BINANCE, FeedKind.COINBASE) and not symbols:
-        raise ValueError(f"a {kind} feed needs symbols, as the exchange spells them")
-    speed = options.get("speed")
-    if speed is not None and speed != "max" and (isinstance(speed, str) or speed <= 0):
-        raise ValueError(f'speed must be a number above 0 or "max", not {speed!r}')
-    if options.get("ticks_per_second", 1) <= 0:
-        raise ValueError("ticks_per_second must be positive")
-    if options.get("volatility", 0) < 0:
-        raise ValueError("volatility must not be negative")
-    if "paths" in options and not _strings(options["paths"]):
-        raise ValueError("paths must name at least one file")
-
-
-def _strings(value: str | list[str]) -> list[str]:
-    return value.replace(",", " ").split() if isinstance(value, str) else [str(v) for v in value]
 
 
 def price_places(start: Decimal, *, minimum: int) -> int:
@@ -118,12 +70,12 @@ def feed_build(row: FeedRow, *, symbols: SymbolMap, instruments: Iterable[Instru
     if row.kind == FeedKind.BINANCE:
         from marketdata.feeds.binance_live import BinanceLive
 
-        extra: dict[str, Any] = {k: tuple(_strings(v)) if k == "streams" else v for k, v in opts.items()}
+        extra: dict[str, Any] = {k: tuple(strings(v)) if k == "streams" else v for k, v in opts.items()}
         return BinanceLive(symbols=row.symbol_list, symbol_map=symbols, **extra)
     if row.kind == FeedKind.COINBASE:
         from marketdata.feeds.coinbase_live import CoinbaseLive
 
-        extra = {k: tuple(_strings(v)) if k == "channels" else v for k, v in opts.items()}
+        extra = {k: tuple(strings(v)) if k == "channels" else v for k, v in opts.items()}
         return CoinbaseLive(symbols=row.symbol_list, symbol_map=symbols, **extra)
     from marketdata.feeds.registry import file_sources
     from marketdata.worker.replay import Replay
@@ -133,7 +85,7 @@ def feed_build(row: FeedRow, *, symbols: SymbolMap, instruments: Iterable[Instru
         file_options["symbol"] = opts["symbol"]
     speed = opts.get("speed", 1)
     sources = file_sources(
-        paths=[Path(p) for p in _strings(opts["paths"])],
+        paths=[Path(p) for p in strings(opts["paths"])],
         format_name=opts.get("format"),
         symbols=symbols,
         options=file_options,

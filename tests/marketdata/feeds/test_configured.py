@@ -12,7 +12,8 @@ import pytest
 
 from marketdata import selectors
 from marketdata.events import MarketEvent, Trade
-from marketdata.feeds.configured import Merged, feed_build, options_check
+from marketdata.feeds.configured import Merged, feed_build
+from marketdata.feeds.options import options_check
 from marketdata.feeds.synthetic import SyntheticFeed
 from marketdata.models import Feed as FeedRow
 from marketdata.models import FeedKind, Instrument
