@@ -168,7 +168,7 @@ MARKET_WS_CONNECTIONS_PER_USER = env_int("MARKET_WS_CONNECTIONS_PER_USER", 10, m
 MARKET_WS_HEARTBEAT_SECONDS = env_int("MARKET_WS_HEARTBEAT_SECONDS", 15, minimum=1)
 # Slow consumers: a connection whose unsent data (its outbox, plus what the server holds where it
 # shows it) stays over MARKET_WS_SEND_BUFFER_BYTES for MARKET_WS_SLOW_SECONDS is closed with 4408;
-# one whose outbox alone passes four times that bound is closed at once (marketdata/delivery/fanout.py).
+# one whose outbox alone passes four times that bound is closed at once (marketdata/delivery/outbox.py).
 MARKET_WS_SEND_BUFFER_BYTES = env_int("MARKET_WS_SEND_BUFFER_BYTES", 1_048_576, minimum=65_536)
 MARKET_WS_SLOW_SECONDS = env_int("MARKET_WS_SLOW_SECONDS", 5, minimum=1)
 # Messages kept per market channel for `resume` (a capped Redis stream each).

@@ -20,7 +20,7 @@ How a channel stays whole — no duplicate, no gap:
   hub lost its Redis connection for a while (`missed`), each live channel
   catches up from the history at once, without waiting for its next message.
 
-Every frame goes out through the connection's outbox (`fanout.Outbox`), in
+Every frame goes out through the connection's outbox (`outbox.Outbox`), in
 order, so nothing that produces frames — the hub least of all — waits for the
 socket. A live update on a channel without `throttle_ms` is sent as the hub
 encoded it; a throttled channel's merged updates are encoded per connection. A
@@ -53,7 +53,7 @@ from django.conf import settings
 from marketdata import services
 from marketdata.api.channels import Channel, ChannelError, channel_parse
 from marketdata.api.limits import FrameError, Message, Request, Throttle, TokenBucket, parse_request, peek_id
-from marketdata.delivery import fanout, streams
+from marketdata.delivery import fanout, outbox, streams
 from marketdata.delivery.connections import connections
 from marketdata.delivery.history import market_store
 from marketdata.events import decode_price_update, to_epoch_ms
@@ -178,7 +178,7 @@ class MarketConsumer(AsyncWebsocketConsumer):
     _closing: bool = False
     _counted: bool = False
     _tasks: set[asyncio.Task[None]] = frozenset()  # type: ignore[assignment]  # until connect makes the set
-    _outbox: fanout.Outbox | None = None
+    _outbox: outbox.Outbox | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -197,14 +197,14 @@ class MarketConsumer(AsyncWebsocketConsumer):
         self._portfolio_seqs: dict[str, int] = {}
         self.symbols = await database_sync_to_async(_instrument_symbols)()
         await self.accept()
-        self._server_send = fanout.server_send(self.base_send)
-        self._outbox = fanout.Outbox(
+        self._server_send = outbox.server_send(self.base_send)
+        self._outbox = outbox.Outbox(
             send=self._server_send,
             close=self._close_socket,
             on_slow=self._slow,
             limit=settings.MARKET_WS_SEND_BUFFER_BYTES,
             slow_seconds=settings.MARKET_WS_SLOW_SECONDS,
-            backlog=fanout.server_backlog(self._server_send),
+            backlog=outbox.server_backlog(self._server_send),
         )
         # Counted (and refused) before `hello`: a client that has its hello is already in the count.
         if self.user is not None and not await self._count_connection(self.user, None):

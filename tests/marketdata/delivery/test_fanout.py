@@ -1,4 +1,4 @@
-"""The per-process market hub and the per-connection outbox (marketdata/delivery/fanout.py), through the seam and the real consumer.
+"""The per-process market hub and the per-connection outbox (marketdata/delivery/fanout.py, outbox.py), through the seam and the real consumer.
 
 - Reference counting: one Redis subscription per process per symbol, whatever the
   number of local sockets; subscribe, unsubscribe and disconnect leave no Redis
