@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from marketdata.groups import PRICE_EVENT
-
 # A price level of an order book: (price, quantity). Quantity 0 in a delta removes the level.
 Level = tuple[Decimal, Decimal]
 
@@ -121,41 +119,3 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def from_epoch_us(us: int) -> datetime:
     """Exact, unlike `fromtimestamp(us / 1e6)`, whose float can land a microsecond off."""
     return EPOCH + timedelta(microseconds=us)
-
-
-def _dec(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def encode_price_update(update: PriceUpdate) -> dict[str, object]:
-    """Channel-layer message for a price update (msgpack-safe: strings and ints)."""
-    return {
-        "type": PRICE_EVENT,
-        "symbol": update.symbol,
-        "seq": update.seq,
-        "epoch": update.epoch,
-        "price": str(update.price),
-        "bid": _dec(update.bid),
-        "ask": _dec(update.ask),
-        "ts": to_epoch_ms(update.ts),
-        "source": update.source,
-        "ref": _dec(update.reference),
-        "replay": update.replay,
-    }
-
-
-def decode_price_update(message: dict[str, object]) -> PriceUpdate:
-    bid, ask, ref = message.get("bid"), message.get("ask"), message.get("ref")
-    return PriceUpdate(
-        symbol=str(message["symbol"]),
-        seq=int(message["seq"]),  # type: ignore[call-overload]
-        epoch=str(message["epoch"]),
-        price=Decimal(str(message["price"])),
-        bid=None if bid is None else Decimal(str(bid)),
-        ask=None if ask is None else Decimal(str(ask)),
-        ts=from_epoch_ms(int(message["ts"])),  # type: ignore[call-overload]
-        source=str(message["source"]),
-        ticks=0,
-        reference=None if ref is None else Decimal(str(ref)),
-        replay=bool(message.get("replay", False)),
-    )

@@ -1,28 +1,60 @@
 """`/ws/portfolio/`: the logged-in user's portfolios, revalued live.
 
-A protocol adapter: loads the user's books once (and again after a ledger
-change), subscribes to the held symbols and the FX pairs they convert through
-(via `marketdata.delivery.streams`), and turns
-price events into coalesced update frames. No database access per price.
+A protocol adapter: loads the user's books once (and again after a ledger change,
+announced on the user's channel-layer group), and follows the `ticker:SYM`
+channels of the held symbols and the FX pairs they convert through on its
+process's hub (`marketdata.delivery.fanout`), like every other socket. The hub
+decodes each ticker's price once per process and hands it to every dashboard
+that holds the symbol; the dashboard revalues the rows it touches and marks
+itself dirty with its process's flusher (`marketdata.delivery.flusher`), which
+sends every dirty dashboard one frame per coalescing window
+(PORTFOLIO_COALESCE_MS). No database access, channel-layer message, thread hop,
+task or frame per price.
+
+Nothing is lost silently: prices are latest values, so a dashboard that is
+behind (its outbox over MARKET_WS_SEND_BUFFER_BYTES) just waits, and its next
+frame carries every row that changed meanwhile; one that stays behind for
+MARKET_WS_SLOW_SECONDS is closed with 4408 and gets a snapshot when it
+reconnects. When the hub lost its Redis connection, the newest prices are read
+from the history and the dashboard gets a fresh snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+import orjson
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from marketdata.delivery import streams
-from marketdata.events import decode_price_update
+from marketdata.delivery import history, outbox, streams
+from marketdata.delivery.fanout import Update
+from marketdata.delivery.flusher import flusher
+from marketdata.worker.market import ticker_price
 from portfolio import selectors
 from portfolio.live import Frame, LiveBook
 from portfolio.selectors import Market, PortfolioBook
 
+log = logging.getLogger(__name__)
+
 CLOSE_NOT_AUTHENTICATED = 4401
+CLOSE_SLOW_CONSUMER = 4408
+
+# Tasks that must outlive their connection's own (a slow dashboard's close).
+_detached: set[asyncio.Task[None]] = set()
+
+
+def ticker_channels(symbols: Iterable[str]) -> set[str]:
+    """The hub channels that carry these symbols' prices."""
+    return {f"ticker:{symbol}" for symbol in symbols}
+
+
+def encode(frame: Frame) -> str:
+    return orjson.dumps(frame).decode()
 
 
 class LivePortfolios:
@@ -58,9 +90,13 @@ class LivePortfolios:
 
 
 class PortfolioConsumer(AsyncWebsocketConsumer):
+    """One dashboard: a sink of its process's hub (`fanout.Sink`) and a client of its flusher (`flusher.Flushable`)."""
+
     live: LivePortfolios
     book: LiveBook
-    _flush: asyncio.Task[None] | None = None
+    _outbox: outbox.Outbox | None = None
+    _tickers: frozenset[str] = frozenset()  # the hub channels followed
+    _closing: bool = False
 
     async def connect(self) -> None:
         self.user = self.scope.get("user")
@@ -69,75 +105,144 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=CLOSE_NOT_AUTHENTICATED)
             return
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flusher = flusher(settings.PORTFOLIO_COALESCE_MS / 1000)
+        # The user's group before the ledger is read, so no change between the two goes unseen.
+        await streams.subscribe_user(self.channel_name, self.user.pk)
         live = await LivePortfolios.open(self.user)
         assert live is not None  # all of a user's portfolios: never refused
         self.live, self.book = live, live.book
-        await streams.subscribe_user(self.channel_name, self.user.pk)
-        await streams.subscribe_symbols(self.channel_name, self.book.symbols)
+        await self._follow()
         await self.accept()
-        await self._send(self.book.snapshot())
+        send = outbox.server_send(self.base_send)
+        self._outbox = outbox.Outbox(
+            send=send,
+            close=self._close_socket,
+            on_slow=self._slow,
+            limit=settings.MARKET_WS_SEND_BUFFER_BYTES,
+            slow_seconds=settings.MARKET_WS_SLOW_SECONDS,
+            backlog=outbox.server_backlog(send),
+        )
+        self._put(self.book.snapshot())
 
     async def disconnect(self, code: int) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
+        self._stop()
+        if self._outbox is not None:
+            self._outbox.abandon()
         if hasattr(self, "book"):
-            await streams.unsubscribe_symbols(self.channel_name, self.book.symbols)
             await streams.unsubscribe_user(self.channel_name, self.user.pk)
+
+    def _stop(self) -> None:
+        """No more frames: out of the hub and the flusher, background work cancelled."""
+        self._closing = True
+        streams.unsubscribe_market(self, self._tickers)
+        self._tickers = frozenset()
+        if hasattr(self, "_flusher"):
+            self._flusher.discard(self)
+        for task in getattr(self, "_tasks", ()):
+            task.cancel()
+
+    # -- prices ----------------------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        """Follow exactly the prices the book needs: subscribe first, then take the newest price of each new symbol,
+        so none published in between is missed (a price seen twice is dropped by the book)."""
+        wanted = frozenset(ticker_channels(self.book.symbols))
+        old, self._tickers = self._tickers, wanted
+        streams.unsubscribe_market(self, old - wanted)
+        added = wanted - old
+        if added:
+            await streams.subscribe_market(self, added)
+            for message in await history.latest_tickers(channel.partition(":")[2] for channel in added):
+                self.book.apply(ticker_price(message))
+
+    def deliver(self, update: Update) -> None:
+        """A live ticker of a held symbol (the hub decoded its price once for every dashboard)."""
+        try:
+            price = update.price
+        except ValueError:
+            log.warning("dashboard: dropped a malformed ticker: %.200r", update.message)
+            return
+        if self.book.apply(price) and not self._closing:
+            self._flusher.mark(self)
+
+    def missed(self, channels: Sequence[str]) -> None:
+        """The hub may have lost prices of these channels: read the newest from the history, then send a fresh snapshot."""
+        if not self._closing:
+            self._spawn(self._resync([channel.partition(":")[2] for channel in channels]))
+
+    async def _resync(self, symbols: list[str]) -> None:
+        try:
+            for message in (await history.market_store().tickers(symbols)).values():
+                self.book.apply(ticker_price(message))
+        except Exception:
+            log.exception("dashboard: could not read the newest prices after a lost connection; sending what it holds")
+        self._put(self.book.snapshot())
+
+    def flush(self) -> bool:
+        """The flusher's tick: the rows changed since the last frame, with fresh totals, as one frame."""
+        box = self._outbox
+        if box is None or box.closed:
+            return True  # not yet sent its snapshot (which will hold the changes), or going
+        if box.behind:
+            return False  # merged into a later frame once the socket catches up
+        frame = self.book.take_changes()
+        if frame is not None:
+            box.put(encode(frame))
+        return True
+
+    # -- requests and ledger changes -------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # A read-only stream: a client may only ping, or pick the combined view's currency.
         try:
-            message = json.loads(text_data) if text_data is not None else None
-        except ValueError as exc:
-            await self._send({"type": "error", "code": "bad_json", "message": f"Frame is not JSON: {exc}."})
+            message = orjson.loads(text_data) if text_data is not None else None
+        except orjson.JSONDecodeError as exc:
+            self._put({"type": "error", "code": "bad_json", "message": f"Frame is not JSON: {exc}."})
             return
         if not isinstance(message, dict):
             message = {}
         kind = message.get("type")
         if kind == "ping":
-            await self._send({"type": "pong"})
+            self._put({"type": "pong"})
         elif kind == "view":
             await self._view(message.get("currency"))
         else:
-            await self._send(
+            self._put(
                 {"type": "error", "code": "unknown_message", "message": 'Send {"type": "ping"} or {"type": "view", "currency": "EUR"}.'}
             )
 
     async def _view(self, currency: object) -> None:
         if currency not in self.book.currencies:
             offered = ", ".join(self.book.currencies)
-            await self._send({"type": "error", "code": "unknown_currency", "message": f"Choose one of {offered}, not {currency!r}."})
+            self._put({"type": "error", "code": "unknown_currency", "message": f"Choose one of {offered}, not {currency!r}."})
             return
-        before = self.book.symbols
         self.book.set_currency(str(currency))
-        await self._resubscribe(before)
-        await self._send(self.book.snapshot())
-
-    async def md_price(self, event: dict[str, Any]) -> None:
-        if self.book.apply(decode_price_update(event)) and self._flush is None:
-            self._schedule_flush()
+        await self._follow()
+        self._put(self.book.snapshot())
 
     async def portfolio_reload(self, event: dict[str, Any]) -> None:
-        before = self.book.symbols
         await self.live.reload()
-        await self._resubscribe(before)
-        await self._send(self.book.snapshot())
+        await self._follow()
+        self._put(self.book.snapshot())
 
-    async def _resubscribe(self, before: set[str]) -> None:
-        after = self.book.symbols
-        await streams.subscribe_symbols(self.channel_name, after - before)
-        await streams.unsubscribe_symbols(self.channel_name, before - after)
+    # -- sending ---------------------------------------------------------------------------
 
-    def _schedule_flush(self) -> None:
-        self._flush = asyncio.create_task(self._send_changes(settings.PORTFOLIO_COALESCE_MS / 1000))
+    def _put(self, frame: Frame) -> None:
+        if self._outbox is not None and not self._closing:
+            self._outbox.put(encode(frame))
 
-    async def _send_changes(self, delay: float) -> None:
-        # Every price arriving during the delay joins this one frame.
-        await asyncio.sleep(delay)
-        self._flush = None
-        frame = self.book.take_changes()
-        if frame is not None:
-            await self._send(frame)
+    def _spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, frame: Frame) -> None:
-        await self.send(text_data=json.dumps(frame, separators=(",", ":")))
+    def _slow(self, reason: str) -> None:
+        log.warning("dashboard of %s is a slow consumer (%s): closing it with %d", self.user, reason, CLOSE_SLOW_CONSUMER)
+        self._stop()
+        task = asyncio.ensure_future(self._close_socket(CLOSE_SLOW_CONSUMER))
+        _detached.add(task)
+        task.add_done_callback(_detached.discard)
+
+    async def _close_socket(self, code: int) -> None:
+        await self.close(code=code)

@@ -11,7 +11,7 @@ import copy
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -26,7 +26,12 @@ from django.db.backends.utils import CursorWrapper
 from django.test import Client
 
 from config.devstack import ensure_redis
+from marketdata.delivery import streams
+from marketdata.delivery.fanout import Update
+from marketdata.delivery.history import market_store
+from marketdata.events import PriceUpdate, to_epoch_ms
 from marketdata.models import AssetClass, Feed, FeedKind, Instrument, Quote
+from marketdata.worker.market import ticker_data
 from portfolio import services
 from portfolio.models import Portfolio
 
@@ -172,8 +177,8 @@ def session_cookie(user: Any) -> bytes:
     return f"{django_settings.SESSION_COOKIE_NAME}={client.cookies[django_settings.SESSION_COOKIE_NAME].value}".encode()
 
 
-def listen(group: str) -> str:
-    """A channel on the current layer that receives `group`'s messages."""
+def listen_group(group: str) -> str:
+    """A channel on the current layer that receives `group`'s messages (per-user events)."""
     layer = get_channel_layer()
     channel: str = async_to_sync(layer.new_channel)()
     async_to_sync(layer.group_add)(group, channel)
@@ -191,6 +196,48 @@ def received(channel: str) -> list[dict[str, Any]]:
         return out
 
     return async_to_sync(drain)()
+
+
+class Tap:
+    """A sink of the process's market hub, as a connection is: the live messages of the channels it holds, in order."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def deliver(self, update: Update) -> None:
+        self.messages.append(update.message)
+
+    def missed(self, channels: Sequence[str]) -> None:
+        raise AssertionError(f"the in-process hub never loses messages ({channels})")
+
+    def take(self) -> list[dict[str, Any]]:
+        """What arrived since the last take."""
+        taken, self.messages = self.messages, []
+        return taken
+
+
+async def publish_price(update: PriceUpdate) -> None:
+    """Publish a price as the feed worker does: its ticker message, appended to the history, then live on the hub."""
+    message = {
+        "ch": f"ticker:{update.symbol}",
+        "epoch": update.epoch,
+        "seq": update.seq,
+        "ts": to_epoch_ms(update.ts),
+        "data": ticker_data(update),
+    }
+    await market_store().append([message])
+    await streams.publish_market(update.symbol, [message])
+
+
+def listen(*symbols: str) -> Tap:
+    """The tickers (prices) of `symbols` as the hub hands them to dashboards: sync tests call this, async ones `alisten`."""
+    return async_to_sync(alisten)(*symbols)
+
+
+async def alisten(*symbols: str) -> Tap:
+    tap = Tap()
+    await streams.subscribe_market(tap, [f"ticker:{symbol}" for symbol in symbols])
+    return tap
 
 
 @contextmanager

@@ -53,12 +53,15 @@ from django.conf import settings
 from marketdata import services
 from marketdata.api.channels import Channel, ChannelError, channel_parse
 from marketdata.api.limits import FrameError, Message, Request, Throttle, TokenBucket, parse_request, peek_id
-from marketdata.delivery import fanout, outbox, streams
+from marketdata.delivery import fanout, history, outbox, streams
 from marketdata.delivery.connections import connections
+from marketdata.delivery.fanout import Update
+from marketdata.delivery.flusher import flusher
 from marketdata.delivery.history import market_store
-from marketdata.events import decode_price_update, to_epoch_ms
+from marketdata.events import PriceUpdate, to_epoch_ms
 from marketdata.models import Instrument
-from portfolio.consumers import LivePortfolios
+from marketdata.worker.market import ticker_price
+from portfolio.consumers import LivePortfolios, ticker_channels
 from portfolio.live import Frame
 
 log = logging.getLogger(__name__)
@@ -136,24 +139,28 @@ class MarketSub:
 
 @dataclass(eq=False)
 class PortfolioSub:
-    """One portfolio channel on one connection: its book, coalesced per `interval`."""
+    """One portfolio channel on one connection: its book, flushed by the process's flusher for `interval`."""
 
     channel: Channel
     live: LivePortfolios
     interval: float  # seconds: PORTFOLIO_COALESCE_MS, or the channel's throttle when longer
+    on_flush: Callable[[PortfolioSub], bool]  # sends the changes since the last frame; False: try again at the next tick
     seq: int = 0
     ready: bool = False  # its snapshot was sent
     ts: int = 0  # latest price time since the last frame
-    timer: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
         return self.channel.name
 
+    def flush(self) -> bool:
+        return self.on_flush(self)
+
+    def mark(self) -> None:
+        flusher(self.interval).mark(self)
+
     def cancel(self) -> None:
-        if self.timer is not None and self.timer is not asyncio.current_task():
-            self.timer.cancel()
-        self.timer = None
+        flusher(self.interval).discard(self)
 
 
 Sub = MarketSub | PortfolioSub
@@ -187,8 +194,8 @@ class MarketConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         self.user: Any = user if user is not None and user.is_authenticated else None
         self.subs = {}
-        self._market_channels: set[str] = set()
-        self._price_groups: set[str] = set()
+        self._market_channels: set[str] = set()  # held on the hub: market subscriptions and the portfolio books' tickers
+        self._price_channels: frozenset[str] = frozenset()  # the tickers the portfolio books need
         self._user_group: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._jobs: asyncio.Queue[Job] = asyncio.Queue()
@@ -461,7 +468,7 @@ class MarketConsumer(AsyncWebsocketConsumer):
             if live is None:
                 await self._sync_groups()
                 raise Refused("forbidden", f"{channel.name!r} is not one of your portfolios.")
-            opened[channel.name] = PortfolioSub(channel, live, interval)
+            opened[channel.name] = PortfolioSub(channel, live, interval, self._flush_portfolio)
         return opened
 
     def _install(self, channels: list[Channel], portfolios: dict[str, PortfolioSub], throttle_ms: int) -> list[Sub]:
@@ -583,8 +590,7 @@ class MarketConsumer(AsyncWebsocketConsumer):
         """After a channel's snapshot: let it run live from there."""
         if isinstance(sub, PortfolioSub):
             sub.ready = True
-            if sub.timer is None:  # prices that came after the snapshot was made
-                sub.timer = self._spawn(self._portfolio_flush(sub))
+            sub.mark()  # prices that came after the snapshot was made
             return
         sub.epoch, sub.seq = snapshot["epoch"], snapshot["seq"]  # type: ignore[assignment]
         sub.sent = (sub.epoch, sub.seq)
@@ -598,50 +604,63 @@ class MarketConsumer(AsyncWebsocketConsumer):
             await streams.subscribe_user(self.channel_name, self.user.pk)
 
     async def _sync_groups(self) -> None:
-        """Hold exactly what the subscriptions need: the market channels (the hub), price groups, the user's group."""
+        """Hold exactly what the subscriptions need on the hub (market channels, and the tickers of the portfolio books)
+        and the user's group (ledger changes)."""
         market = {sub.name for sub in self.subs.values() if isinstance(sub, MarketSub)}
         portfolios = [sub for sub in self.subs.values() if isinstance(sub, PortfolioSub)]
-        prices = {symbol for sub in portfolios for symbol in sub.live.book.symbols}
-        joined_market, joined_prices = market - self._market_channels, prices - self._price_groups
-        left_market, left_prices = self._market_channels - market, self._price_groups - prices
-        self._price_groups = prices
-        streams.unsubscribe_market(self, left_market)
-        self._market_channels -= left_market
-        if joined_market and not self._closing:
+        prices = frozenset(ticker_channels(symbol for sub in portfolios for symbol in sub.live.book.symbols))
+        new_prices = prices - self._price_channels
+        self._price_channels = prices
+        wanted = market | prices
+        joined, left = wanted - self._market_channels, self._market_channels - wanted
+        streams.unsubscribe_market(self, left)
+        self._market_channels -= left
+        if joined and not self._closing:
             # Counted as held before it is confirmed, so a failure (which undoes it) is cleaned up like a success.
-            self._market_channels |= joined_market
-            await streams.subscribe_market(self, joined_market)
-        await streams.subscribe_symbols(self.channel_name, joined_prices)
-        await streams.unsubscribe_symbols(self.channel_name, left_prices)
+            self._market_channels |= joined
+            await streams.subscribe_market(self, joined)
+        if new_prices:
+            # After subscribing: a price published in between arrives live too, and the books drop the older one.
+            for message in await history.latest_tickers(channel.partition(":")[2] for channel in new_prices):
+                self._portfolio_price(ticker_price(message))
         if not portfolios and self._user_group is not None:
             user_id, self._user_group = self._user_group, None
             await streams.unsubscribe_user(self.channel_name, user_id)
 
     # -- market channels: live (the hub's sink) --------------------------------------------
 
-    def deliver(self, message: Message, frame: str) -> None:
-        """A live message of a channel this connection holds, with its `update` frame (encoded once by the hub)."""
-        sub = self.subs.get(message["ch"])
-        if not isinstance(sub, MarketSub) or self._closing:
+    def deliver(self, update: Update) -> None:
+        """A live message of a channel this connection holds (its `update` frame and price are made once per process)."""
+        message = update.message
+        name = message["ch"]
+        if self._closing:
+            return
+        if name in self._price_channels:
+            try:
+                self._portfolio_price(update.price)
+            except ValueError:
+                log.warning("malformed ticker dropped: %.200r", message)
+        sub = self.subs.get(name)
+        if not isinstance(sub, MarketSub):
             return
         try:
             if sub.syncing:
-                sub.buffer.append((message, frame))
+                sub.buffer.append((message, update.frame))
                 return
             seq = message["seq"]
             if seq == sub.seq + 1 and message["epoch"] == sub.epoch and sub.throttle.interval <= 0 and self._outbox is not None:
                 # The common case, kept short: the next message of an unthrottled channel goes out as encoded.
                 sub.seq = seq
                 sub.sent = (sub.epoch, seq)
-                self._outbox.put(frame)
+                self._outbox.put(update.frame)
                 return
             verdict = sub.verdict(message)
             if verdict == "next":
                 sub.accept(message)
-                self._emit(sub, message, frame)
+                self._emit(sub, message, update.frame)
             elif verdict == "gap":
                 sub.syncing = True
-                sub.buffer.append((message, frame))
+                sub.buffer.append((message, update.frame))
                 self._start(sub, self._resync)
         except (KeyError, TypeError):
             log.warning("malformed market message dropped: %.200r", message)
@@ -656,6 +675,9 @@ class MarketConsumer(AsyncWebsocketConsumer):
             if isinstance(sub, MarketSub) and not sub.syncing and not self._closing:
                 sub.syncing = True
                 self._start(sub, self._catch_up)
+        lost = [name.partition(":")[2] for name in channels if name in self._price_channels]
+        if lost and not self._closing:
+            self._spawn(self._portfolio_resync(lost))
 
     def _drain(self, sub: MarketSub) -> None:
         """Let through what waited while the channel synchronised; a gap among it starts a resync."""
@@ -821,34 +843,37 @@ class MarketConsumer(AsyncWebsocketConsumer):
         ts = max((to_epoch_ms(price.ts) for price in prices), default=_now_ms())
         return {"type": "snapshot", "ch": sub.name, "epoch": self.connection_id, "seq": seq, "ts": ts, "data": data}
 
-    async def md_price(self, event: dict[str, Any]) -> None:
-        portfolios = [sub for sub in self.subs.values() if isinstance(sub, PortfolioSub)]
-        if not portfolios:
-            return
-        update = decode_price_update(event)
-        for sub in portfolios:
-            if sub.live.book.apply(update):
-                sub.ts = max(sub.ts, to_epoch_ms(update.ts))
-                if sub.timer is None:
-                    sub.timer = self._spawn(self._portfolio_flush(sub))
+    def _portfolio_price(self, price: PriceUpdate) -> None:
+        for sub in self.subs.values():
+            if isinstance(sub, PortfolioSub) and sub.live.book.apply(price):
+                sub.ts = max(sub.ts, to_epoch_ms(price.ts))
+                sub.mark()
 
-    async def _portfolio_flush(self, sub: PortfolioSub) -> None:
-        # Every price arriving during the interval joins this one frame.
-        try:
-            await asyncio.sleep(sub.interval)
-        finally:
-            if sub.timer is asyncio.current_task():
-                sub.timer = None
-        if self.subs.get(sub.name) is not sub or not sub.ready:
-            return
+    def _flush_portfolio(self, sub: PortfolioSub) -> bool:
+        """The flusher's tick: the channel's changes since its last frame, as one update."""
+        if self._closing or self.subs.get(sub.name) is not sub or not sub.ready or self._outbox is None:
+            return True  # gone, or its snapshot (which holds the changes) is still to come
+        if self._outbox.behind:
+            return False  # merged into a later frame once the socket catches up
         data = sub.live.book.take_changes()
         if data is None:
-            return
+            return True
         del data["type"]
         seq = self._portfolio_seqs[sub.name] = self._portfolio_seqs.get(sub.name, 0) + 1
         sub.seq = seq
         ts, sub.ts = sub.ts or _now_ms(), 0
         self._send({"type": "update", "ch": sub.name, "epoch": self.connection_id, "seq": seq, "ts": ts, "data": data})
+        return True
+
+    async def _portfolio_resync(self, symbols: list[str]) -> None:
+        """After the hub lost prices: the newest from the history, then a fresh snapshot of every portfolio channel."""
+        try:
+            for message in (await market_store().tickers(symbols)).values():
+                self._portfolio_price(ticker_price(message))
+        except Exception:
+            log.exception("could not read the newest prices after a lost connection; snapshots hold what the books have")
+        for sub in [sub for sub in self.subs.values() if isinstance(sub, PortfolioSub) and sub.ready]:
+            self._send(self._portfolio_snapshot(sub))
 
     async def portfolio_reload(self, event: dict[str, Any]) -> None:
         # Through the worker, after any subscribe in progress: a book it is loading gets this reload too.

@@ -42,6 +42,8 @@ import redis.asyncio as aioredis
 
 from marketdata import groups
 from marketdata.api.channels import channel_parse
+from marketdata.events import PriceUpdate
+from marketdata.worker.market import ticker_price
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +64,43 @@ def encode_payload(messages: Sequence[Message]) -> bytes:
     return orjson.dumps(messages)
 
 
+class Update:
+    """One live message as the hub hands it to every local sink that wants it.
+
+    Made once per message per process. Its `update` frame (for API sockets) and, for a
+    ticker, its price (for portfolio books) are each made once, on first use, and then
+    shared by every sink: nothing per sink but the call.
+    """
+
+    __slots__ = ("_frame", "_price", "_stats", "message")
+
+    def __init__(self, message: Message, stats: HubStats) -> None:
+        self.message = message
+        self._stats = stats
+        self._frame: str | None = None
+        self._price: PriceUpdate | None = None
+
+    @property
+    def frame(self) -> str:
+        if self._frame is None:
+            self._frame = encode_update(self.message)
+            self._stats.encodes += 1
+        return self._frame
+
+    @property
+    def price(self) -> PriceUpdate:
+        """The price a `ticker:SYM` message carries (ValueError for another channel or a malformed ticker)."""
+        if self._price is None:
+            self._price = ticker_price(self.message)
+            self._stats.decodes += 1
+        return self._price
+
+
 class Sink(Protocol):
     """A local subscriber (a connection). Both methods are called on the hub's loop and must not block."""
 
-    def deliver(self, message: Message, frame: str) -> None:
-        """A live message of a channel the sink subscribed to, and its `update` frame, encoded once for every sink."""
+    def deliver(self, update: Update) -> None:
+        """A live message of a channel the sink subscribed to."""
 
     def missed(self, channels: Sequence[str]) -> None:
         """Live messages of these channels may have been lost (the hub's Redis connection failed): catch up from the history."""
@@ -76,8 +110,10 @@ class Sink(Protocol):
 class HubStats:
     payloads: int = 0  # payloads received (one per symbol per worker window)
     messages: int = 0  # messages in them
-    encodes: int = 0  # update frames encoded (messages some local sink wanted)
-    deliveries: int = 0  # (message, frame) handed to sinks
+    encodes: int = 0  # update frames encoded (once per message some API socket wanted)
+    decodes: int = 0  # ticker prices decoded (once per ticker message some portfolio book wanted)
+    deliveries: int = 0  # updates handed to sinks
+    malformed: int = 0  # payloads or messages dropped as malformed (logged)
     reconnects: int = 0  # Redis connections lost
 
 
@@ -89,6 +125,7 @@ class _Topic:
     key: bytes
     routes: dict[str, dict[Sink, None]] = field(default_factory=dict)  # market channel → sinks (ordered set)
     ready: asyncio.Future[None] | None = None  # resolved when Redis confirmed the SUBSCRIBE; None: in-process
+    ticker: Update | None = None  # the newest ticker message heard (the process's price cache)
     live: bool = False  # subscribed on the current connection
     stale: bool = False  # was live when a connection was lost: its sinks are told once it is live again
 
@@ -210,32 +247,43 @@ class LocalHub:
         topic = self._topics.get(key)
         if topic is None:
             return
+        stats = self.stats
         try:
             messages = orjson.loads(payload)
             if not isinstance(messages, list):
                 raise TypeError(f"a payload is a list of messages, not {type(messages).__name__}")
         except (orjson.JSONDecodeError, TypeError):
+            stats.malformed += 1
             log.warning("market hub: dropped a malformed payload on %r: %.200r", key, payload)
             return
-        stats = self.stats
         stats.payloads += 1
         stats.messages += len(messages)
         for message in messages:
             try:
-                sinks = topic.routes.get(message["ch"])
+                channel = message["ch"]
+                sinks = topic.routes.get(channel)
             except (KeyError, TypeError):
+                stats.malformed += 1
                 log.warning("market hub: dropped a malformed message: %.200r", message)
                 continue
+            update = Update(message, stats)
+            if channel.startswith("ticker:"):
+                topic.ticker = update
             if not sinks:
                 continue
-            frame = encode_update(message)  # once, for every local sink
-            stats.encodes += 1
             for sink in tuple(sinks):  # a sink may leave while it is handed the message
                 stats.deliveries += 1
                 try:
-                    sink.deliver(message, frame)
+                    sink.deliver(update)
                 except Exception:
-                    log.exception("market hub: a sink failed on %s", message.get("ch"))
+                    log.exception("market hub: a sink failed on %s", channel)
+
+    def latest_ticker(self, symbol: str) -> Message | None:
+        """The newest `ticker:SYM` message this process heard while subscribed to `symbol` without a break; None if none."""
+        topic = self._topics.get(self.key(symbol))
+        if topic is None or topic.ticker is None or topic.stale or (topic.ready is not None and not topic.live):
+            return None
+        return topic.ticker.message
 
     def _tell_missed(self, topic: _Topic) -> None:
         by_sink: dict[Sink, list[str]] = {}
@@ -266,6 +314,7 @@ class LocalHub:
                     for topic in self._topics.values():
                         topic.stale = topic.stale or topic.live
                         topic.live = False
+                        topic.ticker = None
                     log.warning("market hub: lost its Redis connection (%s: %s); reconnecting in %.1f s", type(exc).__name__, exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RECONNECT_SECONDS[1])

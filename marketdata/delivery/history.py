@@ -52,7 +52,7 @@ import json
 import logging
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -84,6 +84,10 @@ class MarketStore(Protocol):
     async def since(self, channel: str, *, epoch: str, seq: int) -> list[Message] | None: ...
 
     async def snapshot(self, channel: str) -> Message: ...
+
+    async def tickers(self, symbols: Iterable[str]) -> dict[str, Message]:
+        """The newest `ticker:SYM` message of each symbol that has one, in one read."""
+        ...
 
 
 def _dumps(value: Any) -> str:
@@ -299,6 +303,14 @@ class MemoryMarketStore:
         candles = await _candles(parsed.symbol, record) if parsed.kind == "candles" else None
         return _snapshot(parsed, latest, record, candles)
 
+    async def tickers(self, symbols: Iterable[str]) -> dict[str, Message]:
+        out = {}
+        for symbol in symbols:
+            history = self._history.get(f"ticker:{symbol}")
+            if history:
+                out[symbol] = json.loads(history[-1][2])
+        return out
+
 
 # -- Redis ------------------------------------------------------------------------------------
 
@@ -420,6 +432,36 @@ class RedisMarketStore:
             record = json.loads(text) if text else None
         candles = await _candles(parsed.symbol, record) if parsed.kind == "candles" else None
         return _snapshot(parsed, latest, record, candles)
+
+    async def tickers(self, symbols: Iterable[str]) -> dict[str, Message]:
+        wanted = list(symbols)
+        if not wanted:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for symbol in wanted:
+                pipe.xrevrange(self.history_key(f"ticker:{symbol}"), count=1)
+            replies = await pipe.execute()
+        out = {}
+        for symbol, entries in zip(wanted, replies, strict=True):
+            if entries:
+                out[symbol] = self._decode(f"ticker:{symbol}", entries)[0]
+        return out
+
+
+async def latest_tickers(symbols: Iterable[str]) -> list[Message]:
+    """The newest `ticker:SYM` message of each symbol that has one: from this process's hub where it follows the
+    symbol without a break (no round trip), from the history otherwise (one read for all of them)."""
+    hub = streams.market_hub()
+    found, rest = [], []
+    for symbol in symbols:
+        message = hub.latest_ticker(symbol)
+        if message is None:
+            rest.append(symbol)
+        else:
+            found.append(message)
+    if rest:
+        found.extend((await market_store().tickers(rest)).values())
+    return found
 
 
 # -- which one --------------------------------------------------------------------------------

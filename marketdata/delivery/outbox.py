@@ -147,6 +147,11 @@ class Outbox:
         if self._writer is None:
             self._writer = asyncio.ensure_future(self._write())
 
+    @property
+    def behind(self) -> bool:
+        """Unsent data is over the bound: a producer that can merge its frames (a portfolio book) holds them back meanwhile."""
+        return self.over_since is not None
+
     def unsent(self) -> int:
         """Characters not yet sent that we can see: the outbox, plus the server's buffer where visible."""
         return self.queued + (self._backlog() if self._backlog is not None else 0)

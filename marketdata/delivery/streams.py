@@ -5,16 +5,15 @@ live connections must see are announced here, after commit. Consumers know
 nothing of how messages travel: that is this module's business (and
 `marketdata.delivery.fanout`'s).
 
-Two kinds of live traffic per symbol, kept apart so portfolio connections never
-carry book and trade traffic:
-- price broadcasts (`md.price`, for portfolios): a channel-layer group per
-  symbol, one channel-layer message per connection (`subscribe_symbols`);
-- market-channel messages (tickers, trades, candles, books, for `/ws/v1/market`):
-  published once per symbol and window on Redis pub/sub (`publish_market`), and
-  fanned out inside each server process by its hub (`fanout.LocalHub`), which
-  holds one subscription per symbol and hands one pre-encoded frame to every
-  local subscriber (`subscribe_market`). Without a Redis channel layer the hub
-  is fed in-process, so one process can run the worker and the consumers.
+Live traffic per symbol: the market-channel messages (tickers, trades, candles,
+books), published once per symbol and window on Redis pub/sub (`publish_market`)
+and fanned out inside each server process by its hub (`fanout.LocalHub`), which
+holds one subscription per symbol and hands each message, decoded once, to every
+local subscriber (`subscribe_market`): API sockets (the `update` frame, encoded
+once) and portfolio books (the ticker's price, decoded once). Without a Redis
+channel layer the hub is fed in-process, so one process can run the worker and
+the consumers. Per-user events (ledger changes) are channel-layer group messages
+(`subscribe_user`, `notify_user_on_commit`).
 
 The tape is here too: while a `record_feed` listens, workers append every event
 they apply, as native JSONL in chunks, to a capped Redis stream beside the
@@ -37,7 +36,6 @@ from django.db import transaction
 
 from marketdata import groups
 from marketdata.delivery import fanout
-from marketdata.events import PriceUpdate, encode_price_update
 
 # One message of a market channel (`marketdata.worker.market`): {"ch", "epoch", "seq", "ts", "data"}.
 Message = dict[str, Any]
@@ -48,18 +46,6 @@ def _layer() -> Any:
     if layer is None:
         raise RuntimeError("CHANNEL_LAYERS is not configured")
     return layer
-
-
-async def subscribe_symbols(channel_name: str, symbols: Iterable[str]) -> None:
-    layer = _layer()
-    for symbol in symbols:
-        await layer.group_add(groups.symbol_group(symbol), channel_name)
-
-
-async def unsubscribe_symbols(channel_name: str, symbols: Iterable[str]) -> None:
-    layer = _layer()
-    for symbol in symbols:
-        await layer.group_discard(groups.symbol_group(symbol), channel_name)
 
 
 async def subscribe_market(sink: fanout.Sink, channels: Iterable[str]) -> None:
@@ -82,10 +68,6 @@ async def subscribe_user(channel_name: str, user_id: int) -> None:
 
 async def unsubscribe_user(channel_name: str, user_id: int) -> None:
     await _layer().group_discard(groups.user_group(user_id), channel_name)
-
-
-async def publish_price(update: PriceUpdate) -> None:
-    await _layer().group_send(groups.symbol_group(update.symbol), encode_price_update(update))
 
 
 async def publish_market(symbol: str, messages: Sequence[Message]) -> None:

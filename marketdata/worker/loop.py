@@ -1,7 +1,7 @@
 """Source → hub → publish: the loop behind `run_feeds` and `replay_feed`.
 
 Events are applied to the hub as fast as the source yields them. Every
-conflation window the hub is drained: one broadcast per changed symbol, and the
+conflation window the hub is drained: one price update per changed symbol, and the
 latest quote per symbol is queued for the database, which is written in one
 batch at most every `quote_flush` seconds. Nothing touches the database per tick.
 
@@ -16,14 +16,17 @@ never delays prices.
 While a `record_feed` is listening, every event of a window also goes onto
 the tape (`streams.tape_append`) as native JSONL, in the order it was applied.
 
-Market channels (`/ws/v1/market`): every window, after the hub is drained, the
-messages of the changed symbols are built (`marketdata.worker.market`), appended to the
-history in one write (`marketdata.delivery.history`), and only then published live,
-once per symbol and encoded once, all symbols in one round trip
-(`streams.publish_market_window`: Redis pub/sub, fanned out by each server
-process's hub), so a client that read the history after subscribing sees no hole. The candles of a minute that closed go out, closed,
-with the window in which it closed. If the history cannot be written the
-messages are still published; a later resume over them reports recovered: false.
+Every window, after the hub is drained, the market-channel messages of the
+changed symbols are built (`marketdata.worker.market`): a ticker per price
+update (which is also how dashboards and portfolio channels get their prices),
+trades, candles, books. They are appended to the history in one write
+(`marketdata.delivery.history`), and only then published live, once per symbol
+and encoded once, all symbols in one round trip (`streams.publish_market_window`:
+Redis pub/sub, fanned out by each server process's hub), so a client that read
+the history after subscribing sees no hole. The candles of a minute that closed
+go out, closed, with the window in which it closed. If the history cannot be
+written the messages are still published; a later resume over them reports
+recovered: false.
 """
 
 from __future__ import annotations
@@ -123,19 +126,18 @@ class Worker:
         replay: bool = False,
         symbols: SymbolMap | None = None,
         tape: bool = True,
-        market: bool = True,
         market_history: MarketStore | None = None,
     ) -> None:
         """`retention`: candles older than this (in event time) are deleted, hourly; None keeps them.
         `replay`: updates are marked as replayed. `symbols`: instruments it creates (--create-instruments)
         are stored before any quote or candle of theirs. `tape`: feed a listening `record_feed`.
-        `market`: produce the market channels; `market_history`: their store (default `market_store()`)."""
+        `market_history`: the market channels' store (default `market_store()`)."""
         self.feed = feed
         self.conflation = conflation
         self.quote_flush = quote_flush
         self.references = references if references is not None else References()
-        self.hub = Hub(epoch=epoch or new_epoch(), references=self.references, replay=replay, market=market)
-        self.market = MarketBuilder(epoch=self.hub.epoch) if market else None
+        self.hub = Hub(epoch=epoch or new_epoch(), references=self.references, replay=replay)
+        self.market = MarketBuilder(epoch=self.hub.epoch)
         self._market_history = market_history
         self.store_quotes = store_quotes or database_sync_to_async(services.quotes_store)
         self.minute_hooks = list(minute_hooks)
@@ -210,8 +212,7 @@ class Worker:
         # Drained first, so the updates the hooks get carry the minute's last prices.
         self._drain()
         candles = self.hub.take_minute(self._minute)
-        if self.market is not None:
-            self.market.minute_closed(candles, self.hub, closed=complete)
+        self.market.minute_closed(candles, self.hub, closed=complete)
         for candle in candles:
             self.references.observe(candle.symbol, candle.start, candle.close)
         self._closed.put_nowait(_ClosedMinute(self._minute, candles, MappingProxyType(dict(self._latest)), complete))
@@ -250,13 +251,12 @@ class Worker:
         self.stats.minutes += 1
 
     async def flush_window(self) -> None:
-        """End of a conflation window: publish one update per changed symbol, and tape its events."""
+        """End of a conflation window: publish one ticker (a price) per changed symbol, and tape its events."""
         self._drain()
         await self._flush_tape()
         batch, self._outbox = self._outbox, []
-        window = self.market.build(self.hub, batch, minute=self._minute) if self.market is not None else {}
+        window = self.market.build(self.hub, batch, minute=self._minute)
         for update in batch:
-            await streams.publish_price(update)
             self.stats.broadcasts += 1
             self.stats.symbols.add(update.symbol)
             self._unsaved[update.symbol] = update

@@ -31,7 +31,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from marketdata.api.channels import BOOK_DEPTHS, CHECKSUM_LEVELS, book_checksum
-from marketdata.events import Candle, Level, PriceUpdate, Trade, to_epoch_ms
+from marketdata.events import Candle, Level, PriceUpdate, Trade, from_epoch_ms, to_epoch_ms
 from marketdata.worker.hub import Hub
 from marketdata.worker.references import minute_of
 
@@ -82,6 +82,34 @@ def ticker_data(update: PriceUpdate) -> dict[str, str | bool | None]:
         "change_pct": change_pct,
         "replay": update.replay,
     }
+
+
+def ticker_price(message: Message) -> PriceUpdate:
+    """The price a `ticker:SYM` message carries: what portfolio books revalue with (the inverse of `ticker_data`).
+
+    ValueError when `message` is not a well-formed ticker message.
+    """
+    try:
+        channel, data = message["ch"], message["data"]
+        kind, _, symbol = channel.partition(":")
+        if kind != "ticker" or not symbol:
+            raise ValueError(f"{channel!r} is not a ticker channel")
+        bid, ask, ref = data["bid"], data["ask"], data["ref"]
+        return PriceUpdate(
+            symbol=symbol,
+            seq=int(message["seq"]),
+            epoch=str(message["epoch"]),
+            price=Decimal(data["last"]),
+            bid=None if bid is None else Decimal(bid),
+            ask=None if ask is None else Decimal(ask),
+            ts=from_epoch_ms(int(message["ts"])),
+            source="",
+            ticks=0,
+            reference=None if ref is None else Decimal(ref),
+            replay=bool(data["replay"]),
+        )
+    except (KeyError, TypeError, AttributeError, ArithmeticError) as exc:
+        raise ValueError(f"malformed ticker message ({type(exc).__name__}: {exc}): {message!r:.200}") from None
 
 
 def trade_data(trade: Trade) -> dict[str, Any]:

@@ -9,9 +9,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from marketdata import groups
 from marketdata.models import Candle, Instrument, Quote, SymbolAlias
-from tests.conftest import AGGTRADES, listen, needs_aggtrades, received
+from tests.conftest import AGGTRADES, listen, needs_aggtrades
 
 pytestmark = [pytest.mark.django_db(transaction=True), needs_aggtrades]
 
@@ -37,7 +36,7 @@ def btc_alias(instruments: dict[str, Instrument]) -> SymbolAlias:
 
 
 def test_a_days_trades_go_the_live_way_stored_as_quotes_and_candles_and_marked_as_replay(btc_alias: SymbolAlias) -> None:
-    channel = listen(groups.symbol_group("BTC-USD"))
+    btc = listen("BTC-USD")
 
     summary = replay_feed(str(AGGTRADES), "--speed", "max")
 
@@ -45,8 +44,8 @@ def test_a_days_trades_go_the_live_way_stored_as_quotes_and_candles_and_marked_a
     assert summary["span"] == "2026-01-01 00:00:00 to 2026-01-01 00:12:19"
     quote = Quote.objects.get(instrument__symbol="BTC-USD")
     assert (quote.price, quote.source) == (Decimal("87759.14"), "binance")  # the file's last trade
-    updates = received(channel)
-    assert updates and all(u["replay"] for u in updates)
+    updates = btc.take()
+    assert updates and all(u["data"]["replay"] for u in updates)
     assert [u["seq"] for u in updates] == list(range(1, len(updates) + 1))
     candles = list(Candle.objects.filter(instrument__symbol="BTC-USD").order_by("start"))
     assert [c.start.strftime("%H:%M") for c in candles] == [f"00:{m:02d}" for m in range(13)]

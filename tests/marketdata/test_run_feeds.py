@@ -15,11 +15,10 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from marketdata import groups
 from marketdata.feeds.configured import DEFAULT_START_PRICE, synthetic_instrument
 from marketdata.models import AssetClass, Candle, Feed, FeedKind, Instrument, Quote
 from marketdata.worker.references import minute_of
-from tests.conftest import T0, listen, received
+from tests.conftest import T0, listen
 
 SUMMARY = re.compile(
     r"^run_feeds: stopped: (?P<events>\d+) events in [\d.]+ s, (?P<broadcasts>\d+) broadcasts across (?P<symbols>\d+) symbols, "
@@ -57,9 +56,7 @@ START = re.compile(r"run_feeds: (?P<feeds>.+); epoch (?P<epoch>\d+); Ctrl-C to s
 def test_a_short_run_stores_synthetic_quotes_for_active_instruments_and_broadcasts_them(instruments: dict[str, Instrument]) -> None:
     feed()
     Instrument.objects.filter(symbol="SAP").update(is_active=False)
-    aapl_channel = listen(groups.symbol_group("AAPL"))
-    fx_channel = listen(groups.symbol_group("EUR/USD"))
-    sap_channel = listen(groups.symbol_group("SAP"))
+    aapl, fx, sap = listen("AAPL"), listen("EUR/USD"), listen("SAP")
 
     lines = run_feeds("--duration", "1")
 
@@ -83,15 +80,15 @@ def test_a_short_run_stores_synthetic_quotes_for_active_instruments_and_broadcas
     # FX is quote-only: bid and ask around a mid price.
     assert quotes["EUR/USD"].bid is not None and quotes["EUR/USD"].bid < quotes["EUR/USD"].price < quotes["EUR/USD"].ask
 
-    aapl_updates = received(aapl_channel)
-    assert aapl_updates, "no AAPL broadcast reached the subscriber"
-    assert {m["type"] for m in aapl_updates} == {"md.price"}
-    assert {m["replay"] for m in aapl_updates} == {False}
+    aapl_updates = aapl.take()
+    assert aapl_updates, "no AAPL price reached the subscriber"
+    assert {m["ch"] for m in aapl_updates} == {"ticker:AAPL"}
+    assert {m["data"]["replay"] for m in aapl_updates} == {False}
     seqs = [m["seq"] for m in aapl_updates]
     assert seqs == list(range(1, len(seqs) + 1))
     assert seqs[-1] == quotes["AAPL"].seq  # the stored quote is the last one broadcast
-    assert received(fx_channel)
-    assert received(sap_channel) == []
+    assert fx.take()
+    assert sap.take() == []
 
     # Each active symbol's minute is stored as a candle closing at its last price (at the latest on shutdown).
     latest = {c.instrument.symbol: c for c in Candle.objects.select_related("instrument").order_by("start")}
@@ -158,7 +155,7 @@ def test_several_feeds_run_merged_into_one_worker(instruments: dict[str, Instrum
     feed(enabled=False)
     feed("walk-a", symbols="AAPL")
     feed("walk-b", options={"seed": 2, "ticks_per_second": 10}, symbols="BTC-USD, EUR/USD")
-    btc_channel = listen(groups.symbol_group("BTC-USD"))
+    btc = listen("BTC-USD")
 
     lines = run_feeds("--duration", "0.5")
 
@@ -168,7 +165,7 @@ def test_several_feeds_run_merged_into_one_worker(instruments: dict[str, Instrum
     assert summary and summary["symbols"] == "3", lines[1]
     stored = dict(Quote.objects.filter(source="synthetic").values_list("instrument__symbol", "epoch"))
     assert stored == dict.fromkeys(["AAPL", "BTC-USD", "EUR/USD"], start["epoch"])  # one worker, one epoch
-    assert [m["seq"] for m in received(btc_channel)][:2] == [1, 2]
+    assert [m["seq"] for m in btc.take()][:2] == [1, 2]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -17,7 +17,7 @@ from marketdata import groups
 from marketdata.models import Instrument
 from portfolio import services
 from portfolio.models import Holding, Portfolio, Transaction
-from tests.conftest import T0, listen, received, record
+from tests.conftest import T0, listen_group, received, record
 
 D = Decimal
 pytestmark = pytest.mark.django_db
@@ -164,7 +164,7 @@ def test_recording_through_the_admin_rebuilds_the_holding_and_tells_the_owner_af
     instruments: dict[str, Instrument],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    alice_channel, bob_channel = listen(groups.user_group(alice.pk)), listen(groups.user_group(bob.pk))
+    alice_channel, bob_channel = listen_group(groups.user_group(alice.pk)), listen_group(groups.user_group(bob.pk))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = admin_client.post(TRANSACTION_ADD, _form_post(alice_portfolio, instruments["AAPL"], "buy", "5", price="160", fee="1"))
         assert received(alice_channel) == []  # not before commit
@@ -274,7 +274,7 @@ def test_deleting_a_transaction_in_the_admin_rebuilds_the_holding_and_tells_the_
     confirmation = admin_client.get(url)
     assert confirmation.status_code == 200
     assert "Are you sure" in confirmation.content.decode()
-    channel = listen(groups.user_group(alice.pk))
+    channel = listen_group(groups.user_group(alice.pk))
 
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(url, {"post": "yes"})

@@ -13,12 +13,11 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from config.asgi import application
-from marketdata.delivery import streams
 from marketdata.events import PriceUpdate
 from marketdata.models import Instrument
 from portfolio import services
 from portfolio.models import Portfolio
-from tests.conftest import T0, count_queries, record, session_cookie
+from tests.conftest import T0, count_queries, publish_price, record, session_cookie
 
 D = Decimal
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,7 +47,7 @@ async def price(
     update = PriceUpdate(
         symbol, seq, epoch, D(value), None, None, ts, "test", 1, reference=None if reference is None else D(reference), replay=replay
     )
-    await streams.publish_price(update)
+    await publish_price(update)
 
 
 def rows_by_key(portfolio: dict[str, Any]) -> dict[str, dict[str, Any]]:

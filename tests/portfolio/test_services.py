@@ -19,7 +19,7 @@ from marketdata.models import Instrument
 from portfolio import selectors, services
 from portfolio.models import CashBalance, Holding, Kind, Portfolio, Transaction
 from portfolio.valuation import NO_RATE, Price, fx_route, route_rate, totals, value_cash, value_holding
-from tests.conftest import T0, listen, received, record
+from tests.conftest import T0, listen_group, received, record
 
 D = Decimal
 CENT = D("0.01")
@@ -498,7 +498,7 @@ def test_deleting_the_only_buy_removes_the_holding(alice_portfolio: Portfolio, i
 def test_owner_is_told_to_reload_only_after_commit(
     alice: Any, bob: Any, alice_portfolio: Portfolio, instruments: dict[str, Instrument], django_capture_on_commit_callbacks: Any
 ) -> None:
-    alice_channel, bob_channel = listen(groups.user_group(alice.pk)), listen(groups.user_group(bob.pk))
+    alice_channel, bob_channel = listen_group(groups.user_group(alice.pk)), listen_group(groups.user_group(bob.pk))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         record(alice_portfolio, "buy", "1", instruments["MSFT"], price="400", executed_at=day(2))
         assert received(alice_channel) == []  # not before commit
@@ -516,7 +516,7 @@ def test_a_transfer_tells_the_owner_about_both_portfolios_and_nobody_else(
     bob_portfolio: Portfolio,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    alice_channel, bob_channel = listen(groups.user_group(alice.pk)), listen(groups.user_group(bob.pk))
+    alice_channel, bob_channel = listen_group(groups.user_group(alice.pk)), listen_group(groups.user_group(bob.pk))
     with django_capture_on_commit_callbacks(execute=True):
         services.transfer_record(source=alice_portfolio, destination=alice_savings, executed_at=day(1), quantity=D("10"))
     assert sorted(e["portfolio_id"] for e in received(alice_channel)) == sorted([alice_portfolio.pk, alice_savings.pk])
@@ -545,7 +545,7 @@ def test_a_rolled_back_transaction_tells_nobody(
 def test_deleting_a_portfolio_tells_its_owner_after_commit(
     alice: Any, alice_portfolio: Portfolio, django_capture_on_commit_callbacks: Any
 ) -> None:
-    channel = listen(groups.user_group(alice.pk))
+    channel = listen_group(groups.user_group(alice.pk))
     pk = alice_portfolio.pk
     with django_capture_on_commit_callbacks(execute=True):
         services.portfolio_delete(portfolio=alice_portfolio)

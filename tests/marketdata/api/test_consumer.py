@@ -27,11 +27,12 @@ from marketdata import services
 from marketdata.api.channels import channel_parse
 from marketdata.api.consumer import MarketConsumer
 from marketdata.delivery import streams
+from marketdata.delivery.fanout import Update
 from marketdata.delivery.history import market_store
 from marketdata.events import PriceUpdate
 from marketdata.models import ApiToken, Instrument
 from portfolio.models import Portfolio
-from tests.conftest import T0, count_queries, record, session_cookie
+from tests.conftest import T0, count_queries, publish_price, record, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -153,7 +154,7 @@ async def revoke_all(user: Any) -> None:
 
 async def price(symbol: str, value: str, seq: int) -> None:
     ts = T0 + timedelta(minutes=1, milliseconds=seq)
-    await streams.publish_price(PriceUpdate(symbol, seq, "e1", Decimal(value), None, None, ts, "test", 1))
+    await publish_price(PriceUpdate(symbol, seq, "e1", Decimal(value), None, None, ts, "test", 1))
 
 
 def seqs(frames: list[Frame]) -> list[int]:
@@ -320,9 +321,9 @@ async def test_messages_published_while_subscribing_arrive_once_each_with_no_gap
     handled: dict[int, asyncio.Event] = {seq: asyncio.Event() for seq in (2, 3, 4)}
     deliver = MarketConsumer.deliver
 
-    def spied_deliver(self: MarketConsumer, message: Frame, frame: str) -> None:
-        deliver(self, message, frame)
-        handled[message["seq"]].set()
+    def spied_deliver(self: MarketConsumer, update: Update) -> None:
+        deliver(self, update)
+        handled[update.message["seq"]].set()
 
     async def racing_snapshot(channel: str) -> Frame:
         # The worker is busy while the history is read: a message lands before the read (so it is in the

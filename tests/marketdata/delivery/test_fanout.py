@@ -66,9 +66,9 @@ class Sink:
         self.frames: list[str] = []
         self.missed_channels: list[str] = []
 
-    def deliver(self, message: Frame, frame: str) -> None:
-        self.messages.append(message)
-        self.frames.append(frame)
+    def deliver(self, update: fanout.Update) -> None:
+        self.messages.append(update.message)
+        self.frames.append(update.frame)
 
     def missed(self, channels: Sequence[str]) -> None:
         self.missed_channels.extend(channels)
@@ -193,7 +193,7 @@ async def test_a_message_published_right_after_subscribe_returns_is_never_lost(r
 @pytest.mark.redis
 async def test_a_sink_that_fails_does_not_stop_the_others(redis_layer: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     class Broken(Sink):
-        def deliver(self, message: Frame, frame: str) -> None:
+        def deliver(self, update: fanout.Update) -> None:
             raise RuntimeError("broken sink")
 
     broken, healthy = Broken(), Sink()

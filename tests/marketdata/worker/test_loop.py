@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async as db
-from channels.layers import get_channel_layer
 from django.conf import settings
 
-from marketdata import groups, services
+from marketdata import services
 from marketdata.api.channels import BOOK_DEPTHS
 from marketdata.delivery import streams
+from marketdata.delivery.fanout import Update
 from marketdata.delivery.history import market_store
 from marketdata.events import BookDelta, BookSnapshot, Candle, MarketEvent, PriceUpdate, Trade
 from marketdata.events import Quote as BidAsk
@@ -27,7 +27,7 @@ from marketdata.symbols import SymbolMap
 from marketdata.worker.loop import Worker
 from marketdata.worker.references import Mark, MarketHours, References
 from marketdata.worker.replay import Replay
-from tests.conftest import AGGTRADES, listen, needs_aggtrades, received
+from tests.conftest import AGGTRADES, alisten, listen, needs_aggtrades
 
 D = Decimal
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -51,15 +51,6 @@ class ListFeed:
 
 def ticks(symbol: str, prices: list[str], start_ms: int = 0) -> list[MarketEvent]:
     return [Trade(symbol, T0 + timedelta(milliseconds=start_ms + i), D(p), D(1), "test") for i, p in enumerate(prices)]
-
-
-async def collect(channel: str, *, until: int) -> list[dict[str, object]]:
-    layer = get_channel_layer()
-    out = []
-    async with asyncio.timeout(5):
-        while len(out) < until:
-            out.append(await layer.receive(channel))
-    return out
 
 
 async def no_store(updates: Iterable[PriceUpdate]) -> int:
@@ -86,9 +77,7 @@ def expect_worker_errors() -> None:
 
 
 async def test_a_burst_of_ticks_in_one_window_is_one_broadcast_with_the_last_price() -> None:
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(groups.symbol_group("AAPL"), channel)
+    tap = await alisten("AAPL")
     prices = [str(100 + i) for i in range(40)]
     worker = Worker(
         feed=ListFeed([ticks("AAPL", prices)]), conflation=0.5, quote_flush=60, epoch="e1", store_quotes=no_store, store_candles=no_candles
@@ -96,17 +85,14 @@ async def test_a_burst_of_ticks_in_one_window_is_one_broadcast_with_the_last_pri
 
     stats = await worker.run(asyncio.Event())
 
-    [message] = await collect(channel, until=1)
-    assert message["price"] == "139" and message["seq"] == 1 and message["epoch"] == "e1"
+    # The in-process hub hands messages out as they are published: all of them are in by now.
+    [message] = tap.take()
+    assert message["data"]["last"] == "139" and message["seq"] == 1 and message["epoch"] == "e1"
     assert (stats.events, stats.broadcasts) == (40, 1)
-    with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(layer.receive(channel), timeout=0.2)
 
 
 async def test_each_window_advances_the_sequence_by_one_per_symbol() -> None:
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(groups.symbol_group("EUR/USD"), channel)
+    tap = await alisten("EUR/USD")
     bursts = [ticks("EUR/USD", ["1.10", "1.11"], i * 10) + ticks("AAPL", ["1"], i * 10) for i in range(3)]
     worker = Worker(
         feed=ListFeed(bursts, pause=0.08), conflation=0.02, quote_flush=60, epoch="e2", store_quotes=no_store, store_candles=no_candles
@@ -114,9 +100,9 @@ async def test_each_window_advances_the_sequence_by_one_per_symbol() -> None:
 
     await worker.run(asyncio.Event())
 
-    messages = await collect(channel, until=3)
+    messages = tap.take()
     assert [m["seq"] for m in messages] == [1, 2, 3]
-    assert {m["symbol"] for m in messages} == {"EUR/USD"}
+    assert {m["ch"] for m in messages} == {"ticker:EUR/USD"}
 
 
 async def test_quotes_are_stored_in_batches_never_per_tick() -> None:
@@ -316,9 +302,7 @@ async def test_minutes_follow_event_time_even_when_many_pass_within_one_window()
 
 async def test_the_minute_closes_feed_the_references_broadcast_a_day_later() -> None:
     rec = Recorder()
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(groups.symbol_group("BTC-USD"), channel)
+    tap = await alisten("BTC-USD")
     refs = References({"BTC-USD": MarketHours(always_open=True)})
     day = 24 * 3600
     # Minute 0 opens at 59000 and closes at 60000: the reference is the close.
@@ -332,9 +316,9 @@ async def test_the_minute_closes_feed_the_references_broadcast_a_day_later() -> 
 
     await rec.worker(ListFeed([events[:3], events[3:4], events[4:]], pause=0.05), references=refs).run(asyncio.Event())
 
-    messages = await collect(channel, until=4)
+    messages = tap.take()
     # A day later, the reference is the close of the minute 24 hours earlier.
-    assert [m["ref"] for m in messages] == [None, None, "60000", "61000"]
+    assert [m["data"]["ref"] for m in messages] == [None, None, "60000", "61000"]
     assert rec.calls[-1][1]["BTC-USD"].reference == D("60000")
 
 
@@ -392,9 +376,7 @@ async def test_without_a_retention_nothing_is_pruned() -> None:
 
 
 async def test_a_replay_worker_marks_its_broadcasts_as_replayed() -> None:
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(groups.symbol_group("AAPL"), channel)
+    tap = await alisten("AAPL")
     for replay in (False, True):
         worker = Worker(
             feed=ListFeed([ticks("AAPL", ["100"])]),
@@ -406,7 +388,7 @@ async def test_a_replay_worker_marks_its_broadcasts_as_replayed() -> None:
             tape=False,
         )
         await worker.run(asyncio.Event())
-    assert [m["replay"] for m in await collect(channel, until=2)] == [False, True]
+    assert [m["data"]["replay"] for m in tap.take()] == [False, True]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -525,9 +507,9 @@ class Heard:
         self.messages: list[dict[str, Any]] = []
         self.frames: list[str] = []
 
-    def deliver(self, message: dict[str, Any], frame: str) -> None:
-        self.messages.append(message)
-        self.frames.append(frame)
+    def deliver(self, update: Update) -> None:
+        self.messages.append(update.message)
+        self.frames.append(update.frame)
 
     def missed(self, channels: Sequence[str]) -> None:
         raise AssertionError(f"the in-process hub never loses messages ({channels})")
@@ -560,7 +542,7 @@ def _book(symbol: str, seconds: float, bids: list[tuple[str, str]], asks: list[t
 
 def test_window_by_window_the_history_holds_exactly_what_the_market_hub_hears() -> None:
     live = hear("BTC-USD")
-    portfolio_side = listen(groups.symbol_group("BTC-USD"))
+    portfolio_side = listen("BTC-USD")
     events = [
         _book("BTC-USD", 1, [("100", "1"), ("99", "2")], [("101", "1"), ("102", "3")], snapshot=True),
         at("BTC-USD", 2, "100.5", "0.5"),
@@ -619,8 +601,8 @@ def test_window_by_window_the_history_holds_exactly_what_the_market_hub_hears() 
     assert [t["price"] for m in published["trades:BTC-USD"] for t in m["data"]["trades"]] == ["100.5", "101", "102", "103"]
     book = async_to_sync(store.snapshot)("book:BTC-USD@depth=10")
     assert book["data"]["bids"] == [["100.25", "4"], ["99", "2"]] and book["data"]["asks"] == [["102", "3"]]
-    # Portfolio connections get the price broadcasts only, never the market channels.
-    assert {m["type"] for m in received(portfolio_side)} == {"md.price"}
+    # Portfolio connections hold the tickers only: they are handed no other market channel.
+    assert {m["ch"] for m in portfolio_side.take()} == {"ticker:BTC-USD"}
 
 
 @needs_aggtrades
@@ -677,32 +659,3 @@ async def test_a_failed_history_write_is_logged_and_the_messages_still_go_out(
     assert {m["ch"] for m in heard.messages} == {"ticker:AAPL", "trades:AAPL", "candles:AAPL@1m"}
     assert stats.market_store_errors == 1
     assert any("could not write" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
-
-
-async def test_a_worker_without_the_market_channels_publishes_and_stores_none() -> None:
-    class Recording:
-        def __init__(self) -> None:
-            self.appended: list[dict[str, Any]] = []
-
-        async def append(self, messages: Sequence[dict[str, Any]]) -> None:
-            self.appended.extend(messages)
-
-    heard = Heard()
-    await streams.subscribe_market(heard, market_channels("AAPL"))
-    history = Recording()
-    worker = Worker(
-        feed=ListFeed([ticks("AAPL", ["100", "101"])]),
-        conflation=0.01,
-        quote_flush=60,
-        store_quotes=no_store,
-        store_candles=no_candles,
-        tape=False,
-        market=False,
-        market_history=history,  # type: ignore[arg-type]
-    )
-
-    stats = await worker.run(asyncio.Event())
-
-    assert (stats.broadcasts, stats.market_messages, history.appended) == (1, 0, [])
-    assert worker.hub.take_trades() == {}
-    assert heard.messages == []  # the worker has finished: nothing can come later

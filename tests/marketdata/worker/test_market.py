@@ -5,13 +5,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from marketdata.api.channels import book_checksum, channel_parse
 from marketdata.events import BookDelta, BookSnapshot, Level, PriceUpdate, Quote, Trade
 from marketdata.worker.hub import TRADES_PER_WINDOW, Hub
-from marketdata.worker.market import MarketBuilder, Message, wire
+from marketdata.worker.market import MarketBuilder, Message, ticker_data, ticker_price, wire
 from marketdata.worker.references import Mark, MarketHours, References
 
 D = Decimal
@@ -395,3 +396,47 @@ def test_snapshot_plus_updates_equals_a_fresh_snapshot_and_every_checksum_matche
                 if top is not None:  # in sync: the client holds the exchange's top N
                     assert clients[channel].view()["bids"] == [[wire(p), wire(q)] for p, q in top[0]]
                     assert clients[channel].view()["asks"] == [[wire(p), wire(q)] for p, q in top[1]]
+
+
+prices = st.decimals(min_value=D("0.00000001"), max_value=D("10000000"), places=8)
+
+
+@given(
+    price=prices,
+    bid=st.none() | prices,
+    ask=st.none() | prices,
+    reference=st.none() | prices,
+    ms=st.integers(min_value=0, max_value=10**11),
+    replay=st.booleans(),
+)
+def test_a_ticker_carries_its_price_to_portfolio_books_whole(
+    price: Decimal, bid: Decimal | None, ask: Decimal | None, reference: Decimal | None, ms: int, replay: bool
+) -> None:
+    update = PriceUpdate("EUR/USD", 7, "e1", price, bid, ask, T0 + timedelta(milliseconds=ms), "feed", 3, reference, replay)
+    message = {"ch": "ticker:EUR/USD", "epoch": "e1", "seq": 7, "ts": T0_MS + ms, "data": ticker_data(update)}
+
+    decoded = ticker_price(message)
+
+    # Everything a book values with survives; where it came from (source, ticks) stays with the worker.
+    assert decoded == PriceUpdate("EUR/USD", 7, "e1", price, bid, ask, update.ts, "", 0, reference, replay)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"ch": "trades:AAPL", "epoch": "e1", "seq": 1, "ts": 0, "data": {}},
+        {
+            "ch": "ticker:AAPL",
+            "epoch": "e1",
+            "seq": 1,
+            "ts": 0,
+            "data": {"last": "x", "bid": None, "ask": None, "ref": None, "replay": False},
+        },
+        {"ch": "ticker:AAPL", "epoch": "e1", "seq": 1, "ts": 0, "data": {"last": "1"}},
+        {"ch": "ticker:AAPL", "epoch": "e1", "seq": 1, "data": {"last": "1", "bid": None, "ask": None, "ref": None, "replay": False}},
+        {"ch": "ticker:", "epoch": "e1", "seq": 1, "ts": 0, "data": {"last": "1", "bid": None, "ask": None, "ref": None, "replay": False}},
+    ],
+)
+def test_a_malformed_ticker_is_a_value_error_that_says_so(message: Message) -> None:
+    with pytest.raises(ValueError, match="ticker"):
+        ticker_price(message)
