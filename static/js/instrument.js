@@ -12,7 +12,7 @@
 // Rendering is batched to one animation frame; the page object is `window.livefolioInstrument`.
 
 import { createCandleChart, htmlEl as el } from "./charts.js";
-import { addDecimals, formatAxisMoney, formatClock, formatMoney, formatPercent } from "./dashboard.js";
+import { addDecimals, formatAxisMoney, formatClock, formatMoney, formatPercent } from "./dashboard/format.js";
 import { MarketClient } from "./market-api.js";
 
 const DEFAULT_LOGIN_URL = "/accounts/login/";

@@ -1,0 +1,24 @@
+// What the dashboard remembers in localStorage between visits, and safe access to it.
+
+export const STORAGE_KEYS = {
+  view: "livefolio.view",
+  currency: "livefolio.combinedCurrency",
+  allocation: "livefolio.allocationMode",
+};
+
+export function storageGet(key) {
+  try {
+    return window.localStorage.getItem(key);
+  } catch (err) {
+    return null; // storage disabled: nothing is remembered, nothing breaks
+  }
+}
+
+export function storageSet(key, value) {
+  try {
+    if (value === null || value === undefined) window.localStorage.removeItem(key);
+    else window.localStorage.setItem(key, String(value));
+  } catch (err) {
+    /* storage disabled or full */
+  }
+}
