@@ -1,0 +1,42 @@
+// The two chart cards: the view's value over time and its allocation donut. The charts
+// themselves (../charts.js) know numbers, not money; this passes them the view's formatting.
+
+import { createAllocationChart, createValueChart } from "../charts.js";
+import { el } from "./dom.js";
+import { formatAxisMoney, formatClock, formatMoney, formatPercent } from "./format.js";
+import { STORAGE_KEYS, storageGet, storageSet } from "./storage.js";
+
+export function createChartCards() {
+  const valueChart = createValueChart({ title: "Value" });
+  const allocationChart = createAllocationChart({
+    title: "Allocation",
+    mode: storageGet(STORAGE_KEYS.allocation) || "instrument",
+    onModeChange: (mode) => storageSet(STORAGE_KEYS.allocation, mode),
+  });
+  const node = el(
+    "div",
+    { class: "charts" },
+    el("section", { class: "card chart-card chart-card-value", "aria-label": "Value over time" }, valueChart.root),
+    el("section", { class: "card chart-card chart-card-alloc", "aria-label": "Allocation" }, allocationChart.root),
+  );
+
+  function render(view) {
+    const cur = view.currency;
+    valueChart.setData(view.series, {
+      value: (n) => formatMoney(n.toFixed(2), cur),
+      tick: (n, step) => formatAxisMoney(n, cur, step),
+      time: (ts) => formatClock(ts, { seconds: false }),
+      change: (abs, pct, since) =>
+        `${formatMoney(abs.toFixed(2), cur, { signed: true })}${pct === null ? "" : ` (${formatPercent(pct.toFixed(2))})`} since ${formatClock(since, { seconds: false })}`,
+    });
+    allocationChart.setData(view.allocation, {
+      scope: view.id,
+      value: (v) => formatMoney(v, cur),
+      weight: (w) => formatPercent(Number(w).toFixed(2), { signed: false }),
+      total: view.totals.total_value ?? null,
+      totalLabel: "Total value",
+    });
+  }
+
+  return { node, render };
+}
