@@ -25,14 +25,13 @@ from portfolio.valuation import (
     Line,
     Price,
     RowValue,
+    RunningTotals,
     Slice,
     Tag,
     Totals,
-    allocation,
     convert,
     fx_route,
     route_rate,
-    totals,
     value_cash,
     value_holding,
 )
@@ -70,7 +69,14 @@ class View:
                 symbols.append(item.symbol)
             for symbol in symbols:
                 self.depends.setdefault(symbol, set()).add(key)
-        self.rows: dict[str, RowValue] = {}
+        self._recount()
+
+    def _recount(self) -> None:
+        """Value every row and sum them afresh (at the start, and with every snapshot, so rounding never drifts)."""
+        cash = [key for key, item in self.items.items() if isinstance(item, Cash)]
+        order = {key: i for i, key in enumerate([*(key for key in self.items if key not in cash), *cash])}
+        self.running = RunningTotals(order=order, cash=cash, tags=self.tags)
+        self.rows: dict[str, RowValue] = self.running.rows
         self.revalue(self.items)
 
     @property
@@ -84,9 +90,9 @@ class View:
             route = self.routes[item.currency]
             rate, reference_rate = route_rate(route, prices), route_rate(route, prices, reference=True)
             if isinstance(item, Line):
-                self.rows[key] = value_holding(item, prices.get(item.symbol), rate, reference_rate)
+                self.running.set(key, value_holding(item, prices.get(item.symbol), rate, reference_rate))
             else:
-                self.rows[key] = value_cash(item, rate, reference_rate)
+                self.running.set(key, value_cash(item, rate, reference_rate))
 
     def affected(self, symbols: set[str]) -> set[str]:
         return {key for symbol in symbols for key in self.depends.get(symbol, ())}
@@ -95,9 +101,7 @@ class View:
         return self.book.flows
 
     def totals(self) -> Totals:
-        holdings = [(k, r) for k, r in self.rows.items() if isinstance(self.items[k], Line)]
-        cash = [(k, r) for k, r in self.rows.items() if isinstance(self.items[k], Cash)]
-        return totals(holdings, cash, self.flows())
+        return self.running.totals(self.flows())
 
     @cached_property
     def tags(self) -> dict[str, Tag]:
@@ -116,7 +120,7 @@ class View:
         return tags
 
     def allocation(self) -> dict[str, list[Slice]]:
-        return allocation((self.tags[key], row.market_value) for key, row in self.rows.items())
+        return self.running.allocation()
 
     def history(self) -> list[tuple[int, Decimal]]:
         return [(to_epoch_ms(minute), value) for minute, value in self.book.history]
@@ -125,6 +129,8 @@ class View:
 
     def frame(self, keys: Iterable[str] | None = None) -> Frame:
         """The whole view (a snapshot, with history) or, given `keys`, those rows with fresh totals (an update)."""
+        if keys is None:
+            self._recount()
         frame: Frame = {
             "id": self.id,
             "totals": _totals(self.totals()),
@@ -217,8 +223,7 @@ class CombinedView(View):
                 self.depends.setdefault(symbol, set()).update(keys)
             for symbol, _ in self.routes[view.currency] or ():
                 self.depends.setdefault(symbol, set()).update(view.items)
-        self.rows = {}
-        self.revalue(self.items)
+        self._recount()
 
     def revalue(self, keys: Iterable[str]) -> None:
         # A move of any pair on a portfolio's route marks all its rows, so the rates are fresh after every revalue.
@@ -229,7 +234,7 @@ class CombinedView(View):
             for route in [self.routes[view.currency]]
         }
         for key in keys:
-            self.rows[key] = convert((view.rows[key], *self.rates[view.id]) for view in self.views if key in view.rows)
+            self.running.set(key, convert((view.rows[key], *self.rates[view.id]) for view in self.views if key in view.rows))
 
     def flows(self) -> Flows:
         total = {f.name: Decimal(0) for f in fields(Flows)}

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -251,23 +252,103 @@ class Tag:
     currency: tuple[str, str]
 
 
+DIMENSIONS = ("instrument", "asset_class", "currency")
+
+
 def allocation(rows: Iterable[tuple[Tag, Decimal | None]]) -> dict[str, list[Slice]]:
     """Positive values by instrument, asset class and currency, largest first; weights are percent of their sum.
 
     Rows without a value, and negative balances (cash overdrawn), have no share to show.
     """
-    sums: dict[str, dict[tuple[str, str], Decimal]] = {"instrument": {}, "asset_class": {}, "currency": {}}
+    sums: dict[str, dict[tuple[str, str], Decimal]] = {dimension: {} for dimension in DIMENSIONS}
     for tag, value in rows:
         if value is None or value <= 0:
             continue
-        for dimension, slot in (("instrument", tag.instrument), ("asset_class", tag.asset_class), ("currency", tag.currency)):
+        for dimension, slot in zip(DIMENSIONS, (tag.instrument, tag.asset_class, tag.currency), strict=True):
             sums[dimension][slot] = sums[dimension].get(slot, ZERO) + value
-    result = {}
-    for dimension, values in sums.items():
-        whole = sum(values.values(), ZERO)
-        ordered = sorted(values.items(), key=lambda item: (-item[1], item[0][0]))
-        result[dimension] = [Slice(key, label, value, value / whole * HUNDRED) for (key, label), value in ordered]
-    return result
+    return {dimension: _slices(values) for dimension, values in sums.items()}
+
+
+def _slices(values: Mapping[tuple[str, str], Decimal]) -> list[Slice]:
+    whole = sum(values.values(), ZERO)
+    ordered = sorted(values.items(), key=lambda item: (-item[1], item[0][0]))
+    return [Slice(key, label, value, value / whole * HUNDRED) for (key, label), value in ordered]
+
+
+class RunningTotals:
+    """`totals` and `allocation` of a set of rows, kept up to date one changed row at a time.
+
+    A price moves a few rows; summing every row again for each frame is what made a
+    dashboard's frame cost grow with its size. Here each changed row takes its old
+    value out and puts its new one in: the same sums (Decimal, so to the last digit
+    but for rounding past 28 significant digits, far below a cent).
+    `order`: each row's place in `totals`' list of missing rows (holdings first, then cash).
+    """
+
+    def __init__(self, *, order: Mapping[str, int], cash: Iterable[str], tags: Mapping[str, Tag]) -> None:
+        self.order = order
+        self.cash_keys = frozenset(cash)
+        self.tags = tags
+        self.rows: dict[str, RowValue] = {}
+        self.market_value = self.cash = self.cost = self.day_change = ZERO
+        self.missing: dict[str, str] = {}
+        self.slots: dict[str, dict[tuple[str, str], list[Any]]] = {dimension: {} for dimension in DIMENSIONS}  # slot → [sum, rows]
+
+    def set(self, key: str, row: RowValue) -> None:
+        old = self.rows.get(key)
+        if old is not None:
+            self._count(key, old, -1)
+        self.rows[key] = row
+        self._count(key, row, 1)
+
+    def _count(self, key: str, row: RowValue, sign: int) -> None:
+        value = row.market_value
+        if value is None:
+            self._miss(key, row.status, sign)
+            return
+        if key in self.cash_keys:
+            self.cash += sign * value
+        else:
+            self.market_value += sign * value
+            self.cost += sign * (row.cost or ZERO)
+        if row.day_change is None:
+            self._miss(key, row.status, sign)
+        else:
+            self.day_change += sign * row.day_change
+        if value > 0:
+            tag = self.tags[key]
+            for dimension, slot in zip(DIMENSIONS, (tag.instrument, tag.asset_class, tag.currency), strict=True):
+                sums = self.slots[dimension]
+                entry = sums.setdefault(slot, [ZERO, 0])
+                entry[0] += sign * value
+                entry[1] += sign
+                if not entry[1]:
+                    del sums[slot]
+
+    def _miss(self, key: str, status: str, sign: int) -> None:
+        if sign > 0:
+            self.missing[key] = status
+        else:
+            self.missing.pop(key, None)
+
+    def totals(self, flows: Flows) -> Totals:
+        return Totals(
+            total_value=self.market_value + self.cash,
+            market_value=self.market_value,
+            cash=self.cash,
+            cost=self.cost,
+            unrealised_pnl=self.market_value - self.cost,
+            realised_pnl=flows.realised,
+            dividends=flows.dividends,
+            interest=flows.interest,
+            fees=flows.fees,
+            net_deposits=flows.net_deposits,
+            day_change=self.day_change,
+            missing=tuple(sorted(self.missing.items(), key=lambda item: self.order[item[0]])),
+        )
+
+    def allocation(self) -> dict[str, list[Slice]]:
+        return {dimension: _slices({slot: entry[0] for slot, entry in sums.items()}) for dimension, sums in self.slots.items()}
 
 
 def convert(parts: Iterable[tuple[RowValue, Decimal | None, Decimal | None]]) -> RowValue:

@@ -62,6 +62,17 @@ ticks = st.lists(st.tuples(st.sampled_from(SYMBOLS), prices_st, maybe_reference,
 @given(ticks=ticks, currency=st.sampled_from(["USD", "EUR", "GBP"]))
 def test_incremental_revaluation_equals_a_fresh_snapshot(ticks: list[tuple[str, Decimal, Decimal | None, bool]], currency: str) -> None:
     live = LiveBook(ledgers(), market(START), currency=currency)
+    first = live.snapshot()
+    # What a client holds: each view's totals and allocation as last sent, and every row as last sent.
+    seen = {view["id"]: view for view in [*first["portfolios"], first["combined"]]}
+    rows = {(view["id"], row["key"]): row for view in seen.values() for row in view["rows"]}
+
+    def take() -> None:
+        frame = live.take_changes()
+        for view in [*(frame or {}).get("portfolios", []), *([frame["combined"]] if frame and "combined" in frame else [])]:
+            seen[view["id"]] = {**seen[view["id"]], "totals": view["totals"], "allocation": view["allocation"]}
+            rows.update({(view["id"], row["key"]): row for row in view["rows"]})
+
     final = dict(START)
     for seq, (symbol, value, reference, flush) in enumerate(ticks, start=2):
         ts = T0 + timedelta(seconds=seq)
@@ -69,9 +80,15 @@ def test_incremental_revaluation_equals_a_fresh_snapshot(ticks: list[tuple[str, 
         held = final.get(symbol)
         final[symbol] = Price(value, ts, seq, "e", reference if reference is not None else held.reference if held else None)
         if flush:  # frames go out at arbitrary points between ticks
-            live.take_changes()
-    live.take_changes()
-    assert live.snapshot() == LiveBook(ledgers(), market(final), currency=currency).snapshot()
+            take()
+    take()
+    fresh = LiveBook(ledgers(), market(final), currency=currency).snapshot()
+    # The totals and allocation kept up row by row (what the update frames carried) equal a fresh valuation ...
+    for view in [*fresh["portfolios"], fresh["combined"]]:
+        assert (seen[view["id"]]["totals"], seen[view["id"]]["allocation"]) == (view["totals"], view["allocation"]), view["id"]
+        assert {row["key"]: row for row in view["rows"]} == {key: row for (vid, key), row in rows.items() if vid == view["id"]}
+    # ... and so does a snapshot of the live book.
+    assert live.snapshot() == fresh
 
 
 def test_a_price_nobody_holds_sends_nothing() -> None:

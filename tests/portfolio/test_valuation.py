@@ -18,6 +18,7 @@ from portfolio.valuation import (
     Line,
     Price,
     RowValue,
+    RunningTotals,
     Tag,
     allocation,
     convert,
@@ -284,6 +285,41 @@ def test_allocation_weights_sum_to_100_over_positive_values_only(rows: list[tupl
             assert abs(sum(s.weight for s in slices) - 100) <= D("1e-24")
         else:
             assert slices == []
+
+
+# ---------------------------------------------------------------- running totals
+
+KEYS = ["AAPL", "SAP", "BTC", "cash:USD", "cash:EUR"]
+TAGS = {
+    "AAPL": tag("AAPL", "equity", "USD"),
+    "SAP": tag("SAP", "equity", "EUR"),
+    "BTC": tag("BTC", "crypto", "USD"),
+    "cash:USD": Tag(("cash:USD", "Cash USD"), ("cash", "Cash"), ("USD", "USD")),
+    "cash:EUR": Tag(("cash:EUR", "Cash EUR"), ("cash", "Cash"), ("EUR", "EUR")),
+}
+money = st.decimals(min_value=D("-5000"), max_value=D("100000"), places=4)
+row_values = st.one_of(
+    st.builds(lambda v, c, d: RowValue(OK, ONE, v, c, v - c, d), money, money, money),
+    st.builds(lambda v, c: RowValue(NO_REFERENCE, ONE, v, c, v - c, None), money, money),
+    st.builds(lambda c: RowValue(NO_PRICE, None, None, c, None, None), money),
+)
+FLOWS = Flows(D("12.5"), D("3"), D("1"), D("4.25"), D("10000"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(KEYS), row_values), min_size=1, max_size=60))
+def test_running_totals_always_equal_the_totals_and_allocation_summed_afresh(changes: list[tuple[str, RowValue]]) -> None:
+    running = RunningTotals(order={key: i for i, key in enumerate(KEYS)}, cash=["cash:USD", "cash:EUR"], tags=TAGS)
+    rows: dict[str, RowValue] = {}
+    for key, row in changes:
+        running.set(key, row)
+        rows[key] = row
+        ordered = sorted(rows.items(), key=lambda item: KEYS.index(item[0]))
+        holdings = [(k, r) for k, r in ordered if not k.startswith("cash:")]
+        cash = [(k, r) for k, r in ordered if k.startswith("cash:")]
+        # 4-place values under 1e5, a few dozen at most: every sum is exact, so equal to the last digit.
+        assert running.totals(FLOWS) == totals(holdings, cash, FLOWS)
+        assert running.allocation() == allocation((TAGS[k], r.market_value) for k, r in ordered)
 
 
 # ---------------------------------------------------------------- convert
