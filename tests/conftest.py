@@ -7,11 +7,13 @@ otherwise an embedded one started for the session) under a unique prefix.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -216,15 +218,20 @@ class Tap:
         return taken
 
 
-async def publish_price(update: PriceUpdate) -> None:
-    """Publish a price as the feed worker does: its ticker message, appended to the history, then live on the hub."""
-    message = {
+def ticker_message(update: PriceUpdate) -> dict[str, Any]:
+    """The `ticker:SYM` message the feed worker makes of a price update."""
+    return {
         "ch": f"ticker:{update.symbol}",
         "epoch": update.epoch,
         "seq": update.seq,
         "ts": to_epoch_ms(update.ts),
         "data": ticker_data(update),
     }
+
+
+async def publish_price(update: PriceUpdate) -> None:
+    """Publish a price as the feed worker does: its ticker message, appended to the history, then live on the hub."""
+    message = ticker_message(update)
     await market_store().append([message])
     await streams.publish_market(update.symbol, [message])
 
@@ -238,6 +245,20 @@ async def alisten(*symbols: str) -> Tap:
     tap = Tap()
     await streams.subscribe_market(tap, [f"ticker:{symbol}" for symbol in symbols])
     return tap
+
+
+async def until(condition: Callable[[], bool] | Callable[[], Awaitable[bool]], *, timeout: float = 5, what: str = "") -> None:  # noqa: ASYNC109
+    """Wait for `condition` (polled), failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if not isinstance(value, bool):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what or condition}")
+        await asyncio.sleep(0.01)
 
 
 @contextmanager

@@ -3,21 +3,25 @@
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+from asgiref.sync import SyncToAsync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from config.asgi import application
+from marketdata.delivery import streams
+from marketdata.delivery.history import market_store
 from marketdata.events import PriceUpdate
 from marketdata.models import Instrument
 from portfolio import services
 from portfolio.models import Portfolio
-from tests.conftest import T0, count_queries, publish_price, record, session_cookie
+from tests.conftest import T0, count_queries, publish_price, record, session_cookie, ticker_message
 
 D = Decimal
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -301,3 +305,98 @@ async def test_an_idle_consumer_on_the_real_redis_layer_still_receives(
         await price("AAPL", "250", seq=1)
         update = await receive(ws, timeout=5)
     assert rows_by_key(update["portfolios"][0])["AAPL"]["price"] == "250"
+
+
+# ------------------------------------------------------------------ the delivery core
+
+
+async def test_each_price_is_decoded_once_per_process_however_many_dashboards_hold_it(alice: Any, alice_portfolio: Portfolio) -> None:
+    hub = streams.market_hub()
+    async with AsyncExitStack() as stack:
+        dashboards = [await stack.enter_async_context(stream(alice)) for _ in range(12)]
+        for ws in dashboards:
+            assert (await ws.connect())[0]
+            await receive(ws)
+        decodes, encodes = hub.stats.decodes, hub.stats.encodes
+        for seq in range(1, 6):
+            await price("AAPL", str(200 + seq), seq=seq, ms=seq)
+        for ws in dashboards:
+            last = None
+            while last != "205":
+                last = rows_by_key((await receive(ws))["portfolios"][0])["AAPL"]["price"]
+    assert hub.stats.decodes - decodes == 5  # once per price, not once per dashboard
+    assert hub.stats.encodes == encodes  # no API frame was made for dashboards
+
+
+async def test_the_dashboard_tick_path_never_leaves_the_event_loop(
+    alice: Any, alice_portfolio: Portfolio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Channels >= 4.2 hops to a thread on every channel-layer dispatch; prices reach dashboards from the hub instead.
+    hops: list[object] = []
+    call = SyncToAsync.__call__
+
+    async def counting(self: SyncToAsync[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        hops.append(self.func)
+        return await call(self, *args, **kwargs)
+
+    async with stream(alice) as ws:
+        assert (await ws.connect())[0]
+        await receive(ws)
+        monkeypatch.setattr(SyncToAsync, "__call__", counting)
+        for seq in range(1, 11):
+            await price("BTC-USD", str(60000 + seq), seq=seq, ms=seq)
+        while rows_by_key((await receive(ws))["portfolios"][0])["BTC-USD"]["price"] != "60010":
+            pass
+        assert hops == []
+        await database_sync_to_async(lambda: None)()
+        assert len(hops) == 1, "the spy sees a thread hop"
+
+
+async def test_connecting_reads_the_database_a_fixed_number_of_times_whatever_the_books_hold(
+    alice: Any, alice_portfolio: Portfolio, instruments: dict[str, Instrument]
+) -> None:
+    async def connect_queries() -> int:
+        with count_queries() as queries:
+            async with stream(alice) as ws:
+                assert (await ws.connect())[0]
+                await receive(ws)
+        return len(queries)
+
+    small = await connect_queries()
+
+    def more() -> None:
+        for name in ("Second", "Third"):
+            portfolio = services.portfolio_create(owner_id=alice.pk, name=name)
+            record(portfolio, "deposit", "10000", currency="USD", executed_at=T0)
+            for symbol in ("MSFT", "AAPL", "BTC-USD"):
+                record(portfolio, "buy", "1", instruments[symbol], price="100", executed_at=T0 + timedelta(days=1))
+
+    await database_sync_to_async(more)()
+    assert await connect_queries() == small
+
+
+@pytest.mark.redis
+async def test_a_dashboard_that_missed_prices_while_the_hub_was_away_gets_a_fresh_snapshot(
+    alice: Any, alice_portfolio: Portfolio, redis_layer: dict[str, Any]
+) -> None:
+    hub = streams.market_hub()
+    redis = aioredis.Redis.from_url(redis_layer["CONFIG"]["hosts"][0]["address"])
+    try:
+        async with stream(alice) as ws:
+            assert (await ws.connect())[0]
+            await receive(ws)
+            await price("AAPL", "210", seq=1)
+            assert rows_by_key((await receive(ws))["portfolios"][0])["AAPL"]["price"] == "210"
+            # Published while the hub was away: in the history, never heard live.
+            lost = PriceUpdate("AAPL", 2, "e1", D("222"), None, None, T0 + timedelta(minutes=2), "test", 1)
+            await market_store().append([ticker_message(lost)])
+            await redis.client_kill_filter(_id=hub.connection_id)
+            frame = await receive(ws, timeout=10)
+            assert frame["type"] == "snapshot"
+            row = rows_by_key(frame["portfolios"][0])["AAPL"]
+            assert (row["price"], row["price_seq"], row["market_value"]) == ("222", 2, "2220.00")
+            # And it runs live again.
+            await price("AAPL", "230", seq=3, ms=120_001)
+            assert rows_by_key((await receive(ws, timeout=5))["portfolios"][0])["AAPL"]["price"] == "230"
+    finally:
+        await redis.aclose()

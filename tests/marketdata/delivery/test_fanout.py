@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -37,25 +37,12 @@ from marketdata import groups
 from marketdata.api.consumer import MarketConsumer
 from marketdata.delivery import fanout, streams
 from marketdata.delivery.history import market_store
+from tests.conftest import until
 from tests.marketdata.api.test_consumer import URL, Client, Feed, seqs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 Frame = dict[str, Any]
-
-
-async def until(condition: Callable[[], bool] | Callable[[], Awaitable[bool]], *, timeout: float = 5, what: str = "") -> None:  # noqa: ASYNC109
-    """Wait for `condition` (polled), failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if not isinstance(value, bool):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what or condition}")
-        await asyncio.sleep(0.01)
 
 
 class Sink:
