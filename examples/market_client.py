@@ -141,6 +141,7 @@ class Client:
     channels: list[str]
     token: str | None = None
     throttle_ms: int = 0
+    batch: bool = False  # ask for batch frames (one frame per window for all channels)
     say: Callable[[str], None] = print
     state: dict[str, Channel] = field(default_factory=dict)
     stats: Stats = field(default_factory=Stats)
@@ -158,13 +159,16 @@ class Client:
     def subscribe(self, names: list[str]) -> Frame:
         for name in names:
             self.state[name].waiting = True
-        return self.request("subscribe", channels=names, throttle_ms=self.throttle_ms)
+        return self.request("subscribe", channels=names, throttle_ms=self.throttle_ms, **self._batch())
 
     def resume(self, names: list[str]) -> Frame:
         for name in names:
             self.state[name].waiting = True
         positions = {name: {"epoch": self.state[name].epoch, "seq": self.state[name].seq} for name in names}
-        return self.request("resume", channels=positions, throttle_ms=self.throttle_ms)
+        return self.request("resume", channels=positions, throttle_ms=self.throttle_ms, **self._batch())
+
+    def _batch(self) -> dict[str, bool]:
+        return {"batch": True} if self.batch else {}
 
     def start(self) -> list[Frame]:
         """After hello (and auth): resume the channels we have a position in, subscribe to the others."""
@@ -174,6 +178,8 @@ class Client:
 
     def handle(self, frame: Frame) -> list[Frame]:
         kind = frame.get("type")
+        if kind == "batch":  # the frames of one window, in order
+            return [reply for message in frame["messages"] for reply in self.handle(message)]
         if kind == "hello":
             self.heartbeat_ms = frame["heartbeat_ms"]
             self.say(f"hello v{frame['version']} user {frame['user'] or '-'} heartbeat {frame['heartbeat_ms']} ms")
@@ -366,13 +372,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--url", default="ws://127.0.0.1:8000/ws/v1/market")
     parser.add_argument("--token", default=os.environ.get("LIVEFOLIO_TOKEN"), help="API token (default: $LIVEFOLIO_TOKEN)")
     parser.add_argument("--throttle-ms", type=int, default=0, help="at most one update per channel per interval (0 to 60000)")
+    parser.add_argument("--batch", action="store_true", help="ask for batch frames: one frame per window for all channels")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     return parser.parse_args(argv)
 
 
 async def amain(args: argparse.Namespace) -> int:
     client = Client(
-        list(dict.fromkeys(args.channels)), token=args.token or None, throttle_ms=args.throttle_ms, say=lambda line: print(line, flush=True)
+        list(dict.fromkeys(args.channels)),
+        token=args.token or None,
+        throttle_ms=args.throttle_ms,
+        batch=args.batch,
+        say=lambda line: print(line, flush=True),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -68,7 +68,21 @@ log = logging.getLogger(__name__)
 
 VERSION = 1
 # Every `type` of frame this consumer sends (docs/asyncapi.yaml describes each: tests/test_asyncapi.py).
-SERVER_MESSAGE_TYPES = ("hello", "authenticated", "ack", "snapshot", "update", "resumed", "unsubscribed", "pong", "heartbeat", "error")
+SERVER_MESSAGE_TYPES = (
+    "hello",
+    "authenticated",
+    "ack",
+    "snapshot",
+    "update",
+    "resumed",
+    "unsubscribed",
+    "pong",
+    "heartbeat",
+    "error",
+    "batch",
+)
+# What a client may opt in to: "batch" (`"batch": true` on subscribe or resume) joins the frames of one window into one.
+FEATURES = ("batch",)
 CLOSE_MESSAGE_TOO_BIG = 1009
 # daphne (autobahn) lets an application close only with 1000 or 3000-4999: 1009 is then sent as 4009.
 CLOSE_MESSAGE_TOO_BIG_PRIVATE = 4009
@@ -222,6 +236,7 @@ class MarketConsumer(AsyncWebsocketConsumer):
                 "version": VERSION,
                 "heartbeat_ms": int(self._heartbeat_seconds * 1000),
                 "user": self.user.get_username() if self.user is not None else None,
+                "features": list(FEATURES),
                 "limits": {
                     "subscriptions": settings.MARKET_WS_MAX_SUBSCRIPTIONS,
                     "messages_per_second": settings.MARKET_WS_MESSAGES_PER_SECOND,
@@ -367,6 +382,9 @@ class MarketConsumer(AsyncWebsocketConsumer):
         except FrameError as exc:
             self._error(exc.code, exc.message, exc.request_id)
             return
+        if request.batch is not None and self._outbox is not None and request.batch != self._outbox.batching:
+            self._outbox.send_batch()  # what was joined so far goes out under the old choice
+            self._outbox.batching = request.batch
         try:
             if request.op == "ping":
                 self._reply(request, {"type": "pong"})

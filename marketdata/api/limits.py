@@ -177,6 +177,7 @@ class Request:
     channels: tuple[str, ...] = ()  # subscribe, unsubscribe; the names of `positions` for resume
     positions: dict[str, tuple[str, int]] = field(default_factory=dict)  # resume: channel → (epoch, seq)
     throttle_ms: int = 0  # subscribe, resume
+    batch: bool | None = None  # subscribe, resume: true opts the connection in to batch frames, false out; None leaves it
 
 
 def _is_int(value: object) -> bool:
@@ -233,6 +234,13 @@ def _positions(frame: dict[str, Any], request_id: int | str | None) -> dict[str,
     return positions
 
 
+def _batch(frame: dict[str, Any], request_id: int | str | None) -> bool | None:
+    batch = frame.get("batch")
+    if batch is not None and not isinstance(batch, bool):
+        raise FrameError("bad_request", f"'batch' is true or false, not {batch!r:.40}", request_id)
+    return batch
+
+
 def parse_request(text: str | None = None, data: bytes | None = None) -> Request:
     """The request in one client frame, or FrameError saying what is wrong with it."""
     if text is None:
@@ -260,7 +268,11 @@ def parse_request(text: str | None = None, data: bytes | None = None) -> Request
         return Request(op, request_id, token=token)
     if op == "resume":
         positions = _positions(frame, request_id)
-        return Request(op, request_id, channels=tuple(positions), positions=positions, throttle_ms=_throttle_ms(frame, request_id))
+        throttle = _throttle_ms(frame, request_id)
+        return Request(
+            op, request_id, channels=tuple(positions), positions=positions, throttle_ms=throttle, batch=_batch(frame, request_id)
+        )
     channels = _channel_list(frame, request_id)
-    throttle = _throttle_ms(frame, request_id) if op == "subscribe" else 0
-    return Request(op, request_id, channels=channels, throttle_ms=throttle)
+    if op == "subscribe":
+        return Request(op, request_id, channels=channels, throttle_ms=_throttle_ms(frame, request_id), batch=_batch(frame, request_id))
+    return Request(op, request_id, channels=channels)

@@ -18,6 +18,14 @@ is its outbox plus what the server holds for it, where the server lets us see th
 
 The kernel's socket buffers come before all of these and are seen by no one.
 
+**Batches.** A connection that opted in (`batching`) has the frames produced for it in
+one turn of the event loop (a window's payloads as the hub reads them, a subscribe's
+ack and snapshots) joined into one `{"type": "batch", "messages": [...]}` frame,
+made by concatenating the frames as they are, already encoded. So a client of ten
+channels gets one frame per window instead of ten, and the server does the per-frame
+work once. One process-wide callback at the end of the turn sends every pending
+batch; a single frame goes out as it is; a batch never grows past BATCH_CHARACTERS.
+
 A connection whose unsent data stays over `MARKET_WS_SEND_BUFFER_BYTES` for
 `MARKET_WS_SLOW_SECONDS` (sampled every SAMPLE_SECONDS while it is over), or whose outbox
 alone passes HARD_LIMIT_FACTOR × that bound, is a slow consumer: its outbox is dropped and
@@ -33,6 +41,7 @@ import asyncio
 import functools
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -43,6 +52,8 @@ log = logging.getLogger(__name__)
 SERVER_BUFFER_BYTES = 65536  # under daphne, the writer waits while Twisted holds more than this for the socket
 SAMPLE_SECONDS = 0.1  # how often a connection over its bound is looked at again
 HARD_LIMIT_FACTOR = 4  # an outbox past this many times the bound is closed at once: memory stays bounded
+BATCH_CHARACTERS = 65536  # a batch frame is sent before it would grow past this
+_BATCH_HEAD = '{"type":"batch","messages":['
 
 
 def server_send(send: Any) -> Any:
@@ -140,6 +151,9 @@ class Outbox:
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None  # started the first time the server pushes back
+        self.batching = False  # join the frames of one loop turn into one batch frame
+        self._batch: list[str] = []
+        self._batch_size = 0
 
     def _take_over(self) -> None:
         """The server pushes back: let the writer task carry on from here."""
@@ -159,6 +173,23 @@ class Outbox:
     def put(self, text: str) -> None:
         if self.closed:
             return
+        if self.batching:
+            if self._batch and self._batch_size + len(text) > BATCH_CHARACTERS:
+                self.send_batch()
+            self._batch.append(text)
+            self._batch_size += len(text)
+            if len(self._batch) == 1:
+                _at_end_of_turn(self)
+            return
+        self._put(text)
+
+    def send_batch(self) -> None:
+        """Send the frames joined so far: one as it is, several as one batch frame."""
+        frames, self._batch, self._batch_size = self._batch, [], 0
+        if frames and not self.closed:
+            self._put(frames[0] if len(frames) == 1 else _BATCH_HEAD + ",".join(frames) + "]}")
+
+    def _put(self, text: str) -> None:
         backlog = self._backlog
         if not (self._frames or self._blocked is not None or self._holding or self._pumping) and (
             backlog is None or backlog() <= SERVER_BUFFER_BYTES
@@ -190,6 +221,7 @@ class Outbox:
         """Send what is queued, then close the socket with `code`; nothing more is taken."""
         if self.closed:
             return
+        self.send_batch()
         self.closed = True
         self._frames.append(_Close(code))
         if self._blocked is None and not self._holding:
@@ -199,6 +231,7 @@ class Outbox:
         """Drop everything and stop writing (the socket is gone, or is being closed as slow)."""
         self.closed = self.finished = True
         self._frames.clear()
+        self._batch.clear()
         self.queued = 0
         if self._timer is not None:
             self._timer.cancel()
@@ -322,3 +355,27 @@ async def _see_through(coroutine: Coroutine[Any, Any, None], awaiting: Any) -> N
     except asyncio.CancelledError:
         coroutine.close()
         raise
+
+
+# Outboxes with a batch pending, per event loop: one callback at the end of the turn sends them all.
+_pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Outbox, None]] = weakref.WeakKeyDictionary()
+
+
+def _at_end_of_turn(outbox: Outbox) -> None:
+    loop = asyncio.get_running_loop()
+    pending = _pending.get(loop)
+    if pending is None:
+        pending = _pending[loop] = {}
+    if not pending:
+        loop.call_soon(_send_batches, pending)
+    pending[outbox] = None
+
+
+def _send_batches(pending: dict[Outbox, None]) -> None:
+    outboxes = list(pending)
+    pending.clear()
+    for outbox in outboxes:
+        try:
+            outbox.send_batch()
+        except Exception:
+            log.exception("outbox: sending a batch failed")

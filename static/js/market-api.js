@@ -20,6 +20,8 @@
 // - Tracks epoch/seq per channel. An update is applied only if it continues the channel
 //   (`first_seq` .. `seq` for a throttled, merged update); a duplicate is dropped; anything
 //   else is a gap, closed with a `resume` of that channel on the same connection.
+// - Opts in to batch frames: the frames the server makes for it in one go (a window's
+//   updates, a subscribe's ack and snapshots) arrive as one `batch` frame, handled in order.
 // - Heartbeats: each names the last seq the server sent per channel. A channel still
 //   behind a moment later has a gap (resumed); a channel the heartbeat leaves out was
 //   dropped by the server (subscribed again). No frame for two heartbeats and more: the
@@ -324,7 +326,9 @@ export class MarketClient extends EventTarget {
 
   _request(op, body, channels) {
     const id = this._nextId++;
-    const sent = this.socket.send({ op, id, ...body });
+    // Subscribes and resumes opt in to batch frames: a window's updates of every channel arrive as one frame.
+    const batch = op === "subscribe" || op === "resume" ? { batch: true } : {};
+    const sent = this.socket.send({ op, id, ...body, ...batch });
     if (sent) this._requests.set(id, { op, channels });
     return sent;
   }
@@ -436,6 +440,9 @@ export class MarketClient extends EventTarget {
     if (!frame || typeof frame !== "object") return;
     this.lastFrameAt = this.now();
     switch (frame.type) {
+      case "batch":
+        for (const message of Array.isArray(frame.messages) ? frame.messages : []) this._frame(message);
+        break;
       case "hello":
         this._hello(frame);
         break;

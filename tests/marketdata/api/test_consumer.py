@@ -26,7 +26,7 @@ from config.asgi import application
 from marketdata import services
 from marketdata.api.channels import channel_parse
 from marketdata.api.consumer import MarketConsumer
-from marketdata.delivery import streams
+from marketdata.delivery import outbox, streams
 from marketdata.delivery.fanout import Update
 from marketdata.delivery.history import market_store
 from marketdata.events import PriceUpdate
@@ -171,6 +171,7 @@ async def test_hello_states_version_heartbeat_user_and_limits(instruments: Any) 
             "version": 1,
             "heartbeat_ms": 15000,
             "user": None,
+            "features": ["batch"],
             "limits": {"subscriptions": 100, "messages_per_second": 20, "burst": 40, "message_bytes": 65536, "connections_per_user": 10},
         }
 
@@ -880,3 +881,79 @@ async def test_on_redis_a_users_connections_are_a_key_the_heartbeat_renews(
         assert await redis.zcard(key) == 0  # gone with the connection
     finally:
         await redis.aclose()
+
+
+# ------------------------------------------------------------------ batches
+
+
+async def test_a_client_that_opts_in_gets_a_windows_frames_as_one_batch(instruments: Any) -> None:
+    feed = Feed()
+    channels = ["ticker:BTC-USD", "ticker:AAPL", "book:BTC-USD@depth=10"]
+    async with connect(origin=None) as ws:
+        await ws.send({"op": "subscribe", "id": 1, "channels": channels, "batch": True})
+        # The ack and the three snapshots were made in one turn: one frame.
+        first = await ws.recv()
+        assert first["type"] == "batch"
+        assert [m["type"] for m in first["messages"]] == ["ack", "snapshot", "snapshot", "snapshot"]
+        assert first["messages"][0]["id"] == 1
+        # A window of the worker: one payload per symbol, read in one go, sent as one frame.
+        window = {"BTC-USD": [feed.tick("BTC-USD", "1"), feed.book("BTC-USD", [["1", "1"]], [])], "AAPL": [feed.tick("AAPL", "2")]}
+        await market_store().append([m for messages in window.values() for m in messages])
+        await streams.publish_market_window(window)
+        batch = await ws.recv()
+        assert batch["type"] == "batch"
+        assert sorted((m["ch"], m["seq"]) for m in batch["messages"]) == [
+            ("book:BTC-USD@depth=10", 1),
+            ("ticker:AAPL", 1),
+            ("ticker:BTC-USD", 1),
+        ]
+        assert all(m["type"] == "update" for m in batch["messages"])
+        # One frame alone is never wrapped.
+        await feed.publish(feed.tick("AAPL", "3"))
+        assert (await ws.recv())["type"] == "update"
+        # And a client can opt out again.
+        await ws.send({"op": "subscribe", "id": 2, "channels": ["trades:AAPL"], "batch": False})
+        assert [(await ws.recv())["type"] for _ in range(2)] == ["ack", "snapshot"]
+        assert await ws.nothing()
+
+
+async def test_without_opting_in_every_frame_goes_alone(instruments: Any) -> None:
+    feed = Feed()
+    async with connect(origin=None) as ws:
+        await ws.subscribe("ticker:BTC-USD", "ticker:AAPL")
+        window = {"BTC-USD": [feed.tick("BTC-USD", "1")], "AAPL": [feed.tick("AAPL", "2")]}
+        await market_store().append([m for messages in window.values() for m in messages])
+        await streams.publish_market_window(window)
+        assert sorted([(await ws.recv())["ch"] for _ in range(2)]) == ["ticker:AAPL", "ticker:BTC-USD"]
+
+
+@pytest.mark.parametrize("batch", ["yes", 1, None])
+async def test_batch_is_true_or_false(instruments: Any, batch: Any) -> None:
+    async with connect(origin=None) as ws:
+        frame = {"op": "subscribe", "id": 1, "channels": ["ticker:AAPL"], "batch": batch}
+        if batch is None:
+            assert (await ws.request(frame))["type"] == "ack"  # null: left as it was
+        else:
+            error = await ws.request(frame)
+            assert (error["type"], error["code"], error["id"]) == ("error", "bad_request", 1)
+            assert "'batch' is true or false" in error["message"]
+
+
+async def test_a_batch_never_grows_past_its_bound(instruments: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbox, "BATCH_CHARACTERS", 400)
+    feed = Feed()
+    async with connect(origin=None) as ws:
+        await ws.send({"op": "subscribe", "id": 1, "channels": ["ticker:AAPL"], "batch": True})
+        assert [m["type"] for m in (await ws.recv())["messages"]] == ["ack", "snapshot"]
+        messages = [feed.tick("AAPL", str(n)) for n in range(1, 9)]
+        await market_store().append(messages)
+        await streams.publish_market("AAPL", messages)
+        updates: list[Frame] = []
+        while len(updates) < 8:
+            frame = await ws.recv()
+            assert frame["type"] == "batch"  # 8 frames of ~150 characters: never alone, never all in one
+            assert 1 < len(frame["messages"]) < 8
+            # The frames joined before the last one stayed within the bound.
+            assert sum(len(json.dumps(m, separators=(",", ":"))) for m in frame["messages"][:-1]) <= 400
+            updates.extend(frame["messages"])
+        assert seqs(updates) == list(range(1, 9))
