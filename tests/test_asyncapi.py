@@ -589,6 +589,26 @@ async def collect(ws: Client, frames: list[Frame], until: Any = None, quiet: flo
             last = loop.time()
 
 
+def batch_tickers(frames: list[Frame]) -> dict[str, Frame]:
+    """The ticker snapshots of the last batch, as the next live ticker messages of their symbols (seq and ts moved on)."""
+    out = {}
+    for frame in frames[-1]["messages"]:
+        if frame["type"] == "snapshot":
+            symbol = channel_parse(frame["ch"]).symbol
+            data = frame["data"] or {
+                "last": "1",
+                "bid": None,
+                "ask": None,
+                "ref": None,
+                "change": None,
+                "change_pct": None,
+                "replay": False,
+            }
+            epoch = frame["epoch"] or "e-batch"
+            out[symbol] = {"ch": frame["ch"], "epoch": epoch, "seq": frame["seq"], "ts": frame["ts"] + 1, "data": data}
+    return out
+
+
 async def publish(window: dict[str, list[Frame]]) -> None:
     """What the feed worker does with a window: history first, then live."""
     for symbol, messages in window.items():
@@ -642,6 +662,11 @@ async def test_every_frame_the_market_api_sends_fits_the_document(
         frames.append(bot.hello)
         await bot.send({"op": "auth", "id": "a", "token": token})
         await collect(bot, frames, lambda got: got[-1]["type"] == "authenticated")
+        # Batch frames: the ack and snapshots of one subscribe, then a window's updates of two symbols.
+        await bot.send({"op": "subscribe", "id": "b", "channels": ["ticker:BTC-USD", "ticker:AAPL"], "batch": True})
+        await collect(bot, frames, lambda got: got[-1]["type"] == "batch")
+        await publish({symbol: [dict(frame, seq=frame["seq"] + 1)] for symbol, frame in batch_tickers(frames).items()})
+        await collect(bot, frames, lambda got: got[-1]["type"] == "batch" and got[-1]["messages"][0]["type"] == "update")
     for frame in frames:
         assert not (errors := check(frame)), (frame, errors)
     assert {frame["type"] for frame in frames} == set(SERVER_MESSAGE_TYPES)

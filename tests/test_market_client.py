@@ -239,7 +239,7 @@ class Bot:
         with self.log.open("wb") as out:
             # The token through the environment, as a bot keeps it off its command line.
             self.proc = subprocess.Popen(
-                [sys.executable, str(EXAMPLE), "--url", url, "--throttle-ms", "250", "--duration", "90", *CHANNELS],
+                [sys.executable, str(EXAMPLE), "--url", url, "--throttle-ms", "250", "--batch", "--duration", "90", *CHANNELS],
                 env={**env, "LIVEFOLIO_TOKEN": token},
                 stdout=out,
                 stderr=subprocess.STDOUT,
