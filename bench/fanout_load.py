@@ -1,8 +1,9 @@
 """The load generator of bench/fanout.py: many WebSocket clients in one process (picows on uvloop).
 
-Started by bench/fanout.py, pinned to CPU 1; the server under test has CPU 0. It speaks only
-the documented `/ws/v1/market` protocol (docs/websocket-api.md), which the naive baseline and
-the bare websockets server speak too:
+Started by bench/fanout.py, pinned to CPU 1; the server under test has CPU 0. It speaks the
+documented `/ws/v1/market` protocol (docs/websocket-api.md), which the naive baseline and the
+bare websockets server speak too, or, with `--dashboard`, is a signed-in browser on
+`/ws/portfolio/` (see "Dashboards" below). The market protocol:
 
 - client → server: `{"op": "subscribe", "id": 1, "channels": ["ticker:SYM", ...]}`;
 - server → client: an `ack` (its channel entries may carry `epoch` and `seq`), a `snapshot` per
@@ -28,6 +29,22 @@ Modes:
   watch whether the server lets it go.
 - idle (`--idle`): `--warm` connections first (report `warm`, wait for `go`), then `--sockets`
   more, none subscribed (report `ready`, wait for `quit`).
+
+Dashboards (`--dashboard`): each client opens `/ws/portfolio/` as a browser does, with a session
+cookie (client i takes session i mod their count from `--sessions`, a JSON file bench/fanout.py
+writes) and an `Origin` header. `--concurrency` dashboards are in flight at a time, each from
+the start of its WebSocket open until its `snapshot` frame arrives: that span is its snapshot
+latency, and `connect_s` runs from the first open to the last snapshot. From the snapshot on,
+the client keeps each held symbol's (price_epoch, price_seq). In an `update` frame every row of
+`portfolios[*].rows` that carries a price_seq (holdings; cash rows carry none, `combined` is not
+read) is checked against it:
+- a new epoch, or a higher seq in the same epoch, is a delivery; its staleness is the wall clock
+  at receipt minus the row's `price_ts` (the price's exchange time);
+- a seq more than one higher skips seqs (`skipped`): legitimate, the server coalesces prices
+  arriving within one frame's delay;
+- the same seq again is a `repeat` (not a delivery), a lower one goes `backwards` (a bug).
+Deliveries, frames, staleness and skips are counted in the measured window; `backwards` over
+the whole run. With `--idle` the dashboards are opened as in idle mode (`warm`, `go`, `ready`).
 """
 
 from __future__ import annotations
@@ -306,6 +323,235 @@ def open_slow_client(url: str, symbols: list[str]) -> socket.socket:
     return sock
 
 
+# -- dashboards (/ws/portfolio/) ---------------------------------------------------------------------
+
+SNAPSHOT_TIMEOUT = 120.0
+
+
+class DashboardStats:
+    """Everything the dashboards saw (see the module's docstring); the measured window is [t0, t1) in wall-clock ms."""
+
+    def __init__(self) -> None:
+        self.t0: float | None = None
+        self.measuring = False
+        self.deliveries = 0  # in the window
+        self.deliveries_total = 0
+        self.frames = 0  # update frames in the window
+        self.bytes = 0  # of those frames
+        self.latency: list[array[float]] = []  # staleness ms of each delivery, per second of the window
+        self.skipped = 0  # seqs jumped over within an epoch, in the window
+        self.skip_events = 0
+        self.repeats = 0
+        self.epoch_changes = 0
+        self.backwards = 0  # over the whole run
+        self.later_snapshots = 0  # snapshots after a client's first (the server reloaded its books)
+        self.bad_frames = 0
+        self.errors: Counter[str] = Counter()
+        self.other: Counter[str] = Counter()
+        self.closes: Counter[str] = Counter()
+        self.disconnected = 0  # dashboards lost after their snapshot
+
+    def frame(self, client: DashboardClient, payload: bytes) -> None:
+        now = time.time() * 1000.0
+        try:
+            message = loads(payload)
+        except ValueError:
+            self.bad_frames += 1
+            return
+        kind = message.get("type") if type(message) is dict else None
+        if kind == "update":
+            self.update(client, message, now, len(payload))
+        elif kind == "snapshot":
+            self.snapshot(client, message)
+        elif kind == "error":
+            self.errors[str(message.get("code"))] += 1
+        else:
+            self.other[str(kind)] += 1
+
+    def snapshot(self, client: DashboardClient, message: dict[str, Any]) -> None:
+        for portfolio in message.get("portfolios") or ():
+            for row in portfolio.get("rows") or ():
+                if row.get("price_seq") is not None:
+                    client.prices[row["symbol"]] = [row.get("price_epoch"), row["price_seq"]]
+        if client.snapshot_at is None:
+            client.snapshot_at = time.monotonic()
+            client.settle("snapshot")
+        else:
+            self.later_snapshots += 1
+
+    def update(self, client: DashboardClient, message: dict[str, Any], now: float, size: int) -> None:
+        measuring = self.measuring
+        if measuring:
+            self.frames += 1
+            self.bytes += size
+        prices = client.prices
+        for portfolio in message.get("portfolios") or ():
+            for row in portfolio.get("rows") or ():
+                seq = row.get("price_seq")
+                if seq is None:  # a cash row, or a holding without a price yet
+                    continue
+                symbol, epoch = row["symbol"], row.get("price_epoch")
+                state = prices.get(symbol)
+                if state is None:
+                    prices[symbol] = [epoch, seq]
+                elif state[0] != epoch:
+                    state[0], state[1] = epoch, seq
+                    if measuring:
+                        self.epoch_changes += 1
+                elif seq > state[1]:
+                    if measuring and seq > state[1] + 1:
+                        self.skipped += seq - state[1] - 1
+                        self.skip_events += 1
+                    state[1] = seq
+                else:
+                    if seq < state[1]:
+                        self.backwards += 1
+                    elif measuring:
+                        self.repeats += 1
+                    continue
+                self.deliveries_total += 1
+                if measuring:
+                    assert self.t0 is not None
+                    self.deliveries += 1
+                    client.window_deliveries += 1
+                    second = int((now - self.t0) / 1000.0)
+                    latency = self.latency
+                    while len(latency) <= second:
+                        latency.append(array("d"))
+                    latency[second].append(now - row["price_ts"])
+
+
+class DashboardClient(WSListener):  # type: ignore[misc]
+    def __init__(self, stats: DashboardStats) -> None:
+        super().__init__()
+        self.stats = stats
+        self.prices: dict[str, list[Any]] = {}  # symbol → [price_epoch, price_seq]
+        self.window_deliveries = 0
+        self.snapshot_at: float | None = None  # monotonic
+        self.outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.transport: WSTransport | None = None
+        self.open = False
+
+    def settle(self, outcome: str) -> None:
+        if not self.outcome.done():
+            self.outcome.set_result(outcome)
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.open = True
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is TEXT:
+            self.stats.frame(self, frame.get_payload_as_bytes())
+        elif kind is CLOSE:
+            code = frame.get_close_code()
+            code = str(getattr(code, "value", code))
+            self.stats.closes[code] += 1
+            self.settle(f"closed {code}")  # 4401: the session did not sign anyone in
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self.open:
+            self.open = False
+            if self.snapshot_at is not None:
+                self.stats.disconnected += 1
+            self.settle("disconnected")
+
+
+def read_sessions(path: str) -> tuple[str, list[str]]:
+    """The session cookie's name and one session key per bench user, as bench/fanout.py setup-db wrote them."""
+    with open(path, encoding="utf-8") as file:
+        data = json.load(file)
+    if not data["sessions"]:
+        raise SystemExit(f"fanout_load: no sessions in {path}")
+    return data["cookie"], data["sessions"]
+
+
+async def open_dashboards(
+    url: str, stats: DashboardStats, count: int, *, sessions: tuple[str, list[str]], origin: str, concurrency: int, offset: int = 0
+) -> tuple[list[DashboardClient], dict[str, Any]]:
+    """`count` dashboards, `concurrency` in flight, each until its snapshot; returns them and how opening went."""
+    cookie, keys = sessions
+    gate = asyncio.Semaphore(concurrency)
+    clients: list[DashboardClient] = []
+    latency = array("d")  # ms from the start of a WebSocket open to its snapshot
+    outcomes: Counter[str] = Counter()
+    retries = 0
+
+    async def one(index: int) -> None:
+        nonlocal retries
+        headers = {"Cookie": f"{cookie}={keys[index % len(keys)]}", "Origin": origin}
+        async with gate:
+            started = time.monotonic()
+            client: DashboardClient | None = None
+            for attempt in range(6):
+                try:
+                    _, client = await ws_connect(
+                        lambda: DashboardClient(stats), url, extra_headers=headers, websocket_handshake_timeout=60, enable_auto_pong=True
+                    )
+                    break
+                except Exception as exc:
+                    if attempt == 5:
+                        log(f"dashboard {index}: could not connect: {exc!r}")
+                        outcomes["no connection"] += 1
+                        return
+                    retries += 1
+                    await asyncio.sleep(0.1 * 2**attempt)
+            assert client is not None
+            clients.append(client)
+            try:
+                outcome = await asyncio.wait_for(asyncio.shield(client.outcome), SNAPSHOT_TIMEOUT)
+            except TimeoutError:
+                outcome = "no snapshot"
+            outcomes[outcome] += 1
+            if client.snapshot_at is not None:
+                latency.append((client.snapshot_at - started) * 1000.0)
+
+    started = time.monotonic()
+    await asyncio.gather(*(one(offset + i) for i in range(count)))
+    opened = {
+        "connected": outcomes["snapshot"],
+        "failed": count - outcomes["snapshot"],
+        "outcomes": dict(outcomes),
+        "retries": retries,
+        "connect_s": time.monotonic() - started,
+        "snapshot_ms": percentiles(latency),
+    }
+    return clients, opened
+
+
+def dashboard_result(stats: DashboardStats, clients: list[DashboardClient], window_s: float, cpu_s: float) -> dict[str, Any]:
+    everything, per_second = by_second(stats.latency)
+    per = window_s if window_s > 0 else float("nan")
+    return {
+        "deliveries": stats.deliveries,
+        "deliveries_total": stats.deliveries_total,
+        "window_s": window_s,
+        "deliveries_per_s": stats.deliveries / per,
+        "frames": stats.frames,
+        "frames_per_s": stats.frames / per,
+        "bytes_per_s": stats.bytes / per,
+        "staleness_ms": percentiles(everything),
+        "per_second": per_second,
+        "skipped": stats.skipped,
+        "skip_events": stats.skip_events,
+        "repeats": stats.repeats,
+        "epoch_changes": stats.epoch_changes,
+        "backwards": stats.backwards,
+        "later_snapshots": stats.later_snapshots,
+        "bad_frames": stats.bad_frames,
+        "errors": dict(stats.errors),
+        "other_frames": dict(stats.other),
+        "closes": dict(stats.closes),
+        "disconnected": stats.disconnected,
+        "open": sum(1 for client in clients if client.open),
+        "per_client_deliveries": spread([client.window_deliveries for client in clients]),
+        "cpu_s": cpu_s,
+    }
+
+
 class Control:
     """Commands from bench/fanout.py, one per line on stdin."""
 
@@ -340,13 +586,29 @@ def close_all(clients: list[Client]) -> None:
                 client.transport.disconnect()
 
 
-def result(stats: Stats, clients: list[Client], window_s: float, cpu_s: float) -> dict[str, Any]:
+def by_second(latency: list[array[float]]) -> tuple[array[float], list[dict[str, Any]]]:
+    """Every staleness of the window, and p50/p99/max of each of its seconds."""
     everything = array("d")
     per_second = []
-    for second, values in enumerate(stats.latency):
+    for second, values in enumerate(latency):
         everything.extend(values)
         per_second.append({"t": second, "n": len(values), **{k: v for k, v in percentiles(values).items() if k != "n"}})
-    per_client = sorted(client.window_updates for client in clients)
+    return everything, per_second
+
+
+def spread(counts: list[int]) -> dict[str, int]:
+    """How many of something each client got: min, median, max, and how many clients got none."""
+    counts = sorted(counts)
+    return {
+        "min": counts[0] if counts else 0,
+        "median": counts[len(counts) // 2] if counts else 0,
+        "max": counts[-1] if counts else 0,
+        "none": sum(1 for n in counts if n == 0),
+    }
+
+
+def result(stats: Stats, clients: list[Client], window_s: float, cpu_s: float) -> dict[str, Any]:
+    everything, per_second = by_second(stats.latency)
     first = array("d")
     for values in stats.latency[: stats.prefix_seconds]:
         first.extend(values)
@@ -369,12 +631,7 @@ def result(stats: Stats, clients: list[Client], window_s: float, cpu_s: float) -
         "closes": dict(stats.closes),
         "disconnected": stats.disconnected,
         "open": sum(1 for client in clients if client.open),
-        "per_client_updates": {
-            "min": per_client[0] if per_client else 0,
-            "median": per_client[len(per_client) // 2] if per_client else 0,
-            "max": per_client[-1] if per_client else 0,
-            "none": sum(1 for n in per_client if n == 0),
-        },
+        "per_client_updates": spread([client.window_updates for client in clients]),
         "cpu_s": cpu_s,
     }
 
@@ -438,11 +695,57 @@ async def run_idle(args: argparse.Namespace, control: Control) -> None:
         await asyncio.sleep(0.5)
 
 
+async def run_dashboards(args: argparse.Namespace, control: Control) -> None:
+    stats = DashboardStats()
+    sessions = read_sessions(args.sessions)
+    clients, opened = await open_dashboards(
+        args.url, stats, args.sockets, sessions=sessions, origin=args.origin, concurrency=args.concurrency
+    )
+    log(f"{opened['connected']} dashboards open in {opened['connect_s']:.1f} s; outcomes {opened['outcomes']}")
+    emit("ready", **opened)
+    try:
+        if await control.expect("start") == "quit":
+            return
+        cpu0 = time.process_time()
+        stats.t0 = time.time() * 1000.0
+        stats.measuring = True
+        if await control.expect("stop") == "quit":
+            return
+        stats.measuring = False
+        window_s = (time.time() * 1000.0 - stats.t0) / 1000.0
+        emit("result", **dashboard_result(stats, clients, window_s, time.process_time() - cpu0))
+        await control.expect("quit")
+    finally:
+        close_all(clients)
+        await asyncio.sleep(0.5)
+
+
+async def run_idle_dashboards(args: argparse.Namespace, control: Control) -> None:
+    stats = DashboardStats()
+    sessions = read_sessions(args.sessions)
+    options = {"sessions": sessions, "origin": args.origin, "concurrency": args.concurrency}
+    warm, warmed = await open_dashboards(args.url, stats, args.warm, **options)
+    emit("warm", connected=warmed["connected"])
+    clients: list[DashboardClient] = []
+    try:
+        if await control.expect("go") == "quit":
+            return
+        clients, opened = await open_dashboards(args.url, stats, args.sockets, offset=args.warm, **options)
+        emit("ready", **opened)
+        await control.expect("quit")
+        emit("closed", open=sum(1 for client in clients if client.open), closes=dict(stats.closes), frames=dict(stats.other))
+    finally:
+        close_all(warm + clients)
+        await asyncio.sleep(0.5)
+
+
 async def main(args: argparse.Namespace) -> None:
     control = Control()
     await control.start()
     symbols = args.symbol_list.split(",") if args.symbol_list else []
-    if args.idle:
+    if args.dashboard:
+        await (run_idle_dashboards if args.idle else run_dashboards)(args, control)
+    elif args.idle:
         await run_idle(args, control)
     else:
         await run_load(args, control, symbols)
@@ -459,7 +762,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--prefix-seconds", type=int, default=0, help="also report staleness over the first N seconds of the window")
     parser.add_argument("--idle", action="store_true", help="idle connections: no subscriptions")
     parser.add_argument("--warm", type=int, default=10, help="idle mode: connections opened before the baseline RSS")
-    return parser.parse_args(argv)
+    parser.add_argument("--dashboard", action="store_true", help="signed-in dashboards on /ws/portfolio/ instead of market clients")
+    parser.add_argument("--sessions", help="dashboard mode: the JSON file of session keys bench/fanout.py setup-db wrote")
+    parser.add_argument("--origin", default="", help="dashboard mode: the Origin header (one of the server's ALLOWED_HOSTS)")
+    args = parser.parse_args(argv)
+    if args.dashboard and not (args.sessions and args.origin):
+        parser.error("--dashboard needs --sessions and --origin")
+    return args
 
 
 if __name__ == "__main__":
