@@ -1,8 +1,14 @@
-"""Benchmark: WebSocket fan-out of ticker updates, Livefolio against a naive Channels baseline and bare websockets.
+"""Benchmark: WebSocket fan-out, Livefolio against a naive Channels baseline and bare websockets, and Livefolio's dashboards.
 
     python bench/fanout.py            (or: make bench-fanout; `make bench` runs this and bench/replay.py)
-    python bench/fanout.py --quick    (200 sockets, 10 s runs: for development; writes next to the logs, not to bench/results)
+    python bench/fanout.py --quick    (200 sockets, 200 dashboards, 10 s runs: for development; writes next to the logs)
+    python bench/fanout.py --scenario dashboard --before-rev REV    (the dashboards, REV's Livefolio beside this one)
     python bench/fanout.py --help     (every scenario parameter)
+
+Two scenarios (`--scenario market|dashboard|all`, default all):
+- market: ticker updates on /ws/v1/market to `--sockets` clients, for the four systems below;
+- dashboard: `--dashboards` signed-in users on /ws/portfolio/ (the portfolio page's stream), for
+  Livefolio under daphne (`--dashboard-systems` adds uvicorn).
 
 Four systems, each started fresh for every run, all fed the same ticks:
   (a) naive       bench/naive/: Django + Channels as the tutorials build it. One consumer per socket,
@@ -12,14 +18,18 @@ Four systems, each started fresh for every run, all fed the same ticks:
   (c) livefolio-uvicorn  the same application under uvicorn (uvloop, httptools, websockets, no deflate).
   (d) bare        bench/bare_ws.py: one `websockets` server, one Redis pub/sub subscription,
                   `websockets.broadcast()` of one frame per tick: the Python limit.
+Livefolio's code comes from the working tree, or from `--livefolio-rev REV` exported with `git
+archive`. `--before-rev REV` exports a second Livefolio, with its own database, as the systems
+livefolio-before-daphne (added to both scenarios by default) and livefolio-before-uvicorn, so one
+run reports "livefolio-before" beside "livefolio".
 
 What drives them:
 - A publisher process per run, `python -m bench.fanout publish`, emits `--ticks` ticks a second,
   round-robin over `--symbols` symbols, each stamped with the wall clock as it is emitted (its
   exchange time). For Livefolio it runs the real feed worker (`worker_build`, as `run_feeds` does:
   hub, conflation at MARKETDATA_CONFLATION_MS, market channels with their Redis history, quotes and
-  candles to the database) on a small feed yielding one Trade per tick. For the naive baseline it
-  calls `group_send` per tick; for the bare server it PUBLISHes each tick on a Redis channel.
+  candles to the database, minute hooks) on a small feed yielding one Trade per tick. For the naive
+  baseline it calls `group_send` per tick; for the bare server it PUBLISHes each tick on a Redis channel.
 - A load generator process (bench/fanout_load.py, picows on uvloop) opens `--sockets` WebSockets;
   socket i subscribes to `--per-socket` tickers (`ticker:SYM`), so every symbol has
   sockets × per-socket / symbols subscribers. It speaks the documented /ws/v1/market protocol.
@@ -27,7 +37,7 @@ What drives them:
   Redis this script starts are pinned to CPU 1 (on a machine with fewer than two CPUs nothing is
   pinned, and the report says so).
 
-Per run: connect and subscribe every socket, start the publisher, let `--warmup` seconds pass,
+Market runs: connect and subscribe every socket, start the publisher, let `--warmup` seconds pass,
 then measure `--duration` seconds:
 - updates delivered/s: update frames received by all clients in the window;
 - server CPU µs per delivered update: the server process's user+system CPU time in the window
@@ -40,10 +50,29 @@ scenario, `--duration` s; `--other-duration` bounds naive and bare there). Then 
 idle connections per system (RSS per connection = (RSS with them − RSS before) / N), and the
 slow-client scenario (one extra client that never reads) for `--slow-systems`.
 
-Writes bench/results/fanout.json (every raw number, the machine, the parameters), fanout.md (the
-tables, the targets with PASS/FAIL) and fanout.png (staleness and CPU per update against load,
-staleness p99 per second of the target runs). A missed target is reported; the exit code stays 0.
-Everything this script starts is stopped when it ends, also on Ctrl-C or failure.
+The dashboard scenario. `setup-db` creates `--dashboards` users in each Livefolio's database, each
+with one USD portfolio holding `--holdings` of the first `--dashboard-symbols` instruments (user i
+holds i·k … i·k+k−1 mod their count, so each has dashboards × holdings / symbols holders; the
+ledgers are bulk-created and the holdings derived by `portfolio_rebuild`), a stored quote per
+instrument, and a signed-in session per user, whose keys it writes to a file for the load
+generator. A run starts the server, then the publisher at `--symbol-rate` prices a second per
+instrument, and after PRICES_LEAD_S opens every dashboard (session cookie, an Origin in
+ALLOWED_HOSTS), `--concurrency` in flight; then `--warmup` seconds and `--dashboard-duration` measured:
+- connect: time from the first open to the last snapshot; snapshot latency per dashboard, from
+  the start of its WebSocket open to its snapshot frame (p50/p99/max);
+- deliveries: holding rows in update frames (`portfolios[*].rows`, not `combined`) whose
+  price_seq is new to that client; server CPU µs per delivery, server CPU share of its core;
+- staleness of each delivery: receive time − the row's `price_ts`, p50/p99/max and per second;
+- per symbol per client, price_seq skipped (legitimate: coalescing) and going backwards (a bug);
+  frames/s and bytes/s.
+Then `--dashboard-idle` idle dashboards (each past its snapshot, sessions reused round-robin, no
+prices flowing) for RSS per connection, measured as for market sockets.
+
+Writes bench/results/fanout.json (every raw number, the machine, the parameters, the command),
+fanout.md (the tables, the targets with PASS/FAIL, the command that produced it) and fanout.png
+(staleness and CPU per update against load, staleness p99 per second of the target runs, and the
+dashboards' staleness p99 and server CPU per second). A missed target is reported; the exit code
+stays 0. Everything this script starts is stopped when it ends, also on Ctrl-C or failure.
 """
 
 from __future__ import annotations
@@ -57,6 +86,7 @@ import os
 import platform
 import random
 import select
+import shlex
 import signal
 import socket
 import subprocess
@@ -233,25 +263,115 @@ def publish_main(argv: Sequence[str]) -> None:
 
 
 def setup_db_main(argv: Sequence[str]) -> None:
-    """Migrate the (fresh) database of DATABASE_URL and create the bench instruments."""
+    """Migrate the (fresh) database of DATABASE_URL, create the bench instruments and, for dashboards, users."""
     parser = argparse.ArgumentParser(prog="python -m bench.fanout setup-db")
     parser.add_argument("--symbols", type=int, required=True)
     parser.add_argument("--root", default=str(ROOT), help="the Livefolio project to migrate with")
+    parser.add_argument("--users", type=int, default=0, help="dashboard users to create, one portfolio each")
+    parser.add_argument("--holdings", type=int, default=10, help="instruments each user holds")
+    parser.add_argument("--holding-symbols", type=int, default=50, help="the first this many symbols are held")
+    parser.add_argument("--sessions", help="write the users' session cookies here (JSON), for the load generator")
     args = parser.parse_args(argv)
     sys.path.insert(0, args.root)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 
     django.setup()
+    from django.conf import settings
     from django.core.management import call_command
 
     from marketdata.models import AssetClass, Instrument
 
+    started = time.monotonic()
     call_command("migrate", interactive=False, verbosity=0)
     Instrument.objects.bulk_create(
         [Instrument(symbol=s, name=f"Bench {s}", asset_class=AssetClass.CRYPTO, quote_currency="USD") for s in symbol_names(args.symbols)],
         ignore_conflicts=True,
     )
+    if args.users:
+        held = symbol_names(args.holding_symbols)
+        keys = dashboard_population_create(users=args.users, holdings=args.holdings, symbols=held, now=datetime.now(UTC))
+        assert args.sessions, "--users needs --sessions"
+        Path(args.sessions).write_text(json.dumps({"cookie": settings.SESSION_COOKIE_NAME, "sessions": keys}), encoding="utf-8")
+    print(json.dumps({"event": "setup", "users": args.users, "seconds": time.monotonic() - started}), flush=True)
+
+
+def holding_symbols(index: int, holdings: int, symbols: Sequence[str]) -> list[str]:
+    """What user `index` holds: symbols index·k … index·k+k−1 (mod their count), so each has users × k / symbols holders."""
+    k = min(holdings, len(symbols))
+    return [symbols[(index * k + j) % len(symbols)] for j in range(k)]
+
+
+def dashboard_population_create(*, users: int, holdings: int, symbols: Sequence[str], now: datetime) -> list[str]:
+    """`users` bench users, each with one USD portfolio holding `holdings` of `symbols`, and a signed-in session each.
+
+    Users, portfolios and their ledgers (a deposit, then one buy per holding) are bulk-created
+    through the ORM; the holdings, cash and totals are then derived from each ledger by
+    `portfolio_rebuild`, as every ledger write derives them. Each symbol gets a stored quote at the
+    publisher's starting price, so every row is valued from the first snapshot on, also with no
+    feed running. Returns the session keys, user by user.
+    """
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.auth.hashers import make_password
+    from django.db import transaction
+
+    from marketdata.events import PriceUpdate
+    from marketdata.models import Instrument
+    from marketdata.services import quotes_store
+    from portfolio.models import Kind, Portfolio, Transaction
+    from portfolio.services import portfolio_rebuild
+
+    # The publisher's TickSource starts symbol i at 100 + 7·i.
+    prices = {symbol: Decimal(f"{100.0 + 7.0 * i:.2f}") for i, symbol in enumerate(symbols)}
+    instruments = dict(Instrument.objects.filter(symbol__in=prices).values_list("symbol", "id"))
+    bought = now - timedelta(days=2)
+    User = get_user_model()
+    with transaction.atomic():
+        quotes_store(
+            PriceUpdate(symbol, 1, "bench-seed", price, None, None, now, "bench", 1, reference=price) for symbol, price in prices.items()
+        )
+        # An unusable password each: hashing real ones would take most of the setup time.
+        people = User.objects.bulk_create(
+            [User(username=f"bench{i:05d}", password=make_password(None)) for i in range(users)], batch_size=1000
+        )
+        portfolios = Portfolio.objects.bulk_create(
+            [Portfolio(owner_id=user.pk, name="Bench", base_currency="USD") for user in people], batch_size=1000
+        )
+        ledger = []
+        for i, portfolio in enumerate(portfolios):
+            buys = [(symbol, Decimal(1 + (i + j) % 9)) for j, symbol in enumerate(holding_symbols(i, holdings, symbols))]
+            cost = sum((quantity * prices[symbol] for symbol, quantity in buys), Decimal(0))
+            ledger.append(Transaction(portfolio=portfolio, kind=Kind.DEPOSIT, quantity=cost + 1000, currency="USD", executed_at=bought))
+            ledger += [
+                Transaction(
+                    portfolio=portfolio,
+                    kind=Kind.BUY,
+                    instrument_id=instruments[symbol],
+                    quantity=quantity,
+                    price=prices[symbol],
+                    currency="USD",
+                    executed_at=bought + timedelta(minutes=1),
+                )
+                for symbol, quantity in buys
+            ]
+        Transaction.objects.bulk_create(ledger, batch_size=1000)
+        for portfolio in portfolios:
+            portfolio_rebuild(portfolio=portfolio)
+        engine = import_module(settings.SESSION_ENGINE)
+        backend = settings.AUTHENTICATION_BACKENDS[0]
+        keys = []
+        for user in people:
+            # What django.contrib.auth.login stores, so the session signs this user in.
+            session = engine.SessionStore()
+            session[SESSION_KEY] = user._meta.pk.value_to_string(user)
+            session[BACKEND_SESSION_KEY] = backend
+            session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+            session.create()
+            keys.append(session.session_key)
+    return keys
 
 
 # -- the systems under test ----------------------------------------------------------------------------
@@ -265,6 +385,8 @@ class System:
     path: str
     publisher: str  # what `publish --system` gets
     how: str
+    server: str = "daphne"  # daphne, uvicorn, or bench/bare_ws.py ("bare")
+    before: bool = False  # Livefolio exported from --before-rev, not the Livefolio measured
 
 
 SYSTEMS = {
@@ -292,6 +414,7 @@ SYSTEMS = {
         "/ws/v1/market",
         "livefolio",
         "config.asgi:application under uvicorn --loop uvloop --http httptools --ws websockets --ws-per-message-deflate false.",
+        server="uvicorn",
     ),
     "bare": System(
         "bare",
@@ -301,16 +424,39 @@ SYSTEMS = {
         "bare",
         "bench/bare_ws.py: one websockets server, one Redis pub/sub subscription, websockets.broadcast() of one "
         "pre-serialised frame per tick to the symbol's sockets.",
+        server="bare",
+    ),
+    # Only with --before-rev: Livefolio as that commit has it, beside the Livefolio measured.
+    "livefolio-before-daphne": System(
+        "livefolio-before-daphne",
+        "(b′) livefolio-before, daphne",
+        "before/daphne",
+        "/ws/v1/market",
+        "livefolio",
+        "as (b), with Livefolio exported from the --before-rev commit (its own database, its own feed worker).",
+        before=True,
+    ),
+    "livefolio-before-uvicorn": System(
+        "livefolio-before-uvicorn",
+        "(c′) livefolio-before, uvicorn",
+        "before/uvicorn",
+        "/ws/v1/market",
+        "livefolio",
+        "as (c), with Livefolio exported from the --before-rev commit.",
+        server="uvicorn",
+        before=True,
     ),
 }
+LIVEFOLIO_SYSTEMS = tuple(key for key, system in SYSTEMS.items() if system.publisher == "livefolio")
+DASHBOARD_PATH = "/ws/portfolio/"
 
 
 def server_command(system: System, port: int, *, redis_url: str, prefix: str) -> list[str]:
     if system.key == "naive":
         return [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bench.naive.asgi:application"]
-    if system.key == "livefolio-daphne":
+    if system.server == "daphne":
         return [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
-    if system.key == "livefolio-uvicorn":
+    if system.server == "uvicorn":
         return [
             PY, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
             "--ws", "websockets", "--ws-per-message-deflate", "false", "--loop", "uvloop", "--http", "httptools",
@@ -510,10 +656,69 @@ class Params:
     systems: list[str]
     conflation_ms: int
     concurrency: int
+    # What runs: the market scenario, the dashboard scenario, or both ("all"). Reports written before
+    # the dashboard scenario existed hold only the fields above: these defaults read them.
+    scenario: str = "market"
+    dashboards: int = 0  # users, one dashboard each
+    holdings: int = 10  # instruments in each user's one portfolio
+    dashboard_symbols: int = 50  # the instruments held, each ticking symbol_rate times a second
+    symbol_rate: float = 1.0
+    dashboard_duration: float = 60.0
+    dashboard_idle: int = 0  # idle dashboards held for RSS per connection
+    dashboard_systems: list[str] = field(default_factory=list)
 
     @property
     def subscribers_per_symbol(self) -> float:
         return self.sockets * min(self.per_socket, self.symbols) / self.symbols
+
+    @property
+    def market(self) -> bool:
+        return self.scenario in ("market", "all")
+
+    @property
+    def dashboard(self) -> bool:
+        return self.scenario in ("dashboard", "all")
+
+    @property
+    def dashboard_ticks(self) -> float:
+        """The publisher's rate in the dashboard scenario: every held symbol at symbol_rate."""
+        return self.dashboard_symbols * self.symbol_rate
+
+    @property
+    def holders_per_symbol(self) -> float:
+        return self.dashboards * min(self.holdings, self.dashboard_symbols) / self.dashboard_symbols
+
+
+def pause(until: float, watch: Callable[[], None]) -> None:
+    """Until the monotonic time `until`, checking on the children twice a second."""
+    while time.monotonic() < until:
+        watch()
+        time.sleep(min(0.5, max(0.0, until - time.monotonic())))
+
+
+@dataclass
+class Window:
+    """A measured window: CPU seconds of each process at its start and end, how busy each CPU was, per-second samples."""
+
+    wall: float
+    cpu0: dict[str, float]
+    cpu1: dict[str, float]
+    busy0: list[tuple[float, float]]
+    busy1: list[tuple[float, float]]
+    samples: list[dict[str, float]]
+
+    def cpu(self, name: str) -> float:
+        return self.cpu1[name] - self.cpu0[name]
+
+    def usage(self, seconds: float, *, load_cpu_s: float) -> dict[str, Any]:
+        """What a run reports of the window: each process's share of a CPU, each CPU's busy share, the samples."""
+        pairs = list(zip(self.busy0, self.busy1, strict=True))
+        return {
+            "cpu_util": {name: self.cpu(name) / seconds for name in self.cpu0} | {"load_in_window": load_cpu_s / seconds},
+            "cpu_busy": [(b[0] - a[0]) / self.wall for a, b in pairs],
+            "cpu_interrupts": [(b[1] - a[1]) / self.wall for a, b in pairs],
+            "samples": self.samples,
+        }
 
 
 QUIET_BUSY = 0.15  # of a CPU, over 2 s
@@ -525,10 +730,14 @@ class Harness:
     params: Params
     redis_url: str
     logs: Path
-    db_url: str = ""
     redis_pid: int | None = None
     pinned: bool = False
     livefolio_root: Path = ROOT  # where Livefolio's code runs from: this tree, or an export of a revision
+    before_root: Path | None = None  # the --before-rev export, for the livefolio-before systems
+    db_urls: dict[Path, str] = field(default_factory=dict)  # a database per Livefolio root (each migrates its own)
+    sessions: dict[Path, Path] = field(default_factory=dict)  # the dashboard users' session keys, per root
+    # One key for every process of a root: the sessions setup-db signs must be valid in the servers.
+    secret_key: str = field(default_factory=lambda: "fanout-bench-" + uuid.uuid4().hex)
     prefixes: list[str] = field(default_factory=list)
     runs: int = 0
 
@@ -559,23 +768,60 @@ class Harness:
         elif system.publisher == "livefolio":
             env |= {
                 "DJANGO_SETTINGS_MODULE": "config.settings",
-                "DATABASE_URL": self.db_url,
+                "DATABASE_URL": self.db_urls.get(self.cwd(system), ""),
                 "DEBUG": "false",
-                "SECRET_KEY": "fanout-bench-" + uuid.uuid4().hex,
+                "SECRET_KEY": self.secret_key,
                 "LOG_LEVEL": "WARNING",
                 "MARKETDATA_CONFLATION_MS": str(self.params.conflation_ms),
             }
         return env
 
     def cwd(self, system: System) -> Path:
+        if system.before:
+            if self.before_root is None:
+                raise RuntimeError(f"{system.key} needs --before-rev")
+            return self.before_root
         return self.livefolio_root if system.publisher == "livefolio" else ROOT
 
-    def publisher(self, system: System, rate: float, prefix: str) -> list[str]:
+    def setup_db(self, root: Path) -> None:
+        """A fresh database for one Livefolio root: migrated, the instruments, and the dashboard users with their sessions."""
+        p = self.params
+        self.db_urls[root] = f"sqlite:///{self.logs / f'livefolio-{len(self.db_urls)}.sqlite3'}"
+        system = SYSTEMS["livefolio-before-daphne" if root == self.before_root else "livefolio-daphne"]
+        symbols = max(p.symbols if p.market else 0, p.dashboard_symbols if p.dashboard else 0)
+        command = [PY, str(ROOT / "bench" / "fanout.py"), "setup-db", "--symbols", str(symbols), "--root", str(root)]
+        if p.dashboard:
+            self.sessions[root] = self.logs / f"sessions-{len(self.sessions)}.json"
+            command += ["--users", str(p.dashboards), "--holdings", str(p.holdings), "--holding-symbols", str(p.dashboard_symbols)]
+            command += ["--sessions", str(self.sessions[root])]
+        done = subprocess.run(command, cwd=root, env=self.env(system, "fanoutsetup"), capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"setup-db for {root} exited with {done.returncode}:\n{done.stderr[-3000:]}")
+        setup = json.loads(done.stdout.strip().splitlines()[-1])
+        users = f", {setup['users']:,} dashboard users with their sessions" if setup["users"] else ""
+        print(f"  database for {root.name}: migrated{users} ({setup['seconds']:.0f} s)", flush=True)
+
+    def publisher(self, system: System, rate: float, prefix: str, *, symbols: int | None = None) -> list[str]:
         return [
             PY, str(ROOT / "bench" / "fanout.py"), "publish", "--system", system.publisher, "--rate", str(rate),
-            "--symbols", str(self.params.symbols), "--redis", self.redis_url, "--channel", f"{prefix}:ticks",
+            "--symbols", str(symbols or self.params.symbols), "--redis", self.redis_url, "--channel", f"{prefix}:ticks",
             "--conflation-ms", str(self.params.conflation_ms), "--root", str(self.cwd(system)),
         ]  # fmt: skip
+
+    def start_publisher(
+        self, stack: ExitStack, system: System, rate: float, prefix: str, log: Path, *, symbols: int | None = None
+    ) -> Child:
+        return stack.enter_context(
+            Child(
+                "publisher",
+                self.publisher(system, rate, prefix, symbols=symbols),
+                env=self.env(system, prefix),
+                log=log.with_name(log.name + "-publisher.log"),
+                cpu=self.cpu(1),
+                pipes=True,
+                cwd=self.cwd(system),
+            )
+        )
 
     def start_server(self, stack: ExitStack, system: System, prefix: str, log: Path) -> tuple[Child, int]:
         port = free_port()
@@ -604,6 +850,30 @@ class Harness:
             Child("load generator", command, env=env, log=log.with_name(log.name + "-load.log"), cpu=self.cpu(1), pipes=True)
         )
 
+    def measure(self, duration: float, *, server: Child, publisher: Child, load: Child, watch: Callable[[], None]) -> Window:
+        """The measured window: `start` to the load generator, `duration` seconds sampled each second, `stop`."""
+
+        def cpus() -> dict[str, float]:
+            processes = {"server": server.pid, "publisher": publisher.pid, "load": load.pid, "redis": self.redis_pid}
+            return {name: cpu_seconds(pid) for name, pid in processes.items()}
+
+        cpu0 = cpus()
+        busy0 = cpus_busy()
+        wall0 = time.monotonic()
+        load.send("start")
+        samples = []
+        for second in range(1, math.ceil(duration) + 1):
+            target = wall0 + min(second, duration)
+            while time.monotonic() < target:
+                time.sleep(min(0.25, max(0.0, target - time.monotonic())))
+            watch()
+            samples.append(
+                {"t": second, "server_cpu_s": cpu_seconds(server.pid) - cpu0["server"], "server_rss_mb": rss_bytes(server.pid) / 2**20}
+            )
+        load.send("stop")
+        wall = time.monotonic() - wall0
+        return Window(wall, cpu0, cpus(), busy0, cpus_busy(), samples)
+
     # -- one run under load -----------------------------------------------------------------------------
 
     def load_run(self, system: System, rate: float, duration: float, *, slow: bool = False) -> dict[str, Any]:
@@ -629,17 +899,7 @@ class Harness:
             ready = load.event("ready", timeout=900)
             out["connect"] = ready
             rss_ready = rss_bytes(server.pid)
-            publisher = stack.enter_context(
-                Child(
-                    "publisher",
-                    self.publisher(system, rate, prefix),
-                    env=self.env(system, prefix),
-                    log=log.with_name(log.name + "-publisher.log"),
-                    cpu=self.cpu(1),
-                    pipes=True,
-                    cwd=self.cwd(system),
-                )
-            )
+            publisher = self.start_publisher(stack, system, rate, prefix, log)
             traffic = time.monotonic()
             slow_port = ready.get("slow_port")
             slow_gone: float | None = None
@@ -652,43 +912,22 @@ class Harness:
                 if slow_port and slow_gone is None and not holds_connection(server.pid, slow_port):
                     slow_gone = time.monotonic() - traffic
 
-            end_warmup = traffic + p.warmup
-            while time.monotonic() < end_warmup:
-                watch()
-                time.sleep(min(0.5, max(0.0, end_warmup - time.monotonic())))
-            cpu0 = {"server": cpu_seconds(server.pid), "publisher": cpu_seconds(publisher.pid), "load": cpu_seconds(load.pid)}
-            cpu0["redis"] = cpu_seconds(self.redis_pid)
-            busy0 = cpus_busy()
-            wall0 = time.monotonic()
-            load.send("start")
-            samples = []
-            for second in range(1, math.ceil(duration) + 1):
-                target = wall0 + min(second, duration)
-                while time.monotonic() < target:
-                    time.sleep(min(0.25, max(0.0, target - time.monotonic())))
-                watch()
-                samples.append(
-                    {"t": second, "server_cpu_s": cpu_seconds(server.pid) - cpu0["server"], "server_rss_mb": rss_bytes(server.pid) / 2**20}
-                )
-            load.send("stop")
-            wall = time.monotonic() - wall0
-            cpu1 = {"server": cpu_seconds(server.pid), "publisher": cpu_seconds(publisher.pid), "load": cpu_seconds(load.pid)}
-            cpu1["redis"] = cpu_seconds(self.redis_pid)
-            busy1 = cpus_busy()
+            pause(traffic + p.warmup, watch)
+            window = self.measure(duration, server=server, publisher=publisher, load=load, watch=watch)
             rss_end = rss_bytes(server.pid)
             result = load.event("result", timeout=300)
             publisher.proc.send_signal(signal.SIGTERM)
             published = publisher.event("published", timeout=60)
             load.send("quit")
         updates = result["updates"]
-        window = result["window_s"] or wall
-        server_cpu = cpu1["server"] - cpu0["server"]
+        seconds = result["window_s"] or window.wall
+        server_cpu = window.cpu("server")
         out |= {
-            "window_s": window,
+            "window_s": seconds,
             "updates": updates,
-            "updates_per_s": updates / window,
+            "updates_per_s": updates / seconds,
             "server_cpu_s": server_cpu,
-            "server_cpu_util": server_cpu / window,
+            "server_cpu_util": server_cpu / seconds,
             "cpu_us_per_update": server_cpu / updates * 1e6 if updates else None,
             "staleness_ms": result["staleness_ms"],
             "staleness_first_ms": result["staleness_first_ms"],
@@ -706,19 +945,15 @@ class Harness:
             "publisher": published,
             "ingest_ticks_per_s": published.get("ticks_per_s"),
             "expected_updates_per_s": (published.get("ticks_per_s") or 0.0) * p.subscribers_per_symbol,
-            "cpu_util": {name: (cpu1[name] - cpu0[name]) / window for name in cpu0},
-            "cpu_busy": [(b[0] - a[0]) / wall for a, b in zip(busy0, busy1, strict=True)],
-            "cpu_interrupts": [(b[1] - a[1]) / wall for a, b in zip(busy0, busy1, strict=True)],
+            **window.usage(seconds, load_cpu_s=result["cpu_s"]),
             "rss_mb": {"start": rss_start / 2**20, "subscribed": rss_ready / 2**20, "end": rss_end / 2**20},
             "rss_kb_per_subscribed_socket": (rss_ready - rss_start) / 1024 / max(1, ready["connected"]),
-            "samples": samples,
         }
-        out["cpu_util"]["load_in_window"] = result["cpu_s"] / window
         if slow:
             out["slow_client"] = {
                 "port": slow_port,
                 "disconnected_after_s": slow_gone,
-                "probed_for_s": wall + p.warmup,
+                "probed_for_s": window.wall + p.warmup,
                 "client_tcp_state": result.get("slow_tcp_state"),
             }
         out["flags"] = flags(out)
@@ -726,12 +961,14 @@ class Harness:
 
     # -- idle connections -------------------------------------------------------------------------------
 
-    def idle_run(self, system: System, count: int) -> dict[str, Any]:
-        prefix, log = self.new_run(f"{system.key}-idle{count}")
+    def idle_run(self, system: System, count: int, *, dashboards: bool = False) -> dict[str, Any]:
+        """`count` idle connections (market clients subscribed to nothing, or dashboards that got their snapshot): RSS each."""
+        prefix, log = self.new_run(f"{system.key}-idle{count}{'-dashboards' if dashboards else ''}")
         before = self.wait_quiet()
         with ExitStack() as stack:
             server, port = self.start_server(stack, system, prefix, log)
-            load = self.loadgen(stack, f"ws://127.0.0.1:{port}{system.path}", log, "--idle", "--warm", "10", sockets=count)
+            path, extra = (DASHBOARD_PATH, self.dashboard_args(system, port)) if dashboards else (system.path, [])
+            load = self.loadgen(stack, f"ws://127.0.0.1:{port}{path}", log, "--idle", "--warm", "10", *extra, sockets=count)
             warm = load.event("warm", timeout=120)
             time.sleep(2.0)
             rss_before = rss_bytes(server.pid)
@@ -748,7 +985,7 @@ class Harness:
         connected = ready["connected"]
         return {
             "system": system.key,
-            "kind": "idle",
+            "kind": "dashboard-idle" if dashboards else "idle",
             "before": before,
             "connections": count,
             "warm": warm["connected"],
@@ -761,11 +998,86 @@ class Harness:
             "idle_cpu_util": idle_cpu,
             "still_open_at_end": closed.get("open"),
             "closes": closed.get("closes"),
+            **({"outcomes": ready["outcomes"], "snapshot_ms": ready["snapshot_ms"]} if dashboards else {}),
         }
 
+    # -- dashboards -------------------------------------------------------------------------------------
 
-def flags(run: dict[str, Any]) -> list[str]:
-    """What a reader should know before trusting a run's figures."""
+    def dashboard_args(self, system: System, port: int) -> list[str]:
+        """What makes the load generator a signed-in browser: the root's session keys, and an Origin in ALLOWED_HOSTS."""
+        return ["--dashboard", "--sessions", str(self.sessions[self.cwd(system)]), "--origin", f"http://127.0.0.1:{port}"]
+
+    def dashboard_run(self, system: System) -> dict[str, Any]:
+        """The dashboard scenario: open every dashboard while prices flow, then measure a window of price deliveries."""
+        p = self.params
+        rate = p.dashboard_ticks
+        prefix, log = self.new_run(f"{system.key}-dashboards{p.dashboards}")
+        out: dict[str, Any] = {
+            "system": system.key,
+            "kind": "dashboard",
+            "dashboards": p.dashboards,
+            "holdings": p.holdings,
+            "symbols": p.dashboard_symbols,
+            "ticks_per_s": rate,
+            "duration_s": p.dashboard_duration,
+            "prefix": prefix,
+            "before": self.wait_quiet(),
+        }
+        with ExitStack() as stack:
+            server, port = self.start_server(stack, system, prefix, log)
+            time.sleep(1.0)
+            rss_start = rss_bytes(server.pid)
+            publisher = self.start_publisher(stack, system, rate, prefix, log, symbols=p.dashboard_symbols)
+            children = [server, publisher]
+
+            def watch() -> None:
+                for child in children:
+                    child.check()
+
+            # Dashboards open while prices flow (as after a restart during trading), once the feed's quotes are stored.
+            pause(time.monotonic() + PRICES_LEAD_S, watch)
+            url = f"ws://127.0.0.1:{port}{DASHBOARD_PATH}"
+            load = self.loadgen(stack, url, log, *self.dashboard_args(system, port), sockets=p.dashboards)
+            children.append(load)
+            ready = load.event("ready", timeout=900)
+            rss_ready = rss_bytes(server.pid)
+            pause(time.monotonic() + p.warmup, watch)
+            window = self.measure(p.dashboard_duration, server=server, publisher=publisher, load=load, watch=watch)
+            rss_end = rss_bytes(server.pid)
+            result = load.event("result", timeout=300)
+            publisher.proc.send_signal(signal.SIGTERM)
+            published = publisher.event("published", timeout=60)
+            load.send("quit")
+        deliveries = result["deliveries"]
+        seconds = result["window_s"] or window.wall
+        server_cpu = window.cpu("server")
+        keys = ("deliveries", "frames", "frames_per_s", "bytes_per_s", "staleness_ms", "per_second", "skipped", "skip_events")
+        keys += ("repeats", "epoch_changes", "backwards", "later_snapshots", "errors", "closes", "disconnected", "per_client_deliveries")
+        out |= {
+            "connect": ready,
+            "window_s": seconds,
+            **{key: result[key] for key in keys},
+            "deliveries_per_s": deliveries / seconds,
+            "server_cpu_s": server_cpu,
+            "server_cpu_util": server_cpu / seconds,
+            "cpu_us_per_delivery": server_cpu / deliveries * 1e6 if deliveries else None,
+            "client": {key: result[key] for key in ("deliveries_total", "bad_frames", "other_frames", "open")},
+            "publisher": published,
+            "ingest_ticks_per_s": published.get("ticks_per_s"),
+            "expected_deliveries_per_s": (published.get("ticks_per_s") or 0.0) * p.holders_per_symbol,  # a tick reaches every holder
+            **window.usage(seconds, load_cpu_s=result["cpu_s"]),
+            "rss_mb": {"start": rss_start / 2**20, "open": rss_ready / 2**20, "end": rss_end / 2**20},
+            "rss_kb_per_open_dashboard": (rss_ready - rss_start) / 1024 / max(1, ready["connected"]),
+        }
+        out["flags"] = dashboard_flags(out)
+        return out
+
+
+PRICES_LEAD_S = 3.0  # the feed runs this long before dashboards open: its quotes (stored each second) are in the database
+
+
+def machine_flags(run: dict[str, Any]) -> list[str]:
+    """What a reader should know about the machine and the feed before trusting a run's figures."""
     out = []
     before = run.get("before") or {}
     if before and not before.get("quiet"):
@@ -781,6 +1093,12 @@ def flags(run: dict[str, Any]) -> list[str]:
     ingest = run.get("ingest_ticks_per_s") or 0.0
     if ingest < 0.95 * run["ticks_per_s"]:
         out.append(f"publisher reached {ingest:,.0f} of {run['ticks_per_s']:,.0f} ticks/s")
+    return out
+
+
+def flags(run: dict[str, Any]) -> list[str]:
+    """What a reader should know before trusting a market run's figures."""
+    out = machine_flags(run)
     if run["gaps"]:
         out.append(f"{run['gaps']:,} seqs missed ({run['gap_events']:,} gaps)")
     if run["errors"]:
@@ -793,6 +1111,32 @@ def flags(run: dict[str, Any]) -> list[str]:
     ticks_in_window = (run.get("ingest_ticks_per_s") or 0.0) * run["window_s"]
     if none and ticks_in_window >= 2 * run["symbols"]:  # every symbol ticked at least twice: every socket should have heard
         out.append(f"{none:,} sockets received nothing in the window")
+    return out
+
+
+def dashboard_flags(run: dict[str, Any]) -> list[str]:
+    """What a reader should know before trusting a dashboard run's figures."""
+    out = machine_flags(run)
+    if run["backwards"]:
+        out.append(f"{run['backwards']:,} rows carried an older price_seq than the client held (a price went backwards)")
+    if run["errors"]:
+        out.append(f"the server sent error frames {run['errors']}")
+    if run["later_snapshots"]:
+        out.append(f"{run['later_snapshots']:,} snapshots after the first (books reloaded)")
+    if run["disconnected"]:
+        out.append(f"{run['disconnected']:,} dashboards disconnected after their snapshot (closes {run['closes']})")
+    connect = run["connect"]
+    if connect["failed"]:
+        out.append(f"{connect['failed']:,} of {run['dashboards']:,} dashboards never got a snapshot ({connect['outcomes']})")
+    share = ratio(run["deliveries_per_s"], run["expected_deliveries_per_s"])
+    if share is not None and share > 1.05:
+        out.append(
+            f"deliveries ran at {share:.0%} of one per price per holder: the server was still working off a backlog "
+            "from the opening, so staleness includes it"
+        )
+    none = run["per_client_deliveries"]["none"]
+    if none and (run.get("ingest_ticks_per_s") or 0.0) * run["window_s"] >= 2 * run["symbols"]:
+        out.append(f"{none:,} dashboards received no price in the window")
     return out
 
 
@@ -820,7 +1164,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def flat(run: dict[str, Any]) -> tuple[bool, str]:
+def flat(run: dict[str, Any], target_ms: float = TARGET_P99_MS) -> tuple[bool, str]:
     """p99 per second never above the target, and the last third no worse than the first third (×1.5 + 10 ms)."""
     p99s = [s["p99"] for s in run["per_second"] if s.get("p99") is not None]
     if len(p99s) < 3:
@@ -828,19 +1172,19 @@ def flat(run: dict[str, Any]) -> tuple[bool, str]:
     third = max(1, len(p99s) // 3)
     first, last = sorted(p99s[:third])[third // 2], sorted(p99s[-third:])[third // 2]
     worst = max(p99s)
-    ok = worst <= TARGET_P99_MS and last <= first * 1.5 + 10
+    ok = worst <= target_ms and last <= first * 1.5 + 10
     return ok, f"per-second p99: worst {worst:,.0f} ms, median of first third {first:,.0f} ms, of last third {last:,.0f} ms"
 
 
 def evaluate(runs: list[dict[str, Any]], idle: list[dict[str, Any]], slow: list[dict[str, Any]], p: Params) -> list[dict[str, Any]]:
     """PASS/FAIL of every target, for each Livefolio system measured."""
-    out = []
+    out: list[dict[str, Any]] = []
+    if not p.market:
+        return out
     naive = find(runs, "naive", p.ticks)
     bare = find(runs, "bare", p.ticks)
-    for key in ("livefolio-daphne", "livefolio-uvicorn"):
+    for key in (k for k in p.systems if k in LIVEFOLIO_SYSTEMS):
         run = find(runs, key, p.ticks)
-        if key not in p.systems:
-            continue
         checks: list[tuple[str, bool | None, str]] = []
         cpu = run["cpu_us_per_update"] if run else None
         if naive and naive["cpu_us_per_update"] and cpu is not None:
@@ -931,6 +1275,7 @@ def staleness_cell(run: dict[str, Any]) -> str:
 def markdown(report: dict[str, Any]) -> str:
     p = Params(**report["params"])
     runs, idle, slow = report["runs"], report["idle"], report["slow"]
+    dashboards, dashboard_idle = report.get("dashboard", []), report.get("dashboard_idle", [])
     info = report["machine"]
     lines = [
         "# WebSocket fan-out (bench/fanout.py)",
@@ -938,7 +1283,41 @@ def markdown(report: dict[str, Any]) -> str:
         f"{info['date']}; Python {info['python']} on {info['platform']}; {info['cpu_count']} CPUs ({info['cpu_model'] or 'model unknown'}); "
         f"{info['affinity']}. Redis: {info['redis']}. Whole run: {report['elapsed_s'] / 60:.1f} min.",
         "",
+        f"Produced by: `{report.get('command') or 'python bench/fanout.py (command not recorded)'}`.",
+        "",
         f"Livefolio: {report['livefolio_source']}.",
+        "",
+    ]
+    if report.get("livefolio_before_source"):
+        lines += [f"livefolio-before: {report['livefolio_before_source']}.", ""]
+    if p.market:
+        lines += market_markdown(report, p)
+    if p.dashboard:
+        lines += dashboard_markdown(report, p)
+    errors = [r for r in [*runs, *idle, *slow, *dashboards, *dashboard_idle] if "error" in r]
+    if errors:
+        lines += (
+            ["## Runs that failed", ""]
+            + [f"- {r['system']} {r.get('kind')} {r.get('ticks_per_s', '')}: {r['error'][:300]}" for r in errors]
+            + [""]
+        )
+    used = [k for k in SYSTEMS if (p.market and k in p.systems) or (p.dashboard and k in p.dashboard_systems)]
+    lines += ["## How each system is driven", ""] + [f"- **{SYSTEMS[k].label}**: {SYSTEMS[k].how}" for k in used]
+    lines += [
+        "",
+        "Ticks: one publisher process per run (CPU 1), round-robin over the symbols, stamped with the wall clock when emitted. "
+        "Staleness = receive time − `ts` (ms resolution); for dashboards, receive time − the row's `price_ts`. CPU per update "
+        "(per delivery) = the server process's user+system CPU in the window ÷ updates (price deliveries) received by all "
+        "clients in the window. See docs/performance.md.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def market_markdown(report: dict[str, Any], p: Params) -> list[str]:
+    """The market scenario's tables: the target run, its targets, the sweep, idle connections, the slow client."""
+    runs, idle, slow = report["runs"], report["idle"], report["slow"]
+    lines = [
+        "## Market scenario (/ws/v1/market)",
         "",
         f"Target scenario: {p.sockets:,} sockets × {p.per_socket} symbols each, {p.symbols} symbols "
         f"({p.subscribers_per_symbol:,.0f} subscribers per symbol), {p.ticks:,.0f} ticks/s in, {p.warmup:g} s warm-up, then "
@@ -977,7 +1356,7 @@ def markdown(report: dict[str, Any]) -> str:
             note += "; " + "; ".join(run["flags"])
         notes.append(f"- {note}.")
     lines += ["", *notes, ""]
-    lines += ["## Targets", ""]
+    lines += ["### Targets", ""]
     for entry in report["targets"]:
         lines += [f"**{SYSTEMS[entry['system']].label}**", "", "| target | result | measured |", "|---|---|---|"]
         lines += [f"| {c['target']} | {verdict(c['pass'])} | {c['detail']} |" for c in entry["checks"]]
@@ -985,7 +1364,7 @@ def markdown(report: dict[str, Any]) -> str:
     rates = sorted({run["ticks_per_s"] for run in runs if run.get("kind") == "load"})
     if len(rates) > 1:
         lines += [
-            "## Against load",
+            "### Against load",
             "",
             f"Same sockets and subscriptions; ingest rate varied. Cells: updates/s · CPU µs/update · staleness p99 ms. "
             f"Sweep runs measured {p.sweep_duration:g} s.",
@@ -1006,7 +1385,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("")
     if idle:
         lines += [
-            "## Idle connections",
+            "### Idle connections",
             "",
             "| system | held | connect time s | RSS before → after MB | KB per connection | server CPU while idle |",
             "|---|---:|---:|---:|---:|---:|",
@@ -1022,7 +1401,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("")
     if slow:
         lines += [
-            "## Slow client",
+            "### Slow client",
             "",
             f"The target scenario plus one client subscribed to {min(p.symbols, 100)} tickers that never reads (4 KB receive buffer), "
             f"{p.slow_duration:g} s measured. 'Disconnected' means the server process no longer holds its socket. "
@@ -1044,32 +1423,173 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{fmt(with_p99)} / {without} | {run['rss_mb']['subscribed']:,.1f} → {run['rss_mb']['end']:,.1f} |"
             )
         lines.append("")
-    errors = [r for r in [*runs, *idle, *slow] if "error" in r]
-    if errors:
-        lines += (
-            ["## Runs that failed", ""]
-            + [f"- {r['system']} {r.get('kind')} {r.get('ticks_per_s', '')}: {r['error'][:300]}" for r in errors]
-            + [""]
-        )
-    lines += ["## How each system is driven", ""] + [f"- **{SYSTEMS[k].label}**: {SYSTEMS[k].how}" for k in p.systems]
-    lines += [
+    return lines
+
+
+TARGET_DASHBOARD_CPU_US = 30.0
+TARGET_DASHBOARD_P99_MS = 400.0
+TARGET_DASHBOARD_CPU_UTIL = 0.60
+TARGET_DASHBOARD_FLAT_S = 60.0
+TARGET_OPEN_S = 5.0
+TARGET_SNAPSHOT_P99_MS = 300.0
+TARGET_DASHBOARD_RSS_KB = 40.0
+
+
+def dashboard_name(key: str) -> str:
+    system = SYSTEMS[key]
+    return f"{'livefolio-before' if system.before else 'livefolio'} ({system.server})"
+
+
+def found(runs: Sequence[dict[str, Any]], system: str) -> dict[str, Any] | None:
+    return next((run for run in runs if run.get("system") == system and "error" not in run), None)
+
+
+def evaluate_dashboards(runs: list[dict[str, Any]], idle: list[dict[str, Any]], p: Params) -> list[dict[str, Any]]:
+    """PASS/FAIL of the dashboard targets, per system: the same targets in the same order for each (the report pivots them)."""
+    out: list[dict[str, Any]] = []
+    if not p.dashboard:
+        return out
+    scenario = (
+        f"{p.dashboards:,} dashboards × {p.holdings} holdings, {p.symbol_rate:g} update/s per symbol, one process on one core: "
+        f"staleness p99 ≤ {TARGET_DASHBOARD_P99_MS:.0f} ms, flat for {TARGET_DASHBOARD_FLAT_S:.0f} s, CPU ≤ {TARGET_DASHBOARD_CPU_UTIL:.0%}"
+    )
+    for key in p.dashboard_systems:
+        run, idle_run = found(runs, key), found(idle, key)
+        checks: list[tuple[str, bool | None, str]] = []
+        cpu_target = f"server CPU per price delivered to a dashboard ≤ {TARGET_DASHBOARD_CPU_US:.0f} µs"
+        open_target = f"open {p.dashboards:,} dashboards ({p.concurrency} in flight): ≤ {TARGET_OPEN_S:g} s total, snapshot p99 ≤ {TARGET_SNAPSHOT_P99_MS:.0f} ms"
+        if run is None:
+            checks += [(cpu_target, None, "not measured"), (scenario, None, "not measured"), (open_target, None, "not measured")]
+        else:
+            cpu = run["cpu_us_per_delivery"]
+            checks.append((cpu_target, cpu is not None and cpu <= TARGET_DASHBOARD_CPU_US, f"{fmt(cpu, ',.1f')} µs"))
+            p99, util = run["staleness_ms"]["p99"], run["server_cpu_util"]
+            steady, why = flat(run, TARGET_DASHBOARD_P99_MS)
+            short = run["window_s"] < TARGET_DASHBOARD_FLAT_S - 1
+            ok = p99 is not None and p99 <= TARGET_DASHBOARD_P99_MS and steady and util <= TARGET_DASHBOARD_CPU_UTIL
+            detail = f"p99 {fmt(p99)} ms; {why}; server CPU {util:.0%}" + (
+                f"; measured over {run['window_s']:.0f} s only" if short else f"; over {run['window_s']:.0f} s"
+            )
+            checks.append((scenario, ok, detail))
+            connect = run["connect"]
+            snap = connect["snapshot_ms"]
+            ok = (
+                connect["failed"] == 0
+                and connect["connect_s"] <= TARGET_OPEN_S
+                and snap["p99"] is not None
+                and snap["p99"] <= TARGET_SNAPSHOT_P99_MS
+            )
+            detail = f"{connect['connect_s']:.2f} s; snapshot p50 / p99 {fmt(snap['p50'])} / {fmt(snap['p99'])} ms"
+            if connect["failed"]:
+                detail += f"; {connect['failed']:,} without a snapshot {connect['outcomes']}"
+            checks.append((open_target, ok, detail))
+        idle_target = f"RSS per idle dashboard connection ({p.dashboard_idle:,} held) ≤ {TARGET_DASHBOARD_RSS_KB:.0f} KB"
+        if idle_run is None:
+            checks.append((idle_target, None, "not measured"))
+        else:
+            kb = idle_run["rss_kb_per_connection"]
+            ok = idle_run["connected"] >= idle_run["connections"] and kb is not None and kb <= TARGET_DASHBOARD_RSS_KB
+            checks.append((idle_target, ok, f"{fmt(kb, ',.1f')} KB ({idle_run['connected']:,} held)"))
+        out.append({"system": key, "checks": [{"target": t, "pass": ok, "detail": d} for t, ok, d in checks]})
+    return out
+
+
+def dashboard_markdown(report: dict[str, Any], p: Params) -> list[str]:
+    """The dashboard scenario: its figures and its targets, one column per system (before beside after)."""
+    runs, idle = report.get("dashboard", []), report.get("dashboard_idle", [])
+    keys = p.dashboard_systems
+    lines = [
+        "## Dashboard scenario (/ws/portfolio/)",
         "",
-        "Ticks: one publisher process per run (CPU 1), round-robin over the symbols, stamped with the wall clock when emitted. "
-        "Staleness = receive time − `ts` (ms resolution). CPU per update = the server process's user+system CPU in the window "
-        "÷ updates received by all clients in the window. See docs/performance.md.",
+        f"{p.dashboards:,} users, each signed in (a Django session cookie, an allowed `Origin`) with one portfolio holding "
+        f"{p.holdings} of {p.dashboard_symbols} instruments ({p.holders_per_symbol:,.0f} holders per instrument); the real feed "
+        f"worker publishes {p.symbol_rate:g} price/s per instrument ({p.dashboard_ticks:,.0f} ticks/s). The dashboards open while "
+        f"prices flow, {p.concurrency} in flight (each from the start of its WebSocket open to its snapshot); then {p.warmup:g} s "
+        f"warm-up and {p.dashboard_duration:g} s measured. A delivery is one holding row of `portfolios[*].rows` in an update frame "
+        "with a price newer than the client held (`combined` not counted); its staleness is receive time − the row's `price_ts`. "
+        f"Idle: {p.dashboard_idle:,} dashboards held after their snapshot, no prices flowing, sessions reused round-robin.",
+        "",
+        "| | " + " | ".join(dashboard_name(k) for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
     ]
-    return "\n".join(lines) + "\n"
+    measured = [found(runs, k) for k in keys]
+    idled = [found(idle, k) for k in keys]
+
+    def row(label: str, cell: Callable[[dict[str, Any]], str], source: list[dict[str, Any] | None] = measured) -> None:
+        lines.append(f"| {label} | " + " | ".join("failed" if r is None else cell(r) for r in source) + " |")
+
+    def deliveries(r: dict[str, Any]) -> str:
+        share = ratio(r["deliveries_per_s"], r["expected_deliveries_per_s"])
+        return f"{r['deliveries_per_s']:,.0f}" + ("" if share is None else f" ({share:.0%} of one per price per holder)")
+
+    def seconds(r: dict[str, Any]) -> str:
+        p99s = [s["p99"] for s in r["per_second"] if s.get("p99") is not None]
+        steady = flat(r, TARGET_DASHBOARD_P99_MS)[0]
+        return f"{fmt(max(p99s) if p99s else None)} ({'flat' if steady else 'not flat'})"
+
+    row("dashboards open (snapshot received)", lambda r: f"{r['connect']['connected']:,} of {r['dashboards']:,}")
+    row("time to open them all, s", lambda r: f"{r['connect']['connect_s']:.2f}")
+    row("snapshot latency p50 / p99 / max, ms", lambda r: staleness_cell({"staleness_ms": r["connect"]["snapshot_ms"]}))
+    row("price deliveries/s", deliveries)
+    row("update frames/s (KB/s)", lambda r: f"{r['frames_per_s']:,.0f} ({r['bytes_per_s'] / 1024:,.0f})")
+    row("server CPU µs per delivery", lambda r: fmt(r["cpu_us_per_delivery"], ",.1f"))
+    row("server CPU, share of its core", lambda r: f"{r['server_cpu_util']:.0%}")
+    row("staleness p50 / p99 / max, ms", staleness_cell)
+    row("worst per-second p99, ms", seconds)
+    row(
+        "price_seq skipped (jumps) · repeats · backwards",
+        lambda r: f"{r['skipped']:,} ({r['skip_events']:,}) · {r['repeats']:,} · {r['backwards']:,}",
+    )
+    row("server RSS start → dashboards open → end, MB", lambda r: "{start:,.1f} → {open:,.1f} → {end:,.1f}".format(**r["rss_mb"]))
+    row(
+        f"RSS per idle dashboard ({p.dashboard_idle:,} held), KB",
+        lambda r: f"{fmt(r['rss_kb_per_connection'], ',.1f')} ({r['connected']:,} held in {r['connect_s']:.1f} s)",
+        idled,
+    )
+    notes = [f"- {dashboard_name(r['system'])}: " + "; ".join(r["flags"]) + "." for r in measured if r and r["flags"]]
+    lines += ["", *notes, ""] if notes else [""]
+    lines += [
+        "`skipped`: seqs a client never saw within one epoch, legitimate when prices of one symbol arrive within one "
+        "coalescing delay (PORTFOLIO_COALESCE_MS); `backwards` must be 0.",
+        "",
+        "### Dashboard targets",
+        "",
+        "| target | " + " | ".join(dashboard_name(k) for k in keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
+    entries = {entry["system"]: entry["checks"] for entry in report.get("dashboard_targets", [])}
+    first = entries.get(keys[0], []) if keys else []
+    for i, check in enumerate(first):
+        cells = []
+        for key in keys:
+            mine = entries.get(key, [])
+            cells.append(f"{verdict(mine[i]['pass'])}: {mine[i]['detail']}" if i < len(mine) else "—")
+        lines.append(f"| {check['target']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
+    """The market scenario's three panels and the dashboard scenario's two, side by side, for the scenarios run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     p = Params(**report["params"])
+    panels = (3 if p.market else 0) + (2 if p.dashboard else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5.5), squeeze=False)
+    if p.market:
+        plot_market(report, p, *axes[0][:3])
+    if p.dashboard:
+        plot_dashboards(report, p, *axes[0][-2:])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_market(report: dict[str, Any], p: Params, ax_stale: Any, ax_cpu: Any, ax_time: Any) -> None:
     runs = [r for r in report["runs"] if "error" not in r and r.get("kind") == "load"]
-    fig, (ax_stale, ax_cpu, ax_time) = plt.subplots(1, 3, figsize=(18, 5.5))
     for key in p.systems:
         mine = sorted((r for r in runs if r["system"] == key), key=lambda r: r["ticks_per_s"])
         if not mine:
@@ -1098,9 +1618,34 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax_time.set_title(f"Staleness over time at {p.ticks:,.0f} ticks/s")
     ax_time.grid(True, which="both", alpha=0.3)
     ax_stale.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+
+
+def plot_dashboards(report: dict[str, Any], p: Params, ax_time: Any, ax_cpu: Any) -> None:
+    for key in p.dashboard_systems:
+        run = found(report.get("dashboard", []), key)
+        if run is None:
+            continue
+        measured = [s for s in run["per_second"] if s.get("p99") is not None]
+        ax_time.plot([s["t"] + 1 for s in measured], [s["p99"] for s in measured], label=dashboard_name(key))
+        samples = run["samples"]
+        used = [b["server_cpu_s"] - a["server_cpu_s"] for a, b in zip([{"server_cpu_s": 0.0}, *samples], samples, strict=False)]
+        ax_cpu.plot([s["t"] for s in samples], [100 * u for u in used], label=dashboard_name(key))
+    scenario = f"{p.dashboards:,} dashboards × {p.holdings} holdings, {p.symbol_rate:g}/s per symbol"
+    ax_time.axhline(
+        TARGET_DASHBOARD_P99_MS, color="grey", linestyle="--", linewidth=1, label=f"target p99 {TARGET_DASHBOARD_P99_MS:.0f} ms"
+    )
+    ax_time.set_yscale("log")
+    ax_time.set_xlabel("second of the measured window")
+    ax_time.set_ylabel("staleness p99 of rows delivered in that second, ms")
+    ax_time.set_title(f"Dashboards: staleness over time ({scenario})", fontsize=10)
+    ax_cpu.axhline(100 * TARGET_DASHBOARD_CPU_UTIL, color="grey", linestyle="--", linewidth=1, label="target CPU")
+    ax_cpu.set_ylim(bottom=0)
+    ax_cpu.set_xlabel("second of the measured window")
+    ax_cpu.set_ylabel("server CPU in that second, % of one core")
+    ax_cpu.set_title("Dashboards: server CPU over time", fontsize=10)
+    for ax in (ax_time, ax_cpu):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
 
 
 # -- main ------------------------------------------------------------------------------------------------
@@ -1136,8 +1681,15 @@ def machine(affinity: str, redis: str) -> dict[str, Any]:
 
 def parse(argv: Sequence[str]) -> tuple[Params, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small and short, for development: 200 sockets, 10 s runs")
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated, of: " + ", ".join(SYSTEMS))
+    parser.add_argument(
+        "--quick", action="store_true", help="small and short, for development: 200 sockets (200 dashboards), 10 s runs, 1000 idle"
+    )
+    parser.add_argument("--scenario", choices=("market", "dashboard", "all"), default="all", help="which scenarios run (default all)")
+    parser.add_argument(
+        "--systems",
+        help="market scenario, comma-separated, of: " + ", ".join(SYSTEMS) + " (default: naive, both Livefolio servers, bare; "
+        "with --before-rev also livefolio-before-daphne)",
+    )
     parser.add_argument("--sockets", type=int, help="WebSocket connections (default 1000; quick 200)")
     parser.add_argument("--per-socket", type=int, default=10, help="symbols each socket subscribes to (default 10)")
     parser.add_argument("--symbols", type=int, default=100, help="symbols in total (default 100)")
@@ -1154,13 +1706,31 @@ def parse(argv: Sequence[str]) -> tuple[Params, argparse.Namespace]:
     parser.add_argument("--slow-duration", type=float, help="measured seconds of the slow-client runs (default 30; quick 10)")
     parser.add_argument("--slow-systems", default="livefolio-daphne,livefolio-uvicorn,bare")
     parser.add_argument("--conflation-ms", type=int, default=int(os.environ.get("MARKETDATA_CONFLATION_MS", "100")))
-    parser.add_argument("--concurrency", type=int, default=32, help="handshakes in flight while connecting")
+    parser.add_argument("--concurrency", type=int, default=32, help="handshakes (dashboards: opens until the snapshot) in flight")
+    dashboard = parser.add_argument_group("dashboard scenario (/ws/portfolio/)")
+    dashboard.add_argument("--dashboards", type=int, help="signed-in users, one dashboard each (default 1000; quick 200)")
+    dashboard.add_argument("--holdings", type=int, default=10, help="instruments in each user's one portfolio (default 10)")
+    dashboard.add_argument("--dashboard-symbols", type=int, default=50, help="instruments held, spread evenly (default 50)")
+    dashboard.add_argument("--symbol-rate", type=float, default=1.0, help="price updates per second per instrument (default 1)")
+    dashboard.add_argument("--dashboard-duration", type=float, help="measured seconds (default 60; quick 10)")
+    dashboard.add_argument(
+        "--dashboard-idle", type=int, help="idle dashboards held for RSS per connection (default 5000; quick 1000; 0: skip)"
+    )
+    dashboard.add_argument(
+        "--dashboard-systems",
+        help="comma-separated Livefolio systems (default livefolio-daphne; with --before-rev livefolio-before-daphne first)",
+    )
     parser.add_argument("--redis-url", help="use this Redis when it answers (default: start a private one, pinned to CPU 1)")
     parser.add_argument("--out", help="results path without extension (default bench/results/fanout; quick: in the logs folder)")
     parser.add_argument(
         "--livefolio-rev",
         help="measure Livefolio as committed at this git revision (exported with `git archive` into the logs folder) "
         "instead of the working tree; e.g. HEAD while uncommitted work is in progress",
+    )
+    parser.add_argument(
+        "--before-rev",
+        help="also measure Livefolio as committed at this revision (exported the same way), reported as livefolio-before "
+        "beside livefolio: the livefolio-before-* systems",
     )
     parser.add_argument("--render", metavar="JSON", help="only write the markdown and the plot again from a results JSON")
     parser.add_argument("--keep-logs", action="store_true", help="keep the logs folder even when every run succeeded")
@@ -1170,10 +1740,18 @@ def parse(argv: Sequence[str]) -> tuple[Params, argparse.Namespace]:
     def pick(value: Any, full: Any, small: Any) -> Any:
         return value if value is not None else (small if quick else full)
 
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = [s for s in systems if s not in SYSTEMS]
-    if unknown:
-        parser.error(f"unknown systems {unknown}; choose from {list(SYSTEMS)}")
+    def listed(text: str | None, default: list[str], allowed: Sequence[str], option: str) -> list[str]:
+        chosen = default if text is None else [s.strip() for s in text.split(",") if s.strip()]
+        unknown = [s for s in chosen if s not in allowed]
+        if unknown:
+            parser.error(f"{option}: unknown systems {unknown}; choose from {list(allowed)}")
+        if not args.before_rev and any(SYSTEMS[s].before for s in chosen):
+            parser.error(f"{option}: the livefolio-before systems need --before-rev")
+        return chosen
+
+    before = ["livefolio-before-daphne"] if args.before_rev else []
+    systems = listed(args.systems, ["naive", *before, "livefolio-daphne", "livefolio-uvicorn", "bare"], list(SYSTEMS), "--systems")
+    dashboard_systems = listed(args.dashboard_systems, [*before, "livefolio-daphne"], LIVEFOLIO_SYSTEMS, "--dashboard-systems")
     sweep_text = pick(args.sweep, "10,100,500", "10,100")
     duration = pick(args.duration, 60.0, 10.0)
     params = Params(
@@ -1193,7 +1771,17 @@ def parse(argv: Sequence[str]) -> tuple[Params, argparse.Namespace]:
         systems=systems,
         conflation_ms=args.conflation_ms,
         concurrency=args.concurrency,
+        scenario=args.scenario,
+        dashboards=pick(args.dashboards, 1000, 200),
+        holdings=args.holdings,
+        dashboard_symbols=args.dashboard_symbols,
+        symbol_rate=args.symbol_rate,
+        dashboard_duration=pick(args.dashboard_duration, 60.0, 10.0),
+        dashboard_idle=pick(args.dashboard_idle, 5000, 1000),
+        dashboard_systems=dashboard_systems,
     )
+    if params.dashboard and (params.dashboards < 1 or params.holdings < 1 or params.dashboard_symbols < params.holdings):
+        parser.error("the dashboard scenario needs --dashboards ≥ 1 and 1 ≤ --holdings ≤ --dashboard-symbols")
     return params, args
 
 
@@ -1255,7 +1843,7 @@ def git(*args: str) -> str:
         return ""
 
 
-def livefolio_source(rev: str | None, logs: Path) -> tuple[Path, str]:
+def livefolio_source(rev: str | None, logs: Path, *, name: str = "livefolio", option: str = "--livefolio-rev") -> tuple[Path, str]:
     """Where Livefolio's code runs from, and how the report names it."""
     head = git("rev-parse", "--short", "HEAD")
     if rev is None:
@@ -1264,8 +1852,8 @@ def livefolio_source(rev: str | None, logs: Path) -> tuple[Path, str]:
         return ROOT, f"the working tree (HEAD {head or 'unknown'}, {state})"
     commit = git("rev-parse", "--verify", f"{rev}^{{commit}}")
     if not commit:
-        raise SystemExit(f"bench/fanout.py: --livefolio-rev {rev!r} is not a commit here")
-    target = logs / f"livefolio-{commit[:10]}"
+        raise SystemExit(f"bench/fanout.py: {option} {rev!r} is not a commit here")
+    target = logs / f"{name}-{commit[:10]}"
     target.mkdir()
     archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", "--format=tar", commit], stdout=subprocess.PIPE)
     subprocess.run(["tar", "-x", "-C", str(target)], stdin=archive.stdout, check=True)
@@ -1276,19 +1864,27 @@ def livefolio_source(rev: str | None, logs: Path) -> tuple[Path, str]:
 
 
 def estimate(p: Params) -> float:
-    per_run_overhead = 12 + p.sockets / 150
-    load = sum(p.sweep_duration + p.warmup + per_run_overhead for _ in p.sweep) * len(p.systems)
-    load += sum((p.duration if s.startswith("livefolio") else p.other_duration) + p.warmup + per_run_overhead for s in p.systems)
-    idle = (10 + p.idle / 200) * len(p.systems) if p.idle else 0
-    slow = (p.slow_duration + p.warmup + per_run_overhead) * len(p.slow_systems) if p.slow else 0
-    return load + idle + slow
+    """Seconds the whole run takes, roughly (dashboards open at about 50/s before the per-process hub)."""
+    total = 0.0
+    if p.market:
+        per_run_overhead = 12 + p.sockets / 150
+        total += sum(p.sweep_duration + p.warmup + per_run_overhead for _ in p.sweep) * len(p.systems)
+        total += sum((p.duration if s.startswith("livefolio") else p.other_duration) + p.warmup + per_run_overhead for s in p.systems)
+        total += (10 + p.idle / 200) * len(p.systems) if p.idle else 0
+        total += (p.slow_duration + p.warmup + per_run_overhead) * len(p.slow_systems) if p.slow else 0
+    if p.dashboard:
+        setup = 3 + p.dashboards / 80
+        run = 18 + PRICES_LEAD_S + p.dashboards / 50 + p.warmup + p.dashboard_duration
+        idle = 12 + p.dashboard_idle / 50 if p.dashboard_idle else 0
+        total += (setup + run + idle) * len(p.dashboard_systems)
+    return total
 
 
-def orchestrate(params: Params, args: argparse.Namespace) -> None:
+def orchestrate(params: Params, args: argparse.Namespace, *, command: str) -> None:
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, max(soft, params.idle + params.sockets + 4096))
+    want = min(hard, max(soft, params.idle + params.sockets + params.dashboard_idle + params.dashboards + 4096))
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     pinned, affinity = pin_self()
@@ -1296,7 +1892,12 @@ def orchestrate(params: Params, args: argparse.Namespace) -> None:
     logs = Path(tempfile.mkdtemp(prefix="livefolio-fanout-"))
     out = Path(args.out) if args.out else (logs / "fanout" if args.quick else RESULTS / "fanout")
     livefolio_root, source = livefolio_source(args.livefolio_rev, logs)
+    before_root, before_source = None, None
+    if args.before_rev:
+        before_root, before_source = livefolio_source(args.before_rev, logs, name="livefolio-before", option="--before-rev")
     print(f"bench/fanout.py: {affinity}; Livefolio from {source}; logs in {logs}; about {estimate(params) / 60:.0f} min", flush=True)
+    if before_source:
+        print(f"bench/fanout.py: livefolio-before from {before_source}", flush=True)
 
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -1304,18 +1905,25 @@ def orchestrate(params: Params, args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background job starts with it ignored
         signal.signal(sig, interrupted)
     failed = False
+    runs: list[dict[str, Any]] = []
+    idle: list[dict[str, Any]] = []
+    slow: list[dict[str, Any]] = []
+    dashboards: list[dict[str, Any]] = []
+    dashboard_idle: list[dict[str, Any]] = []
     with redis_server(args.redis_url) as (redis_url, redis_pid, redis_desc):
-        harness = Harness(params=params, redis_url=redis_url, logs=logs, redis_pid=redis_pid, pinned=pinned, livefolio_root=livefolio_root)
+        harness = Harness(
+            params=params,
+            redis_url=redis_url,
+            logs=logs,
+            redis_pid=redis_pid,
+            pinned=pinned,
+            livefolio_root=livefolio_root,
+            before_root=before_root,
+        )
         try:
-            if any(SYSTEMS[s].publisher == "livefolio" for s in params.systems):
-                harness.db_url = f"sqlite:///{logs / 'livefolio.sqlite3'}"
-                env = harness.env(SYSTEMS["livefolio-daphne"], "fanoutsetup")
-                root = str(harness.livefolio_root)
-                command = [PY, str(ROOT / "bench" / "fanout.py"), "setup-db", "--symbols", str(params.symbols), "--root", root]
-                subprocess.run(command, cwd=root, env=env, check=True)
-            runs: list[dict[str, Any]] = []
-            idle: list[dict[str, Any]] = []
-            slow: list[dict[str, Any]] = []
+            used = [*(params.systems if params.market else []), *(params.dashboard_systems if params.dashboard else [])]
+            for root in dict.fromkeys(harness.cwd(SYSTEMS[key]) for key in used if SYSTEMS[key].publisher == "livefolio"):
+                harness.setup_db(root)
 
             def attempt(what: str, run: Callable[[], dict[str, Any]], into: list[dict[str, Any]], **ident: Any) -> None:
                 nonlocal failed
@@ -1330,7 +1938,7 @@ def orchestrate(params: Params, args: argparse.Namespace) -> None:
                     print(f"  {what}: {summary_line(result)} ({time.monotonic() - t:.0f} s)", flush=True)
                 into.append(result)
 
-            for rate in [*params.sweep, params.ticks]:
+            for rate in [*params.sweep, params.ticks] if params.market else []:
                 for key in params.systems:
                     system = SYSTEMS[key]
                     target = rate == params.ticks
@@ -1345,7 +1953,7 @@ def orchestrate(params: Params, args: argparse.Namespace) -> None:
                         kind="load",
                         ticks_per_s=rate,
                     )
-            if params.idle:
+            if params.market and params.idle:
                 for key in params.systems:
                     attempt(
                         f"{key}, {params.idle:,} idle",
@@ -1354,7 +1962,7 @@ def orchestrate(params: Params, args: argparse.Namespace) -> None:
                         system=key,
                         kind="idle",
                     )
-            if params.slow:
+            if params.market and params.slow:
                 for key in params.slow_systems:
                     attempt(
                         f"{key} with a slow client",
@@ -1364,19 +1972,42 @@ def orchestrate(params: Params, args: argparse.Namespace) -> None:
                         kind="slow",
                         ticks_per_s=params.ticks,
                     )
+            for key in params.dashboard_systems if params.dashboard else []:
+                attempt(
+                    f"{key}, {params.dashboards:,} dashboards",
+                    lambda system=SYSTEMS[key]: harness.dashboard_run(system),
+                    dashboards,
+                    system=key,
+                    kind="dashboard",
+                    ticks_per_s=params.dashboard_ticks,
+                )
+            for key in params.dashboard_systems if params.dashboard and params.dashboard_idle else []:
+                attempt(
+                    f"{key}, {params.dashboard_idle:,} idle dashboards",
+                    lambda system=SYSTEMS[key]: harness.idle_run(system, params.dashboard_idle, dashboards=True),
+                    dashboard_idle,
+                    system=key,
+                    kind="dashboard-idle",
+                )
         finally:
             forget_keys(redis_url, harness.prefixes)
+    shown = [k for k in SYSTEMS if (params.market and k in params.systems) or (params.dashboard and k in params.dashboard_systems)]
     report = {
         "machine": machine(affinity, redis_desc),
+        "command": command,
         "livefolio_source": source,
+        "livefolio_before_source": before_source,
         "params": params.__dict__,
-        "systems": {k: {"label": SYSTEMS[k].label, "how": SYSTEMS[k].how} for k in params.systems},
+        "systems": {k: {"label": SYSTEMS[k].label, "how": SYSTEMS[k].how} for k in shown},
         "runs": runs,
         "idle": idle,
         "slow": slow,
+        "dashboard": dashboards,
+        "dashboard_idle": dashboard_idle,
         "elapsed_s": time.monotonic() - started,
     }
     report["targets"] = evaluate(runs, idle, slow, params)
+    report["dashboard_targets"] = evaluate_dashboards(dashboards, dashboard_idle, params)
     text = markdown(report)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
@@ -1397,6 +2028,7 @@ def render(path: Path) -> None:
     report = json.loads(path.read_text(encoding="utf-8"))
     params = Params(**report["params"])
     report["targets"] = evaluate(report["runs"], report["idle"], report["slow"], params)
+    report["dashboard_targets"] = evaluate_dashboards(report.get("dashboard", []), report.get("dashboard_idle", []), params)
     path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     path.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
     plot(report, path.with_suffix(".png"))
@@ -1404,9 +2036,17 @@ def render(path: Path) -> None:
 
 
 def summary_line(run: dict[str, Any]) -> str:
-    if run.get("kind") == "idle":
+    if run.get("kind") in ("idle", "dashboard-idle"):
         return f"{run['connected']:,} held, {fmt(run['rss_kb_per_connection'], ',.1f')} KB each"
     s = run["staleness_ms"]
+    if run.get("kind") == "dashboard":
+        connect, snap = run["connect"], run["connect"]["snapshot_ms"]
+        return (
+            f"opened {connect['connected']:,} in {connect['connect_s']:.1f} s (snapshot p50/p99 {fmt(snap['p50'])}/{fmt(snap['p99'])} ms); "
+            f"{run['deliveries_per_s']:,.0f} deliveries/s in {run['frames_per_s']:,.0f} frames/s, "
+            f"{fmt(run['cpu_us_per_delivery'], ',.1f')} µs/delivery, p50/p99/max {fmt(s['p50'])}/{fmt(s['p99'])}/{fmt(s['max'])} ms, "
+            f"skipped {run['skipped']:,}, backwards {run['backwards']:,}, server CPU {run['server_cpu_util']:.0%}"
+        )
     line = (
         f"{run['updates_per_s']:,.0f} updates/s, {fmt(run['cpu_us_per_update'], ',.1f')} µs/update, "
         f"p50/p99/max {fmt(s['p50'])}/{fmt(s['p99'])}/{fmt(s['max'])} ms, gaps {run['gaps']:,}, server CPU {run['server_cpu_util']:.0%}"
@@ -1428,7 +2068,7 @@ def main(argv: Sequence[str]) -> None:
             render(Path(args.render))
             return
         try:
-            orchestrate(params, args)
+            orchestrate(params, args, command=shlex.join(["python", "bench/fanout.py", *argv]))
         except KeyboardInterrupt:
             sys.exit("bench/fanout.py: interrupted; everything it started is stopped")
 
