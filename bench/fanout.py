@@ -1051,7 +1051,16 @@ class Harness:
         deliveries = result["deliveries"]
         seconds = result["window_s"] or window.wall
         server_cpu = window.cpu("server")
-        keys = ("deliveries", "frames", "frames_per_s", "bytes_per_s", "staleness_ms", "per_second", "skipped", "skip_events")
+        keys: tuple[str, ...] = (
+            "deliveries",
+            "frames",
+            "frames_per_s",
+            "bytes_per_s",
+            "staleness_ms",
+            "per_second",
+            "skipped",
+            "skip_events",
+        )
         keys += ("repeats", "epoch_changes", "backwards", "later_snapshots", "errors", "closes", "disconnected", "per_client_deliveries")
         out |= {
             "connect": ready,
@@ -1992,7 +2001,7 @@ def orchestrate(params: Params, args: argparse.Namespace, *, command: str) -> No
         finally:
             forget_keys(redis_url, harness.prefixes)
     shown = [k for k in SYSTEMS if (params.market and k in params.systems) or (params.dashboard and k in params.dashboard_systems)]
-    report = {
+    report: dict[str, Any] = {
         "machine": machine(affinity, redis_desc),
         "command": command,
         "livefolio_source": source,

@@ -61,7 +61,7 @@ import sys
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -446,10 +446,10 @@ class DashboardClient(WSListener):  # type: ignore[misc]
             self.stats.frame(self, frame.get_payload_as_bytes())
         elif kind is CLOSE:
             code = frame.get_close_code()
-            code = str(getattr(code, "value", code))
-            self.stats.closes[code] += 1
-            self.settle(f"closed {code}")  # 4401: the session did not sign anyone in
-            transport.send_close(frame.get_close_code())
+            number = str(getattr(code, "value", code))
+            self.stats.closes[number] += 1
+            self.settle(f"closed {number}")  # 4401: the session did not sign anyone in
+            transport.send_close(code)
             transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
@@ -578,7 +578,7 @@ class Control:
             log(f"ignored command {command!r} (waiting for {', '.join(commands)})")
 
 
-def close_all(clients: list[Client]) -> None:
+def close_all(clients: Sequence[Client | DashboardClient]) -> None:
     for client in clients:
         if client.open and client.transport is not None:
             with contextlib.suppress(Exception):
