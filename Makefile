@@ -50,8 +50,8 @@ $(VENV)/.bench-deps: requirements.txt requirements-dev.txt requirements-bench.tx
 ## Every benchmark: WebSocket fan-out, then replay throughput (writes bench/results/).
 bench: bench-fanout bench-replay
 
-## Benchmark WebSocket fan-out: naive Channels, Livefolio (daphne, uvicorn), bare websockets (about 16 min; writes bench/results/fanout.*).
-## FANOUT_ARGS passes options, e.g. FANOUT_ARGS=--quick or FANOUT_ARGS="--livefolio-rev HEAD".
+## Benchmark WebSocket fan-out: market tickers (naive Channels, Livefolio under daphne and uvicorn, bare websockets) and Livefolio's dashboards (about 21 min; writes bench/results/fanout.*).
+## FANOUT_ARGS passes options, e.g. FANOUT_ARGS=--quick, "--scenario dashboard", "--livefolio-rev HEAD" or "--before-rev REV" (livefolio-before beside livefolio).
 bench-fanout: $(VENV)/.bench-deps
 	$(PY) bench/fanout.py $(FANOUT_ARGS)
 
