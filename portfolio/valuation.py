@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from typing import Any
 
 ZERO = Decimal(0)
@@ -204,6 +204,11 @@ class Totals:
 
 def totals(holdings: Iterable[tuple[str, RowValue]], cash: Iterable[tuple[str, RowValue]], flows: Flows) -> Totals:
     """Add up valued rows. A row without a value is left out of every total; one without a reference, of the day change."""
+    with localcontext(EXACT):
+        return _totals(holdings, cash, flows)
+
+
+def _totals(holdings: Iterable[tuple[str, RowValue]], cash: Iterable[tuple[str, RowValue]], flows: Flows) -> Totals:
     market_value = cash_value = cost = day_change = ZERO
     missing: list[tuple[str, str]] = []
     for is_cash, (key, row) in [*((False, r) for r in holdings), *((True, r) for r in cash)]:
@@ -253,6 +258,10 @@ class Tag:
 
 
 DIMENSIONS = ("instrument", "asset_class", "currency")
+# Sums of row values are exact. In the default 28-digit context every addition may round, so a total
+# kept up row by row and the same total summed afresh could land on either side of a half cent.
+# 100 digits hold any sum of 28-digit values whose exponents lie within 70 places of each other.
+EXACT = Context(prec=100)
 
 
 def allocation(rows: Iterable[tuple[Tag, Decimal | None]]) -> dict[str, list[Slice]]:
@@ -261,16 +270,18 @@ def allocation(rows: Iterable[tuple[Tag, Decimal | None]]) -> dict[str, list[Sli
     Rows without a value, and negative balances (cash overdrawn), have no share to show.
     """
     sums: dict[str, dict[tuple[str, str], Decimal]] = {dimension: {} for dimension in DIMENSIONS}
-    for tag, value in rows:
-        if value is None or value <= 0:
-            continue
-        for dimension, slot in zip(DIMENSIONS, (tag.instrument, tag.asset_class, tag.currency), strict=True):
-            sums[dimension][slot] = sums[dimension].get(slot, ZERO) + value
+    with localcontext(EXACT):
+        for tag, value in rows:
+            if value is None or value <= 0:
+                continue
+            for dimension, slot in zip(DIMENSIONS, (tag.instrument, tag.asset_class, tag.currency), strict=True):
+                sums[dimension][slot] = sums[dimension].get(slot, ZERO) + value
     return {dimension: _slices(values) for dimension, values in sums.items()}
 
 
 def _slices(values: Mapping[tuple[str, str], Decimal]) -> list[Slice]:
-    whole = sum(values.values(), ZERO)
+    with localcontext(EXACT):
+        whole = sum(values.values(), ZERO)
     ordered = sorted(values.items(), key=lambda item: (-item[1], item[0][0]))
     return [Slice(key, label, value, value / whole * HUNDRED) for (key, label), value in ordered]
 
@@ -280,8 +291,8 @@ class RunningTotals:
 
     A price moves a few rows; summing every row again for each frame is what made a
     dashboard's frame cost grow with its size. Here each changed row takes its old
-    value out and puts its new one in: the same sums (Decimal, so to the last digit
-    but for rounding past 28 significant digits, far below a cent).
+    value out and puts its new one in. Both add in the EXACT context, so they give
+    the same sums to the last digit, whatever the order.
     `order`: each row's place in `totals`' list of missing rows (holdings first, then cash).
     """
 
@@ -296,10 +307,11 @@ class RunningTotals:
 
     def set(self, key: str, row: RowValue) -> None:
         old = self.rows.get(key)
-        if old is not None:
-            self._count(key, old, -1)
-        self.rows[key] = row
-        self._count(key, row, 1)
+        with localcontext(EXACT):
+            if old is not None:
+                self._count(key, old, -1)
+            self.rows[key] = row
+            self._count(key, row, 1)
 
     def _count(self, key: str, row: RowValue, sign: int) -> None:
         value = row.market_value
@@ -332,12 +344,14 @@ class RunningTotals:
             self.missing.pop(key, None)
 
     def totals(self, flows: Flows) -> Totals:
+        with localcontext(EXACT):
+            total_value, unrealised_pnl = self.market_value + self.cash, self.market_value - self.cost
         return Totals(
-            total_value=self.market_value + self.cash,
+            total_value=total_value,
             market_value=self.market_value,
             cash=self.cash,
             cost=self.cost,
-            unrealised_pnl=self.market_value - self.cost,
+            unrealised_pnl=unrealised_pnl,
             realised_pnl=flows.realised,
             dividends=flows.dividends,
             interest=flows.interest,
