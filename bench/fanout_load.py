@@ -120,6 +120,7 @@ class Stats:
         self.other: Counter[str] = Counter()
         self.closes: Counter[str] = Counter()
         self.disconnected = 0
+        self.batches = 0  # batch frames received
 
     def frame(self, client: Client, payload: bytes) -> None:
         now = time.time() * 1000.0
@@ -133,6 +134,10 @@ class Stats:
                 self.message(client, item, now)
         elif message.get("type") == "update":  # the hot path, without a call more
             self.update(client, message, now)
+        elif message.get("type") == "batch":  # one frame for a window's updates
+            self.batches += 1
+            for item in message["messages"]:
+                self.message(client, item, now)
         else:
             self.message(client, message, now)
 
@@ -236,7 +241,16 @@ def channels_of(index: int, per_socket: int, symbols: list[str]) -> list[str]:
 
 
 async def open_clients(
-    url: str, stats: Stats, count: int, *, per_socket: int, symbols: list[str], subscribe: bool, concurrency: int, offset: int = 0
+    url: str,
+    stats: Stats,
+    count: int,
+    *,
+    per_socket: int,
+    symbols: list[str],
+    subscribe: bool,
+    concurrency: int,
+    offset: int = 0,
+    batch: bool = False,
 ) -> tuple[list[Client], int, Counter[str]]:
     """`count` clients, subscribed when `subscribe`; returns them, the number that never connected, and subscribe failures."""
     gate = asyncio.Semaphore(concurrency)
@@ -268,7 +282,8 @@ async def open_clients(
             if not subscribe:
                 return
             client.reply = loop.create_future()
-            frame = json.dumps({"op": "subscribe", "id": 1, "channels": channels_of(index, per_socket, symbols)})
+            request = {"op": "subscribe", "id": 1, "channels": channels_of(index, per_socket, symbols)}
+            frame = json.dumps({**request, "batch": True} if batch else request)
             assert client.transport is not None
             client.transport.send(TEXT, frame.encode())
             try:
@@ -641,7 +656,14 @@ async def run_load(args: argparse.Namespace, control: Control, symbols: list[str
     stats.prefix_seconds = args.prefix_seconds
     started = time.monotonic()
     clients, failed, refused = await open_clients(
-        args.url, stats, args.sockets, per_socket=args.per_socket, symbols=symbols, subscribe=True, concurrency=args.concurrency
+        args.url,
+        stats,
+        args.sockets,
+        per_socket=args.per_socket,
+        symbols=symbols,
+        subscribe=True,
+        concurrency=args.concurrency,
+        batch=args.batch,
     )
     connect_s = time.monotonic() - started
     slow: socket.socket | None = None
@@ -759,6 +781,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--symbol-list", default="", help="comma-separated symbols")
     parser.add_argument("--concurrency", type=int, default=32, help="handshakes (and subscribes) in flight")
     parser.add_argument("--slow", action="store_true", help="add one client that never reads")
+    parser.add_argument("--batch", action="store_true", help="clients opt in to batch frames (one frame per window)")
     parser.add_argument("--prefix-seconds", type=int, default=0, help="also report staleness over the first N seconds of the window")
     parser.add_argument("--idle", action="store_true", help="idle connections: no subscriptions")
     parser.add_argument("--warm", type=int, default=10, help="idle mode: connections opened before the baseline RSS")
