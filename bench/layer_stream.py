@@ -3,6 +3,8 @@
     .venv/bin/python bench/layer_stream.py            (about 5 min; writes bench/results/layer_stream.{md,json})
     .venv/bin/python bench/layer_stream.py --quick    (one short run per transport, written to a temporary folder)
     .venv/bin/python bench/layer_stream.py --help     (every parameter)
+    .venv/bin/python bench/layer_stream.py --render bench/results/layer_stream.json --conclusion TEXT
+                                                      (rewrite the markdown, storing a conclusion; no runs)
 
 Needs only what `make .venv/.bench-deps` installs (psutil for the Redis server's CPU time).
 
@@ -76,6 +78,7 @@ LABELS = {
 SEND_CONCURRENCY = 16  # group_sends in flight per window: redis-py 8's default pool refuses a 101st connection
 READY_TIMEOUT = 60.0
 LATE_MS = 100.0  # one conflation window: a message later than this is stale for the hub's sockets
+CONTENDED_PCT = 25.0  # a run that fell short while others used more of a CPU than this is flagged as contended
 
 
 def cpu_seconds() -> float:
@@ -327,7 +330,7 @@ async def publish(transport: str, symbols: Sequence[str], rate: float, timeline:
     seq = sent = in_window = late = 0
     max_lag = 0.0
     payload_bytes = 0
-    first: tuple[float, int] | None = None
+    first: tuple[float, int, float] | None = None  # CPU seconds, messages sent, monotonic: when the window began
     while True:
         scheduled = timeline.start + seq * period
         now = time.time()
@@ -340,7 +343,7 @@ async def publish(transport: str, symbols: Sequence[str], rate: float, timeline:
             late += now - scheduled > period
         sent_ns = time.time_ns()
         if first is None and sent_ns >= w0_ns:
-            first = (cpu_seconds(), sent)
+            first = (cpu_seconds(), sent, time.monotonic())
         seq += 1
         window = {symbol: window_messages(symbol, seq, sent_ns) for symbol in symbols}
         if seq == 1:
@@ -349,7 +352,7 @@ async def publish(transport: str, symbols: Sequence[str], rate: float, timeline:
         sent += len(window)
         if w0_ns <= sent_ns < w1_ns:
             in_window += len(window)
-    cpu, count = (cpu_seconds() - first[0], sent - first[1]) if first else (0.0, 0)
+    cpu, count, elapsed = (cpu_seconds() - first[0], sent - first[1], time.monotonic() - first[2]) if first else (0.0, 0, 0.0)
     return {
         "sent_total": sent,
         "sent_in_window": in_window,
@@ -357,6 +360,7 @@ async def publish(transport: str, symbols: Sequence[str], rate: float, timeline:
         "windows_late": late,
         "max_lag_ms": max_lag * 1000,
         "cpu_us_per_msg": cpu * 1e6 / count if count else None,
+        "cpu_pct": 100.0 * cpu / elapsed if elapsed > 0 else None,
         "over_capacity": over.dropped,
         "payload_bytes": payload_bytes,
     }
@@ -404,6 +408,7 @@ class Run:
     receiver: dict[str, Any] = field(default_factory=dict)
     publisher: dict[str, Any] = field(default_factory=dict)
     redis_cpu_us_per_msg: float | None = None
+    redis_cpu_pct: float | None = None
     cpus: list[dict[str, float]] = field(default_factory=list)
     error: str | None = None
 
@@ -522,6 +527,7 @@ def run_one(transport: str, rate: float, duration: float, params: Params, redis_
             run.receiver = json.loads(read_line(receiver, params.drain + 60.0))
             sent = run.publisher["sent_in_window"]
             run.redis_cpu_us_per_msg = (redis1 - redis0) * 1e6 / sent if sent else None
+            run.redis_cpu_pct = 100.0 * (redis1 - redis0) / duration
         except Exception as exc:
             run.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -545,6 +551,13 @@ def summarise(run: Run) -> dict[str, Any]:
         return {"verdict": f"failed: {run.error}"}
     lost = p["sent_in_window"] - r["sent_in_window_delivered"]
     latency = r["latency_ms"]
+    receiver_pct = 100.0 * r["cpu_s"] / r["sample_s"] if r["sample_s"] else 0.0
+    cpus = run.cpus or [{"busy": 0.0}, {"busy": 0.0}]
+    # What else ran on each CPU: other tenants of this shared machine, and the kernel's share not charged to our processes.
+    others = [
+        max(cpus[0]["busy"] - receiver_pct, 0.0),
+        max(cpus[-1]["busy"] - (p.get("cpu_pct") or 0.0) - (run.redis_cpu_pct or 0.0), 0.0),
+    ]
     problems = []
     if p["offered_per_s"] < 0.98 * run.target_per_s:
         problems.append(f"publisher reached {p['offered_per_s']:,.0f}/s")
@@ -554,12 +567,26 @@ def summarise(run: Run) -> dict[str, Any]:
         problems.append(f"lost {lost:,}")
     if latency["p99"] is not None and latency["p99"] > LATE_MS:
         problems.append(f"p99 > {LATE_MS:.0f} ms")
+    if problems and max(others) > CONTENDED_PCT:
+        problems.append(f"others took {others[0]:.0f}% / {others[1]:.0f}% of CPU 0 / 1")
     return {
         "lost": lost,
         "lost_pct": 100.0 * lost / p["sent_in_window"] if p["sent_in_window"] else 0.0,
+        "receiver_cpu_pct": receiver_pct,
+        "others_pct": others,
         "verdict": "keeps up" if not problems else "; ".join(problems),
         "kept_up": not problems,
     }
+
+
+def per_core(us_per_msg: float | None) -> float | None:
+    """The messages/s one whole core would carry at this CPU cost per message."""
+    return 1e6 / us_per_msg if us_per_msg else None
+
+
+def median(values: Sequence[float]) -> float | None:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else None
 
 
 def fmt(value: float | None, spec: str = ",.0f") -> str:
@@ -575,42 +602,54 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"Machine: {info['date']}; Python {info['python']} on {info['platform']}; {info['cpu_count']} CPUs ({info['cpu_model']}); "
         f"{info['affinity']}. {info['redis']}. Versions: {', '.join(f'{k} {v}' for k, v in info['versions'].items())}. "
-        f"Shared machine: CPU 0 others % is CPU 0's busy share minus the receiver's (other tenants, kernel); softirq and steal are in the JSON. "
+        f"Shared machine: others on CPU 0 / 1 is each CPU's busy share minus our processes' (receiver; publisher and Redis): "
+        f"other tenants and uncharged kernel work; softirq and steal are in the JSON. "
         f"Whole run: {report['elapsed_s'] / 60:.1f} min.",
         "",
         f"{params['symbols']} symbols, one payload per symbol per window (window = symbols / target rate), "
         f"{report['payload_bytes']} bytes of JSON per payload; warmup {params['warmup']:.0f} s, then {params['duration']:.0f} s measured "
         f"(sweep rates {params['sweep_duration']:.0f} s). Messages = payloads (one PUBLISH / one group_send each). "
-        f"Receiver CPU: user+system of the receiver process, per message delivered to the hub's sink. "
+        f"Receiver CPU: user+system of the receiver process, per message delivered to the hub's sink; "
+        f"one core = 10⁶ / µs per message, the rate a whole core would carry at that cost. "
         f"Lost: sent in the measured window and not delivered within {params['drain']:.0f} s after it. "
         f"Keeps up: offered ≥ 98% of target, received ≥ 98% of offered, nothing lost, p99 ≤ {LATE_MS:.0f} ms.",
         "",
-        "| transport | target msg/s | offered msg/s | received msg/s | receiver CPU µs/msg | receiver CPU % | latency p50 ms | p99 ms | max ms "
-        "| lost (%) | seq gaps | over capacity | publisher CPU µs/msg | Redis CPU µs/msg | CPU 0 others % | CPU 1 busy % | verdict |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| transport | target msg/s | offered msg/s | received msg/s | receiver CPU µs/msg | receiver CPU % | one core, msg/s "
+        "| latency p50 ms | p99 ms | lost (%) | dropped over capacity | publisher CPU µs/msg | one core, msg/s | Redis CPU µs/msg "
+        "| others on CPU 0 / 1 % | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in report["runs"]:
         r, p, s = row["receiver"], row["publisher"], row["summary"]
         if not r or not p:
-            lines.append(f"| {row['transport']} | {row['target_per_s']:,.0f} |{' |' * 14} {s['verdict']} |")
+            lines.append(f"| {row['transport']} | {row['target_per_s']:,.0f} |{' |' * 13} {s['verdict']} |")
             continue
         latency = r["latency_ms"]
-        cpu_pct = 100.0 * r["cpu_s"] / r["sample_s"] if r["sample_s"] else 0.0
-        cpus = row["cpus"] or [{"busy": 0.0}, {"busy": 0.0}]
         lines.append(
             f"| {row['transport']}{'' if row['duration_s'] == params['duration'] else ' (sweep)'} | {row['target_per_s']:,.0f} "
-            f"| {p['offered_per_s']:,.0f} | {r['received_per_s']:,.0f} | {fmt(r['cpu_us_per_msg'], '.1f')} | {fmt(cpu_pct, '.0f')} "
-            f"| {fmt(latency['p50'], '.2f')} | {fmt(latency['p99'], '.2f')} | {fmt(latency['max'], '.1f')} "
-            f"| {s['lost']:,} ({s['lost_pct']:.1f}) | {r['gaps']:,} | {p['over_capacity']:,} | {fmt(p['cpu_us_per_msg'], '.1f')} "
-            f"| {fmt(row['redis_cpu_us_per_msg'], '.1f')} | {max(cpus[0]['busy'] - cpu_pct, 0.0):.0f} | {cpus[-1]['busy']:.0f} | {s['verdict']} |"
+            f"| {p['offered_per_s']:,.0f} | {r['received_per_s']:,.0f} | {fmt(r['cpu_us_per_msg'], '.1f')} "
+            f"| {s['receiver_cpu_pct']:.0f} | {fmt(per_core(r['cpu_us_per_msg']))} | {fmt(latency['p50'], '.1f')} | {fmt(latency['p99'], '.1f')} "
+            f"| {s['lost']:,} ({s['lost_pct']:.1f}) | {p['over_capacity']:,} | {fmt(p['cpu_us_per_msg'], '.1f')} "
+            f"| {fmt(per_core(p['cpu_us_per_msg']))} | {fmt(row['redis_cpu_us_per_msg'], '.1f')} "
+            f"| {s['others_pct'][0]:.0f} / {s['others_pct'][1]:.0f} | {s['verdict']} |"
         )
-    lines += ["", "Highest target each transport kept up with, and the first it did not:", ""]
+    lines += [
+        "",
+        "Per transport: the highest target it kept up with, the first it did not, and the median CPU per message of each side:",
+        "",
+    ]
     for transport in params["transports"]:
         runs = sorted((row for row in report["runs"] if row["transport"] == transport), key=lambda row: row["target_per_s"])
         ok = [row["target_per_s"] for row in runs if row["summary"].get("kept_up")]
         bad = [row for row in runs if not row["summary"].get("kept_up")]
         first_bad = f"{bad[0]['target_per_s']:,.0f}/s ({bad[0]['summary']['verdict']})" if bad else "none of those measured"
-        lines.append(f"- {LABELS[transport]}: kept up to {fmt(max(ok) if ok else None)}/s; first short: {first_bad}.")
+        receiver = median([row["receiver"]["cpu_us_per_msg"] for row in runs if row["receiver"].get("cpu_us_per_msg")])
+        publisher = median([row["publisher"]["cpu_us_per_msg"] for row in runs if row["publisher"].get("cpu_us_per_msg")])
+        lines.append(
+            f"- {LABELS[transport]}: kept up to {fmt(max(ok) if ok else None)}/s; first short: {first_bad}. "
+            f"Receiver {fmt(receiver, '.0f')} µs/msg (one core: {fmt(per_core(receiver))} msg/s), "
+            f"publisher {fmt(publisher, '.0f')} µs/msg (one core: {fmt(per_core(publisher))} msg/s)."
+        )
     if report.get("conclusion"):
         lines += ["", "## Conclusion", "", report["conclusion"]]
     return "\n".join(lines) + "\n"
