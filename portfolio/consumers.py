@@ -106,6 +106,7 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_AUTHENTICATED)
             return
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lost: set[str] = set()  # symbols whose prices the hub may have lost, for the pending resync
         self._flusher = flusher(settings.PORTFOLIO_COALESCE_MS / 1000)
         # The user's group before the ledger is read, so no change between the two goes unseen.
         await streams.subscribe_user(self.channel_name, self.user.pk)
@@ -167,11 +168,20 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
             self._flusher.mark(self)
 
     def missed(self, channels: Sequence[str]) -> None:
-        """The hub may have lost prices of these channels: read the newest from the history, then send a fresh snapshot."""
-        if not self._closing:
-            self._spawn(self._resync([channel.partition(":")[2] for channel in channels]))
+        """The hub may have lost prices of these channels: read the newest from the history, then send a fresh snapshot.
 
-    async def _resync(self, symbols: list[str]) -> None:
+        The hub tells each symbol as Redis confirms it again: symbols told while a read is
+        pending join it, so a reconnect costs one snapshot, not one per symbol."""
+        if self._closing:
+            return
+        pending = bool(self._lost)
+        self._lost.update(channel.partition(":")[2] for channel in channels)
+        if not pending:
+            self._spawn(self._resync())
+
+    async def _resync(self) -> None:
+        await asyncio.sleep(0)  # let the other symbols of this reconnect join
+        symbols, self._lost = list(self._lost), set()
         try:
             for message in (await history.market_store().tickers(symbols)).values():
                 self.book.apply(ticker_price(message))
