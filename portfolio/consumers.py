@@ -97,6 +97,7 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
     _outbox: outbox.Outbox | None = None
     _tickers: frozenset[str] = frozenset()  # the hub channels followed
     _closing: bool = False
+    _in_group: bool = False  # in the user's group (ledger changes), to leave on disconnect
 
     async def connect(self) -> None:
         self.user = self.scope.get("user")
@@ -110,6 +111,7 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
         self._flusher = flusher(settings.PORTFOLIO_COALESCE_MS / 1000)
         # The user's group before the ledger is read, so no change between the two goes unseen.
         await streams.subscribe_user(self.channel_name, self.user.pk)
+        self._in_group = True
         live = await LivePortfolios.open(self.user)
         assert live is not None  # all of a user's portfolios: never refused
         self.live, self.book = live, live.book
@@ -130,7 +132,7 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
         self._stop()
         if self._outbox is not None:
             self._outbox.abandon()
-        if hasattr(self, "book"):
+        if self._in_group:
             await streams.unsubscribe_user(self.channel_name, self.user.pk)
 
     def _stop(self) -> None:
