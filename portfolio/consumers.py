@@ -34,7 +34,6 @@ from django.conf import settings
 from marketdata.delivery import history, outbox, streams
 from marketdata.delivery.fanout import Update
 from marketdata.delivery.flusher import flusher
-from marketdata.worker.market import ticker_price
 from portfolio import selectors
 from portfolio.live import Frame, LiveBook
 from portfolio.selectors import Market, PortfolioBook
@@ -156,8 +155,8 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
         added = wanted - old
         if added:
             await streams.subscribe_market(self, added)
-            for message in await history.latest_tickers(channel.partition(":")[2] for channel in added):
-                self.book.apply(ticker_price(message))
+            for price in await history.latest_prices(channel.partition(":")[2] for channel in added):
+                self.book.apply(price)
 
     def deliver(self, update: Update) -> None:
         """A live ticker of a held symbol (the hub decoded its price once for every dashboard)."""
@@ -185,8 +184,8 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
         await asyncio.sleep(0)  # let the other symbols of this reconnect join
         symbols, self._lost = list(self._lost), set()
         try:
-            for message in (await history.market_store().tickers(symbols)).values():
-                self.book.apply(ticker_price(message))
+            for price in await history.latest_prices(symbols, cached=False):
+                self.book.apply(price)
         except Exception:
             log.exception("dashboard: could not read the newest prices after a lost connection; sending what it holds")
         self._put(self.book.snapshot())

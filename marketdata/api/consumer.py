@@ -61,7 +61,6 @@ from marketdata.delivery.connections import connections
 from marketdata.delivery.fanout import Update
 from marketdata.delivery.history import market_store
 from marketdata.models import Instrument
-from marketdata.worker.market import ticker_price
 from portfolio.consumers import LivePortfolios, ticker_channels
 
 __all__ = ["SERVER_MESSAGE_TYPES", "MarketConsumer"]
@@ -415,8 +414,8 @@ class MarketConsumer(AsyncWebsocketConsumer):
             await streams.subscribe_market(self, joined)
         if new_prices:
             # After subscribing: a price published in between arrives live too, and the books drop the older one.
-            for message in await history.latest_tickers(channel.partition(":")[2] for channel in new_prices):
-                self.session.portfolio_price(ticker_price(message))
+            for price in await history.latest_prices(channel.partition(":")[2] for channel in new_prices):
+                self.session.portfolio_price(price)
         if not portfolios and self._user_group is not None:
             user_id, self._user_group = self._user_group, None
             await streams.unsubscribe_user(self.channel_name, user_id)
@@ -548,8 +547,8 @@ class MarketConsumer(AsyncWebsocketConsumer):
     async def _portfolio_resync(self, symbols: list[str]) -> None:
         """After the hub lost prices: the newest from the history, then a fresh snapshot of every portfolio channel."""
         try:
-            for message in (await market_store().tickers(symbols)).values():
-                self.session.portfolio_price(ticker_price(message))
+            for price in await history.latest_prices(symbols, cached=False):
+                self.session.portfolio_price(price)
         except Exception:
             log.exception("could not read the newest prices after a lost connection; snapshots hold what the books have")
         for sub in self.session.portfolio_subs():

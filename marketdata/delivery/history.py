@@ -64,8 +64,8 @@ from django.conf import settings
 from marketdata import selectors
 from marketdata.api.channels import Channel, channel_parse
 from marketdata.delivery import streams
-from marketdata.events import to_epoch_ms
-from marketdata.worker.market import checksum, wire
+from marketdata.events import PriceUpdate, to_epoch_ms
+from marketdata.worker.market import checksum, ticker_price, wire
 
 log = logging.getLogger(__name__)
 
@@ -448,20 +448,21 @@ class RedisMarketStore:
         return out
 
 
-async def latest_tickers(symbols: Iterable[str]) -> list[Message]:
-    """The newest `ticker:SYM` message of each symbol that has one: from this process's hub where it follows the
-    symbol without a break (no round trip), from the history otherwise (one read for all of them)."""
+async def latest_prices(symbols: Iterable[str], *, cached: bool = True) -> list[PriceUpdate]:
+    """The newest price (`ticker:SYM`) of each symbol that has one. With `cached`, from this process's hub where it
+    follows the symbol without a break (no round trip); the rest (all of them without `cached`, after the hub lost
+    messages) from the history, in one read."""
     hub = streams.market_hub()
     found, rest = [], []
     for symbol in symbols:
-        message = hub.latest_ticker(symbol)
+        message = hub.latest_ticker(symbol) if cached else None
         if message is None:
             rest.append(symbol)
         else:
             found.append(message)
     if rest:
         found.extend((await market_store().tickers(rest)).values())
-    return found
+    return [ticker_price(message) for message in found]
 
 
 # -- which one --------------------------------------------------------------------------------
