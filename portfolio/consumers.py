@@ -43,9 +43,6 @@ log = logging.getLogger(__name__)
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_SLOW_CONSUMER = 4408
 
-# Tasks that must outlive their connection's own (a slow dashboard's close).
-_detached: set[asyncio.Task[None]] = set()
-
 
 def ticker_channels(symbols: Iterable[str]) -> set[str]:
     """The hub channels that carry these symbols' prices."""
@@ -116,15 +113,7 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
         self.live, self.book = live, live.book
         await self._follow()
         await self.accept()
-        send = outbox.server_send(self.base_send)
-        self._outbox = outbox.Outbox(
-            send=send,
-            close=self._close_socket,
-            on_slow=self._slow,
-            limit=settings.MARKET_WS_SEND_BUFFER_BYTES,
-            slow_seconds=settings.MARKET_WS_SLOW_SECONDS,
-            backlog=outbox.server_backlog(send),
-        )
+        self._outbox = outbox.for_socket(self.base_send, close=self._close_socket, on_slow=self._slow)
         self._put(self.book.snapshot())
 
     async def disconnect(self, code: int) -> None:
@@ -251,9 +240,7 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
     def _slow(self, reason: str) -> None:
         log.warning("dashboard of %s is a slow consumer (%s): closing it with %d", self.user, reason, CLOSE_SLOW_CONSUMER)
         self._stop()
-        task = asyncio.ensure_future(self._close_socket(CLOSE_SLOW_CONSUMER))
-        _detached.add(task)
-        task.add_done_callback(_detached.discard)
+        outbox.close_detached(self._close_socket(CLOSE_SLOW_CONSUMER))
 
     async def _close_socket(self, code: int) -> None:
         await self.close(code=code)

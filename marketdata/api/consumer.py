@@ -74,9 +74,6 @@ RESYNC_ATTEMPTS = 4
 
 Job = Callable[[], Awaitable[None]]
 
-# Tasks that must outlive the connection's own (a slow consumer's close).
-_detached: set[asyncio.Task[None]] = set()
-
 
 def _instrument_symbols() -> frozenset[str]:
     return frozenset(Instrument.objects.values_list("symbol", flat=True))
@@ -115,15 +112,7 @@ class MarketConsumer(AsyncWebsocketConsumer):
         self._jobs: asyncio.Queue[Job] = asyncio.Queue()
         symbols = await database_sync_to_async(_instrument_symbols)()
         await self.accept()
-        server_send = outbox.server_send(self.base_send)
-        box = self._outbox = outbox.Outbox(
-            send=server_send,
-            close=self._close_socket,
-            on_slow=self._slow,
-            limit=settings.MARKET_WS_SEND_BUFFER_BYTES,
-            slow_seconds=settings.MARKET_WS_SLOW_SECONDS,
-            backlog=outbox.server_backlog(server_send),
-        )
+        box = self._outbox = outbox.for_socket(self.base_send, close=self._close_socket, on_slow=self._slow)
         self.session = Session(
             send=box.put,
             limits=limits_from_settings(),
@@ -196,10 +185,7 @@ class MarketConsumer(AsyncWebsocketConsumer):
         """The outbox found this connection slow (it has dropped its frames): close it with 4408."""
         log.warning("market connection %s is a slow consumer (%s): closing it with %d", self.connection_id, reason, CLOSE_SLOW_CONSUMER)
         self._stop()
-        # Past the outbox: the close frame follows only what the server already buffered for the socket.
-        task: asyncio.Task[None] = asyncio.ensure_future(self._close_socket(CLOSE_SLOW_CONSUMER))
-        _detached.add(task)
-        task.add_done_callback(_detached.discard)
+        outbox.close_detached(self._close_socket(CLOSE_SLOW_CONSUMER))
 
     async def _close_socket(self, code: int) -> None:
         try:

@@ -107,6 +107,34 @@ class _Close:
     code: int
 
 
+def for_socket(base_send: Any, *, close: Callable[[int], Awaitable[None]], on_slow: Callable[[str], None]) -> Outbox:
+    """A consumer's outbox: on the ASGI server's own `send` beneath `base_send`, bounded by
+    MARKET_WS_SEND_BUFFER_BYTES for MARKET_WS_SLOW_SECONDS, seeing the server's buffer where it can."""
+    from django.conf import settings
+
+    send = server_send(base_send)
+    return Outbox(
+        send=send,
+        close=close,
+        on_slow=on_slow,
+        limit=settings.MARKET_WS_SEND_BUFFER_BYTES,
+        slow_seconds=settings.MARKET_WS_SLOW_SECONDS,
+        backlog=server_backlog(send),
+    )
+
+
+# Tasks that outlive their connection's own (a slow consumer's close), kept referenced until done.
+_detached: set[asyncio.Task[None]] = set()
+
+
+def close_detached(close: Coroutine[Any, Any, None]) -> None:
+    """Close a slow socket past its outbox (dropped by then): the close frame follows only what the server
+    already buffered for it. Its own task, since the connection's tasks are being cancelled."""
+    task = asyncio.ensure_future(close)
+    _detached.add(task)
+    task.add_done_callback(_detached.discard)
+
+
 class Outbox:
     """One connection's frames on their way to the ASGI server, in order and bounded (see the module docstring).
 
