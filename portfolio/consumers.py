@@ -32,7 +32,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from marketdata.delivery import history, outbox, streams
-from marketdata.delivery.fanout import Update
+from marketdata.delivery.fanout import Update, encode_frame
 from marketdata.delivery.flusher import flusher
 from portfolio import selectors
 from portfolio.live import Frame, LiveBook
@@ -47,10 +47,6 @@ CLOSE_SLOW_CONSUMER = 4408
 def ticker_channels(symbols: Iterable[str]) -> set[str]:
     """The hub channels that carry these symbols' prices."""
     return {f"ticker:{symbol}" for symbol in symbols}
-
-
-def encode(frame: Frame) -> str:
-    return orjson.dumps(frame).decode()
 
 
 class LivePortfolios:
@@ -188,7 +184,7 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
             return False  # merged into a later frame once the socket catches up
         frame = self.book.take_changes()
         if frame is not None:
-            box.put(encode(frame))
+            box.put(encode_frame(frame))
         return True
 
     # -- requests and ledger changes -------------------------------------------------------
@@ -230,7 +226,7 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
 
     def _put(self, frame: Frame) -> None:
         if self._outbox is not None and not self._closing:
-            self._outbox.put(encode(frame))
+            self._outbox.put(encode_frame(frame))
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)

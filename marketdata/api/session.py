@@ -20,7 +20,6 @@ How a market channel stays whole — no duplicate, no gap:
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from typing import Any
 
 from marketdata.api.channels import Channel, ChannelError, channel_parse
 from marketdata.api.limits import FrameError, Message, Request, Throttle, TokenBucket, parse_request, peek_id
-from marketdata.delivery.fanout import encode_update
+from marketdata.delivery.fanout import encode_frame, encode_update
 from marketdata.delivery.flusher import flusher
 from marketdata.events import PriceUpdate, to_epoch_ms
 
@@ -201,7 +200,7 @@ class Session:
 
     def send(self, frame: Frame) -> None:
         if not self.closed:
-            self._out(json.dumps(frame, separators=(",", ":")))
+            self._out(encode_frame(frame))
 
     def error(self, code: str, message: str, request_id: int | str | None = None) -> None:
         frame: Frame = {"type": "error", "code": code, "message": message}
