@@ -22,6 +22,12 @@ class Trade:
     size: Decimal
     source: str
     side: str | None = None  # the taker's side, "buy" or "sell", where the source says
+    # The source's trade id (Binance `a`/`t`, Coinbase `trade_id`, Tardis `id`): duplicates are dropped by it,
+    # and where ids are integers that rise by one, a jump is counted as a gap. None where the source has none.
+    trade_id: int | str | None = None
+    # A trade from before the session that the source re-sends on subscribing (cryptofeed's trade snapshot):
+    # counted, but kept out of prices, candles and the trades channel.
+    backfill: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +39,7 @@ class Quote:
     bid: Decimal
     ask: Decimal
     source: str
+    update_id: int | None = None  # the source's book version of this top (Binance bookTicker `u`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +73,9 @@ class BookDelta:
     source: str
     first_id: int | None = None
     last_id: int | None = None
+    # The source's own id of this update where it is not a book version (Coinbase sequence, LOBSTER order id):
+    # published on the book channels so a client can line the book up with the exchange's data; never used to sync.
+    source_id: int | None = None
 
 
 MarketEvent = Trade | Quote | BookSnapshot | BookDelta

@@ -7,6 +7,9 @@ Lines, keys always in this order (docs/replay-formats.md):
     {"type":"book","ts":"...","symbol":"BTC-USD","bids":[["87648.2","1.5"]],"asks":[["87648.3","0.2"]],"update_id":123,"source":"binance"}
     {"type":"book_delta","ts":"...","symbol":"BTC-USD","bids":[["87648.2","0"]],"asks":[],"first_id":124,"last_id":125,"source":"binance"}
 
+Optional keys, written only when set: a trade's `trade_id` and `backfill`, a quote's
+`update_id`, a book delta's `source_id` (see `marketdata.events`).
+
 Decimals are strings exactly as the source wrote them and times are UTC with
 microseconds, so decoding a line and encoding it again gives the same line:
 replaying a recording and recording the replay reproduces the file.
@@ -43,14 +46,22 @@ def encode(event: MarketEvent) -> str:
     if isinstance(event, Trade):
         head = {"type": "trade", "ts": _ts(event.ts), "symbol": event.symbol, "price": str(event.price), "size": str(event.size)}
         head["side"] = event.side
+        if event.trade_id is not None:
+            head["trade_id"] = event.trade_id
+        if event.backfill:
+            head["backfill"] = True
     elif isinstance(event, Quote):
         head = {"type": "quote", "ts": _ts(event.ts), "symbol": event.symbol, "bid": str(event.bid), "ask": str(event.ask)}
+        if event.update_id is not None:
+            head["update_id"] = event.update_id
     elif isinstance(event, BookSnapshot):
         head = {"type": "book", "ts": _ts(event.ts), "symbol": event.symbol, "bids": _levels(event.bids), "asks": _levels(event.asks)}
         head["update_id"] = event.update_id
     else:
         head = {"type": "book_delta", "ts": _ts(event.ts), "symbol": event.symbol, "bids": _levels(event.bids), "asks": _levels(event.asks)}
         head["first_id"], head["last_id"] = event.first_id, event.last_id
+        if event.source_id is not None:
+            head["source_id"] = event.source_id
     head["source"] = event.source
     return _encoder.encode(head)
 
@@ -126,14 +137,18 @@ class NativeJsonl:
         if symbol is None:
             return ()
         if kind == "trade":
-            side = data.get("side")
-            return (Trade(symbol, ts, _decimal(data, "price"), _decimal(data, "size"), source, None if side is None else str(side)),)
+            side, trade_id = data.get("side"), data.get("trade_id")
+            if trade_id is not None and (isinstance(trade_id, bool) or not isinstance(trade_id, int | str)):
+                raise BadLine("bad number", f"trade_id {trade_id!r} is not an integer or a string")
+            price, size = _decimal(data, "price"), _decimal(data, "size")
+            return (Trade(symbol, ts, price, size, source, None if side is None else str(side), trade_id, data.get("backfill") is True),)
         if kind == "quote":
-            return (Quote(symbol, ts, _decimal(data, "bid"), _decimal(data, "ask"), source),)
+            return (Quote(symbol, ts, _decimal(data, "bid"), _decimal(data, "ask"), source, _optional_int(data, "update_id")),)
         if kind == "book":
             bids, asks = _level_list(data, "bids"), _level_list(data, "asks")
             return (BookSnapshot(symbol, ts, bids, asks, source, _optional_int(data, "update_id")),)
         if kind == "book_delta":
             bids, asks = _level_list(data, "bids"), _level_list(data, "asks")
-            return (BookDelta(symbol, ts, bids, asks, source, _optional_int(data, "first_id"), _optional_int(data, "last_id")),)
+            ids = _optional_int(data, "first_id"), _optional_int(data, "last_id"), _optional_int(data, "source_id")
+            return (BookDelta(symbol, ts, bids, asks, source, *ids),)
         raise BadLine("unsupported event", f"type {kind!r} is not trade, quote, book or book_delta")
