@@ -102,13 +102,13 @@ def _market(channel: str) -> Channel:
 
 
 def _empty_book() -> dict[str, Any]:
-    return {"bids": [], "asks": [], "checksum": checksum([], [])}
+    return {"bids": [], "asks": [], "checksum": checksum([], []), "state": "none", "update_id": None}
 
 
 class _State:
     """What book and candles snapshots need beyond the history, kept by the writer as messages are appended."""
 
-    __slots__ = ("closed", "epoch", "levels", "open", "seq", "ts")
+    __slots__ = ("book_state", "closed", "epoch", "levels", "open", "seq", "ts", "update_id")
 
     def __init__(self, epoch: str) -> None:
         self.epoch = epoch
@@ -116,6 +116,8 @@ class _State:
         self.ts = 0
         # book: price → (price, qty) as sent, per side
         self.levels: tuple[dict[Decimal, tuple[str, str]], dict[Decimal, tuple[str, str]]] = ({}, {})
+        self.book_state = "none"
+        self.update_id: int | None = None
         self.open: dict[str, Any] | None = None  # candles: the open candle
         self.closed: deque[dict[str, Any]] = deque(maxlen=RECENT_CLOSED)
 
@@ -123,6 +125,7 @@ class _State:
         self.seq, self.ts = message["seq"], message["ts"]
         data = message["data"]
         if kind == "book":
+            self.book_state, self.update_id = data.get("state", "synced"), data.get("update_id")
             for side, changes in zip(self.levels, (data.get("bids", ()), data.get("asks", ())), strict=True):
                 for price, qty in changes:
                     if Decimal(qty):
@@ -151,13 +154,20 @@ class _State:
         bids, asks = self.levels
         top_bids = [list(bids[p]) for p in sorted(bids, reverse=True)]
         top_asks = [list(asks[p]) for p in sorted(asks)]
-        return {"bids": top_bids, "asks": top_asks, "checksum": checksum(top_bids, top_asks)}
+        return {
+            "bids": top_bids,
+            "asks": top_asks,
+            "checksum": checksum(top_bids, top_asks),
+            "state": self.book_state,
+            "update_id": self.update_id,
+        }
 
     @classmethod
     def load(cls, record: Message, kind: str) -> _State:
         state = cls(record["epoch"])
         state.seq, state.ts = record["seq"], record["ts"]
         if kind == "book":
+            state.book_state, state.update_id = record["data"].get("state", "synced"), record["data"].get("update_id")
             for side, levels in zip(state.levels, (record["data"]["bids"], record["data"]["asks"]), strict=True):
                 side.update((Decimal(price), (price, qty)) for price, qty in levels)
         else:

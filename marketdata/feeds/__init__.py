@@ -11,6 +11,9 @@ from marketdata.events import MarketEvent
 
 
 class Feed(Protocol):
+    """May also have `waiting_until: datetime | None`: while set, the feed has handed out every event before that
+    time and waits for one at it (a paced replay between events); a worker on event time then closes its window."""
+
     name: str
 
     def __aiter__(self) -> AsyncIterator[MarketEvent]: ...

@@ -32,7 +32,8 @@ def conflation_seconds(milliseconds: int) -> float:
 
 
 def worker_build(*, feed: Feed, conflation_ms: int, symbols: SymbolMap | None = None, replay: bool = False) -> Worker:
-    """A worker publishing `feed` the way every feed is published: same hub, stores, hooks and tape."""
+    """A worker publishing `feed` the way every feed is published: same hub, stores, hooks and tape.
+    A replay's windows follow event time, so the same file always publishes the same messages."""
     return Worker(
         feed=feed,
         conflation=conflation_seconds(conflation_ms),
@@ -42,6 +43,7 @@ def worker_build(*, feed: Feed, conflation_ms: int, symbols: SymbolMap | None = 
         retention=timedelta(days=settings.HISTORY_RETENTION_DAYS),
         replay=replay,
         symbols=symbols,
+        event_time=replay,
     )
 
 

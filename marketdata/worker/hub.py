@@ -9,6 +9,12 @@ valued at its mid until a trade is seen. Depth data keeps an order book per
 symbol (`marketdata.worker.book`); while it is in sync its best levels are the bid
 and ask, and a change of them is a tick like a quote.
 
+Trades are checked against the source's trade ids where it has them: a trade
+whose id was already seen is a duplicate (a recorder or the exchange sent it
+twice) and is dropped; integer ids that jump count as a gap, ids that go back
+without being seen as out of order. Backfill trades (from before the session)
+are counted and left out. The counts are in `TradeChecks`.
+
 For the market channels (`marketdata.worker.market`) the hub only collects, per event,
 what a window's messages need: the trades applied (at most `TRADES_PER_WINDOW`
 per symbol, the latest kept, the rest counted) and which books changed. The
@@ -18,7 +24,7 @@ messages are built once per window from that (`take_trades`, `take_book_changes`
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -29,6 +35,37 @@ from marketdata.worker.references import References
 ZERO = Decimal(0)
 # Trades a `trades:SYM` message of one window carries at most; older ones of that window are dropped (and counted).
 TRADES_PER_WINDOW = 1000
+# Trade ids remembered per symbol to recognise a duplicate that arrives out of order.
+RECENT_TRADE_IDS = 4096
+
+
+@dataclass(slots=True)
+class TradeIds:
+    """The trade ids of one symbol seen lately: the newest integer id, and a bounded set for duplicates."""
+
+    last: int | None = None
+    recent: set[int | str] = field(default_factory=set)
+    order: deque[int | str] = field(default_factory=lambda: deque(maxlen=RECENT_TRADE_IDS))
+
+    def seen(self, trade_id: int | str) -> bool:
+        if trade_id in self.recent:
+            return True
+        if len(self.order) == RECENT_TRADE_IDS:
+            self.recent.discard(self.order[0])
+        self.order.append(trade_id)
+        self.recent.add(trade_id)
+        return False
+
+
+@dataclass(slots=True)
+class TradeChecks:
+    """What the trade-id checks found, over the whole run."""
+
+    duplicates: int = 0  # dropped: an id already seen
+    gaps: int = 0  # integer ids that jumped
+    missing: int = 0  # ids skipped over by those jumps
+    out_of_order: int = 0  # an id lower than the newest, not seen before (applied)
+    backfill: int = 0  # trades from before the session (left out)
 
 
 @dataclass(slots=True)
@@ -51,6 +88,7 @@ class SymbolState:
     # not collecting), and `trades` as it was when they were last taken (less what `take_minute` reset since).
     window_trades: deque[Trade] | None = None
     window_base: int = 0
+    trade_ids: TradeIds | None = None
 
 
 class Hub:
@@ -65,6 +103,8 @@ class Hub:
         self._dirty: set[str] = set()
         self._in_minute: set[str] = set()
         self._book_changes: dict[str, datetime] = {}
+        self._book_ids: dict[str, int] = {}  # the source's id of the latest update applied to each book
+        self.checks = TradeChecks()
         self.trades_dropped = 0  # trades left out of a window's trades message (over TRADES_PER_WINDOW)
 
     def apply(self, event: MarketEvent) -> None:
@@ -73,6 +113,8 @@ class Hub:
         if state is None:
             state = self.symbols[symbol] = SymbolState(window_trades=deque(maxlen=TRADES_PER_WINDOW) if self.market else None)
         if isinstance(event, Trade):
+            if (event.trade_id is not None or event.backfill) and not self._trade_checked(state, event):
+                return
             state.price = event.price
             state.traded = True
             state.volume += event.size
@@ -98,6 +140,31 @@ class Hub:
         self._dirty.add(symbol)
         self._in_minute.add(symbol)
 
+    def _trade_checked(self, state: SymbolState, trade: Trade) -> bool:
+        """Whether to apply a trade that has an id or is backfill; counts what it finds."""
+        checks = self.checks
+        if trade.backfill:
+            checks.backfill += 1
+            return False
+        trade_id = trade.trade_id
+        assert trade_id is not None
+        ids = state.trade_ids
+        if ids is None:
+            ids = state.trade_ids = TradeIds()
+        if ids.seen(trade_id):
+            checks.duplicates += 1
+            return False
+        if isinstance(trade_id, int):
+            last = ids.last
+            if last is None or trade_id > last:
+                if last is not None and trade_id > last + 1:
+                    checks.gaps += 1
+                    checks.missing += trade_id - last - 1
+                ids.last = trade_id
+            else:
+                checks.out_of_order += 1
+        return True
+
     @staticmethod
     def _quote(state: SymbolState, bid: Decimal, ask: Decimal) -> None:
         state.bid, state.ask = bid, ask
@@ -113,6 +180,10 @@ class Hub:
             return False
         if self.market:
             self._book_changes[event.symbol] = event.ts
+            own = event.source_id if isinstance(event, BookDelta) else None
+            update_id = book.update_id if book.update_id is not None else own
+            if update_id is not None:
+                self._book_ids[event.symbol] = update_id
         if not book.synced:
             # Its levels are no longer known: withdraw them rather than publish them with later ticks.
             state.bid = state.ask = None
@@ -129,6 +200,17 @@ class Hub:
         if book is None or not book.synced:
             return None
         return book.top(depth)
+
+    def book_update_id(self, symbol: str) -> int | None:
+        """The source's id of the latest update the book shows (Binance `u`, Coinbase sequence), None where it has none."""
+        return self._book_ids.get(symbol)
+
+    def book_state(self, symbol: str) -> str:
+        """ "synced", "out_of_sync" (its levels are not known until a new snapshot) or "none" (no depth data yet)."""
+        book = self.books.get(symbol)
+        if book is None:
+            return "none"
+        return "synced" if book.synced else "out_of_sync"
 
     def take_trades(self) -> dict[str, list[Trade]]:
         """The trades applied since the last call per symbol, oldest first (the latest TRADES_PER_WINDOW of each)."""

@@ -27,6 +27,17 @@ the history after subscribing sees no hole. The candles of a minute that closed
 go out, closed, with the window in which it closed. If the history cannot be
 written the messages are still published; a later resume over them reports
 recovered: false.
+
+Windows follow the wall clock for a live feed and event time for a replay
+(`event_time=True`). On event time a window is the interval [k·w, (k+1)·w) of
+exchange time (w = the conflation): it closes, synchronously, when the first
+event at or after its end arrives, or when the feed says it is waiting for such
+an event (`Feed.waiting_until`, a paced replay between events). So what a
+replay publishes depends on the file and the options only, never on the
+machine's speed or load. Closed windows are built at once but published in
+batches (every `PUBLISH_BATCH` messages, and at least every conflation interval
+of wall time), the same messages in the same order, so a sparse session does
+not pay a Redis round trip per event.
 """
 
 from __future__ import annotations
@@ -44,7 +55,7 @@ from channels.db import database_sync_to_async
 from marketdata import services
 from marketdata.delivery import streams
 from marketdata.delivery.history import MarketStore, market_store
-from marketdata.events import Candle, MarketEvent, PriceUpdate
+from marketdata.events import EPOCH, Candle, MarketEvent, PriceUpdate
 from marketdata.feeds import Feed, native
 from marketdata.symbols import SymbolMap
 from marketdata.worker.hub import Hub
@@ -61,6 +72,9 @@ PruneCandles = Callable[[datetime], Awaitable[int]]
 MinuteHook = Callable[[datetime, Mapping[str, PriceUpdate]], Awaitable[None]]
 
 PRUNE_EVERY = timedelta(hours=1)
+# On event time, closed windows are published once this many messages are waiting (and on every wall-clock tick).
+PUBLISH_BATCH = 2_000
+ONE_US = timedelta(microseconds=1)
 # How often the worker asks Redis whether a recorder is listening.
 TAPE_CHECK_SECONDS = 1.0
 
@@ -127,13 +141,21 @@ class Worker:
         symbols: SymbolMap | None = None,
         tape: bool = True,
         market_history: MarketStore | None = None,
+        event_time: bool = False,
     ) -> None:
         """`retention`: candles older than this (in event time) are deleted, hourly; None keeps them.
         `replay`: updates are marked as replayed. `symbols`: instruments it creates (--create-instruments)
         are stored before any quote or candle of theirs. `tape`: feed a listening `record_feed`.
-        `market_history`: the market channels' store (default `market_store()`)."""
+        `market_history`: the market channels' store (default `market_store()`).
+        `event_time`: windows on event time (replays), not the wall clock (live feeds)."""
         self.feed = feed
         self.conflation = conflation
+        self.event_time = event_time
+        self._window_us = max(1, round(conflation * 1_000_000))
+        self._window_end: datetime | None = None  # on event time: the end of the open window
+        self._unpublished: dict[str, list[Message]] = {}  # closed windows' messages not yet published, per symbol
+        self._unpublished_n = 0
+        self._publishing = asyncio.Lock()  # publishes go out one at a time, in the order their windows closed
         self.quote_flush = quote_flush
         self.references = references if references is not None else References()
         self.hub = Hub(epoch=epoch or new_epoch(), references=self.references, replay=replay)
@@ -169,7 +191,11 @@ class Worker:
         try:
             while not ingest.done() and not stop.is_set():
                 await asyncio.wait({ingest, stopping}, timeout=self.conflation, return_when=asyncio.FIRST_COMPLETED)
-                await self.flush_window()
+                if self.event_time:
+                    self._close_window_if_waiting()
+                    await self._publish()
+                else:
+                    await self.flush_window()
             if ingest.done() and not ingest.cancelled() and ingest.exception():
                 raise ingest.exception()  # type: ignore[misc]
         finally:
@@ -190,7 +216,16 @@ class Worker:
         return self.stats
 
     async def _ingest(self) -> None:
+        event_time = self.event_time
         async for event in self.feed:
+            if event_time:
+                if self._window_end is None:
+                    self._window_end = self._window_after(event.ts)
+                elif event.ts >= self._window_end:
+                    self._close_window()
+                    self._window_end = self._window_after(event.ts)
+                    if self._unpublished_n >= PUBLISH_BATCH:
+                        await self._publish()
             if self._minute_end is None or event.ts >= self._minute_end:
                 if self._minute is not None:
                     self._close_minute(complete=True)
@@ -250,20 +285,45 @@ class Worker:
                 log.exception("minute hook %s failed for %s", getattr(hook, "__qualname__", hook), minute.isoformat())
         self.stats.minutes += 1
 
-    async def flush_window(self) -> None:
-        """End of a conflation window: publish one ticker (a price) per changed symbol, and tape its events."""
+    def _window_after(self, ts: datetime) -> datetime:
+        """The end of the event-time window holding `ts`: the next multiple of the conflation since the epoch."""
+        us = (ts - EPOCH) // ONE_US
+        return EPOCH + ONE_US * ((us // self._window_us + 1) * self._window_us)
+
+    def _close_window_if_waiting(self) -> None:
+        """On event time: close the open window once the feed waits for an event past its end (nothing more can come)."""
+        waiting = getattr(self.feed, "waiting_until", None)
+        if self._window_end is not None and waiting is not None and waiting >= self._window_end:
+            self._close_window()
+            self._window_end = None
+
+    def _close_window(self) -> None:
+        """Drain the hub and build the window's messages; synchronous, so no event can slip in between."""
         self._drain()
-        await self._flush_tape()
         batch, self._outbox = self._outbox, []
         window = self.market.build(self.hub, batch, minute=self._minute)
         for update in batch:
             self.stats.broadcasts += 1
             self.stats.symbols.add(update.symbol)
             self._unsaved[update.symbol] = update
-        if window:
-            await self._publish_market(window)
-        if time.monotonic() - self._last_flush >= self.quote_flush:
-            await self.flush_quotes()
+        for symbol, messages in window.items():
+            self._unpublished.setdefault(symbol, []).extend(messages)
+            self._unpublished_n += len(messages)
+
+    async def _publish(self) -> None:
+        """Publish the closed windows' messages, tape their events, and store quotes when due."""
+        async with self._publishing:
+            await self._flush_tape()
+            window, self._unpublished, self._unpublished_n = self._unpublished, {}, 0
+            if window:
+                await self._publish_market(window)
+            if time.monotonic() - self._last_flush >= self.quote_flush:
+                await self.flush_quotes()
+
+    async def flush_window(self) -> None:
+        """End of a conflation window: publish one ticker (a price) per changed symbol, and tape its events."""
+        self._close_window()
+        await self._publish()
 
     async def _publish_market(self, window: dict[str, list[Message]]) -> None:
         """History first (one write for the window), then live: one payload per symbol, one round trip."""

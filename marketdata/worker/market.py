@@ -18,9 +18,12 @@ book: a client keys its levels by these strings and the checksum covers them.
 Books: each `book:SYM@depth=N` channel sends, while the book is in sync, the
 levels of its top N that differ from the top N it last sent, as absolute
 quantities ("0": the level is gone, emptied or pushed out of the top N), and
-the checksum of the new top N. While the book is out of sync nothing is sent;
-once it is back, the difference against what was last sent, so every client
-copy converges on the exchange's book.
+the checksum of the new top N, the book's `state` and the source's `update_id`
+(Binance `u`, Coinbase sequence, LOBSTER order id) of the latest update it
+shows, so a client can line its copy up with exchange data. When the book loses
+sync, one message says `state: "out_of_sync"` and removes every level sent
+(a client never shows a book that is no longer known); once it is back, the
+whole top N goes out again with `state: "synced"`.
 """
 
 from __future__ import annotations
@@ -159,6 +162,7 @@ class MarketBuilder:
         self._pending: dict[str, list[Message]] = {}  # closed-minute candle messages, per symbol, for the next build
         self._candle_sent: dict[str, dict[str, Any]] = {}  # symbol → the open candle last sent
         self._tops: dict[str, _Top] = {}  # book channel → the top N last sent
+        self._book_states: dict[str, tuple[str, int | None]] = {}  # book channel → the state and update id last sent
 
     def names(self, symbol: str) -> _Names:
         names = self._names.get(symbol)
@@ -205,8 +209,10 @@ class MarketBuilder:
 
     # -- books -------------------------------------------------------------------------------
 
-    def _books(self, symbol: str, ts: int, top: tuple[list[Level], list[Level]]) -> list[Message]:
-        bids, asks = top
+    def _books(self, symbol: str, ts: int, top: tuple[list[Level], list[Level]] | None, update_id: int | None) -> list[Message]:
+        """`top`: the book's best levels, None while it is out of sync."""
+        state = "synced" if top is not None else "out_of_sync"
+        bids, asks = top if top is not None else ([], [])
         out = []
         for depth in BOOK_DEPTHS:
             channel = self.names(symbol).book[depth]
@@ -214,21 +220,29 @@ class MarketBuilder:
             old_bids, old_asks = self._tops.get(channel, ({}, {}))
             bid_changes = _changes(old_bids, new_bids, best_first=True)
             ask_changes = _changes(old_asks, new_asks, best_first=False)
-            if not bid_changes and not ask_changes:
+            if not bid_changes and not ask_changes and self._book_states.get(channel, ("none",))[0] == state:
                 continue
             self._tops[channel] = (new_bids, new_asks)
+            self._book_states[channel] = (state, update_id)
             top_bids = [[wire(p), wire(q)] for p, q in bids[: min(depth, CHECKSUM_LEVELS)]]
             top_asks = [[wire(p), wire(q)] for p, q in asks[: min(depth, CHECKSUM_LEVELS)]]
-            data = {"bids": bid_changes, "asks": ask_changes, "checksum": checksum(top_bids, top_asks)}
+            data = {
+                "bids": bid_changes,
+                "asks": ask_changes,
+                "checksum": checksum(top_bids, top_asks),
+                "state": state,
+                "update_id": update_id,
+            }
             out.append(self._message(channel, ts, data))
         return out
 
     def book_view(self, channel: str) -> dict[str, Any]:
-        """The top N a book channel last sent, as snapshot data: {"bids", "asks", "checksum"} (empty before any)."""
+        """What a book channel last sent, as snapshot data: its top N, checksum, state and update id (empty before any)."""
         bids, asks = self._tops.get(channel, ({}, {}))
         wire_bids = [[wire(p), wire(q)] for p, q in sorted(bids.items(), reverse=True)]
         wire_asks = [[wire(p), wire(q)] for p, q in sorted(asks.items())]
-        return {"bids": wire_bids, "asks": wire_asks, "checksum": checksum(wire_bids, wire_asks)}
+        state, update_id = self._book_states.get(channel, ("none", None))
+        return {"bids": wire_bids, "asks": wire_asks, "checksum": checksum(wire_bids, wire_asks), "state": state, "update_id": update_id}
 
     # -- the window --------------------------------------------------------------------------
 
@@ -257,11 +271,9 @@ class MarketBuilder:
             if message is not None:
                 out.setdefault(symbol, []).append(message)
         for symbol, at in hub.take_book_changes().items():
-            top = hub.book_top(symbol, DEEPEST)
-            if top is not None:  # out of sync: nothing until it is back
-                messages = self._books(symbol, to_epoch_ms(at), top)
-                if messages:
-                    out.setdefault(symbol, []).extend(messages)
+            messages = self._books(symbol, to_epoch_ms(at), hub.book_top(symbol, DEEPEST), hub.book_update_id(symbol))
+            if messages:
+                out.setdefault(symbol, []).extend(messages)
         return out
 
 

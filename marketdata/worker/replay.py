@@ -70,6 +70,9 @@ class Replay:
         self.clock = clock
         self.sleep = sleep
         self.stats = ReplayStats()
+        # While pacing: the (shifted) time of the event it sleeps for. Every earlier event has been handed out,
+        # so a worker on event time may close the windows before it (`marketdata.worker.loop`).
+        self.waiting_until: datetime | None = None
 
     async def __aiter__(self) -> AsyncIterator[MarketEvent]:
         clock = self.clock or asyncio.get_running_loop().time
@@ -97,13 +100,17 @@ class Replay:
                     if self.rebase:
                         rebase = self.now() - ts
                 stats.last = last = ts  # kept per event, so an interrupted replay still says how far it got
+                shift = rebase + looped
                 if self.speed is not None:
                     delay = began + (ts + looped - stats.first).total_seconds() / self.speed - clock()
                     if delay >= MIN_SLEEP:
-                        await self.sleep(delay)
+                        self.waiting_until = ts + shift
+                        try:
+                            await self.sleep(delay)
+                        finally:
+                            self.waiting_until = None
                 elif stats.read % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
-                shift = rebase + looped
                 yield replace(event, ts=ts + shift) if shift else event
             if not self.loop or first_of_pass is None or last is None:
                 return

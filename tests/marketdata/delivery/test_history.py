@@ -131,7 +131,7 @@ async def test_a_channel_without_data_has_an_empty_snapshot_of_epoch_blank_and_s
     assert await store.snapshot("book:AAPL@depth=10") == {
         "ch": "book:AAPL@depth=10",
         **empty,
-        "data": {"bids": [], "asks": [], "checksum": 0},  # crc32("")
+        "data": {"bids": [], "asks": [], "checksum": 0, "state": "none", "update_id": None},  # crc32("")
     }
 
 
@@ -236,7 +236,8 @@ async def test_the_book_snapshot_is_the_full_top_n_as_of_its_seq(store: MarketSt
         assert (snapshot["epoch"], snapshot["seq"], snapshot["ts"]) == ("e1", *(await store.head(channel))[1:], T0_MS + 5)
         assert snapshot["data"] == builder.book_view(channel)
     ten = (await store.snapshot("book:X@depth=10"))["data"]
-    assert ten == {"bids": [["9.5", "2"], ["9.25", "7"], ["9", "3"]], "asks": [["11", "1"], ["12", "4"]], "checksum": ten["checksum"]}
+    levels_ten = {"bids": [["9.5", "2"], ["9.25", "7"], ["9", "3"]], "asks": [["11", "1"], ["12", "4"]]}
+    assert ten == levels_ten | {"checksum": ten["checksum"], "state": "synced", "update_id": None}
     assert ten["checksum"] == checksum(ten["bids"], ten["asks"])
 
 
@@ -300,7 +301,7 @@ async def test_redis_keeps_a_stream_per_channel_and_a_snapshot_key_per_book_besi
         "epoch": "e1",
         "seq": 1,
         "ts": T0_MS + 1,
-        "data": {"bids": [["1", "2"]], "asks": [], "checksum": checksum([["1", "2"]], [])},
+        "data": {"bids": [["1", "2"]], "asks": [], "checksum": checksum([["1", "2"]], []), "state": "synced", "update_id": None},
     }
     assert sorted(await store.client.keys(f"{prefix}:*")) == [
         f"{prefix}:hist:book:AAPL@depth=1",

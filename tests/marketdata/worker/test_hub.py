@@ -293,3 +293,49 @@ def test_the_hub_names_books_that_changed_with_their_latest_time_including_a_los
     hub.apply(delta("BTCUSDT", 110, 110, bids=(("97", "1"),), ms=7))  # a gap: out of sync
     assert hub.take_book_changes() == {"BTCUSDT": T0 + timedelta(milliseconds=7)}
     assert hub.book_top("BTCUSDT", 1) is None
+
+
+# -- trade ids -----------------------------------------------------------------------------------
+
+
+def with_id(trade_id: int | str, price: str, ms: int = 0, size: str = "1", **fields: object) -> Trade:
+    return Trade("BTC-USD", T0 + timedelta(milliseconds=ms), D(price), D(size), "binance", "buy", trade_id, **fields)  # type: ignore[arg-type]
+
+
+def test_a_trade_sent_twice_is_counted_once_in_the_candle_and_reported_as_a_duplicate() -> None:
+    hub = Hub(epoch="e")
+    for event in (with_id(7, "100", 0), with_id(8, "101", 1, size="2"), with_id(8, "101", 2, size="2"), with_id(9, "99", 3)):
+        hub.apply(event)
+    [candle] = hub.take_minute(T0)
+    assert (candle.volume, candle.trades, candle.high) == (D(4), 3, D(101))
+    assert hub.checks.duplicates == 1
+    assert [t.trade_id for t in hub.take_trades()["BTC-USD"]] == [7, 8, 9]
+
+
+def test_a_jump_in_trade_ids_is_a_gap_and_an_unseen_lower_id_is_out_of_order_but_kept() -> None:
+    hub = Hub(epoch="e")
+    for event in (with_id(1, "100"), with_id(5, "100"), with_id(3, "100"), with_id(6, "100")):
+        hub.apply(event)
+    checks = hub.checks
+    assert (checks.gaps, checks.missing, checks.out_of_order, checks.duplicates) == (1, 3, 1, 0)
+    assert hub.take_minute(T0)[0].trades == 4
+
+
+def test_string_trade_ids_are_deduplicated_without_gap_counts() -> None:
+    hub = Hub(epoch="e")
+    for event in (with_id("a-1", "100"), with_id("a-1", "100"), with_id("b-2", "101")):
+        hub.apply(event)
+    assert (hub.checks.duplicates, hub.checks.gaps) == (1, 0)
+    assert hub.take_minute(T0)[0].trades == 2
+
+
+def test_backfill_trades_are_counted_and_kept_out_of_prices_candles_and_the_trades_channel() -> None:
+    hub = Hub(epoch="e")
+    hub.apply(with_id(1, "90", backfill=True))
+    hub.apply(with_id(2, "100", 5))
+    assert hub.checks.backfill == 1
+    [update] = hub.drain()
+    assert update.price == D(100)
+    [candle] = hub.take_minute(T0)
+    assert (candle.open, candle.low, candle.trades) == (D(100), D(100), 1)
+    assert [t.trade_id for t in hub.take_trades()["BTC-USD"]] == [2]

@@ -27,7 +27,7 @@ from marketdata.symbols import SymbolMap
 from marketdata.worker.loop import Worker
 from marketdata.worker.references import Mark, MarketHours, References
 from marketdata.worker.replay import Replay
-from tests.conftest import AGGTRADES, alisten, listen, needs_aggtrades
+from tests.conftest import AGGTRADES, alisten, listen, needs_aggtrades, until
 
 D = Decimal
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -659,3 +659,40 @@ async def test_a_failed_history_write_is_logged_and_the_messages_still_go_out(
     assert {m["ch"] for m in heard.messages} == {"ticker:AAPL", "trades:AAPL", "candles:AAPL@1m"}
     assert stats.market_store_errors == 1
     assert any("could not write" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+
+
+# -- windows on event time -------------------------------------------------------------------------
+
+
+async def test_on_event_time_a_paced_replay_publishes_a_window_once_the_next_event_is_due_later() -> None:
+    """Between sparse events a paced replay waits: the window before is published then, not when the next tick comes."""
+    tap = await alisten("EUR/USD")
+    events = [at("EUR/USD", 0, "1.1000"), at("EUR/USD", 0.001, "1.1001"), at("EUR/USD", 30, "1.1002")]
+    replay = Replay(sources=[events], speed=1)
+    worker = Worker(
+        feed=replay, conflation=0.01, quote_flush=60, epoch="ev", store_quotes=no_store, store_candles=no_candles, event_time=True
+    )
+    stop = asyncio.Event()
+    run = asyncio.create_task(worker.run(stop))
+    try:
+        await until(lambda: replay.waiting_until is not None and len(tap.messages) == 1, timeout=2, what="the first window")
+        [message] = tap.take()
+        assert (message["seq"], message["data"]["last"]) == (1, "1.1001")  # both ticks of its 10 ms window
+    finally:
+        stop.set()
+        await run
+
+
+async def test_on_event_time_every_window_of_a_burst_is_published_in_order_with_consecutive_seqs() -> None:
+    tap = await alisten("EUR/USD")
+    # 3 s of exchange time, a tick every 50 ms, delivered at once: 100 ms windows hold two ticks each.
+    events = [at("EUR/USD", 0.05 * i, f"1.{1000 + i}") for i in range(60)]
+    worker = Worker(
+        feed=ListFeed([events]), conflation=0.1, quote_flush=60, store_quotes=no_store, store_candles=no_candles, event_time=True
+    )
+
+    await worker.run(asyncio.Event())
+
+    messages = tap.take()
+    assert [m["seq"] for m in messages] == list(range(1, 31))
+    assert [m["data"]["last"] for m in messages] == [f"1.{1001 + 2 * i}" for i in range(30)]

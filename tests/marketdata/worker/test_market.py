@@ -258,6 +258,8 @@ def test_the_first_book_message_is_the_whole_top_n_then_only_changed_levels() ->
         "bids": [["100", "1"]],
         "asks": [["101", "2.5"]],
         "checksum": book_checksum(*_levels([["100", "1"]], [["101", "2.5"]])),
+        "state": "synced",
+        "update_id": None,  # Coinbase-like: the source numbers no book versions
     }
     assert len(ten["data"]["bids"]) == 10 and len(fifty["data"]["bids"]) == 12 and one["ts"] == T0_MS + 7
     assert ten["data"]["bids"][0] == ["100", "1"] and ten["data"]["asks"][0] == ["101", "2.5"]  # best first
@@ -278,18 +280,89 @@ def test_the_first_book_message_is_the_whole_top_n_then_only_changed_levels() ->
     assert on(out, "book:BTC-USD@depth=1")[0]["data"]["asks"] == [["101", "0"], ["102", "2.5"]]
 
 
-def test_a_book_out_of_sync_sends_nothing_and_once_back_the_difference_to_what_was_sent() -> None:
+def test_a_book_that_loses_sync_says_so_and_clears_its_levels_until_a_snapshot_brings_the_whole_top_back() -> None:
     w = Window()
-    w(snapshot("X", (("10", "1"), ("9", "1")), (("11", "1"),)))
-    w.hub.books["X"].reset()  # the source found a gap
-    assert [m for m in w(delta("X", bids=(("10", "5"),))).get("X", []) if m["ch"].startswith("book")] == []
-    out = w(snapshot("X", (("10", "1"), ("8", "2")), (("11", "1"), ("12", "1"))))
-    assert on(out, "book:X@depth=10")[0]["data"] == {
-        "bids": [["9", "0"], ["8", "2"]],
-        "asks": [["12", "1"]],
-        "checksum": book_checksum(*_levels([["10", "1"], ["8", "2"]], [["11", "1"], ["12", "1"]])),
+    bids, asks = (
+        levels(("10", "1"), ("9", "1")),
+        levels(
+            ("11", "1"),
+        ),
+    )
+    w(BookSnapshot("X", ms(0), bids, asks, "binance", update_id=100))
+    out = w(
+        BookDelta(
+            "X",
+            ms(1),
+            levels(
+                ("10", "2"),
+            ),
+            (),
+            "binance",
+            first_id=101,
+            last_id=101,
+        )
+    )
+    assert on(out, "book:X@depth=10")[0]["data"]["update_id"] == 101  # the exchange's `u`, to check against its data
+
+    out = w(
+        BookDelta(
+            "X",
+            ms(2),
+            levels(
+                ("10", "5"),
+            ),
+            (),
+            "binance",
+            first_id=105,
+            last_id=106,
+        )
+    )  # 102..104 lost
+    [lost] = on(out, "book:X@depth=10")
+    assert lost["data"] | {"checksum": 0} == {
+        "bids": [["10", "0"], ["9", "0"]],
+        "asks": [["11", "0"]],
+        "checksum": 0,
+        "state": "out_of_sync",
+        "update_id": 101,
     }
-    assert on(out, "book:X@depth=1") == []  # its top 1 is what it was
+    empty = {"bids": [], "asks": [], "checksum": book_checksum([], []), "state": "out_of_sync", "update_id": 101}
+    assert w.builder.book_view("book:X@depth=10") == empty
+    # Nothing more while it is out of sync, however the levels move.
+    assert (
+        on(
+            w(
+                BookDelta(
+                    "X",
+                    ms(3),
+                    levels(
+                        ("10", "6"),
+                    ),
+                    (),
+                    "binance",
+                    first_id=107,
+                    last_id=107,
+                )
+            ),
+            "book:X@depth=10",
+        )
+        == []
+    )
+
+    out = w(
+        BookSnapshot(
+            "X",
+            ms(4),
+            levels(("10", "6"), ("8", "2")),
+            levels(
+                ("11", "1"),
+            ),
+            "binance",
+            update_id=107,
+        )
+    )
+    [back] = on(out, "book:X@depth=10")
+    assert back["data"]["bids"] == [["10", "6"], ["8", "2"]] and back["data"]["asks"] == [["11", "1"]]
+    assert (back["data"]["state"], back["data"]["update_id"]) == ("synced", 107)
 
 
 def test_a_level_respelled_with_the_same_value_is_no_change() -> None:
@@ -313,8 +386,10 @@ class ClientBook:
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.sides: dict[str, dict[str, str]] = {"bids": dict(map(tuple, data["bids"])), "asks": dict(map(tuple, data["asks"]))}
+        self.state, self.update_id = data["state"], data["update_id"]
 
     def apply(self, data: dict[str, Any]) -> None:
+        self.state, self.update_id = data["state"], data["update_id"]
         for side in ("bids", "asks"):
             for price, qty in data[side]:
                 if qty == "0":
@@ -325,7 +400,8 @@ class ClientBook:
     def view(self) -> dict[str, Any]:
         bids = [[p, q] for p, q in sorted(self.sides["bids"].items(), key=lambda level: D(level[0]), reverse=True)]
         asks = [[p, q] for p, q in sorted(self.sides["asks"].items(), key=lambda level: D(level[0]))]
-        return {"bids": bids, "asks": asks, "checksum": book_checksum(*_levels(bids[:10], asks[:10]))}
+        checksum = book_checksum(*_levels(bids[:10], asks[:10]))
+        return {"bids": bids, "asks": asks, "checksum": checksum, "state": self.state, "update_id": self.update_id}
 
 
 QUANTITIES = ["1", "2.5", "2.50", "0.001", "7"]  # 2.5 twice, spelt two ways

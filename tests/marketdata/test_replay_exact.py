@@ -1,0 +1,96 @@
+"""A replay is exact: what it publishes is a function of the file and the options, never of the machine's speed."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.management import call_command
+
+from marketdata.api.channels import market_channels
+from marketdata.delivery import streams
+from marketdata.models import Instrument, SymbolAlias
+from tests.conftest import Tap
+from tests.marketdata.binance_capture import binance_capture
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHANNELS = [channel.name for channel in market_channels("BTC-USD")]
+
+
+@pytest.fixture
+def btc_alias(instruments: dict[str, Instrument]) -> SymbolAlias:
+    return SymbolAlias.objects.create(alias="BTCUSDT", source="binance", instrument=instruments["BTC-USD"])
+
+
+def replayed(path: Path, *options: str) -> dict[str, list[dict[str, Any]]]:
+    """Every message `replay_feed` published, per channel, as a client of the hub receives them (epoch left out)."""
+    tap = Tap()
+    async_to_sync(streams.subscribe_market)(tap, CHANNELS)
+    try:
+        call_command("replay_feed", str(path), "--no-progress", "--conflation-ms", "100", *options, stdout=StringIO())
+    finally:
+        streams.unsubscribe_market(tap, CHANNELS)
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for message in tap.take():
+        out[message["ch"]].append({key: value for key, value in message.items() if key != "epoch"})
+    return dict(out)
+
+
+def test_the_same_capture_publishes_the_same_messages_at_max_speed_twice_and_at_50x(btc_alias: SymbolAlias, tmp_path: Path) -> None:
+    capture = binance_capture().write(tmp_path / "capture.txt")  # 10 s of exchange time: 0.2 s at ×50
+
+    first = replayed(capture, "--speed", "max")
+    again = replayed(capture, "--speed", "max")
+    paced = replayed(capture, "--speed", "50")
+
+    assert set(first) == set(CHANNELS)  # every channel carried something
+    # Windows of 100 ms of exchange time over 10 s: about one ticker per window, never the handful a wall-clock
+    # window at max speed made of the whole file.
+    assert len(first["ticker:BTC-USD"]) > 90
+    assert again == first
+    assert paced == first
+
+
+def test_the_published_book_equals_the_exchanges_book_ticker_at_every_diff_it_names(btc_alias: SymbolAlias, tmp_path: Path) -> None:
+    """A client following book:BTC-USD@depth=1 holds, after the message carrying update id u, the top the
+    capture's bookTicker with that u shows: the snapshot straddling a diff and every diff after it are applied
+    as Binance documents, one window per diff, at --speed max."""
+    capture = binance_capture(seed=11)
+    path = capture.write(tmp_path / "capture.txt")
+
+    messages = replayed(path, "--speed", "max")["book:BTC-USD@depth=1"]
+
+    bids: dict[str, str] = {}
+    asks: dict[str, str] = {}
+    tops: dict[int, tuple[str, str, str, str]] = {}
+    for message in messages:
+        data = message["data"]
+        assert data["state"] == "synced"
+        for side, changes in ((bids, data["bids"]), (asks, data["asks"])):
+            for price, qty in changes:
+                if qty == "0":
+                    side.pop(price, None)
+                else:
+                    side[price] = qty
+        [(bid, bid_qty)], [(ask, ask_qty)] = bids.items(), asks.items()
+        tops[data["update_id"]] = (bid, bid_qty, ask, ask_qty)
+    assert min(tops) > capture.snapshot_id  # nothing before the book synced from the straddling snapshot
+    checked = 0
+    held = None
+    for update_id in sorted(capture.checkpoints):
+        held = tops.get(update_id, held)  # no message: the top 1 did not change with this diff
+        if update_id <= capture.snapshot_id or held is None:
+            continue
+        bid, bid_qty, ask, ask_qty = capture.checkpoints[update_id]
+        assert held == (_plain(bid), _plain(bid_qty), _plain(ask), _plain(ask_qty)), update_id
+        checked += 1
+    assert checked >= capture.diffs - 5
+
+
+def _plain(number: str) -> str:
+    return number.rstrip("0").rstrip(".") if "." in number else number
