@@ -218,7 +218,7 @@ def publish_livefolio(source: TickSource, conflation_ms: int) -> dict[str, Any]:
     django.setup()
     from marketdata.management.base import until_stopped, worker_build
 
-    worker = worker_build(feed=BenchFeed(source), conflation_ms=conflation_ms)  # reads the database: before the loop
+    worker = worker_build(feed=BenchFeed(source), conflation_ms=conflation_ms, command="bench")  # reads the database: before the loop
     stats = asyncio.run(until_stopped(worker.run))
     keys = ("events", "broadcasts", "market_messages", "market_store_errors", "quote_rows", "candle_rows")
     return {"worker": {key: getattr(stats, key, None) for key in keys}, "conflation_ms": conflation_ms}

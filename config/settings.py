@@ -143,6 +143,9 @@ CHANNEL_LAYERS = {
 MARKETDATA_CONFLATION_MS = env_int("MARKETDATA_CONFLATION_MS", 100, minimum=1)
 # Latest quotes reach the database in batches, at most once per interval.
 MARKETDATA_QUOTE_FLUSH_SECONDS = env_decimal("MARKETDATA_QUOTE_FLUSH_SECONDS", Decimal("1"), minimum=Decimal("0.05"))
+# One producer per symbol: a worker holds a Redis lease per symbol it publishes, renewed every third of this.
+# A killed worker's symbols are free (for a standby or a new worker) this long after its last renewal.
+MARKETDATA_LEASE_TTL_SECONDS = env_decimal("MARKETDATA_LEASE_TTL_SECONDS", Decimal("10"), minimum=Decimal("0.3"))
 SYNTHETIC_TICKS_PER_SECOND = env_decimal("SYNTHETIC_TICKS_PER_SECOND", Decimal("4"), minimum=Decimal("0.01"))
 # Standard deviation of the relative price move per square root of a second.
 SYNTHETIC_VOLATILITY = env_decimal("SYNTHETIC_VOLATILITY", Decimal("0.0008"), minimum=Decimal("0"))

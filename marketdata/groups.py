@@ -22,6 +22,23 @@ def live_channel(prefix: str, symbol: str) -> str:
     return f"{prefix}:live:{symbol}"
 
 
+def producer_key(symbol: str) -> str:
+    """What one producer owns and publishes under: a symbol's live channel, history and lease are keyed by it."""
+    if not symbol:
+        raise ValueError("symbol must not be empty")
+    return symbol
+
+
+def lease_key(prefix: str, key: str) -> str:
+    """The Redis key of the lease on a producer key (`marketdata.worker.leases`)."""
+    return f"{prefix}:lease:{key}"
+
+
+def fence_key(prefix: str, key: str) -> str:
+    """The Redis counter of a producer key's fencing tokens (`marketdata.worker.leases`)."""
+    return f"{prefix}:fence:{key}"
+
+
 def user_group(user_id: int) -> str:
     """Group reaching every live connection of one user (portfolio changes)."""
     return f"user.{int(user_id)}"

@@ -416,7 +416,9 @@ def test_the_schemas_refuse_what_the_docs_refuse(doc: dict[str, Any]) -> None:
     assert not update.is_valid({**head, "ch": "portfolio", "first_seq": 1, "data": {"portfolios": []}})
     empty = {"type": "snapshot", "epoch": "", "seq": 0, "ts": 0}
     assert snapshot.is_valid({**empty, "ch": "ticker:X", "data": {}})
-    assert snapshot.is_valid({**empty, "ch": "book:X@depth=1", "data": {"bids": [], "asks": [], "checksum": 0}})
+    book = {"bids": [], "asks": [], "checksum": 0, "state": "none", "update_id": None}
+    assert snapshot.is_valid({**empty, "ch": "book:X@depth=1", "data": book})
+    assert not snapshot.is_valid({**empty, "ch": "book:X@depth=1", "data": {**book, "state": "lost"}})
     assert not snapshot.is_valid({**empty, "ch": "book:X@depth=1", "data": {"bids": [["1", "0"]], "asks": [], "checksum": 0}})
     assert not snapshot.is_valid({**empty, "ch": "trades:X", "data": {}})
 

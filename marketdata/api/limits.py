@@ -23,6 +23,8 @@ Message = dict[str, Any]
 OPS = ("auth", "subscribe", "unsubscribe", "resume", "ping")
 THROTTLE_MAX_MS = 60_000
 ID_MAX_LENGTH = 128
+# An integer id must be exact in every JSON client (JavaScript numbers: ±(2**53 - 1)).
+ID_MAX_INT = 2**53 - 1
 
 
 # ------------------------------------------------------------------ inbound rate
@@ -192,9 +194,11 @@ def _request_id(frame: dict[str, Any]) -> int | str | None:
     request_id = frame.get("id")
     if request_id is None:
         return None
-    if _is_int(request_id) or (isinstance(request_id, str) and len(request_id) <= ID_MAX_LENGTH):
+    if (_is_int(request_id) and abs(request_id) <= ID_MAX_INT) or (isinstance(request_id, str) and len(request_id) <= ID_MAX_LENGTH):
         return request_id
-    raise FrameError("bad_request", f"'id' is an integer or a string of at most {ID_MAX_LENGTH} characters, not {_describe(request_id)}")
+    raise FrameError(
+        "bad_request", f"'id' is an integer of at most 2**53 - 1 or a string of at most {ID_MAX_LENGTH} characters, not {request_id!r:.40}"
+    )
 
 
 def peek_id(text: str | None) -> int | str | None:

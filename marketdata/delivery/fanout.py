@@ -64,9 +64,10 @@ def encode_update(message: Message) -> str:
     return orjson.dumps({"type": "update", **message}).decode()
 
 
-def encode_payload(messages: Sequence[Message]) -> bytes:
-    """What the worker publishes for one symbol and window."""
-    return orjson.dumps(messages)
+def encode_payload(messages: Sequence[Message], fence: int | None = None) -> bytes:
+    """What the worker publishes for one symbol and window: the messages, and the fencing token of the
+    worker's lease on the symbol (`marketdata.worker.leases`; None without leases)."""
+    return orjson.dumps({"fence": fence, "messages": messages})
 
 
 class Update:
@@ -119,6 +120,7 @@ class HubStats:
     decodes: int = 0  # ticker prices decoded (once per ticker message some portfolio book wanted)
     deliveries: int = 0  # updates handed to sinks
     malformed: int = 0  # payloads or messages dropped as malformed (logged)
+    fenced: int = 0  # payloads dropped for a fencing token older than one heard: a producer that lost its lease (logged)
     reconnects: int = 0  # Redis connections lost
 
 
@@ -133,6 +135,7 @@ class _Topic:
     ticker: Update | None = None  # the newest ticker message heard (the process's price cache)
     live: bool = False  # subscribed on the current connection
     stale: bool = False  # was live when a connection was lost: its sinks are told once it is live again
+    fence: int = 0  # the newest fencing token heard: a payload with an older one is from a producer that was taken over
 
 
 _IDLE = ("IDLE", b"", None)  # queued when the last topic went: the session ends if none came back meanwhile
@@ -254,13 +257,27 @@ class LocalHub:
             return
         stats = self.stats
         try:
-            messages = orjson.loads(payload)
-            if not isinstance(messages, list):
-                raise TypeError(f"a payload is a list of messages, not {type(messages).__name__}")
-        except (orjson.JSONDecodeError, TypeError):
+            decoded = orjson.loads(payload)
+            messages, fence = decoded["messages"], decoded["fence"]
+            if not isinstance(messages, list) or not (fence is None or isinstance(fence, int)):
+                raise TypeError("a payload is {'fence': int or null, 'messages': [...]}")
+        except (orjson.JSONDecodeError, TypeError, KeyError):
             stats.malformed += 1
             log.warning("market hub: dropped a malformed payload on %r: %.200r", key, payload)
             return
+        if fence is not None:
+            if fence < topic.fence:
+                stats.fenced += 1
+                if stats.fenced in (1, 10, 100) or stats.fenced % 1000 == 0:
+                    log.warning(
+                        "market hub: dropped a payload of %s from a producer that lost its lease (token %d < %d; %d so far)",
+                        topic.symbol,
+                        fence,
+                        topic.fence,
+                        stats.fenced,
+                    )
+                return
+            topic.fence = fence
         stats.payloads += 1
         stats.messages += len(messages)
         for message in messages:

@@ -43,6 +43,11 @@ Races, stated honestly:
   and, later, as its `closed: true` update. The update carries the same candle.
 - An epoch change deletes the stream and writes the new epoch's first message in
   one MULTI, so a reader never sees two epochs mixed.
+
+A fenced append (`fence=`, from a worker holding leases, `marketdata.worker.leases`)
+WATCHes the fence counters of its producer keys and checks them against the
+writer's tokens before the MULTI: if another producer took one over, nothing is
+written and `Fenced` names the keys.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ import json
 import logging
 import weakref
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -77,7 +82,7 @@ RECENT_CLOSED = 10  # closed candles the store keeps itself, for the minutes the
 
 
 class MarketStore(Protocol):
-    async def append(self, messages: Sequence[Message]) -> None: ...
+    async def append(self, messages: Sequence[Message], *, fence: Fence | None = None) -> None: ...
 
     async def head(self, channel: str) -> tuple[str, int]: ...
 
@@ -88,6 +93,19 @@ class MarketStore(Protocol):
     async def tickers(self, symbols: Iterable[str]) -> dict[str, Message]:
         """The newest `ticker:SYM` message of each symbol that has one, in one read."""
         ...
+
+
+class Fenced(Exception):
+    """A fenced append found a newer token than the writer's for these producer keys: another producer took them over
+    (`marketdata.worker.leases`). Nothing of the append was written."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self.keys = sorted(keys)
+        super().__init__(f"fenced off {', '.join(self.keys)}: another producer holds a newer lease")
+
+
+# A fenced append: producer key → (its fence counter's Redis key, the writer's token).
+Fence = Mapping[str, tuple[str, int]]
 
 
 def _dumps(value: Any) -> str:
@@ -256,6 +274,12 @@ def _since(messages: Sequence[Message], head: tuple[str, int], *, epoch: str, se
     return list(messages) if expected - 1 == head_seq else None
 
 
+async def _stale(client: Any, fence: Fence) -> list[str]:
+    """The producer keys of `fence` whose counter has moved past the writer's token."""
+    current = await client.mget([counter for counter, _ in fence.values()])
+    return [key for (key, (_, token)), value in zip(fence.items(), current, strict=True) if value is not None and int(value) != token]
+
+
 # -- in process -------------------------------------------------------------------------------
 
 
@@ -270,7 +294,8 @@ class MemoryMarketStore:
         self._history: dict[str, deque[tuple[int, str, str]]] = {}  # channel → (seq, epoch, message JSON)
         self._states: dict[str, _State] = {}
 
-    async def append(self, messages: Sequence[Message]) -> None:
+    async def append(self, messages: Sequence[Message], *, fence: Fence | None = None) -> None:
+        """`fence` is not checked: leases live in Redis, so a process without it has no other producer to fence off."""
         limit = settings.MARKET_HISTORY_LENGTH
         for message in messages:
             channel, epoch, kind = message["ch"], message["epoch"], _kind(message["ch"])
@@ -375,14 +400,26 @@ class RedisMarketStore:
                 if kind in ("book", "candles") and record and (state is None or state.epoch != firsts[channel]):
                     self._states[channel] = _State.load(json.loads(record), kind)
 
-    async def append(self, messages: Sequence[Message]) -> None:
+    async def append(self, messages: Sequence[Message], *, fence: Fence | None = None) -> None:
         if not messages:
             return
         new = {m["ch"]: m["epoch"] for m in reversed(messages) if m["ch"] not in self._epochs}
         if new:
             await self._adopt(new)
+        async with self.client.pipeline(transaction=True) as pipe:
+            if fence:
+                # WATCH first: a takeover between the check and EXEC makes EXEC write nothing.
+                await pipe.watch(*(counter for counter, _ in fence.values()))
+                if stale := await _stale(pipe, fence):
+                    raise Fenced(stale)
+                pipe.multi()
+            try:
+                await self._write(pipe, messages)
+            except aioredis.WatchError:
+                raise Fenced(await _stale(self.client, fence or {}) or list(fence or ())) from None
+
+    async def _write(self, pipe: Any, messages: Sequence[Message]) -> None:
         limit = settings.MARKET_HISTORY_LENGTH
-        pipe = self.client.pipeline(transaction=True)
         records: dict[str, str] = {}
         touched = set()
         for message in messages:
@@ -393,7 +430,7 @@ class RedisMarketStore:
                 self._epochs[channel] = epoch
                 self._states.pop(channel, None)
             fields = {"e": epoch, "t": message["ts"], "d": _dumps(message["data"])}
-            pipe.xadd(self.history_key(channel), fields, id=f"{message['seq']}-0", maxlen=limit, approximate=True)  # type: ignore[arg-type]
+            pipe.xadd(self.history_key(channel), fields, id=f"{message['seq']}-0", maxlen=limit, approximate=True)
             if kind in ("book", "candles"):
                 state = self._states.get(channel)
                 if state is None or state.epoch != epoch:

@@ -79,18 +79,20 @@ async def publish_market(symbol: str, messages: Sequence[Message]) -> None:
     await publish_market_window({symbol: messages})
 
 
-async def publish_market_window(window: Mapping[str, Sequence[Message]]) -> None:
-    """`publish_market` for every symbol of a window: one PUBLISH each, in one round trip."""
+async def publish_market_window(window: Mapping[str, Sequence[Message]], fences: Mapping[str, int] | None = None) -> None:
+    """`publish_market` for every symbol of a window: one PUBLISH each, in one round trip.
+    `fences`: the publisher's fencing token per symbol (`marketdata.worker.leases`), carried in each payload."""
+    fences = fences or {}
     redis = _redis()
     if redis is None:
         hub = market_hub()
         for symbol, messages in window.items():
-            hub.publish_local(symbol, fanout.encode_payload(messages))
+            hub.publish_local(symbol, fanout.encode_payload(messages, fences.get(symbol)))
         return
     client, prefix = redis
     async with client.pipeline(transaction=False) as pipe:
         for symbol, messages in window.items():
-            pipe.publish(groups.live_channel(prefix, symbol), fanout.encode_payload(messages))
+            pipe.publish(groups.live_channel(prefix, symbol), fanout.encode_payload(messages, fences.get(symbol)))
         await pipe.execute()
 
 
@@ -186,6 +188,11 @@ def _redis() -> tuple[aioredis.Redis, str] | None:
     if known is None or known[1:] != (address, prefix):
         known = _redis_clients[loop] = (redis_client(address), address, prefix)
     return known[0], prefix
+
+
+def command_redis() -> tuple[aioredis.Redis, str] | None:
+    """A command client on the channel layer's Redis for this event loop, and the layer's key prefix; None without one."""
+    return _redis()
 
 
 def _tape() -> tuple[aioredis.Redis, str] | None:

@@ -13,8 +13,10 @@ from django.core.management.base import CommandError
 from django.utils.module_loading import import_string
 
 from marketdata import selectors
+from marketdata.delivery import streams
 from marketdata.feeds import Feed
 from marketdata.symbols import SymbolMap
+from marketdata.worker.leases import Leases, holder_name
 from marketdata.worker.loop import MinuteHook, Worker
 
 T = TypeVar("T")
@@ -31,9 +33,19 @@ def conflation_seconds(milliseconds: int) -> float:
     return milliseconds / 1000
 
 
-def worker_build(*, feed: Feed, conflation_ms: int, symbols: SymbolMap | None = None, replay: bool = False) -> Worker:
+def worker_build(
+    *, feed: Feed, conflation_ms: int, command: str, symbols: SymbolMap | None = None, replay: bool = False, takeover: bool = False
+) -> Worker:
     """A worker publishing `feed` the way every feed is published: same hub, stores, hooks and tape.
-    A replay's windows follow event time, so the same file always publishes the same messages."""
+
+    A replay's windows follow event time, so the same file always publishes the same messages.
+    With a Redis channel layer the worker holds a lease per symbol (`marketdata.worker.leases`):
+    a replay stops when another producer holds one of its symbols (unless `takeover`); a live
+    worker (`run_feeds`) stands by for such a symbol and takes it when the other stops.
+    """
+    leases = None
+    if streams.redis_target() is not None:
+        leases = Leases(holder=holder_name(command), ttl=float(settings.MARKETDATA_LEASE_TTL_SECONDS))
     return Worker(
         feed=feed,
         conflation=conflation_seconds(conflation_ms),
@@ -44,6 +56,9 @@ def worker_build(*, feed: Feed, conflation_ms: int, symbols: SymbolMap | None = 
         replay=replay,
         symbols=symbols,
         event_time=replay,
+        leases=leases,
+        takeover=takeover,
+        standby=not replay,
     )
 
 

@@ -38,6 +38,13 @@ machine's speed or load. Closed windows are built at once but published in
 batches (every `PUBLISH_BATCH` messages, and at least every conflation interval
 of wall time), the same messages in the same order, so a sparse session does
 not pay a Redis round trip per event.
+
+With `leases` (`marketdata.worker.leases`) the worker publishes a symbol only
+while it holds that symbol's lease, taken when its first event arrives. A symbol
+another producer holds is refused (`LeaseRefused` stops the run), or, for a
+`standby` worker, its events are skipped and counted while the lease is retried
+at every renewal, so it takes over once the holder stops or dies. A lease lost
+(taken over, or fenced off at the history) ends publishing of that symbol.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -54,11 +62,12 @@ from channels.db import database_sync_to_async
 
 from marketdata import services
 from marketdata.delivery import streams
-from marketdata.delivery.history import MarketStore, market_store
+from marketdata.delivery.history import Fenced, MarketStore, market_store
 from marketdata.events import EPOCH, Candle, MarketEvent, PriceUpdate
 from marketdata.feeds import Feed, native
 from marketdata.symbols import SymbolMap
 from marketdata.worker.hub import Hub
+from marketdata.worker.leases import LeaseRefused, Leases
 from marketdata.worker.market import MarketBuilder, Message
 from marketdata.worker.references import LOOKBACK, MARGIN, References, minute_of
 
@@ -103,6 +112,8 @@ class WorkerStats:
     minutes: int = 0  # closed minutes handed to the hooks
     market_messages: int = 0  # market-channel messages published
     market_store_errors: int = 0  # windows whose messages could not be written to the history
+    not_held: Counter[str] = field(default_factory=Counter)  # events skipped: another producer held the symbol
+    lost: dict[str, str] = field(default_factory=dict)  # symbols whose lease was lost → who holds it now
     symbols: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
 
@@ -142,12 +153,17 @@ class Worker:
         tape: bool = True,
         market_history: MarketStore | None = None,
         event_time: bool = False,
+        leases: Leases | None = None,
+        takeover: bool = False,
+        standby: bool = False,
     ) -> None:
         """`retention`: candles older than this (in event time) are deleted, hourly; None keeps them.
         `replay`: updates are marked as replayed. `symbols`: instruments it creates (--create-instruments)
         are stored before any quote or candle of theirs. `tape`: feed a listening `record_feed`.
         `market_history`: the market channels' store (default `market_store()`).
-        `event_time`: windows on event time (replays), not the wall clock (live feeds)."""
+        `event_time`: windows on event time (replays), not the wall clock (live feeds).
+        `leases`: publish a symbol only while holding its lease; `takeover` takes leases others hold,
+        `standby` waits for them instead of stopping with LeaseRefused."""
         self.feed = feed
         self.conflation = conflation
         self.event_time = event_time
@@ -156,6 +172,11 @@ class Worker:
         self._unpublished: dict[str, list[Message]] = {}  # closed windows' messages not yet published, per symbol
         self._unpublished_n = 0
         self._publishing = asyncio.Lock()  # publishes go out one at a time, in the order their windows closed
+        self.leases = leases
+        self.takeover = takeover
+        self.standby = standby
+        self._held: set[str] = set()  # symbols whose lease this worker holds
+        self._waiting: dict[str, str] = {}  # symbols another producer holds → who (standby retries them)
         self.quote_flush = quote_flush
         self.references = references if references is not None else References()
         self.hub = Hub(epoch=epoch or new_epoch(), references=self.references, replay=replay)
@@ -188,6 +209,7 @@ class Worker:
         ingest = asyncio.create_task(self._ingest())
         minutes = asyncio.create_task(self._record_minutes())
         stopping = asyncio.create_task(stop.wait())
+        keeping = asyncio.create_task(self._keep_leases()) if self.leases is not None else None
         try:
             while not ingest.done() and not stop.is_set():
                 await asyncio.wait({ingest, stopping}, timeout=self.conflation, return_when=asyncio.FIRST_COMPLETED)
@@ -199,9 +221,10 @@ class Worker:
             if ingest.done() and not ingest.cancelled() and ingest.exception():
                 raise ingest.exception()  # type: ignore[misc]
         finally:
-            for task in (ingest, stopping):
+            tasks = [ingest, stopping] if keeping is None else [ingest, stopping, keeping]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(ingest, stopping, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             if self._minute is not None:
                 # Store the open minute's candles so far: after a session's last tick no
                 # next minute may come before a restart, and that candle holds the close.
@@ -213,11 +236,17 @@ class Worker:
             finally:
                 minutes.cancel()
             await self.flush_quotes()
+            if self.leases is not None:
+                await self.leases.release()
         return self.stats
 
     async def _ingest(self) -> None:
         event_time = self.event_time
+        leased = self.leases is not None
         async for event in self.feed:
+            if leased and event.symbol not in self._held and not await self._lease(event.symbol):
+                self.stats.not_held[event.symbol] += 1
+                continue
             if event_time:
                 if self._window_end is None:
                     self._window_end = self._window_after(event.ts)
@@ -235,6 +264,51 @@ class Worker:
             self.stats.events += 1
             if self._taping is not None:
                 self._taping.append(event)
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def _lease(self, symbol: str) -> bool:
+        """Take the lease of a symbol seen for the first time; False while another producer holds it (standby)."""
+        assert self.leases is not None
+        if symbol in self._waiting or symbol in self.stats.lost:
+            return False
+        refused = await self.leases.acquire([symbol], takeover=self.takeover)
+        if symbol in self.leases.tokens:
+            self._held.add(symbol)
+            return True
+        if not self.standby:
+            raise LeaseRefused(refused)
+        self._waiting[symbol] = refused[symbol]
+        log.warning("%s is published by %s: standing by, and taking over when its lease ends", symbol, refused[symbol])
+        return False
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases every third of their TTL: notice the ones lost, and (standby) take the ones freed."""
+        assert self.leases is not None
+        while True:
+            await asyncio.sleep(self.leases.ttl / 3)
+            try:
+                for lost in await self.leases.renew():
+                    self._lose(lost.key, lost.holder or "nobody (it expired)")
+                if self._waiting:
+                    await self.leases.acquire(list(self._waiting))
+                    for symbol in [s for s in self._waiting if s in self.leases.tokens]:
+                        log.warning("%s: the lease of %s ended; publishing it now", symbol, self._waiting.pop(symbol))
+                        self._held.add(symbol)
+            except Exception:
+                log.exception("could not renew the leases of %d symbols; retrying", len(self._held))
+
+    def _lose(self, symbol: str, holder: str) -> None:
+        """Stop publishing a symbol whose lease is gone; what it had not published yet is dropped."""
+        self._held.discard(symbol)
+        self.stats.lost[symbol] = holder
+        dropped = self._unpublished.pop(symbol, [])
+        self._unpublished_n -= len(dropped)
+        if self.standby:
+            self._waiting[symbol] = holder
+        log.warning("lost the lease of %s to %s: no longer publishing it (%d messages dropped)", symbol, holder, len(dropped))
+
+    # -- windows ------------------------------------------------------------------------------
 
     def _drain(self) -> None:
         updates = self.hub.drain()
@@ -326,17 +400,31 @@ class Worker:
         await self._publish()
 
     async def _publish_market(self, window: dict[str, list[Message]]) -> None:
-        """History first (one write for the window), then live: one payload per symbol, one round trip."""
-        messages = [message for symbol_messages in window.values() for message in symbol_messages]
-        try:
-            if self._market_history is None:
-                self._market_history = market_store()
-            await self._market_history.append(messages)
-        except Exception:
-            self.stats.market_store_errors += 1
-            log.exception("could not write %d market messages to the history; publishing them all the same", len(messages))
-        await streams.publish_market_window(window)
-        self.stats.market_messages += len(messages)
+        """History first (one write for the window), then live: one payload per symbol, one round trip.
+
+        With leases the history write is fenced: symbols another producer took over are dropped from the window."""
+        if self._market_history is None:
+            self._market_history = market_store()
+        leases = self.leases
+        while True:
+            if leases is not None:
+                window = {symbol: messages for symbol, messages in window.items() if symbol in leases.tokens}
+            messages = [message for symbol_messages in window.values() for message in symbol_messages]
+            try:
+                await self._market_history.append(messages, fence=None if leases is None else leases.fence(window))
+            except Fenced as fenced:
+                assert leases is not None
+                leases.forget(fenced.keys)
+                for symbol in fenced.keys:
+                    self._lose(symbol, await leases.holder_of(symbol) or "a producer whose lease has ended")
+                continue  # write the rest: each round drops at least one symbol
+            except Exception:
+                self.stats.market_store_errors += 1
+                log.exception("could not write %d market messages to the history; publishing them all the same", len(messages))
+            break
+        if window:
+            await streams.publish_market_window(window, None if leases is None else {s: leases.tokens[s] for s in window})
+            self.stats.market_messages += len(messages)
 
     async def flush_quotes(self) -> None:
         self._last_flush = time.monotonic()

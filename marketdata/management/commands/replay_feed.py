@@ -18,6 +18,7 @@ from marketdata.feeds.files import FeedError, Problems
 from marketdata.feeds.registry import file_sources, formats
 from marketdata.management.base import symbols_wanted, until_stopped, worker_build
 from marketdata.symbols import SymbolMap
+from marketdata.worker.leases import LeaseRefused
 from marketdata.worker.loop import Worker, WorkerStats
 from marketdata.worker.replay import Replay
 
@@ -74,6 +75,11 @@ class Command(BaseCommand):
         parser.add_argument("--strict", action="store_true", help="Stop at the first bad line instead of skipping and counting it.")
         parser.add_argument("--create-instruments", action="store_true", help="Create an instrument for each unknown symbol.")
         parser.add_argument("--conflation-ms", type=int, default=settings.MARKETDATA_CONFLATION_MS, help="Broadcast window per symbol.")
+        parser.add_argument(
+            "--takeover",
+            action="store_true",
+            help="Publish symbols another worker holds: it stops publishing them and its clients get a fresh snapshot.",
+        )
         parser.add_argument("--no-progress", action="store_true", help="No progress bar (it shows only on a terminal anyway).")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -97,7 +103,14 @@ class Command(BaseCommand):
             )
         except (FeedError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
-        worker = worker_build(feed=replay, conflation_ms=options["conflation_ms"], symbols=symbols, replay=True)
+        worker = worker_build(
+            feed=replay,
+            conflation_ms=options["conflation_ms"],
+            command="replay_feed",
+            symbols=symbols,
+            replay=True,
+            takeover=options["takeover"],
+        )
         pace = "max speed" if options["speed"] is None else f"×{options['speed']:g}"
         files = f"{len(sources)} file" + ("s" if len(sources) != 1 else "")
         self.stdout.write(f"replay_feed: {files} at {pace}, epoch {worker.hub.epoch}; Ctrl-C to stop")
@@ -106,6 +119,8 @@ class Command(BaseCommand):
             stats = asyncio.run(until_stopped(lambda stop: self._run(worker, stop, progress=not options["no_progress"])))
         except FeedError as exc:
             raise CommandError(f"stopped at a bad line (--strict): {exc}") from exc
+        except LeaseRefused as exc:
+            raise CommandError(f"refused: {exc}") from exc
         self.stdout.write(self.summary(replay, stats, problems, symbols, max(time.monotonic() - started, 1e-9)))
 
     async def _run(self, worker: Worker, stop: asyncio.Event, *, progress: bool) -> WorkerStats:

@@ -24,6 +24,11 @@ class Command(BaseCommand):
         parser.add_argument("--feed", nargs="+", help="Only these feeds, by name (default: every enabled feed).")
         parser.add_argument("--conflation-ms", type=int, default=settings.MARKETDATA_CONFLATION_MS, help="Broadcast window per symbol.")
         parser.add_argument("--duration", type=float, help="Stop after this many seconds (default: run until stopped).")
+        parser.add_argument(
+            "--takeover",
+            action="store_true",
+            help="Take the symbols another worker publishes (it stops publishing them); by default wait for them as a standby.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         rows = list(FeedRow.objects.filter(name__in=options["feed"]) if options["feed"] else FeedRow.objects.filter(enabled=True))
@@ -44,7 +49,9 @@ class Command(BaseCommand):
             except (ValueError, FeedError) as exc:
                 raise CommandError(f"feed {row.name}: {exc}") from exc
         feed = feeds[0] if len(feeds) == 1 else Merged(feeds, names=[row.name for row in rows])
-        worker = worker_build(feed=feed, conflation_ms=options["conflation_ms"], symbols=symbols)
+        worker = worker_build(
+            feed=feed, conflation_ms=options["conflation_ms"], command="run_feeds", symbols=symbols, takeover=options["takeover"]
+        )
         names = ", ".join(f"{row.name} ({row.kind})" for row in rows)
         self.stdout.write(f"run_feeds: {names}; epoch {worker.hub.epoch}; Ctrl-C to stop")
         stats = asyncio.run(until_stopped(worker.run, duration=options["duration"]))

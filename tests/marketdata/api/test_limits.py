@@ -214,6 +214,8 @@ def test_every_op_parses() -> None:
         ('{"op": "pong", "id": 1}', ("unknown_op", 1)),
         ('{"op": "ping", "id": [1]}', ("bad_request", None)),
         ('{"op": "ping", "id": true}', ("bad_request", None)),
+        ('{"op": "ping", "id": -9223372036854775809}', ("bad_request", None)),  # past what a frame can echo
+        ('{"op": "ping", "id": 9007199254740992}', ("bad_request", None)),  # 2**53: inexact in JavaScript
         ('{"op": "ping", "id": "' + "x" * 200 + '"}', ("bad_request", None)),
         ('{"op": "auth", "id": 2}', ("bad_request", 2)),
         ('{"op": "subscribe", "id": 2, "channels": "ticker:X"}', ("bad_request", 2)),

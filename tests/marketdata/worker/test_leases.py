@@ -1,0 +1,223 @@
+"""One producer per symbol: leases in Redis with fencing tokens, refused, taken over, and freed by a killed holder."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from marketdata.delivery import fanout, streams
+from marketdata.delivery.history import Fenced, market_store
+from marketdata.events import Candle, MarketEvent, PriceUpdate, Trade
+from marketdata.feeds import native
+from marketdata.models import Instrument
+from marketdata.worker.leases import LeaseRefused, Leases
+from marketdata.worker.loop import Worker
+from tests.conftest import Tap, until
+
+pytestmark = pytest.mark.redis
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def leases(holder: str, ttl: float = 5) -> Leases:
+    return Leases(holder=holder, ttl=ttl)
+
+
+class Ticking:
+    """A live feed: a BTC-USD trade every 5 ms, its price counting up from `base`, until stopped."""
+
+    name = "ticking"
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+
+    async def __aiter__(self) -> AsyncIterator[MarketEvent]:
+        i = 0
+        while True:
+            i += 1
+            yield Trade("BTC-USD", T0 + timedelta(milliseconds=i), Decimal(self.base + i), Decimal(1), "test")
+            await asyncio.sleep(0.005)
+
+
+async def no_store(updates: Iterable[PriceUpdate]) -> int:
+    return 0
+
+
+async def no_candles(candles: Sequence[Candle]) -> int:
+    return 0
+
+
+def worker(feed: Any, holder: Leases, **options: Any) -> Worker:
+    return Worker(feed=feed, conflation=0.02, quote_flush=60, store_quotes=no_store, store_candles=no_candles, leases=holder, **options)
+
+
+async def test_a_second_producer_is_refused_with_the_holders_name_and_a_takeover_gets_a_higher_token(redis_layer: Any) -> None:
+    first, second = leases("run_feeds (pid 1 on a)"), leases("replay_feed (pid 2 on b)")
+    assert await first.acquire(["BTC-USD"]) == {}
+    assert await second.acquire(["BTC-USD", "ETH-USD"]) == {"BTC-USD": "run_feeds (pid 1 on a)"}
+    assert set(second.tokens) == {"ETH-USD"}
+
+    assert await second.acquire(["BTC-USD"], takeover=True) == {"BTC-USD": "run_feeds (pid 1 on a)"}  # the holder it replaced
+    assert second.tokens["BTC-USD"] > first.tokens["BTC-USD"]
+    [lost] = await first.renew()
+    assert (lost.key, lost.holder) == ("BTC-USD", "replay_feed (pid 2 on b)")
+    assert first.tokens == {}
+
+
+async def test_a_write_with_an_old_token_is_fenced_off_at_the_history_and_at_every_servers_hub(redis_layer: Any) -> None:
+    old, new = leases("old"), leases("new")
+    await old.acquire(["BTC-USD"])
+    message = {"ch": "ticker:BTC-USD", "epoch": "e-old", "seq": 1, "ts": 1, "data": {"last": "1"}}
+    store = market_store()
+    await store.append([message], fence=old.fence(["BTC-USD"]))
+    await new.acquire(["BTC-USD"], takeover=True)  # the old holder hangs meanwhile and never renews
+
+    with pytest.raises(Fenced) as fenced:
+        await store.append([message | {"seq": 2}], fence=old.fence(["BTC-USD"]))
+    assert fenced.value.keys == ["BTC-USD"]
+    assert await store.head("ticker:BTC-USD") == ("e-old", 1)  # nothing of the fenced write
+
+    tap = Tap()
+    await streams.subscribe_market(tap, ["ticker:BTC-USD"])
+    await streams.publish_market_window({"BTC-USD": [message | {"epoch": "e-new"}]}, {"BTC-USD": new.tokens["BTC-USD"]})
+    await streams.publish_market_window({"BTC-USD": [message | {"seq": 3}]}, {"BTC-USD": old.tokens["BTC-USD"]})
+    await streams.publish_market_window({"BTC-USD": [message | {"epoch": "e-new", "seq": 2}]}, {"BTC-USD": new.tokens["BTC-USD"]})
+    await until(lambda: len(tap.messages) == 2, what="the new holder's two messages")
+    assert [(m["epoch"], m["seq"]) for m in tap.take()] == [("e-new", 1), ("e-new", 2)]
+    assert streams.market_hub().stats.fenced == 1
+    streams.unsubscribe_market(tap, ["ticker:BTC-USD"])
+
+
+async def test_a_refused_worker_stops_or_stands_by_and_takes_over_when_the_holder_stops(redis_layer: Any) -> None:
+    holder = worker(Ticking(100), leases("holder", ttl=0.6))
+    stop_holder = asyncio.Event()
+    running = asyncio.create_task(holder.run(stop_holder))
+    await until(lambda: "BTC-USD" in holder.leases.tokens, what="the holder's lease")  # type: ignore[union-attr]
+
+    with pytest.raises(LeaseRefused, match=r"BTC-USD is published by holder.*--takeover"):
+        await worker(Ticking(0), leases("refused")).run(asyncio.Event())
+
+    standby = worker(Ticking(10_000), leases("standby", ttl=0.6), standby=True)
+    stop_standby = asyncio.Event()
+    waiting = asyncio.create_task(standby.run(stop_standby))
+    await until(lambda: standby.stats.not_held["BTC-USD"] > 0, what="the standby skipping BTC-USD")
+    stop_holder.set()
+    await running  # releases its lease on the way out
+    await until(lambda: standby.stats.market_messages > 0, timeout=3, what="the standby publishing BTC-USD")
+    stop_standby.set()
+    await waiting
+    assert (await market_store().snapshot("ticker:BTC-USD"))["epoch"] == standby.hub.epoch
+
+
+async def test_a_takeover_stops_the_holder_publishing_and_its_clients_hear_only_the_new_epoch_after_it(redis_layer: Any) -> None:
+    tap = Tap()
+    await streams.subscribe_market(tap, ["ticker:BTC-USD"])
+    holder = worker(Ticking(100), leases("holder", ttl=0.6))
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(holder.run(stop))]
+    await until(lambda: len(tap.messages) > 3, what="the holder's prices")
+
+    taker = worker(Ticking(10_000), leases("taker", ttl=0.6), takeover=True)
+    tasks.append(asyncio.create_task(taker.run(stop)))
+    await until(lambda: "BTC-USD" in holder.stats.lost, timeout=2, what="the holder noticing the takeover")
+    assert holder.stats.lost["BTC-USD"] == "taker"
+    await until(lambda: taker.stats.market_messages > 5, what="the taker's prices")
+    stop.set()
+    await asyncio.gather(*tasks)
+
+    epochs = [m["epoch"] for m in tap.take()]
+    switch = epochs.index(taker.hub.epoch)
+    assert set(epochs[:switch]) == {holder.hub.epoch} and set(epochs[switch:]) == {taker.hub.epoch}
+    assert (await market_store().head("ticker:BTC-USD"))[0] == taker.hub.epoch
+    streams.unsubscribe_market(tap, ["ticker:BTC-USD"])
+
+
+HOLD = """
+import asyncio, sys
+import redis.asyncio as aioredis
+from marketdata.worker.leases import Leases
+
+async def main():
+    leases = Leases(holder="killed worker", ttl=float(sys.argv[3]), redis=(aioredis.from_url(sys.argv[1], decode_responses=True), sys.argv[2]))
+    await leases.acquire(["BTC-USD"])
+    print(leases.tokens["BTC-USD"], flush=True)
+    while True:
+        await asyncio.sleep(leases.ttl / 3)
+        await leases.renew()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_holders_lease_is_free_once_its_ttl_has_run_out(redis_layer: Any, redis_url: str) -> None:
+    ttl = 1.0
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    args = [textwrap.dedent(HOLD), redis_url, redis_layer["CONFIG"]["prefix"], str(ttl)]
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        killed_token = int(await process.stdout.readline())
+        mine = leases("standby", ttl=ttl)
+        await asyncio.sleep(ttl * 1.5)  # renewed meanwhile: still held past one TTL
+        assert await mine.acquire(["BTC-USD"]) == {"BTC-USD": "killed worker"}
+        process.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        await until(lambda: _taken(mine), timeout=ttl + 2, what="the lease after the holder was killed")
+        assert time.monotonic() - killed_at <= ttl + 2
+        assert mine.tokens["BTC-USD"] > killed_token
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+async def _taken(mine: Leases) -> bool:
+    await mine.acquire(["BTC-USD"])
+    return "BTC-USD" in mine.tokens
+
+
+@pytest.mark.django_db(transaction=True)
+def test_replay_feed_of_a_symbol_another_worker_publishes_is_refused_naming_it(
+    redis_layer: Any, instruments: dict[str, Instrument], tmp_path: Path
+) -> None:
+    capture = tmp_path / "btc.jsonl"
+    capture.write_text(native.encode(Trade("BTC-USD", T0, Decimal(1), Decimal(1), "test")) + "\n")
+    holder = leases("run_feeds (pid 1 on a)")
+    assert async_to_sync(holder.acquire)(["BTC-USD"]) == {}
+
+    with pytest.raises(CommandError, match=r"refused: BTC-USD is published by run_feeds \(pid 1 on a\).*--takeover"):
+        call_command("replay_feed", str(capture), "--speed", "max", "--no-progress", stdout=StringIO())
+    assert head("ticker:BTC-USD") == ("", 0)
+
+    out = StringIO()
+    call_command("replay_feed", str(capture), "--speed", "max", "--no-progress", "--takeover", stdout=out)
+    assert head("ticker:BTC-USD")[1] == 1
+    # The replay took the lease over and gave it back when done: the old holder finds it gone for good.
+    assert [lost.key for lost in async_to_sync(holder.renew)()] == ["BTC-USD"]
+
+
+def head(channel: str) -> tuple[str, int]:
+    async def read() -> tuple[str, int]:
+        return await market_store().head(channel)
+
+    return async_to_sync(read)()
+
+
+def test_payloads_carry_the_fencing_token() -> None:
+    assert fanout.encode_payload([], 7) == b'{"fence":7,"messages":[]}'
