@@ -113,9 +113,8 @@ class LobsterMessages:
         self.reset()
 
     def reset(self) -> None:
-        """Before each pass (--loop): the orderbook file from its start; the book seeded anew."""
+        """Before each pass (--loop): the orderbook file from its start (opened on the first message); the book seeded anew."""
         self.close()
-        self._rows = open_text(self.book_path) if self.book_path is not None else None
         self._row_number = 0
         self._bids: Side = {}
         self._asks: Side = {}
@@ -131,12 +130,14 @@ class LobsterMessages:
         return _NAME.fullmatch(path.name) is not None
 
     def parse(self, line: str) -> Iterable[MarketEvent]:
+        if self._row_number == 0 and self._rows is None and self.book_path is not None:
+            self._rows = open_text(self.book_path)
         # The row is read first, whatever the message: row k belongs to message k.
         row = self._next_row() if self._rows is not None else None
         try:
             return self._events(line, row)
         except BadLine:
-            if self._rows is not None:
+            if self.book_path is not None:
                 self._seeded = False  # this message is missing from the book: take the next row whole
             raise
 
