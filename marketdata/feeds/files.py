@@ -84,7 +84,9 @@ class Format(Protocol):
         """Events of one line (none for lines that carry nothing, e.g. heartbeats); raises BadLine.
 
         A format that keeps state between lines (the latest exchange time, a sequence
-        number) also defines `reset()`, called before each pass over the file (--loop).
+        number) also defines `reset()`, called before each pass over the file (--loop),
+        and one that holds something open or counted across a pass (LOBSTER's orderbook
+        file beside the messages) defines `close()`, called after each pass, however it ended.
         """
         ...
 
@@ -180,3 +182,7 @@ class FileSource:
                         yield number, event
         except (OSError, UnicodeDecodeError, zipfile.BadZipFile, EOFError) as exc:
             raise FeedError(f"{self.where(self.lines)}: cannot read: {exc}") from exc
+        finally:
+            close = getattr(self.format, "close", None)
+            if close is not None:
+                close()

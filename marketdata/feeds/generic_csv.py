@@ -8,10 +8,12 @@ one at a time). The first line is the header; the options name the columns:
   `epoch_s`, `epoch_ms`, `epoch_us`, `epoch_ns` (a number since 1970-01-01 UTC, fractions
   allowed, below a microsecond cut off), `iso` (ISO 8601, e.g. `2024-01-02T17:00:00.5+01:00`
   or `...Z`), `ms_of_day` (milliseconds elapsed since midnight of `date`, `YYYY-MM-DD`, in
-  `tz`; on a daylight-saving day that is elapsed time, not the wall clock), or a
+  `tz`; on a daylight-saving day that is elapsed time, not the wall clock), `s_of_day` (the
+  same in seconds with a decimal fraction, as LOBSTER writes `34200.000123456`; below a
+  microsecond cut off), or a
   `strptime` pattern containing `%` (https://docs.python.org/3/library/datetime.html#format-codes).
   Default `iso`.
-- `tz`: IANA zone for times that carry no offset (iso, ms_of_day, patterns without %z);
+- `tz`: IANA zone for times that carry no offset (iso, ms_of_day, s_of_day, patterns without %z);
   default UTC.
 - `symbol_column` (the column naming each row's symbol) or `symbol` (one symbol for the whole
   file, what `replay_feed --symbol` gives): one is required.
@@ -33,6 +35,7 @@ column, stops the run with FeedError. This format is never detected: pass `--for
 from __future__ import annotations
 
 import csv
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -53,6 +56,7 @@ OPTIONS = frozenset(
 COLUMN_OPTIONS = {"time": "time", "symbol_column": "symbol", "price": "price", "size": "size", "bid": "bid", "ask": "ask"}
 # Power of ten from each epoch unit to microseconds.
 EPOCH_UNITS = {"epoch_s": 6, "epoch_ms": 3, "epoch_us": 0, "epoch_ns": -3}
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")  # s_of_day: seconds with an optional fraction
 
 
 def read_options(options: Mapping[str, str]) -> dict[str, str]:
@@ -182,18 +186,20 @@ class GenericCsv:
             return lambda text: _epoch(text, places)
         if time_format == "iso":
             return lambda text: _iso(text, zone)
-        if time_format == "ms_of_day":
+        if time_format in ("ms_of_day", "s_of_day"):
             if not day:
-                raise FeedError("time_format ms_of_day needs option date (YYYY-MM-DD)")
+                raise FeedError(f"time_format {time_format} needs option date (YYYY-MM-DD)")
             try:
                 midnight = datetime.combine(date.fromisoformat(day), datetime.min.time(), tzinfo=zone).astimezone(UTC)
             except ValueError:
                 raise FeedError(f"option date {day!r} is not YYYY-MM-DD") from None
+            if time_format == "s_of_day":
+                return lambda text: _s_of_day(text, midnight)
             return lambda text: _ms_of_day(text, midnight)
         if "%" in time_format:
             return lambda text: _pattern(text, time_format, zone)
         raise FeedError(
-            f"option time_format {time_format!r} is not one of epoch_s, epoch_ms, epoch_us, epoch_ns, iso, ms_of_day "
+            f"option time_format {time_format!r} is not one of epoch_s, epoch_ms, epoch_us, epoch_ns, iso, ms_of_day, s_of_day "
             "or a strptime pattern with %"
         )
 
@@ -231,9 +237,18 @@ def _iso(text: str, zone: tzinfo) -> datetime:
 
 
 def _ms_of_day(text: str, midnight: datetime) -> datetime:
-    if not text.isdigit():
+    if not text.isascii() or not text.isdigit():  # isdigit() alone takes '²', which int() refuses
         raise BadLine("bad time", f"time {text!r} is not a whole number of milliseconds")
     return midnight + timedelta(milliseconds=int(text))
+
+
+def _s_of_day(text: str, midnight: datetime) -> datetime:
+    # ASCII digits only: Decimal would also take signs, exponents and NaN, and isdigit() takes '²', which int() refuses.
+    whole, _, fraction = text.partition(".")
+    if not _SECONDS.fullmatch(text) or int(whole) > 86_400:  # a day has at most 86,400 s (with a leap second)
+        raise BadLine("bad time", f"time {text!r} is not seconds since midnight (e.g. 34200.123456)")
+    # Exact: whole microseconds from the digits, anything below a microsecond cut off.
+    return midnight + timedelta(seconds=int(whole), microseconds=int((fraction + "000000")[:6]))
 
 
 def _pattern(text: str, pattern: str, zone: tzinfo) -> datetime:

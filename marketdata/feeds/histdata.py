@@ -13,7 +13,8 @@ section "2. Generic ASCII in Ticks"):
 - Volume is always 0 in these files and is not used.
 
 Each line yields `Quote(symbol, ts, bid, ask, source="histdata")`.
-Symbol: `options["symbol"]` (`--symbol`), else the official file name; otherwise FeedError.
+Symbol: `options["symbol"]` (`--symbol`) wins; else the pair in the official file name, or in the
+name of the file inside a renamed .zip; otherwise FeedError saying so.
 Bad lines: "wrong column count", "bad number" (bid or ask not a positive number), "bad time",
 "crossed quote" (bid above ask).
 """
@@ -21,10 +22,11 @@ Bad lines: "wrong column count", "bad number" (bid or ask not a positive number)
 from __future__ import annotations
 
 import re
+import zipfile
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 from marketdata.events import MarketEvent, Quote
@@ -82,10 +84,22 @@ class HistDataTicks:
 
 
 def _symbol_from_name(path: Path) -> str:
-    found = _NAME.match(path.name)
-    if found is None:
-        raise FeedError(f"cannot tell the symbol from the file name {path.name}; pass --symbol")
-    return found.group(1).upper()
+    """The pair in HistData's file name; for a renamed .zip, in the name of the file inside it."""
+    names = [path.name]
+    if path.suffix.lower() == ".zip" and not _NAME.match(path.name):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names += [PurePosixPath(member).name for member in archive.namelist()]
+        except (OSError, zipfile.BadZipFile):
+            pass  # opening the file for reading reports it properly
+    for name in names:
+        found = _NAME.match(name)
+        if found is not None:
+            return found.group(1).upper()
+    raise FeedError(
+        f"cannot tell the symbol from the file name {path.name} (HistData names its files DAT_ASCII_<PAIR>_T_<YYYYMM>.csv "
+        "and HISTDATA_COM_ASCII_<PAIR>_T<YYYYMM>.zip); pass --symbol"
+    )
 
 
 def _utc(stamp: str) -> datetime:

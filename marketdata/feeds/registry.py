@@ -15,7 +15,7 @@ from marketdata.symbols import SymbolMap
 
 def formats() -> dict[str, type[Format]]:
     """Every recorded format by name, in the order auto-detection tries them."""
-    from marketdata.feeds import binance_csv, binance_ws, coinbase, generic_csv, histdata, native
+    from marketdata.feeds import binance_csv, binance_ws, coinbase, generic_csv, histdata, lean, lobster, native
 
     classes: list[type[Format]] = [
         native.NativeJsonl,
@@ -24,6 +24,8 @@ def formats() -> dict[str, type[Format]]:
         binance_csv.BinanceAggTrades,
         binance_csv.BinanceTrades,
         histdata.HistDataTicks,
+        lean.LeanEquityTicks,
+        lobster.LobsterMessages,
         generic_csv.GenericCsv,
     ]
     return {cls.name: cls for cls in classes}

@@ -74,6 +74,13 @@ def test_ms_of_day_counts_from_midnight_of_date_in_tz() -> None:
     assert times("ms_of_day", "34200500", date="2024-01-02", tz="America/New_York") == datetime(2024, 1, 2, 14, 30, 0, 500000, tzinfo=UTC)
 
 
+def test_s_of_day_reads_seconds_with_a_fraction_from_midnight_of_date_in_tz() -> None:
+    assert times("s_of_day", "34200.0005", date="2024-01-02") == datetime(2024, 1, 2, 9, 30, 0, 500, tzinfo=UTC)
+    summer = times("s_of_day", "34713.685155243", date="2012-06-21", tz="America/New_York")
+    assert summer == datetime(2012, 6, 21, 13, 38, 33, 685155, tzinfo=UTC)  # EDT; nanoseconds cut to microseconds
+    assert times("s_of_day", "57600", date="2024-01-02", tz="America/New_York") == datetime(2024, 1, 2, 21, tzinfo=UTC)
+
+
 def test_a_strptime_pattern_reads_local_times_in_tz_and_honours_a_z_offset() -> None:
     assert times("%d.%m.%Y %H:%M:%S", "02.01.2024 09:00:00", tz="Europe/Berlin") == datetime(2024, 1, 2, 8, tzinfo=UTC)
     assert times("%Y%m%d %H%M%S %z", "20240102 090000 +0200", tz="Europe/Berlin") == datetime(2024, 1, 2, 7, tzinfo=UTC)
@@ -87,6 +94,11 @@ def test_a_strptime_pattern_reads_local_times_in_tz_and_honours_a_z_offset() -> 
         ("epoch_s", "1e30", "time '1e30' is out of range", {}),
         ("iso", "02/01/2024", "time '02/01/2024' is not ISO 8601", {}),
         ("ms_of_day", "9:30", "time '9:30' is not a whole number of milliseconds", {"date": "2024-01-02"}),
+        ("ms_of_day", "3²", "time '3²' is not a whole number of milliseconds", {"date": "2024-01-02"}),
+        ("s_of_day", "-34200.5", "time '-34200.5' is not seconds since midnight (e.g. 34200.123456)", {"date": "2024-01-02"}),
+        ("s_of_day", "3.42e4", "time '3.42e4' is not seconds since midnight (e.g. 34200.123456)", {"date": "2024-01-02"}),
+        ("s_of_day", "34200.", "time '34200.' is not seconds since midnight (e.g. 34200.123456)", {"date": "2024-01-02"}),
+        ("s_of_day", "86401", "time '86401' is not seconds since midnight (e.g. 34200.123456)", {"date": "2024-01-02"}),
         ("%Y-%m-%d", "2024-13-01", "time '2024-13-01' does not match '%Y-%m-%d'", {}),
     ],
 )
@@ -174,6 +186,7 @@ def test_a_header_without_a_mapped_column_names_it_and_the_header_found() -> Non
         ({"time": "t", "symbol_column": "s", "price": "p", "time_format": "unix"}, "option time_format 'unix'"),
         ({"time": "t", "symbol_column": "s", "price": "p", "time_format": "ms_of_day"}, "needs option date"),
         ({"time": "t", "symbol_column": "s", "price": "p", "time_format": "ms_of_day", "date": "02.01.2024"}, "option date '02.01.2024'"),
+        ({"time": "t", "symbol_column": "s", "price": "p", "time_format": "s_of_day"}, "time_format s_of_day needs option date"),
         ({"time": "t", "symbol_column": "s", "price": "p", "tz": "Mars/Olympus"}, "option tz 'Mars/Olympus'"),
         ({"time": "t", "symbol_column": "s", "price": "p", "price_divisor": "0.01"}, "option price_divisor '0.01'"),
         ({"time": "t", "symbol_column": "s", "price": "p", "price_divisor": "0"}, "option price_divisor '0'"),

@@ -82,10 +82,33 @@ def test_the_pair_comes_from_the_official_file_and_zip_names() -> None:
 def test_the_symbol_option_wins_and_a_plain_name_asks_for_it() -> None:
     aliased = SymbolMap(instruments=["EUR/USD"], aliases={("histdata", "EURUSD"): "EUR/USD"})
     assert ticks(SAMPLE, aliased, symbol="EURUSD").symbol == "EUR/USD"
-    with pytest.raises(FeedError, match=r"cannot tell the symbol from the file name histdata_eurusd_ticks\.csv; pass --symbol"):
+    with pytest.raises(
+        FeedError, match=r"cannot tell the symbol from the file name histdata_eurusd_ticks\.csv \(HistData .*; pass --symbol"
+    ):
         ticks(SAMPLE)
     with pytest.raises(FeedError, match="pair"):
         ticks(pair="EURUSD")
+
+
+def test_a_renamed_zip_takes_the_pair_from_the_file_inside(tmp_path: Path) -> None:
+    renamed = tmp_path / "january.zip"
+    with zipfile.ZipFile(renamed, "w") as archive:
+        archive.writestr("DAT_ASCII_USDJPY_T_202401.csv", "20240102 170000123,141.001,141.002,0\n")
+        archive.writestr("DAT_ASCII_USDJPY_T_202401.txt", "status report\n")
+    assert ticks(renamed, SymbolMap(instruments=["USDJPY"])).symbol == "USDJPY"
+
+
+def test_the_symbol_option_overrides_the_official_file_name() -> None:
+    sm = SymbolMap(instruments=["EURUSD", "EUR/USD"])
+    assert ticks("DAT_ASCII_EURUSD_T_202401.csv", sm, symbol="EUR/USD").symbol == "EUR/USD"
+
+
+def test_a_zip_with_neither_an_official_name_nor_an_official_file_inside_asks_for_the_symbol(tmp_path: Path) -> None:
+    renamed = tmp_path / "january.zip"
+    with zipfile.ZipFile(renamed, "w") as archive:
+        archive.writestr("ticks.csv", "20240102 170000123,1.104100,1.104200,0\n")
+    with pytest.raises(FeedError, match=r"file name january\.zip .*pass --symbol"):
+        ticks(renamed)
 
 
 def test_every_line_of_an_unknown_pair_is_counted_in_the_map() -> None:

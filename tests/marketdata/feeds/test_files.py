@@ -121,3 +121,32 @@ def test_floods_of_one_kind_are_counted_but_logged_only_a_few_times(tmp_path: Pa
     assert len(caplog.records) == LOGGED_PER_KIND
     assert "further 'bad number' lines" in caplog.records[-1].getMessage()
     assert src.problems.summary() == "bad number 100"
+
+
+class Closing(SecondsCsv):
+    """Counts its passes the way a format holding a second file open would."""
+
+    def __init__(self, *, path: Path, symbols: SymbolMap, options: Mapping[str, str]) -> None:
+        self.opened = self.closed = 0
+
+    def reset(self) -> None:
+        self.opened += 1
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_a_format_is_closed_after_each_pass_also_when_strict_stops_it(tmp_path: Path) -> None:
+    path = tmp_path / "ticks.csv"
+    path.write_text("1,10\n2,11\n")
+    src = source(path, Closing)
+    fmt = src.format
+    assert isinstance(fmt, Closing)
+    assert seconds(src) == [1, 2] and seconds(src) == [1, 2]
+    assert (fmt.opened, fmt.closed) == (2, 2)
+
+    path.write_text("1,10\n2,x\n")
+    strict = source(path, Closing, strict=True)
+    with pytest.raises(FeedError):
+        list(strict)
+    assert strict.format.closed == 1  # type: ignore[attr-defined]
