@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from marketdata.events import MarketEvent, Quote
-from marketdata.feeds.files import BadLine, FeedError
+from marketdata.feeds.files import COMMON_OPTIONS, EXCHANGE, BadLine, FeedError
 from marketdata.symbols import SymbolMap
 
 SOURCE = "histdata"
@@ -43,9 +43,10 @@ class HistDataTicks:
 
     name: ClassVar[str] = "histdata"
     reorder: ClassVar[timedelta] = timedelta(0)
+    clocks: ClassVar[tuple[str, ...]] = (EXCHANGE,)
 
     def __init__(self, *, path: Path, symbols: SymbolMap, options: Mapping[str, str]) -> None:
-        unknown = set(options) - {"symbol"}
+        unknown = set(options) - {"symbol"} - COMMON_OPTIONS
         if unknown:
             raise FeedError(f"{path}: unknown option(s) {', '.join(sorted(unknown))} for --format {self.name}; it takes: symbol")
         self.symbols = symbols
