@@ -76,13 +76,15 @@ class CryptofeedCapture:
 
     @classmethod
     def sniff(cls, path: Path, first_line: str) -> bool:
+        line = first_line.strip()
         try:
-            kind, received, data = split_record(first_line.strip())
+            if line.startswith("{"):  # an envelope naming its type and time; a bare `{"ts", "data"}` is coinbase-ws's
+                envelope = decode(line)
+                return "type" in envelope and "timestamp" in envelope
+            kind, received, _ = split_record(line)
         except BadLine:
             return False
-        if kind == "ws":
-            return received is not None and data is not None  # a bare `{"data": ...}` is coinbase-ws's envelope
-        return kind in ("configuration", "connect", "sent", "http") or first_line.startswith('{"type"')
+        return received is not None or kind != "ws"
 
     def reset(self) -> None:
         """Forget what earlier lines taught, to read the file again from its start."""
