@@ -16,7 +16,8 @@ Format (https://github.com/binance/binance-public-data#spot, README "AggTrades" 
   is read by its length, so a file mixing both still reads right.
 - is_buyer_maker `True` means the resting order was the buy, so the taker sold: side "sell";
   `False` means side "buy". Futures files spell it `true`/`false`; both spellings are accepted.
-- is_best_match, the trade ids and quote_qty are not used.
+- agg_trade_id / id becomes `Trade.trade_id`; is_best_match, first/last_trade_id and quote_qty
+  are not used.
 
 Symbol: `options["symbol"]` (`--symbol`), else the official file name, else any `_`/`-`/`.`
 separated part of the file name that the SymbolMap knows; otherwise FeedError.
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from marketdata.events import EPOCH, MarketEvent, Trade
-from marketdata.feeds.files import BadLine, FeedError
+from marketdata.feeds.files import COMMON_OPTIONS, EXCHANGE, BadLine, FeedError
 from marketdata.symbols import SymbolMap
 
 SOURCE = "binance"
@@ -76,13 +77,14 @@ class _BinanceTradeFile:
 
     name: ClassVar[str]
     reorder: ClassVar[timedelta] = timedelta(0)
+    clocks: ClassVar[tuple[str, ...]] = (EXCHANGE,)
     _kind: ClassVar[str]  # as in the official file name
     _columns: ClassVar[tuple[str, ...]]
     _time: ClassVar[int]  # index of the time column
     _maker: ClassVar[int]  # index of is_buyer_maker
 
     def __init__(self, *, path: Path, symbols: SymbolMap, options: Mapping[str, str]) -> None:
-        unknown = set(options) - {"symbol"}
+        unknown = set(options) - {"symbol"} - COMMON_OPTIONS
         if unknown:
             raise FeedError(f"{path}: unknown option(s) {', '.join(sorted(unknown))} for --format {self.name}; it takes: symbol")
         self.path = path
@@ -132,12 +134,13 @@ class _BinanceTradeFile:
                 ts = self._last_ts = _timestamp(text)
                 self._last_time = text
             side = _TAKER_SIDE[fields[self._maker]]
+            trade_id = int(fields[0])
         except (_Invalid, ArithmeticError, ValueError, KeyError):
             return self._explain(fields)
         symbol = self.symbol
         if symbol is None:
             return self._unknown_symbol()
-        return (Trade(symbol, ts, price, size, SOURCE, side),)
+        return (Trade(symbol, ts, price, size, SOURCE, side, trade_id),)
 
     def _unknown_symbol(self) -> tuple[()]:
         # Count each skipped line in the map, as a feed would count each event.
@@ -155,6 +158,8 @@ class _BinanceTradeFile:
             return ()  # a header
         if len(fields) != self._width:
             raise BadLine("wrong column count", f"expected {self._width} fields ({', '.join(self._columns)}), found {len(fields)}")
+        if not fields[0].isdigit():
+            raise BadLine("bad number", f"{self._columns[0]} {fields[0]!r} is not a trade id")
         for index, column in ((1, self._columns[1]), (2, self._columns[2])):
             _check_number(column, fields[index], positive=index == 1)
         time_column = self._columns[self._time]

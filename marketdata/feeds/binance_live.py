@@ -155,7 +155,7 @@ class BinanceLive:
     # -- one connection ----------------------------------------------------------------------
 
     async def _session(self, link: Link, client: httpx.AsyncClient) -> AsyncGenerator[MarketEvent, None]:
-        state = BinanceFrameState()
+        state = BinanceFrameState(untimed_at_receive=True)
         last_u: dict[str, int] = {}  # per symbol, `u` of its latest diff; fresh per connection: every symbol needs a new snapshot
         request_id = next(self._ids)
         await link.send({"method": "SUBSCRIBE", "params": self.params, "id": request_id})

@@ -1,8 +1,10 @@
 """Binance spot WebSocket market streams, combined-stream form, as recorded captures or live frames.
 
 One frame per line, in receive order, optionally after the recorder's local
-receive time and a space (epoch milliseconds, epoch microseconds or ISO 8601
-with a UTC offset):
+receive time and a space: an epoch count in seconds (a fraction allowed), ms, µs or ns, told
+apart by size (`jsonfields.epoch_us`: each unit's range covers 1973 to 5138, so they cannot be
+confused), or ISO 8601 with a UTC offset. hftbacktest's collector writes
+`<receive time in ns> <frame>`, so its Binance captures read as they are:
 
     {"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1714557600123,"s":"BTCUSDT","a":1,"p":"60000.10","q":"0.5","f":1,"l":2,"T":1714557600120,"m":true}}
     1714557600130 {"stream":"btcusdt@bookTicker","data":{"u":400900217,"s":"BTCUSDT","b":"60000.00","B":"1.2","a":"60000.10","A":"0.4"}}
@@ -11,9 +13,10 @@ with a UTC offset):
 Streams (https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams):
 
 - `<sym>@trade` (e,E,s,t,p,q,T,m) and `<sym>@aggTrade` (e,E,s,a,p,q,f,l,T,m) → Trade at the
-  trade time T. `m` is "the buyer is the market maker": then the taker sold.
-- `<sym>@bookTicker` (u,s,b,B,a,A) → Quote. The spot book ticker has no event time, so it is
-  stamped with the receive time, else with the latest exchange event time of the file so far.
+  trade time T, trade_id t or a. `m` is "the buyer is the market maker": then the taker sold.
+- `<sym>@bookTicker` (u,s,b,B,a,A) → Quote(update_id=u). The spot book ticker has no event time:
+  on the exchange clock it is stamped with the newest exchange event time (E) of the file so far
+  (the receive time stands in only before the first one), so it agrees with the book.
 - `<sym>@depth` and `<sym>@depth@100ms` (e,E,s,U,u,b,a) → BookDelta(first_id=U, last_id=u) at E.
 - `<sym>@depth5|10|20[@100ms]` (lastUpdateId, bids, asks: the whole top N each time) → BookSnapshot.
 - A bare REST depth snapshot line, `{"lastUpdateId":N,"bids":[...],"asks":[...]}`
@@ -27,24 +30,27 @@ Times are epoch milliseconds unless the connection asked for `timeUnit=MICROSECO
 accepted, told apart by size (a millisecond count passes 10^14 only in the year 5138). Prices and
 quantities are decimal strings. Symbols are the upper-cased stream symbol (BTCUSDT).
 
+Clocks: exchange (default; times as above) or receive (`clock=receive`: every event at its line's
+receive time; a line without one is a "no time" bad line). Lines with both a receive time and an
+event time E feed `offsets` (receive − exchange).
+
 `parse_frame` turns one decoded frame into events; the live connector calls it with frames from
 the socket, `BinanceCapture` with lines of a file.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, ClassVar
 
 from marketdata.events import BookDelta, BookSnapshot, Level, MarketEvent, Quote, Trade, from_epoch_us
-from marketdata.feeds.files import BadLine
+from marketdata.feeds.files import EXCHANGE, RECEIVE, BadLine, ClockOffsets, clock_choose
 from marketdata.feeds.jsonfields import decimal as _decimal
-from marketdata.feeds.jsonfields import decode
+from marketdata.feeds.jsonfields import decode, receive_time
 from marketdata.feeds.jsonfields import field as _field
 from marketdata.symbols import SymbolMap
 
@@ -52,7 +58,6 @@ SOURCE = "binance"
 
 # Epoch counts at or above this are microseconds (1973 onwards); below, milliseconds (until 5138).
 _MICROSECONDS_FROM = 10**14
-_ISO_PREFIX = re.compile(r"\d{4}-\d\d-\d\dT\S+$")
 
 
 @dataclass(slots=True)
@@ -61,6 +66,11 @@ class BinanceFrameState:
 
     latest: datetime | None = None  # newest exchange event time (E) seen: the clock for frames without one
     depth_symbols: set[str] = field(default_factory=set)  # raw symbols whose diff depth stream has appeared
+    clock: str = EXCHANGE  # or RECEIVE: every event at the frame's receive time
+    # Live: a frame without an event time takes its receive time, which is now. (In a file the newest
+    # exchange time is the better clock; live, it can be seconds old in a quiet market.)
+    untimed_at_receive: bool = False
+    offsets: ClockOffsets | None = None  # where to note receive − E of frames that have both
 
 
 # -- fields ------------------------------------------------------------------------------------
@@ -99,20 +109,8 @@ def _event_time(data: Mapping[str, Any], key: str, where: str) -> datetime:
 
 
 def parse_receive_time(text: str) -> datetime:
-    """The recorder's receive-time prefix: epoch ms or µs, or ISO 8601 with a UTC offset."""
-    if text.isascii() and text.isdigit():
-        return from_epoch(int(text))
-    if _ISO_PREFIX.match(text):
-        try:
-            ts = datetime.fromisoformat(text)
-        except ValueError:
-            pass
-        else:
-            # A time without an offset could be anyone's local time: guessing UTC would shift data by hours.
-            if ts.utcoffset() is None:
-                raise BadLine("bad time", f"receive time {text!r} has no UTC offset")
-            return ts.astimezone(UTC)
-    raise BadLine("bad time", f"receive time {text!r} is not epoch ms, epoch µs or ISO 8601")
+    """The recorder's receive-time prefix: an epoch count in s, ms, µs or ns (told by size), or ISO 8601 with a UTC offset."""
+    return receive_time(text, "receive time")
 
 
 # -- frames ------------------------------------------------------------------------------------
@@ -128,16 +126,19 @@ def _taker_side(data: Mapping[str, Any], where: str) -> str:
     return "sell" if maker else "buy"
 
 
-def _trade(
-    raw: str, where: str, data: Mapping[str, Any], symbols: SymbolMap, received: datetime | None, state: BinanceFrameState
-) -> list[MarketEvent]:
-    _note_event_time(data, where, state)
-    symbol = symbols.resolve(raw, source=SOURCE)
-    if symbol is None:
-        return []
-    ts = _event_time(data, "T", where)
-    price, size = _decimal(data, "p", where), _decimal(data, "q", where)
-    return [Trade(symbol, ts, price, size, SOURCE, _taker_side(data, where))]
+def _trades(id_key: str) -> _Handler:
+    def _trade(
+        raw: str, where: str, data: Mapping[str, Any], symbols: SymbolMap, received: datetime | None, state: BinanceFrameState
+    ) -> list[MarketEvent]:
+        _note_event_time(data, where, state, received)
+        symbol = symbols.resolve(raw, source=SOURCE)
+        if symbol is None:
+            return []
+        ts = _event_time(data, "T", where)
+        price, size = _decimal(data, "p", where), _decimal(data, "q", where)
+        return [Trade(symbol, ts, price, size, SOURCE, _taker_side(data, where), _integer(data, id_key, where))]
+
+    return _trade
 
 
 def _book_ticker(
@@ -147,13 +148,14 @@ def _book_ticker(
     if symbol is None:
         return []
     ts = _clock(received, state, where)
-    return [Quote(symbol, ts, _decimal(data, "b", where), _decimal(data, "a", where), SOURCE)]
+    bid, ask = _decimal(data, "b", where), _decimal(data, "a", where)
+    return [Quote(symbol, ts, bid, ask, SOURCE, _integer(data, "u", where))]
 
 
 def _depth_diff(
     raw: str, where: str, data: Mapping[str, Any], symbols: SymbolMap, received: datetime | None, state: BinanceFrameState
 ) -> list[MarketEvent]:
-    ts = _note_event_time(data, where, state)
+    ts = _note_event_time(data, where, state, received)
     state.depth_symbols.add(raw)
     symbol = symbols.resolve(raw, source=SOURCE)
     if symbol is None:
@@ -177,24 +179,26 @@ def _snapshot(symbol: str, ts: datetime, data: Mapping[str, Any], where: str) ->
     return BookSnapshot(symbol, ts, _levels(data, "bids", where), _levels(data, "asks", where), SOURCE, update_id)
 
 
-def _note_event_time(data: Mapping[str, Any], where: str, state: BinanceFrameState) -> datetime:
+def _note_event_time(data: Mapping[str, Any], where: str, state: BinanceFrameState, received: datetime | None) -> datetime:
     ts = _event_time(data, "E", where)
     if state.latest is None or ts > state.latest:
         state.latest = ts
+    if received is not None and state.offsets is not None:
+        state.offsets.note(received, ts)
     return ts
 
 
 def _clock(received: datetime | None, state: BinanceFrameState, where: str) -> datetime:
-    """The time of a frame that carries none: when it was received, else the exchange's latest time."""
-    ts = received or state.latest
+    """The time of a frame that carries none: the exchange's newest time so far (before the first one, the receive time)."""
+    ts = (received or state.latest) if state.untimed_at_receive else (state.latest or received)
     if ts is None:
-        raise BadLine("no time", f"{where} carries no event time, the line no receive time, and no earlier line an exchange time")
+        raise BadLine("no time", f"{where} carries no event time, no earlier line an exchange time, and the line no receive time")
     return ts
 
 
 _HANDLERS: dict[str, _Handler] = {
-    "trade": _trade,
-    "aggTrade": _trade,
+    "trade": _trades("t"),
+    "aggTrade": _trades("a"),
     "bookTicker": _book_ticker,
     "depth": _depth_diff,
     "depth@100ms": _depth_diff,
@@ -225,11 +229,20 @@ def _rest_snapshot(frame: Mapping[str, Any], symbols: SymbolMap, received: datet
 def parse_frame(frame: Mapping[str, Any], *, symbols: SymbolMap, received: datetime | None, state: BinanceFrameState) -> list[MarketEvent]:
     """The events of one decoded frame (JSON numbers may be int or Decimal, never float).
 
-    `received`: when this process received the frame (UTC), or None when unknown; it stamps the
-    frames that carry no exchange time (bookTicker, partial depth, REST snapshots). `state`: one per
-    connection or file, updated here. A live connector passes its own REST snapshot as a frame with
+    `received`: when this process received the frame (UTC), or None when unknown; on the exchange
+    clock it stamps the frames that carry no exchange time (bookTicker, partial depth, REST
+    snapshots) until the first exchange time is known, on the receive clock every frame. `state`:
+    one per connection or file, updated here. A live connector passes its own REST snapshot as a frame with
     a `"symbol"` key added. Raises `BadLine` for a frame it cannot use; its state stays consistent.
     """
+    if state.clock == RECEIVE:
+        if received is None:
+            raise BadLine("no time", "the line has no receive time to replay on (clock=receive)")
+        return [event if event.ts == received else replace(event, ts=received) for event in _events(frame, symbols, received, state)]
+    return _events(frame, symbols, received, state)
+
+
+def _events(frame: Mapping[str, Any], symbols: SymbolMap, received: datetime | None, state: BinanceFrameState) -> list[MarketEvent]:
     stream = frame.get("stream")
     if stream is None:
         if "lastUpdateId" in frame:
@@ -238,7 +251,7 @@ def parse_frame(frame: Mapping[str, Any], *, symbols: SymbolMap, received: datet
             return []  # the reply to a SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS request
         if "error" in frame:
             raise BadLine("error reply", f"{frame['error']!r}")
-        raise BadLine("missing field", "no 'stream': not a combined-stream frame, a depth snapshot or a reply")
+        raise BadLine("not a frame", f"a JSON object with none of stream, lastUpdateId, result: {str(frame)[:80]}")
     if not isinstance(stream, str):
         raise BadLine("bad value", f"stream {stream!r} is not a stream name")
     raw, _, kind = stream.partition("@")
@@ -259,8 +272,9 @@ def split_line(line: str) -> tuple[datetime | None, str]:
     if line.startswith("{"):
         return None, line
     prefix, space, rest = line.partition(" ")
-    if not space:
-        raise BadLine("bad json", f"line starts with {line[:40]!r}, neither a JSON object nor a receive time and a space")
+    if not space or not prefix[:1].isdigit() or not rest.lstrip().startswith("{"):
+        # Not "<time> {frame}": garbage, not a bad time.
+        raise BadLine("not a frame", f"line starts with {line[:40]!r}, neither a JSON object nor a receive time and a space")
     return parse_receive_time(prefix), rest.lstrip()
 
 
@@ -271,10 +285,17 @@ class BinanceCapture:
     # Frames of different streams interleave in receive order; exchange times differ by network jitter.
     reorder: ClassVar[timedelta] = timedelta(seconds=2)
 
+    clocks: ClassVar[tuple[str, ...]] = (EXCHANGE, RECEIVE)
+
     def __init__(self, *, path: Path, symbols: SymbolMap, options: Mapping[str, str]) -> None:
         self.path = path
         self.symbols = symbols
-        self.state = BinanceFrameState()
+        self.clock = clock_choose(type(self), path, options)
+        self.offsets = ClockOffsets()
+        self.state = self._fresh_state()
+
+    def _fresh_state(self) -> BinanceFrameState:
+        return BinanceFrameState(clock=self.clock, offsets=self.offsets)
 
     @classmethod
     def sniff(cls, path: Path, first_line: str) -> bool:
@@ -287,7 +308,8 @@ class BinanceCapture:
 
     def reset(self) -> None:
         """Forget what earlier lines taught, to read the file again from its start."""
-        self.state = BinanceFrameState()
+        self.offsets.clear()
+        self.state = self._fresh_state()
 
     def parse(self, line: str) -> list[MarketEvent]:
         received, text = split_line(line)

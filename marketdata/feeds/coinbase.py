@@ -5,7 +5,9 @@ Every message (https://docs.cdp.coinbase.com/coinbase-app/advanced-trade-apis/we
     {"channel":"market_trades","client_id":"","timestamp":"2024-05-01T10:00:00.123456789Z","sequence_num":7,"events":[...]}
 
 - `market_trades`: events[].trades[] (trade_id, product_id, price, size, side, time) → Trade at its
-  `time`. The first event after subscribing is a "snapshot" of recent trades, the rest "update"s.
+  `time`, with its trade_id (an int where it is digits). The first event after subscribing is a
+  "snapshot" of recent trades, newest first: those are marked `backfill` (from before the session;
+  kept out of prices and candles, and no "time goes backwards"); the rest are "update"s.
 - `ticker`, `ticker_batch`: events[].tickers[] (product_id, price, best_bid, best_ask, ...) → Quote at
   the message timestamp. Coinbase's own AsyncAPI notes that production `ticker_batch` messages omit
   best bid/ask (https://docs.cdp.coinbase.com/api-reference/advanced-trade-api/advanced-trade-asyncapi.json);
@@ -25,23 +27,25 @@ tracks it (see `parse_message`). Timestamps are RFC 3339 with nanoseconds, kept 
 (truncated, as `datetime.fromisoformat` does). Product ids (BTC-USD) are the raw symbols.
 
 A capture line is the message itself or a recorder's envelope `{"ts": <receive time>, "data":
-<the message as a JSON string, or as an object>}`; the envelope's `ts` is not needed, since every
-message carries Coinbase's own timestamp.
+<the message as a JSON string, or as an object>}` (receive time: an epoch count in any unit or
+ISO 8601, see `jsonfields.receive_time`). Clocks: exchange (default; the times above) or receive
+(`clock=receive`: every event at its envelope's `ts`). Enveloped lines feed `offsets`
+(receive − the message timestamp).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 from marketdata.events import BookDelta, BookSnapshot, Level, MarketEvent, Quote, Trade
-from marketdata.feeds.files import LOGGED_PER_KIND, BadLine
+from marketdata.feeds.files import EXCHANGE, LOGGED_PER_KIND, RECEIVE, BadLine, ClockOffsets, clock_choose
 from marketdata.feeds.jsonfields import decimal as _decimal
-from marketdata.feeds.jsonfields import decode
+from marketdata.feeds.jsonfields import decode, receive_time
 from marketdata.feeds.jsonfields import field as _field
 from marketdata.symbols import SymbolMap
 
@@ -172,7 +176,7 @@ def _market_trades(message: Mapping[str, Any], channel: str, symbols: SymbolMap,
                 newest[raw] = max(number, newest.get(raw, number))
             symbol = symbols.resolve(raw, source=SOURCE)
             if symbol is not None:
-                batch.append(_trade(symbol, item))
+                batch.append(_trade(symbol, item, backfill=snapshot))
         if snapshot:
             batch.sort(key=lambda trade: trade.ts)  # sent newest first; consumers want time order
         events.extend(batch)
@@ -182,11 +186,16 @@ def _market_trades(message: Mapping[str, Any], channel: str, symbols: SymbolMap,
     return events
 
 
-def _trade(symbol: str, item: Mapping[str, Any]) -> Trade:
-    where = f"trade {item.get('trade_id')!r}"
+def _trade(symbol: str, item: Mapping[str, Any], *, backfill: bool) -> Trade:
+    trade_id = item.get("trade_id")
+    where = f"trade {trade_id!r}"
     ts = parse_time(_field(item, "time", where), "time", where)
     side = _TAKER_SIDE.get(str(_field(item, "side", where)).upper())
-    return Trade(symbol, ts, _decimal(item, "price", where), _decimal(item, "size", where), SOURCE, side)
+    number = _trade_number(trade_id)
+    if number is None and trade_id is not None and (not isinstance(trade_id, str) or not trade_id):
+        raise BadLine("bad value", f"trade_id {trade_id!r} is not an id")
+    price, size = _decimal(item, "price", where), _decimal(item, "size", where)
+    return Trade(symbol, ts, price, size, SOURCE, side, trade_id if number is None else number, backfill)
 
 
 def _tickers(message: Mapping[str, Any], channel: str, symbols: SymbolMap, state: CoinbaseState) -> list[MarketEvent]:
@@ -267,7 +276,7 @@ def parse_message(message: Mapping[str, Any], *, symbols: SymbolMap, state: Coin
     if channel is None:
         if message.get("type") == "error":
             raise BadLine("error message", repr(message.get("message")))
-        raise BadLine("missing field", "no 'channel'")
+        raise BadLine("not a frame", f"a JSON object with no 'channel': {str(message)[:80]}")
     sequence = message.get("sequence_num")
     if sequence is not None:
         state.track(_sequence(sequence))
@@ -283,17 +292,39 @@ def parse_message(message: Mapping[str, Any], *, symbols: SymbolMap, state: Coin
 # -- lines -------------------------------------------------------------------------------------
 
 
-def unwrap(line: str) -> dict[str, Any]:
-    """The message of a capture line: the line itself, or the `data` of a recorder's envelope."""
+def unwrap(line: str) -> tuple[datetime | None, dict[str, Any]]:
+    """(receive time or None, the message) of a capture line: the line itself, or the `data` of a recorder's envelope."""
     value = decode(line)
     if "channel" in value or "data" not in value:
-        return value
-    data = value["data"]
+        return None, value
+    received = receive_time(value["ts"], "envelope ts") if "ts" in value else None
+    return received, message_of(value["data"])
+
+
+def message_of(data: object) -> dict[str, Any]:
+    """An envelope's message: a JSON string of it, or the object itself."""
     if isinstance(data, str):
         return decode(data)
     if not isinstance(data, dict):
         raise BadLine("bad json", f"envelope data is {type(data).__name__}, not a message")
     return data
+
+
+def parse_received(
+    message: Mapping[str, Any], received: datetime | None, *, symbols: SymbolMap, state: CoinbaseState, clock: str, offsets: ClockOffsets
+) -> list[MarketEvent]:
+    """`parse_message` for a recorded message, on the chosen clock, noting receive − exchange where both are known."""
+    if clock == RECEIVE and received is None:
+        raise BadLine("no time", "the line has no receive time to replay on (clock=receive)")
+    events = parse_message(message, symbols=symbols, state=state)
+    if received is None:
+        return events
+    stamp = message.get("timestamp")
+    if isinstance(stamp, str):
+        offsets.note(received, parse_time(stamp, "timestamp", "message"))
+    if clock == RECEIVE:
+        return [event if event.ts == received else replace(event, ts=received) for event in events]
+    return events
 
 
 class CoinbaseCapture:
@@ -302,10 +333,13 @@ class CoinbaseCapture:
     name: ClassVar[str] = "coinbase-ws"
     # Trades carry their own times, quotes and books the send time: they interleave within jitter.
     reorder: ClassVar[timedelta] = timedelta(seconds=2)
+    clocks: ClassVar[tuple[str, ...]] = (EXCHANGE, RECEIVE)
 
     def __init__(self, *, path: Path, symbols: SymbolMap, options: Mapping[str, str]) -> None:
         self.path = path
         self.symbols = symbols
+        self.clock = clock_choose(type(self), path, options)
+        self.offsets = ClockOffsets()
         self.state = CoinbaseState()
         self.gaps = 0  # sequence gaps found: messages the recorder never received
         self.missed = 0  # messages lost in them
@@ -313,18 +347,20 @@ class CoinbaseCapture:
     @classmethod
     def sniff(cls, path: Path, first_line: str) -> bool:
         try:
-            message = unwrap(first_line.strip())
+            _, message = unwrap(first_line.strip())
         except BadLine:
             return False
         return "channel" in message and "events" in message
 
     def reset(self) -> None:
         """Forget what earlier lines taught, to read the file again from its start."""
+        self.offsets.clear()
         self.state = CoinbaseState()
 
     def parse(self, line: str) -> list[MarketEvent]:
         try:
-            return parse_message(unwrap(line), symbols=self.symbols, state=self.state)
+            received, message = unwrap(line)
+            return parse_received(message, received, symbols=self.symbols, state=self.state, clock=self.clock, offsets=self.offsets)
         finally:
             for gap in self.state.take_gaps():
                 self._lost(gap)

@@ -45,7 +45,7 @@ from typing import ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marketdata.events import EPOCH, MarketEvent, Quote, Trade
-from marketdata.feeds.files import BadLine, FeedError
+from marketdata.feeds.files import COMMON_OPTIONS, EXCHANGE, BadLine, FeedError
 from marketdata.symbols import SymbolMap
 
 OPTIONS = frozenset(
@@ -83,12 +83,13 @@ class GenericCsv:
 
     name: ClassVar[str] = "csv"
     reorder: ClassVar[timedelta] = timedelta(0)
+    clocks: ClassVar[tuple[str, ...]] = (EXCHANGE,)  # the time column, whoever stamped it
 
     def __init__(self, *, path: Path, symbols: SymbolMap, options: Mapping[str, str]) -> None:
         self.path = path
         self.symbols = symbols
         opts = read_options(options)
-        unknown = set(opts) - OPTIONS
+        unknown = set(opts) - OPTIONS - COMMON_OPTIONS
         if unknown:
             raise FeedError(f"unknown option(s) {', '.join(sorted(unknown))} for --format csv; it takes: {', '.join(sorted(OPTIONS))}")
         self.columns = {held: opts[option] for option, held in COLUMN_OPTIONS.items() if opts.get(option)}

@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 from marketdata.events import MarketEvent, Quote
-from marketdata.feeds.files import BadLine, FeedError
+from marketdata.feeds.files import COMMON_OPTIONS, EXCHANGE, BadLine, FeedError
 from marketdata.symbols import SymbolMap
 
 SOURCE = "histdata"
@@ -45,9 +45,10 @@ class HistDataTicks:
 
     name: ClassVar[str] = "histdata"
     reorder: ClassVar[timedelta] = timedelta(0)
+    clocks: ClassVar[tuple[str, ...]] = (EXCHANGE,)
 
     def __init__(self, *, path: Path, symbols: SymbolMap, options: Mapping[str, str]) -> None:
-        unknown = set(options) - {"symbol"}
+        unknown = set(options) - {"symbol"} - COMMON_OPTIONS
         if unknown:
             raise FeedError(f"{path}: unknown option(s) {', '.join(sorted(unknown))} for --format {self.name}; it takes: symbol")
         self.symbols = symbols

@@ -49,7 +49,7 @@ from typing import ClassVar
 
 from marketdata.events import MarketEvent, Quote, Trade
 from marketdata.feeds.dayclock import NEW_YORK, DayClock, zone_named
-from marketdata.feeds.files import BadLine, FeedError
+from marketdata.feeds.files import EXCHANGE, BadLine, FeedError
 from marketdata.symbols import SymbolMap
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class LeanEquityTicks:
 
     name: ClassVar[str] = "lean-equity"
     reorder: ClassVar[timedelta] = timedelta(0)
+    clocks: ClassVar[tuple[str, ...]] = (EXCHANGE,)  # the exchange's time of day in New York; no receive time
 
     def __init__(self, *, path: Path, symbols: SymbolMap, options: Mapping[str, str]) -> None:
         unknown = set(options) - OPTIONS

@@ -54,7 +54,7 @@ from typing import ClassVar
 
 from marketdata.events import BookDelta, BookSnapshot, Level, MarketEvent, Trade
 from marketdata.feeds.dayclock import NEW_YORK, DayClock, zone_named
-from marketdata.feeds.files import BadLine, FeedError, open_text
+from marketdata.feeds.files import EXCHANGE, BadLine, FeedError, open_text
 from marketdata.symbols import SymbolMap
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class LobsterMessages:
 
     name: ClassVar[str] = "lobster"
     reorder: ClassVar[timedelta] = timedelta(0)
+    clocks: ClassVar[tuple[str, ...]] = (EXCHANGE,)  # the exchange's time of day in New York; no receive time
 
     def __init__(self, *, path: Path, symbols: SymbolMap, options: Mapping[str, str]) -> None:
         unknown = set(options) - OPTIONS

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from marketdata.events import BookDelta, BookSnapshot, Level, MarketEvent, Quote, Trade
-from marketdata.feeds.files import BadLine
+from marketdata.feeds.files import EXCHANGE, BadLine
 from marketdata.symbols import SymbolMap
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -115,6 +115,7 @@ def _time(data: Mapping[str, Any]) -> datetime:
 class NativeJsonl:
     name: ClassVar[str] = "native"
     reorder: ClassVar[timedelta] = timedelta(0)
+    clocks: ClassVar[tuple[str, ...]] = (EXCHANGE,)  # the times as recorded: those of the session that was recorded
 
     def __init__(self, *, path: Path, symbols: SymbolMap, options: Mapping[str, str]) -> None:
         self.symbols = symbols

@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), needs_aggtrades]
 
 SUMMARY = re.compile(
     r"replay_feed: (?P<read>[\d,]+) events read, (?P<published>[\d,]+) published as (?P<updates>[\d,]+) updates; "
-    r"skipped: (?P<skipped>.+); [\d.]+ s wall, [\d,]+ events/s(?:; recorded (?P<span>.+) UTC)?"
+    r"skipped: (?P<skipped>.+?); (?:passed over \(no market data\): (?P<passed>.+?); )?"
+    r"clock: (?P<clock>.+?); [\d.]+ s wall, [\d,]+ events/s(?:; recorded (?P<span>.+) UTC)?"
 )
 
 
@@ -106,6 +107,24 @@ def test_bad_arguments_are_refused_before_anything_runs(btc_alias: SymbolAlias, 
             call_command("replay_feed", str(AGGTRADES), *args, stdout=StringIO())
     with pytest.raises(CommandError, match="no such file"):
         call_command("replay_feed", str(tmp_path / "missing.csv"), stdout=StringIO())
+    with pytest.raises(CommandError, match="has no receive clock"):
+        call_command("replay_feed", str(AGGTRADES), "--clock", "receive", stdout=StringIO())
     (tmp_path / "mystery.txt").write_text("hello\n")
     with pytest.raises(CommandError, match="cannot tell the format"):
         call_command("replay_feed", str(tmp_path / "mystery.txt"), stdout=StringIO())
+
+
+def test_the_summary_names_the_clock_and_how_far_receive_time_runs_behind(btc_alias: SymbolAlias, tmp_path: Path) -> None:
+    frames = [
+        f'{1714557600000 + 1270 + n} {{"stream":"btcusdt@trade","data":{{"e":"trade","E":{1714557600000 + n},"s":"BTCUSDT",'
+        f'"t":{n},"p":"60000","q":"1","T":{1714557600000 + n},"m":false}}}}'
+        for n in range(0, 300, 100)
+    ]
+    capture = tmp_path / "capture.jsonl"
+    capture.write_text("\n".join(frames) + "\n")
+
+    summary = replay_feed(str(capture), "--speed", "max")
+    assert summary["clock"] == "exchange; receive − exchange: median +1.27 s, min +1.27 s, max +1.27 s (3 lines)"
+    assert summary["span"] == "2024-05-01 10:00:00 to 2024-05-01 10:00:00"
+
+    assert replay_feed(str(capture), "--speed", "max", "--clock", "receive")["clock"].startswith("receive; ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from marketdata import selectors
-from marketdata.feeds.files import FeedError, Problems
+from marketdata.feeds.files import EXCHANGE, RECEIVE, FeedError, FileSource, Problems, clock_summary
 from marketdata.feeds.registry import file_sources, formats
 from marketdata.management.base import symbols_wanted, until_stopped, worker_build
 from marketdata.symbols import SymbolMap
@@ -66,6 +67,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--option", action="append", default=[], metavar="KEY=VALUE", help="Format option, e.g. time=ts for --format csv (repeatable)."
         )
+        parser.add_argument(
+            "--clock",
+            choices=(EXCHANGE, RECEIVE),
+            help="Replay on the exchange's times (default where a format has them) or the recorder's receive times.",
+        )
         parser.add_argument("--speed", type=speed, default=1.0, help="×N recorded time (default 1), or max for as fast as possible.")
         parser.add_argument("--loop", action="store_true", help="Start again at the end, with time moving on, until stopped.")
         parser.add_argument("--symbols", nargs="+", help="Only these instruments (symbols or aliases).")
@@ -86,6 +92,8 @@ class Command(BaseCommand):
         format_options = option_pairs(options["option"])
         if options["symbol"]:
             format_options["symbol"] = options["symbol"]
+        if options["clock"]:
+            format_options["clock"] = options["clock"]
         symbols = selectors.symbol_map_load(create=options["create_instruments"])
         symbols.wanted = symbols_wanted(symbols, options["symbols"])
         problems = Problems(strict=options["strict"])
@@ -121,7 +129,7 @@ class Command(BaseCommand):
             raise CommandError(f"stopped at a bad line (--strict): {exc}") from exc
         except LeaseRefused as exc:
             raise CommandError(f"refused: {exc}") from exc
-        self.stdout.write(self.summary(replay, stats, problems, symbols, max(time.monotonic() - started, 1e-9)))
+        self.stdout.write(self.summary(replay, stats, problems, symbols, max(time.monotonic() - started, 1e-9), sources))
 
     async def _run(self, worker: Worker, stop: asyncio.Event, *, progress: bool) -> WorkerStats:
         bar = tqdm(desc="replaying", unit=" events", file=sys.stderr, disable=not progress or not sys.stderr.isatty(), leave=False)
@@ -135,7 +143,9 @@ class Command(BaseCommand):
         return await run
 
     @staticmethod
-    def summary(replay: Replay, stats: WorkerStats, problems: Problems, symbols: SymbolMap, wall: float) -> str:
+    def summary(
+        replay: Replay, stats: WorkerStats, problems: Problems, symbols: SymbolMap, wall: float, sources: Sequence[FileSource] = ()
+    ) -> str:
         skipped = dict(problems.skipped)
         if symbols.unknown:
             skipped[f"unknown symbol ({symbols.report()})"] = sum(symbols.unknown.values())
@@ -146,8 +156,11 @@ class Command(BaseCommand):
         span = ""
         if replay.stats.first is not None and replay.stats.last is not None:
             span = f"; recorded {replay.stats.first:%Y-%m-%d %H:%M:%S} to {replay.stats.last:%Y-%m-%d %H:%M:%S} UTC"
+        passed = ", ".join(f"{kind} {count:,}" for kind, count in sorted(problems.passed_over.items()))
         return (
             f"replay_feed: {replay.stats.read:,} events read, {stats.events:,} published as {stats.broadcasts:,} updates; "
             f"skipped: {', '.join(f'{reason} {count:,}' for reason, count in skipped.items()) or 'none'}; "
+            + (f"passed over (no market data): {passed}; " if passed else "")
+            + f"{clock_summary(sources)}; "
             f"{wall:.2f} s wall, {stats.events / wall:,.0f} events/s{span}"
         )

@@ -80,7 +80,8 @@ FRAMES = st.one_of(TEXT_FRAMES.map(lambda text: ("text", text)), st.binary(max_s
 
 
 def expected_id(kind: str, frame: str | bytes) -> int | str | None:
-    """The id an answer must echo: a text frame's JSON object's usable `id` (an integer, or a string of at most 128 characters)."""
+    """The id an answer must echo: a text frame's JSON object's usable `id` (an integer within ±(2**53 - 1), or a string
+    of at most 128 characters)."""
     if kind != "text":
         return None
     try:
@@ -89,7 +90,7 @@ def expected_id(kind: str, frame: str | bytes) -> int | str | None:
         return None
     request_id = parsed.get("id") if isinstance(parsed, dict) else None
     if isinstance(request_id, int) and not isinstance(request_id, bool):
-        return request_id
+        return request_id if abs(request_id) < 2**53 else None
     return request_id if isinstance(request_id, str) and len(request_id) <= 128 else None
 
 

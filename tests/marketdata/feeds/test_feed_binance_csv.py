@@ -48,8 +48,22 @@ def test_an_aggtrades_line_becomes_one_trade_with_decimal_prices() -> None:
             size=Decimal("0.08185000"),
             source="binance",
             side="sell",
+            trade_id=3800397495,
         )
     ]
+
+
+def test_the_trade_id_column_becomes_the_trade_id_and_must_be_digits() -> None:
+    (trade,) = BinanceTrades(path=Path("BTCUSDT-trades-2024-03.csv"), symbols=symbols(), options={}).parse(
+        "51175358,17.80180000,5.69000000,101.29224200,1583709433583,True,True"
+    )
+    assert isinstance(trade, Trade)
+    assert trade.trade_id == 51175358
+    fmt = agg()
+    fmt.parse(AGG_LINE)  # past line 1, where a non-numeric id would be a header
+    with pytest.raises(BadLine) as raised:
+        fmt.parse(AGG_LINE.replace("3800397495,", "38003974x5,", 1))
+    assert (raised.value.kind, raised.value.detail) == ("bad number", "agg_trade_id '38003974x5' is not a trade id")
 
 
 def test_buyer_maker_means_the_taker_sold() -> None:
@@ -238,10 +252,22 @@ def test_the_real_file_gives_5000_trades_from_first_to_last_exactly() -> None:
     events = real_events(REAL)
     assert len(events) == 5000
     assert events[0] == Trade(
-        "BTCUSDT", datetime(2026, 1, 1, 0, 0, 0, 39409, tzinfo=UTC), Decimal("87648.21000000"), Decimal("0.08185000"), "binance", "sell"
+        "BTCUSDT",
+        datetime(2026, 1, 1, 0, 0, 0, 39409, tzinfo=UTC),
+        Decimal("87648.21000000"),
+        Decimal("0.08185000"),
+        "binance",
+        "sell",
+        3800397495,
     )
     assert events[-1] == Trade(
-        "BTCUSDT", datetime(2026, 1, 1, 0, 12, 19, 347397, tzinfo=UTC), Decimal("87759.14000000"), Decimal("0.01614000"), "binance", "sell"
+        "BTCUSDT",
+        datetime(2026, 1, 1, 0, 12, 19, 347397, tzinfo=UTC),
+        Decimal("87759.14000000"),
+        Decimal("0.01614000"),
+        "binance",
+        "sell",
+        3800402494,
     )
     assert events[1].side == "buy"
 

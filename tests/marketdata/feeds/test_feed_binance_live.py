@@ -100,8 +100,12 @@ async def test_events_arrive_normalized_and_the_first_diff_brings_a_rest_snapsho
         size=Decimal("0.5"),
         source="binance",
         side="sell",
+        trade_id=5,
     )
-    assert quote == Quote(symbol="BTC", ts=NOW, bid=Decimal("60000.00"), ask=Decimal("60001.00"), source="binance")
+    assert quote == Quote(
+        symbol="BTC", ts=NOW, bid=Decimal("60000.00"), ask=Decimal("60001.00"), source="binance", update_id=quote.update_id
+    )
+    assert quote.update_id is not None
     assert isinstance(delta, BookDelta)
     assert (delta.symbol, delta.first_id, delta.last_id) == ("BTC", diff["data"]["U"], diff["data"]["u"])
     assert isinstance(snapshot, BookSnapshot)

@@ -26,17 +26,17 @@ def book(*levels: tuple[str, str]) -> tuple[tuple[D, D], ...]:
 
 
 # The sample in time order. Trades of the market_trades snapshot (line 5, sent newest first) come
-# first, by their own times; books and quotes are at their message's timestamp, nanoseconds dropped.
+# first, by their own times, marked as backfill; books and quotes are at their message's timestamp, nanoseconds dropped.
 # Subscriptions, heartbeats, candles and the BTC-USD ticker_batch entry without best bid/ask give nothing.
 EXPECTED: list[MarketEvent] = [
-    Trade("BTC-USD", at(-400), D("60000.00"), D("0.02"), "coinbase", "sell"),
-    Trade("BTC-USD", at(-200), D("60000.01"), D("0.01"), "coinbase", "buy"),
+    Trade("BTC-USD", at(-400), D("60000.00"), D("0.02"), "coinbase", "sell", 100, backfill=True),
+    Trade("BTC-USD", at(-200), D("60000.01"), D("0.01"), "coinbase", "buy", 101, backfill=True),
     BookSnapshot(
         "BTC-USD", at(100), book(("60000.00", "1.5"), ("59999.99", "0.25")), book(("60000.01", "0.75"), ("60000.50", "2")), "coinbase"
     ),
     BookDelta("BTC-USD", at(200), book(("60000.00", "1.75")), book(("60000.01", "0")), "coinbase"),
-    Trade("BTC-USD", at(440), D("60000.50"), D("0.1"), "coinbase", "buy"),
-    Trade("ETH-USD", at(441), D("3000.25"), D("1.5"), "coinbase", "sell"),
+    Trade("BTC-USD", at(440), D("60000.50"), D("0.1"), "coinbase", "buy", 102),
+    Trade("ETH-USD", at(441), D("3000.25"), D("1.5"), "coinbase", "sell", 55),
     Quote("BTC-USD", at(500), D("60000.00"), D("60000.50"), "coinbase"),
     Quote("ETH-USD", at(700), D("3000.20"), D("3000.30"), "coinbase"),
     BookDelta("BTC-USD", at(800), (), book(("60000.02", "0.3")), "coinbase"),

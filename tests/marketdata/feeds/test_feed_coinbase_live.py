@@ -169,7 +169,13 @@ async def test_a_level2_snapshot_then_updates_trades_and_tickers_come_out_normal
         "BTC", ts, bids=((Decimal("60000.00"), Decimal("1.75")),), asks=((Decimal("60000.01"), Decimal("0")),), source="coinbase"
     )
     assert sold == Trade(
-        "BTC", datetime(2024, 5, 1, 10, 0, 0, 500000, tzinfo=UTC), Decimal("60000.50"), Decimal("0.01"), "coinbase", side="buy"
+        "BTC",
+        datetime(2024, 5, 1, 10, 0, 0, 500000, tzinfo=UTC),
+        Decimal("60000.50"),
+        Decimal("0.01"),
+        "coinbase",
+        side="buy",
+        trade_id=102,
     )
     assert quote == Quote("ETH", ts, Decimal("3000.20"), Decimal("3000.30"), "coinbase")
     btc = book_of(feed.events, "BTC")

@@ -12,7 +12,7 @@ from typing import ClassVar
 import pytest
 
 from marketdata.events import MarketEvent, Trade
-from marketdata.feeds.files import LOGGED_PER_KIND, BadLine, FeedError, FileSource, Problems, first_line
+from marketdata.feeds.files import LOGGED_PER_KIND, BadLine, ClockOffsets, FeedError, FileSource, Problems, first_line
 from marketdata.symbols import SymbolMap
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -23,6 +23,7 @@ class SecondsCsv:
 
     name: ClassVar[str] = "toy"
     reorder: ClassVar[timedelta] = timedelta(0)
+    clocks: ClassVar[tuple[str, ...]] = ("exchange",)
 
     def __init__(self, *, path: Path, symbols: SymbolMap, options: Mapping[str, str]) -> None:
         pass
@@ -150,3 +151,45 @@ def test_a_format_is_closed_after_each_pass_also_when_strict_stops_it(tmp_path: 
     with pytest.raises(FeedError):
         list(strict)
     assert strict.format.closed == 1  # type: ignore[attr-defined]
+
+
+class Crashing(SecondsCsv):
+    """A parser with a bug: line "boom" raises what no parser should."""
+
+    def parse(self, line: str) -> Iterable[MarketEvent]:
+        if line == "boom":
+            return {}["missing"]  # type: ignore[no-any-return]
+        return super().parse(line)
+
+
+def test_a_parser_exception_is_a_reported_line_not_a_traceback(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "ticks.csv"
+    path.write_text("1,10\nboom\n2,11\n")
+    src = source(path, Crashing)
+    assert seconds(src) == [1, 2]
+    assert src.problems.skipped == {"parser error": 1}
+    assert f"{path}:2: parser error: KeyError: 'missing'; line skipped" in [r.getMessage() for r in caplog.records]
+    with pytest.raises(FeedError, match=rf"^{path}:2: parser error: KeyError"):
+        list(source(path, Crashing, strict=True))
+
+
+def test_a_sniffer_that_raises_does_not_stop_detection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from marketdata.feeds import registry
+    from marketdata.feeds.native import NativeJsonl
+
+    def broken(cls: type, path: Path, first_line: str) -> bool:
+        raise IndexError("sniffer bug")
+
+    path = tmp_path / "BTCUSDT-aggTrades-2026-01-01.csv"
+    path.write_text("3800397495,87648.21000000,0.08185000,5723703861,5723703861,1767225600039409,True,True\n")
+    monkeypatch.setattr(NativeJsonl, "sniff", classmethod(broken))
+    assert registry.format_detect(path).name == "binance-aggtrades"
+
+
+def test_clock_offsets_summarise_median_and_extremes_over_all_sources() -> None:
+    a, b = ClockOffsets(), ClockOffsets()
+    for ms in (1200, 1270, 1300):
+        a.note(T0 + timedelta(milliseconds=ms), T0)
+    b.note(T0, T0 + timedelta(milliseconds=20))
+    assert ClockOffsets.summary([a, b]) == "median +1.20 s, min -0.02 s, max +1.30 s (4 lines)"
+    assert ClockOffsets.summary([ClockOffsets()]) is None

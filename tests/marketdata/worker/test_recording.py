@@ -69,7 +69,7 @@ async def test_record_replay_record_gives_the_identical_file(redis_layer: Any, t
     assert len(lines) == 5000
     assert lines[0] == (
         '{"type":"trade","ts":"2026-01-01T00:00:00.039409Z","symbol":"BTC-USD","price":"87648.21000000",'
-        '"size":"0.08185000","side":"sell","source":"binance"}'
+        '"size":"0.08185000","side":"sell","trade_id":3800397495,"source":"binance"}'
     )
     # The recording holds the source's events, in order, unchanged.
     path = tmp_path / "session.jsonl"
