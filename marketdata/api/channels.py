@@ -86,6 +86,11 @@ def session_suffix(session: str) -> str:
     return f"?session={session}" if session else ""
 
 
+def in_session(name: str) -> bool:
+    """Whether a (well-formed) market channel name is a replay session's; cheaper than parsing it."""
+    return "?session=" in name
+
+
 def session_check(session: str) -> str:
     """`session` when it is a valid replay session name; ValueError saying what is wrong otherwise."""
     if not _SESSION.match(session):

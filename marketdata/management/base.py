@@ -16,6 +16,7 @@ from marketdata import selectors
 from marketdata.feeds import Feed
 from marketdata.symbols import SymbolMap
 from marketdata.worker.loop import MinuteHook, Worker
+from marketdata.worker.references import References
 
 T = TypeVar("T")
 
@@ -31,8 +32,32 @@ def conflation_seconds(milliseconds: int) -> float:
     return milliseconds / 1000
 
 
-def worker_build(*, feed: Feed, conflation_ms: int, symbols: SymbolMap | None = None, replay: bool = False) -> Worker:
-    """A worker publishing `feed` the way every feed is published: same hub, stores, hooks and tape."""
+async def _store_nothing(_items: object) -> int:
+    return 0
+
+
+def worker_build(*, feed: Feed, conflation_ms: int, symbols: SymbolMap | None = None, replay: bool = False, sandbox: str = "") -> Worker:
+    """A worker publishing `feed` the way every feed is published: same hub, stores, hooks and tape.
+
+    `sandbox`: publish into that replay session instead (`replay_feed --sandbox NAME`), touching no live
+    state: its own channels, streams and history (`?session=NAME`), and no quotes, candles or portfolio
+    history in the database, no tape for `record_feed`, no day-change reference from the stored
+    candles (only from the minutes the session itself replays).
+    """
+    if sandbox:
+        return Worker(
+            feed=feed,
+            conflation=conflation_seconds(conflation_ms),
+            quote_flush=float(settings.MARKETDATA_QUOTE_FLUSH_SECONDS),
+            references=References(selectors.references_load(now=datetime.now(UTC)).markets),
+            store_quotes=_store_nothing,
+            store_candles=_store_nothing,
+            prune_candles=_store_nothing,
+            replay=replay,
+            symbols=symbols,
+            tape=False,
+            session=sandbox,
+        )
     return Worker(
         feed=feed,
         conflation=conflation_seconds(conflation_ms),

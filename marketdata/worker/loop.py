@@ -127,17 +127,20 @@ class Worker:
         symbols: SymbolMap | None = None,
         tape: bool = True,
         market_history: MarketStore | None = None,
+        session: str = "",
     ) -> None:
         """`retention`: candles older than this (in event time) are deleted, hourly; None keeps them.
         `replay`: updates are marked as replayed. `symbols`: instruments it creates (--create-instruments)
         are stored before any quote or candle of theirs. `tape`: feed a listening `record_feed`.
-        `market_history`: the market channels' store (default `market_store()`)."""
+        `market_history`: the market channels' store (default `market_store()`).
+        `session`: publish on that replay session's channels (`ticker:SYM?session=NAME`, ...) and streams, not the
+        live ones (the stores, hooks and tape are the caller's to turn off: `management.base.worker_build`)."""
         self.feed = feed
         self.conflation = conflation
         self.quote_flush = quote_flush
         self.references = references if references is not None else References()
         self.hub = Hub(epoch=epoch or new_epoch(), references=self.references, replay=replay)
-        self.market = MarketBuilder(epoch=self.hub.epoch)
+        self.market = MarketBuilder(epoch=self.hub.epoch, session=session)
         self._market_history = market_history
         self.store_quotes = store_quotes or database_sync_to_async(services.quotes_store)
         self.minute_hooks = list(minute_hooks)
@@ -275,7 +278,7 @@ class Worker:
         except Exception:
             self.stats.market_store_errors += 1
             log.exception("could not write %d market messages to the history; publishing them all the same", len(messages))
-        await streams.publish_market_window(window)
+        await streams.publish_market_window(window, session=self.market.session)
         self.stats.market_messages += len(messages)
 
     async def flush_quotes(self) -> None:

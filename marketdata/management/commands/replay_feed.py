@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from marketdata import selectors
+from marketdata.api.channels import session_check
 from marketdata.feeds.files import FeedError, Problems
 from marketdata.feeds.registry import file_sources, formats
 from marketdata.management.base import symbols_wanted, until_stopped, worker_build
@@ -45,6 +46,13 @@ def instant(value: str | None, flag: str) -> datetime | None:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
+def sandbox_name(value: str) -> str:
+    try:
+        return session_check(value)
+    except ValueError as exc:
+        raise CommandError(f"--sandbox: {exc}") from None
+
+
 def option_pairs(pairs: list[str]) -> dict[str, str]:
     options = {}
     for pair in pairs:
@@ -74,9 +82,19 @@ class Command(BaseCommand):
         parser.add_argument("--strict", action="store_true", help="Stop at the first bad line instead of skipping and counting it.")
         parser.add_argument("--create-instruments", action="store_true", help="Create an instrument for each unknown symbol.")
         parser.add_argument("--conflation-ms", type=int, default=settings.MARKETDATA_CONFLATION_MS, help="Broadcast window per symbol.")
+        parser.add_argument(
+            "--sandbox",
+            type=sandbox_name,
+            metavar="NAME",
+            help="Publish into replay session NAME (its own channels, ?session=NAME) instead of the live ones: "
+            "no quotes, candles or portfolio history stored, no tape for record_feed. Safe on a production install.",
+        )
         parser.add_argument("--no-progress", action="store_true", help="No progress bar (it shows only on a terminal anyway).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        sandbox: str = options["sandbox"] or ""
+        if sandbox and options["create_instruments"]:
+            raise CommandError("--sandbox writes nothing to the database: --create-instruments cannot go with it")
         format_options = option_pairs(options["option"])
         if options["symbol"]:
             format_options["symbol"] = options["symbol"]
@@ -97,10 +115,12 @@ class Command(BaseCommand):
             )
         except (FeedError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
-        worker = worker_build(feed=replay, conflation_ms=options["conflation_ms"], symbols=symbols, replay=True)
+        worker = worker_build(feed=replay, conflation_ms=options["conflation_ms"], symbols=symbols, replay=True, sandbox=sandbox)
         pace = "max speed" if options["speed"] is None else f"×{options['speed']:g}"
         files = f"{len(sources)} file" + ("s" if len(sources) != 1 else "")
         self.stdout.write(f"replay_feed: {files} at {pace}, epoch {worker.hub.epoch}; Ctrl-C to stop")
+        if sandbox:
+            self.stdout.write(f"replay_feed: sandbox {sandbox}, nothing live touched; watch it at /market/<symbol>/?session={sandbox}")
         started = time.monotonic()
         try:
             stats = asyncio.run(until_stopped(lambda stop: self._run(worker, stop, progress=not options["no_progress"])))
