@@ -42,8 +42,11 @@ def line(kind: str, ts: str, **fields: Any) -> str:
 
 @pytest.fixture
 def recording(tmp_path: Path) -> Path:
-    """Three minutes of BTC-USD: a book, a quote and trades (the last minute left open)."""
-    path = tmp_path / "btc-day1.jsonl"
+    return write_recording(tmp_path / "btc-day1.jsonl")
+
+
+def write_recording(path: Path) -> Path:
+    """Three minutes of BTC-USD in native JSONL: a book, a quote and four trades (the last minute left open)."""
     lines = [
         line("book", "00:00:00.000000", bids=[["99", "1"], ["98", "2"]], asks=[["101", "1"], ["102", "3"]], update_id=1),
         line("quote", "00:00:01.000000", bid="99", ask="101"),
