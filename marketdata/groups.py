@@ -2,7 +2,8 @@
 
 Channels accepts group names of `[A-Za-z0-9._-]` under 100 characters; the only
 channel-layer groups left are per user (ledger changes). Prices and every other
-market message travel on the hub's Redis channels, one per symbol.
+market message travel on the hub's Redis channels, one per stream (`market_key`: a symbol, or a
+symbol in a replay session).
 """
 
 from __future__ import annotations
