@@ -176,6 +176,9 @@ MARKET_WS_SEND_BUFFER_BYTES = env_int("MARKET_WS_SEND_BUFFER_BYTES", 1_048_576, 
 MARKET_WS_SLOW_SECONDS = env_int("MARKET_WS_SLOW_SECONDS", 5, minimum=1)
 # Messages kept per market channel for `resume` (a capped Redis stream each).
 MARKET_HISTORY_LENGTH = env_int("MARKET_HISTORY_LENGTH", 1000, minimum=10)
+# A replay sandbox's Redis keys (`replay_feed --sandbox`: its history and snapshots) expire this long
+# after its last write, so abandoned sessions do not fill Redis.
+MARKETDATA_SANDBOX_TTL_SECONDS = env_int("MARKETDATA_SANDBOX_TTL_SECONDS", 86400, minimum=60)
 
 LOGGING = {
     "version": 1,

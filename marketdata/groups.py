@@ -2,7 +2,8 @@
 
 Channels accepts group names of `[A-Za-z0-9._-]` under 100 characters; the only
 channel-layer groups left are per user (ledger changes). Prices and every other
-market message travel on the hub's Redis channels, one per symbol.
+market message travel on the hub's Redis channels, one per stream (`market_key`: a symbol, or a
+symbol in a replay session).
 """
 
 from __future__ import annotations
@@ -10,23 +11,31 @@ from __future__ import annotations
 PORTFOLIO_RELOAD_EVENT = "portfolio.reload"  # handled as `portfolio_reload`
 
 
-def live_channel(prefix: str, symbol: str) -> str:
-    """The Redis pub/sub channel of `symbol`'s market-channel messages (tickers, trades, candles, books).
+def market_key(symbol: str, session: str = "") -> str:
+    """The key of one symbol's stream of market messages: what one producer publishes under (`live_channel`), what
+    each server process's hub subscribes to, and what a producer's per-symbol lease is keyed by.
 
-    Not a channel-layer group: the worker publishes there and each server process's hub
-    (`marketdata.delivery.fanout`) subscribes. Redis channel names are binary-safe: the
-    symbol goes in as it is.
+    Live: the symbol itself ("BTC-USD"). A replay session (`replay_feed --sandbox day1`):
+    "BTC-USD?session=day1", so a sandbox replay never shares a stream, or a lease, with
+    the live producer of the symbol. (Spelled as the session's channel names end:
+    `marketdata.api.channels.session_suffix`.)
     """
     if not symbol:
         raise ValueError("symbol must not be empty")
-    return f"{prefix}:live:{symbol}"
+    return f"{symbol}?session={session}" if session else symbol
 
 
-def producer_key(symbol: str) -> str:
-    """What one producer owns and publishes under: a symbol's live channel, history and lease are keyed by it."""
-    if not symbol:
+def live_channel(prefix: str, key: str) -> str:
+    """The Redis pub/sub channel of one stream's market-channel messages (tickers, trades, candles, books).
+
+    `key` is the stream's `market_key`: a symbol, or a symbol in a replay session. Not a
+    channel-layer group: the worker publishes there and each server process's hub
+    (`marketdata.delivery.fanout`) subscribes. Redis channel names are binary-safe: the
+    key goes in as it is.
+    """
+    if not key:
         raise ValueError("symbol must not be empty")
-    return symbol
+    return f"{prefix}:live:{key}"
 
 
 def lease_key(prefix: str, key: str) -> str:

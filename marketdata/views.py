@@ -7,12 +7,13 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from marketdata import services
+from marketdata.api.channels import session_check
 from marketdata.events import to_epoch_ms
 from marketdata.models import ApiToken, Instrument, Quote
 from marketdata.selectors import tokens_for_user
@@ -91,14 +92,24 @@ def instrument(request: SignedInRequest, symbol: str) -> HttpResponse:
 
     `symbol` is the instrument's own symbol, slashes and carets included (EUR/USD, ^GSPC); anything else is a 404.
     The page opens on the stored quote, so it shows a price before the socket's first snapshot.
+
+    `?session=NAME`: follow that replay session (`replay_feed --sandbox NAME`) instead of the live market: the
+    session's channels only, and no stored quote (that is the live market's), so nothing live is mixed in. A
+    session nobody replays (yet) shows no data; a malformed name is a 400.
     """
     instrument = get_object_or_404(Instrument, symbol=symbol)
+    session = request.GET.get("session")
+    if session is not None:
+        try:
+            session_check(session)
+        except ValueError as exc:
+            return HttpResponseBadRequest(f"?session=: {exc}", content_type="text/plain; charset=utf-8")
     try:
         quote: Quote | None = instrument.quote
     except Quote.DoesNotExist:
         quote = None
     stored = None
-    if quote is not None:
+    if quote is not None and session is None:
         stored = {
             "last": wire(quote.price),
             "bid": None if quote.bid is None else wire(quote.bid),
@@ -113,6 +124,7 @@ def instrument(request: SignedInRequest, symbol: str) -> HttpResponse:
             "instrument": instrument,
             "reference_label": "24 h ago" if instrument.always_open else "Previous close",
             "book_depth": INSTRUMENT_BOOK_DEPTH,
+            "session": session,
             "market_config": {
                 "url": MARKET_WS_PATH,
                 "symbol": instrument.symbol,
@@ -124,6 +136,7 @@ def instrument(request: SignedInRequest, symbol: str) -> HttpResponse:
                 "depth": INSTRUMENT_BOOK_DEPTH,
                 "throttleMs": INSTRUMENT_THROTTLE_MS,
                 "quote": stored,
+                "session": session,
             },
         },
     )

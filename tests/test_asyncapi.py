@@ -396,8 +396,14 @@ def test_every_object_schema_is_closed(doc: dict[str, Any]) -> None:
 def test_the_schemas_refuse_what_the_docs_refuse(doc: dict[str, Any]) -> None:
     subscribe = validator(doc, payload_pointer(doc, "subscribe"))
     assert subscribe.is_valid({"op": "subscribe", "channels": ["candles:BTC-USD@1m", "portfolio:12", "portfolio"]})
+    assert subscribe.is_valid(
+        {"op": "subscribe", "channels": ["ticker:BTC-USD?session=day1", "book:EUR/USD@depth=1?session=2025-11-03_fx"]}
+    )
     for bad in (["tickr:BTC-USD"], ["book:BTC-USD@depth=5"], ["candles:BTC-USD@5m"], "ticker:BTC-USD", [1], ["portfolio:0"]):
         assert not subscribe.is_valid({"op": "subscribe", "channels": bad}), bad
+    for bad_session in ("?session=Day1", "?session=", "?s=day1", "?session=day1&x", "?session=" + "a" * 33):
+        assert not subscribe.is_valid({"op": "subscribe", "channels": [f"ticker:BTC-USD{bad_session}"]}), bad_session
+    assert not subscribe.is_valid({"op": "subscribe", "channels": ["portfolio?session=day1"]})
     assert not subscribe.is_valid({"op": "subscribe", "channels": [], "throttle_ms": 60001})
     resumed = validator(doc, payload_pointer(doc, "resumed"))
     assert not resumed.is_valid({"type": "resumed", "ch": "ticker:X", "recovered": True, "epoch": "1", "seq": 3})  # no from_seq
@@ -516,9 +522,10 @@ def _decimal(text: str | None) -> Decimal | None:
     return None if text is None else D(text)
 
 
-def market_windows() -> list[dict[str, list[Frame]]]:
-    """The feed worker's messages for BTC-USD over four windows: every kind of market channel, a closed minute."""
-    w = Window()
+def market_windows(session: str = "") -> list[dict[str, list[Frame]]]:
+    """The feed worker's messages for BTC-USD over four windows: every kind of market channel, a closed minute
+    (of a replay session's channels, with `session`)."""
+    w = Window(session=session)
     book = snapshot("BTC-USD", (("99", "1"), ("98.5", "2.50")), (("101", "1"),), at=1)
     windows = [
         w(book, trade("BTC-USD", "100", at=2, size="0.5"), trade("BTC-USD", "100.5", at=3, size="0.25", side=None)),
@@ -536,7 +543,7 @@ def test_the_market_and_portfolio_frames_the_code_builds_fit_the_document(doc: d
     dashboard = frame_checker(doc, "dashboard")
     # Market channels: the worker's messages, and throttled merges of consecutive ones.
     last: dict[str, Frame] = {}
-    for window in market_windows():
+    for window in market_windows() + market_windows(session="day1"):
         for message in (m for messages in window.values() for m in messages):
             assert not (errors := problems(update, {"type": "update", **message})), (message, errors)
             if message["ch"] in last:
@@ -544,6 +551,7 @@ def test_the_market_and_portfolio_frames_the_code_builds_fit_the_document(doc: d
                 assert not (errors := problems(update, {"type": "update", **merged})), (merged, errors)
             last[message["ch"]] = message
     assert {channel_parse(ch).kind for ch in last} == {"ticker", "trades", "candles", "book"}
+    assert {channel_parse(ch).session for ch in last} == {"", "day1"}
     # Ticker data with a reference, a zero reference, and from a replayed session.
     for reference, replay in ((D("87350"), False), (D(0), False), (D("99.9"), True)):
         tick = PriceUpdate("X", 1, "e1", D("87648.2"), D("87648.1"), None, ms(1), "test", 1, reference=reference, replay=replay)

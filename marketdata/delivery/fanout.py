@@ -1,7 +1,9 @@
 """Fan-out of the market channels inside one server process: one hub per process, one outbox per socket.
 
 **The hub.** The feed worker publishes each symbol's messages of a window once, as one
-orjson payload on the Redis pub/sub channel `{prefix}:live:{symbol}` (`streams.publish_market`).
+orjson payload on the Redis pub/sub channel `{prefix}:live:{key}` (`streams.publish_market`),
+`key` being the stream's `groups.market_key`: the symbol, or `SYM?session=NAME` for a
+replay session's channels (`replay_feed --sandbox`), which are a stream of their own.
 In a server process, one `LocalHub` (per event loop, so one per daphne or uvicorn worker)
 keeps ONE Redis connection. It subscribes to a symbol's channel while at least one local
 sink (a `/ws/v1/market` connection) holds one of that symbol's market channels, reference
@@ -126,9 +128,9 @@ class HubStats:
 
 @dataclass(eq=False)
 class _Topic:
-    """One symbol's Redis channel and the local sinks of each of its market channels."""
+    """One stream's Redis channel and the local sinks of each of its market channels."""
 
-    symbol: str
+    symbol: str  # the stream's market key: the symbol, or SYM?session=NAME
     key: bytes
     routes: dict[str, dict[Sink, None]] = field(default_factory=dict)  # market channel → sinks (ordered set)
     ready: asyncio.Future[None] | None = None  # resolved when Redis confirmed the SUBSCRIBE; None: in-process
@@ -162,12 +164,13 @@ class LocalHub:
 
     # -- maps ---------------------------------------------------------------------------------
 
-    def key(self, symbol: str) -> bytes:
+    def key(self, stream: str) -> bytes:
+        """The Redis channel of a stream (`groups.market_key`: a symbol, or a symbol in a replay session)."""
         prefix = self.redis[1] if self.redis is not None else ""
-        return groups.live_channel(prefix, symbol).encode()
+        return groups.live_channel(prefix, stream).encode()
 
     def symbols(self) -> set[str]:
-        """The symbols this process is subscribed to (or subscribing to)."""
+        """The streams this process is subscribed to (or subscribing to): symbols, and SYM?session=NAME for sessions."""
         return {topic.symbol for topic in self._topics.values()}
 
     def sinks(self, channel: str | None = None) -> set[Sink]:
@@ -193,8 +196,8 @@ class LocalHub:
         """
         added: list[tuple[_Topic, str]] = []
         waits: set[asyncio.Future[None]] = set()
-        for name, symbol in [(name, channel_parse(name).symbol) for name in channels]:  # all checked before any is taken
-            topic = self._topic(symbol)
+        for name, stream in [(name, channel_parse(name).market_key) for name in channels]:  # all checked before any is taken
+            topic = self._topic(stream)
             sinks = topic.routes.setdefault(name, {})
             if sink not in sinks:
                 sinks[sink] = None
@@ -215,15 +218,15 @@ class LocalHub:
     def unsubscribe(self, sink: Sink, channels: Iterable[str]) -> None:
         """Stop delivering these channels to `sink` (channels it does not hold are ignored). Never waits."""
         for name in channels:
-            topic = self._topics.get(self.key(channel_parse(name).symbol))
+            topic = self._topics.get(self.key(channel_parse(name).market_key))
             if topic is not None:
                 self._drop(topic, name, sink)
 
-    def _topic(self, symbol: str) -> _Topic:
-        key = self.key(symbol)
+    def _topic(self, stream: str) -> _Topic:
+        key = self.key(stream)
         topic = self._topics.get(key)
         if topic is None:
-            topic = self._topics[key] = _Topic(symbol, key)
+            topic = self._topics[key] = _Topic(stream, key)
             if self.redis is not None:
                 topic.ready = asyncio.get_running_loop().create_future()
                 self._queue.put_nowait(("SUBSCRIBE", key, topic.ready))
@@ -247,9 +250,9 @@ class LocalHub:
 
     # -- delivering ---------------------------------------------------------------------------
 
-    def publish_local(self, symbol: str, payload: bytes) -> None:
-        """The in-process fallback: a payload as the worker publishes it, delivered without Redis."""
-        self._on_payload(self.key(symbol), payload)
+    def publish_local(self, stream: str, payload: bytes) -> None:
+        """The in-process fallback: a payload as the worker publishes it (on a `groups.market_key`), delivered without Redis."""
+        self._on_payload(self.key(stream), payload)
 
     def _on_payload(self, key: bytes, payload: bytes) -> None:
         topic = self._topics.get(key)

@@ -23,6 +23,12 @@ Redis layout, `{prefix}` being the channel layer's prefix:
                               book: "data" = the full top N; candles: "open" (the open candle or null) and
                               "closed" (the last RECENT_CLOSED closed candles, to bridge the database's lag).
 
+A replay session's channels (`?session=NAME`, `replay_feed --sandbox`) are keyed by
+their full names like any other, and their keys expire MARKETDATA_SANDBOX_TTL_SECONDS
+after the session's last write to them, so an abandoned session does not stay in Redis.
+Their candles snapshots hold the session's own candles only: the database holds the
+live ones, and a sandbox never stores any there.
+
 A window is written in one MULTI/EXEC pipeline, so readers see all of it or
 none of it: a book or candles snapshot key always matches its stream's head.
 (MULTI is atomic, not all-or-nothing: a command Redis refuses inside it, such as
@@ -67,7 +73,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from marketdata import selectors
-from marketdata.api.channels import Channel, channel_parse
+from marketdata.api.channels import Channel, channel_parse, in_session
 from marketdata.delivery import streams
 from marketdata.events import PriceUpdate, to_epoch_ms
 from marketdata.worker.market import checksum, ticker_price, wire
@@ -225,13 +231,16 @@ def _db_candles(symbol: str) -> list[dict[str, Any]]:
     ]
 
 
-async def _candles(symbol: str, record: Message | None) -> list[dict[str, Any]]:
-    """The last SNAPSHOT_CANDLES closed candles (the database's, and the store's recent ones over them), then the open one."""
-    try:
-        stored = await database_sync_to_async(_db_candles)(symbol)
-    except Exception:
-        log.exception("could not read the stored candles of %s; the snapshot has only the recent ones", symbol)
-        stored = []
+async def _candles(channel: Channel, record: Message | None) -> list[dict[str, Any]]:
+    """The last SNAPSHOT_CANDLES closed candles (the database's, and the store's recent ones over them), then the open one.
+
+    A replay session's: its own recent ones only (the database's are the live market's)."""
+    stored = []
+    if not channel.session:
+        try:
+            stored = await database_sync_to_async(_db_candles)(channel.symbol)
+        except Exception:
+            log.exception("could not read the stored candles of %s; the snapshot has only the recent ones", channel.symbol)
     by_start = {c["start"]: c for c in stored}
     open_candle = None
     if record is not None:
@@ -335,7 +344,7 @@ class MemoryMarketStore:
             latest = [json.loads(text) for _, _, text in reversed(list(history)[-SNAPSHOT_TRADES:])]
         state = self._states.get(parsed.name)
         record = json.loads(_dumps(state.record(parsed.name, parsed.kind))) if state is not None else None
-        candles = await _candles(parsed.symbol, record) if parsed.kind == "candles" else None
+        candles = await _candles(parsed, record) if parsed.kind == "candles" else None
         return _snapshot(parsed, latest, record, candles)
 
     async def tickers(self, symbols: Iterable[str]) -> dict[str, Message]:
@@ -437,8 +446,12 @@ class RedisMarketStore:
                     state = self._states[channel] = _State(epoch)
                 state.apply(kind, message)
                 records[channel] = _dumps(state.record(channel, kind))
+        sandbox_ttl = settings.MARKETDATA_SANDBOX_TTL_SECONDS
         for channel, record in records.items():
-            pipe.set(self.snapshot_key(channel), record)
+            pipe.set(self.snapshot_key(channel), record, ex=sandbox_ttl if in_session(channel) else None)
+        for channel in touched:
+            if in_session(channel):  # a replay session's: gone some time after its last write
+                pipe.expire(self.history_key(channel), sandbox_ttl)
         try:
             await pipe.execute()
         except BaseException:
@@ -477,7 +490,7 @@ class RedisMarketStore:
         else:
             text = await self.client.get(self.snapshot_key(parsed.name))
             record = json.loads(text) if text else None
-        candles = await _candles(parsed.symbol, record) if parsed.kind == "candles" else None
+        candles = await _candles(parsed, record) if parsed.kind == "candles" else None
         return _snapshot(parsed, latest, record, candles)
 
     async def tickers(self, symbols: Iterable[str]) -> dict[str, Message]:

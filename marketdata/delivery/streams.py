@@ -70,29 +70,33 @@ async def unsubscribe_user(channel_name: str, user_id: int) -> None:
     await _layer().group_discard(groups.user_group(user_id), channel_name)
 
 
-async def publish_market(symbol: str, messages: Sequence[Message]) -> None:
+async def publish_market(symbol: str, messages: Sequence[Message], *, session: str = "") -> None:
     """One symbol's market-channel messages of one window, in seq order per channel, encoded once.
 
     The worker appends them to the history (`marketdata.delivery.history`) first, so a
     consumer that subscribed and then read the history sees no hole (it drops what it already has by seq).
+    `session`: they are a replay session's (`?session=NAME` channels), published on that session's stream.
     """
-    await publish_market_window({symbol: messages})
+    await publish_market_window({symbol: messages}, session=session)
 
 
-async def publish_market_window(window: Mapping[str, Sequence[Message]], fences: Mapping[str, int] | None = None) -> None:
-    """`publish_market` for every symbol of a window: one PUBLISH each, in one round trip.
-    `fences`: the publisher's fencing token per symbol (`marketdata.worker.leases`), carried in each payload."""
+async def publish_market_window(
+    window: Mapping[str, Sequence[Message]], fences: Mapping[str, int] | None = None, *, session: str = ""
+) -> None:
+    """`publish_market` for every symbol of a window: one PUBLISH each (on `groups.market_key(symbol, session)`), in one
+    round trip. `fences`: the publisher's fencing token per symbol (`marketdata.worker.leases`), carried in each payload."""
     fences = fences or {}
     redis = _redis()
     if redis is None:
         hub = market_hub()
         for symbol, messages in window.items():
-            hub.publish_local(symbol, fanout.encode_payload(messages, fences.get(symbol)))
+            hub.publish_local(groups.market_key(symbol, session), fanout.encode_payload(messages, fences.get(symbol)))
         return
     client, prefix = redis
     async with client.pipeline(transaction=False) as pipe:
         for symbol, messages in window.items():
-            pipe.publish(groups.live_channel(prefix, symbol), fanout.encode_payload(messages, fences.get(symbol)))
+            payload = fanout.encode_payload(messages, fences.get(symbol))
+            pipe.publish(groups.live_channel(prefix, groups.market_key(symbol, session)), payload)
         await pipe.execute()
 
 

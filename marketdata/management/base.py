@@ -6,7 +6,7 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.management.base import CommandError
@@ -18,6 +18,7 @@ from marketdata.feeds import Feed
 from marketdata.symbols import SymbolMap
 from marketdata.worker.leases import Leases, holder_name
 from marketdata.worker.loop import MinuteHook, Worker
+from marketdata.worker.references import References
 
 T = TypeVar("T")
 
@@ -33,8 +34,19 @@ def conflation_seconds(milliseconds: int) -> float:
     return milliseconds / 1000
 
 
+async def _store_nothing(_items: object) -> int:
+    return 0
+
+
 def worker_build(
-    *, feed: Feed, conflation_ms: int, command: str, symbols: SymbolMap | None = None, replay: bool = False, takeover: bool = False
+    *,
+    feed: Feed,
+    conflation_ms: int,
+    command: str,
+    symbols: SymbolMap | None = None,
+    replay: bool = False,
+    takeover: bool = False,
+    sandbox: str = "",
 ) -> Worker:
     """A worker publishing `feed` the way every feed is published: same hub, stores, hooks and tape.
 
@@ -42,23 +54,39 @@ def worker_build(
     With a Redis channel layer the worker holds a lease per symbol (`marketdata.worker.leases`):
     a replay stops when another producer holds one of its symbols (unless `takeover`); a live
     worker (`run_feeds`) stands by for such a symbol and takes it when the other stops.
+
+    `sandbox`: publish into that replay session instead (`replay_feed --sandbox NAME`), touching no live
+    state: its own channels, streams, history and leases (`?session=NAME`), and no quotes, candles or
+    portfolio history in the database, no tape for `record_feed`, no day-change reference from the
+    stored candles (only from the minutes the session itself replays).
     """
     leases = None
     if streams.redis_target() is not None:
-        leases = Leases(holder=holder_name(command), ttl=float(settings.MARKETDATA_LEASE_TTL_SECONDS))
+        # A session's fence counters expire with the rest of its keys.
+        fence_expiry = settings.MARKETDATA_SANDBOX_TTL_SECONDS if sandbox else 0
+        leases = Leases(holder=holder_name(command), ttl=float(settings.MARKETDATA_LEASE_TTL_SECONDS), fence_expiry=fence_expiry)
+    common: dict[str, Any] = {
+        "feed": feed,
+        "conflation": conflation_seconds(conflation_ms),
+        "quote_flush": float(settings.MARKETDATA_QUOTE_FLUSH_SECONDS),
+        "replay": replay,
+        "symbols": symbols,
+        "event_time": replay,
+        "leases": leases,
+        "takeover": takeover,
+        "standby": not replay,
+    }
+    if sandbox:
+        references = References(selectors.references_load(now=datetime.now(UTC)).markets)
+        nothing = _store_nothing
+        return Worker(
+            **common, references=references, store_quotes=nothing, store_candles=nothing, prune_candles=nothing, tape=False, session=sandbox
+        )
     return Worker(
-        feed=feed,
-        conflation=conflation_seconds(conflation_ms),
-        quote_flush=float(settings.MARKETDATA_QUOTE_FLUSH_SECONDS),
+        **common,
         references=selectors.references_load(now=datetime.now(UTC)),
         minute_hooks=minute_hooks(),
         retention=timedelta(days=settings.HISTORY_RETENTION_DAYS),
-        replay=replay,
-        symbols=symbols,
-        event_time=replay,
-        leases=leases,
-        takeover=takeover,
-        standby=not replay,
     )
 
 

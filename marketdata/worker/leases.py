@@ -18,7 +18,7 @@ each symbol's fence counter under WATCH and writes nothing if a newer token was
 handed out (`history.Fenced`), and each server's hub drops payloads whose token is lower
 than one it has already seen for the symbol (`marketdata.delivery.fanout`).
 
-`key` is the symbol's publishing key (`groups.producer_key`): the symbol, or the
+`key` is the symbol's stream key (`groups.market_key`): the symbol, or the
 symbol within a sandbox session, whose lease is apart from the live one.
 """
 
@@ -39,22 +39,26 @@ from marketdata.delivery import streams
 
 log = logging.getLogger(__name__)
 
-# KEYS: lease, fence. ARGV: holder, ttl ms, takeover (1/0). → {token, ""} when taken, {0, "<token> <holder>"} when refused.
+# KEYS: lease, fence. ARGV: holder, ttl ms, takeover (1/0), fence expiry s (0: never).
+# → {token, ""} when taken, {0, "<token> <holder>"} when refused.
 _ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
 if current and ARGV[3] ~= '1' then return {0, current} end
 local token = redis.call('INCR', KEYS[2])
+if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
 redis.call('SET', KEYS[1], token .. ' ' .. ARGV[1], 'PX', ARGV[2])
 return {token, current or ''}
 """
 
-# KEYS: lease, fence. ARGV: token, holder, ttl ms. → "" while held, else what holds it now ("" → "-" when nobody).
+# KEYS: lease, fence. ARGV: token, holder, ttl ms, fence expiry s (0: never).
+# → "" while held, else what holds it now ("-" when nobody).
 # A lease that expired while nobody took it is taken back, since no newer token exists.
 _RENEW = """
 local mine = ARGV[1] .. ' ' .. ARGV[2]
 local current = redis.call('GET', KEYS[1])
 if current == mine or (not current and redis.call('GET', KEYS[2]) == ARGV[1]) then
   redis.call('SET', KEYS[1], mine, 'PX', ARGV[3])
+  if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
   return ''
 end
 return current or '-'
@@ -102,11 +106,14 @@ class Leases:
     event loop (a client belongs to one loop, and the worker's loop starts after it is built).
     """
 
-    def __init__(self, *, holder: str, ttl: float, redis: tuple[aioredis.Redis, str] | None = None) -> None:
+    def __init__(self, *, holder: str, ttl: float, redis: tuple[aioredis.Redis, str] | None = None, fence_expiry: int = 0) -> None:
+        """`fence_expiry`: seconds the fence counters outlive the last renewal (a replay session's keys expire);
+        0 keeps them for good, so tokens only ever grow."""
         if ttl <= 0:
             raise ValueError("a lease TTL must be positive")
         self.holder = holder
         self.ttl = ttl
+        self.fence_expiry = fence_expiry
         self.tokens: dict[str, int] = {}  # key → the token this worker holds it with
         self._redis = redis
         self._scripts: tuple[aioredis.Redis, dict[str, Any]] | None = None  # registered on this client
@@ -143,7 +150,9 @@ class Leases:
         for key in keys:
             if key in self.tokens:
                 continue
-            token, current = await self._script("acquire")(keys=self._keys(key), args=[self.holder, self.ttl_ms, int(takeover)])
+            token, current = await self._script("acquire")(
+                keys=self._keys(key), args=[self.holder, self.ttl_ms, int(takeover), self.fence_expiry]
+            )
             if token:
                 self.tokens[key] = int(token)
                 if current:
@@ -157,7 +166,7 @@ class Leases:
         """Extend every lease held; the ones that are gone (taken over, or expired and taken) are dropped and returned."""
         lost = []
         for key, token in list(self.tokens.items()):
-            current = await self._script("renew")(keys=self._keys(key), args=[token, self.holder, self.ttl_ms])
+            current = await self._script("renew")(keys=self._keys(key), args=[token, self.holder, self.ttl_ms, self.fence_expiry])
             if current:
                 del self.tokens[key]
                 lost.append(Lost(key, "" if current == "-" else _holder(current)))

@@ -60,7 +60,7 @@ from types import MappingProxyType
 
 from channels.db import database_sync_to_async
 
-from marketdata import services
+from marketdata import groups, services
 from marketdata.delivery import streams
 from marketdata.delivery.history import Fenced, MarketStore, market_store
 from marketdata.events import EPOCH, Candle, MarketEvent, PriceUpdate
@@ -156,6 +156,7 @@ class Worker:
         leases: Leases | None = None,
         takeover: bool = False,
         standby: bool = False,
+        session: str = "",
     ) -> None:
         """`retention`: candles older than this (in event time) are deleted, hourly; None keeps them.
         `replay`: updates are marked as replayed. `symbols`: instruments it creates (--create-instruments)
@@ -163,7 +164,9 @@ class Worker:
         `market_history`: the market channels' store (default `market_store()`).
         `event_time`: windows on event time (replays), not the wall clock (live feeds).
         `leases`: publish a symbol only while holding its lease; `takeover` takes leases others hold,
-        `standby` waits for them instead of stopping with LeaseRefused."""
+        `standby` waits for them instead of stopping with LeaseRefused.
+        `session`: publish on that replay session's channels (`ticker:SYM?session=NAME`, ...) and streams, not the
+        live ones (the stores, hooks and tape are the caller's to turn off: `management.base.worker_build`)."""
         self.feed = feed
         self.conflation = conflation
         self.event_time = event_time
@@ -177,10 +180,12 @@ class Worker:
         self.standby = standby
         self._held: set[str] = set()  # symbols whose lease this worker holds
         self._waiting: dict[str, str] = {}  # symbols another producer holds → who (standby retries them)
+        self._keys: dict[str, str] = {}  # symbol → its lease key (`groups.market_key`), and back
+        self._symbols: dict[str, str] = {}
         self.quote_flush = quote_flush
         self.references = references if references is not None else References()
         self.hub = Hub(epoch=epoch or new_epoch(), references=self.references, replay=replay)
-        self.market = MarketBuilder(epoch=self.hub.epoch)
+        self.market = MarketBuilder(epoch=self.hub.epoch, session=session)
         self._market_history = market_history
         self.store_quotes = store_quotes or database_sync_to_async(services.quotes_store)
         self.minute_hooks = list(minute_hooks)
@@ -272,15 +277,27 @@ class Worker:
         assert self.leases is not None
         if symbol in self._waiting or symbol in self.stats.lost:
             return False
-        refused = await self.leases.acquire([symbol], takeover=self.takeover)
-        if symbol in self.leases.tokens:
+        key = self._key(symbol)
+        refused = await self.leases.acquire([key], takeover=self.takeover)
+        if key in self.leases.tokens:
             self._held.add(symbol)
             return True
         if not self.standby:
             raise LeaseRefused(refused)
-        self._waiting[symbol] = refused[symbol]
-        log.warning("%s is published by %s: standing by, and taking over when its lease ends", symbol, refused[symbol])
+        self._waiting[symbol] = refused[key]
+        log.warning("%s is published by %s: standing by, and taking over when its lease ends", key, refused[key])
         return False
+
+    def _key(self, symbol: str) -> str:
+        """What a symbol is leased and published under: itself, or itself within the replay session."""
+        key = self._keys.get(symbol)
+        if key is None:
+            key = self._keys[symbol] = groups.market_key(symbol, self.market.session)
+            self._symbols[key] = symbol
+        return key
+
+    def _symbol(self, key: str) -> str:
+        return self._symbols[key]
 
     async def _keep_leases(self) -> None:
         """Renew the leases every third of their TTL: notice the ones lost, and (standby) take the ones freed."""
@@ -289,10 +306,10 @@ class Worker:
             await asyncio.sleep(self.leases.ttl / 3)
             try:
                 for lost in await self.leases.renew():
-                    self._lose(lost.key, lost.holder or "nobody (it expired)")
+                    self._lose(self._symbol(lost.key), lost.holder or "nobody (it expired)")
                 if self._waiting:
-                    await self.leases.acquire(list(self._waiting))
-                    for symbol in [s for s in self._waiting if s in self.leases.tokens]:
+                    await self.leases.acquire([self._key(symbol) for symbol in self._waiting])
+                    for symbol in [s for s in self._waiting if self._key(s) in self.leases.tokens]:
                         log.warning("%s: the lease of %s ended; publishing it now", symbol, self._waiting.pop(symbol))
                         self._held.add(symbol)
             except Exception:
@@ -408,22 +425,23 @@ class Worker:
         leases = self.leases
         while True:
             if leases is not None:
-                window = {symbol: messages for symbol, messages in window.items() if symbol in leases.tokens}
+                window = {symbol: messages for symbol, messages in window.items() if self._key(symbol) in leases.tokens}
             messages = [message for symbol_messages in window.values() for message in symbol_messages]
             try:
-                await self._market_history.append(messages, fence=None if leases is None else leases.fence(window))
+                await self._market_history.append(messages, fence=None if leases is None else leases.fence(map(self._key, window)))
             except Fenced as fenced:
                 assert leases is not None
                 leases.forget(fenced.keys)
-                for symbol in fenced.keys:
-                    self._lose(symbol, await leases.holder_of(symbol) or "a producer whose lease has ended")
+                for key in fenced.keys:
+                    self._lose(self._symbol(key), await leases.holder_of(key) or "a producer whose lease has ended")
                 continue  # write the rest: each round drops at least one symbol
             except Exception:
                 self.stats.market_store_errors += 1
                 log.exception("could not write %d market messages to the history; publishing them all the same", len(messages))
             break
         if window:
-            await streams.publish_market_window(window, None if leases is None else {s: leases.tokens[s] for s in window})
+            fences = None if leases is None else {symbol: leases.tokens[self._key(symbol)] for symbol in window}
+            await streams.publish_market_window(window, fences, session=self.market.session)
             self.stats.market_messages += len(messages)
 
     async def flush_quotes(self) -> None:

@@ -33,7 +33,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from marketdata.api.channels import BOOK_DEPTHS, CHECKSUM_LEVELS, book_checksum
+from marketdata.api.channels import BOOK_DEPTHS, CHECKSUM_LEVELS, book_checksum, in_session, session_suffix
 from marketdata.events import Candle, Level, PriceUpdate, Trade, from_epoch_ms, to_epoch_ms
 from marketdata.worker.hub import Hub
 from marketdata.worker.references import minute_of
@@ -97,6 +97,8 @@ def ticker_price(message: Message) -> PriceUpdate:
         kind, _, symbol = channel.partition(":")
         if kind != "ticker" or not symbol:
             raise ValueError(f"{channel!r} is not a ticker channel")
+        if in_session(channel):
+            raise ValueError(f"{channel!r} is a replay session's: it prices no portfolio")
         bid, ask, ref = data["bid"], data["ask"], data["ref"]
         return PriceUpdate(
             symbol=symbol,
@@ -135,12 +137,13 @@ def candle_data(candle: Candle, *, closed: bool) -> dict[str, Any]:
 class _Names:
     __slots__ = ("book", "candles", "ticker", "trades")
 
-    def __init__(self, symbol: str) -> None:
-        # As channels.Channel(...).name spells them.
-        self.ticker = f"ticker:{symbol}"
-        self.trades = f"trades:{symbol}"
-        self.candles = f"candles:{symbol}@1m"
-        self.book = {depth: f"book:{symbol}@depth={depth}" for depth in BOOK_DEPTHS}
+    def __init__(self, symbol: str, session: str = "") -> None:
+        # As channels.Channel(...).name spells them: a replay session's end in `?session=NAME`.
+        end = session_suffix(session)
+        self.ticker = f"ticker:{symbol}{end}"
+        self.trades = f"trades:{symbol}{end}"
+        self.candles = f"candles:{symbol}@1m{end}"
+        self.book = {depth: f"book:{symbol}@depth={depth}{end}" for depth in BOOK_DEPTHS}
 
 
 # The top N a book channel last sent: price → quantity per side.
@@ -152,11 +155,13 @@ class MarketBuilder:
 
     Call `minute_closed` when the hub closes a minute (`Hub.take_minute`), and
     `build` once per window after draining the hub; the closed-minute messages go
-    out with the next `build`.
+    out with the next `build`. `session`: name the channels of that replay session
+    (`ticker:SYM?session=NAME`, ...) instead of the live ones.
     """
 
-    def __init__(self, *, epoch: str) -> None:
+    def __init__(self, *, epoch: str, session: str = "") -> None:
         self.epoch = epoch
+        self.session = session
         self.seqs: dict[str, int] = {}  # channel → seq of its last message
         self._names: dict[str, _Names] = {}
         self._pending: dict[str, list[Message]] = {}  # closed-minute candle messages, per symbol, for the next build
@@ -167,7 +172,7 @@ class MarketBuilder:
     def names(self, symbol: str) -> _Names:
         names = self._names.get(symbol)
         if names is None:
-            names = self._names[symbol] = _Names(symbol)
+            names = self._names[symbol] = _Names(symbol, self.session)
         return names
 
     def _message(self, channel: str, ts: int, data: dict[str, Any]) -> Message:

@@ -6,6 +6,8 @@
 //   candles:SYM@1m      the last 120 closed minutes and the open one → the candlestick chart
 //   trades:SYM          the last 50 trades, then every trade → the tape
 //   book:SYM@depth=N    the top N levels, then changed levels + checksum → the depth view
+// With `config.session` (the page's ?session=NAME) the four are that replay session's channels
+// (`ticker:SYM?session=NAME`, ...) and nothing live: the server badges the page "Replay session NAME".
 // MarketClient (market-api.js) keeps every channel whole: it resumes after a reconnect,
 // closes gaps, checks the book's checksum. This file only draws what it hands over.
 //
@@ -117,11 +119,12 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
   const symbol = config.symbol;
   const currency = config.currency;
   const depth = Number(config.depth) || 10;
+  const session = config.session ? `?session=${config.session}` : "";
   const names = {
-    ticker: `ticker:${symbol}`,
-    trades: `trades:${symbol}`,
-    candles: `candles:${symbol}@1m`,
-    book: `book:${symbol}@depth=${depth}`,
+    ticker: `ticker:${symbol}${session}`,
+    trades: `trades:${symbol}${session}`,
+    candles: `candles:${symbol}@1m${session}`,
+    book: `book:${symbol}@depth=${depth}${session}`,
   };
   const money = (value, opts = {}) => formatMoney(value, currency, { keepPrecision: true, ...opts });
 
@@ -220,7 +223,8 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
     setText(ui.time, tickerTs ? formatClock(tickerTs) : "—");
     if (tickerTs) ui.time.title = new Date(tickerTs).toISOString();
     const badge = document.getElementById("replay-badge");
-    if (badge) badge.hidden = t.replay !== true;
+    // A session page wears its own badge: this one says that live prices come from a replay on the live path.
+    if (badge) badge.hidden = session !== "" || t.replay !== true;
   }
 
   function renderCandles() {

@@ -27,3 +27,12 @@ def test_live_channels_read_naturally() -> None:
     )
     with pytest.raises(ValueError, match="empty"):
         groups.live_channel("livefolio", "")
+
+
+def test_a_sandbox_stream_has_its_own_key_and_redis_channel_apart_from_the_live_one() -> None:
+    assert groups.market_key("BTC-USD") == "BTC-USD"
+    assert groups.market_key("BTC-USD", "day1") == "BTC-USD?session=day1"
+    assert groups.live_channel("lf", groups.market_key("BTC-USD", "day1")) != groups.live_channel("lf", "BTC-USD")
+    assert groups.market_key("BTC-USD", "day1") != groups.market_key("BTC-USD", "day2")
+    with pytest.raises(ValueError, match="empty"):
+        groups.market_key("", "day1")

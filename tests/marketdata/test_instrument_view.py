@@ -51,7 +51,37 @@ def test_the_page_names_the_instrument_and_configures_the_market_socket(
         "throttleMs": 250,
         # The stored quote, spelled as the market channels spell decimals, so the page opens on a price.
         "quote": {"last": "60000", "bid": None, "ask": None, "ref": None, "ts": 1767623400000},
+        "session": None,  # the live market
     }
+    assert 'data-testid="session-badge"' not in html
+
+
+def test_with_a_session_the_page_follows_that_replay_session_badged_and_without_the_live_quote(
+    client: Client, alice: Any, instruments: dict[str, Instrument]
+) -> None:
+    client.force_login(alice)
+
+    response = client.get("/market/BTC-USD/?session=day1")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'data-testid="session-badge"' in html and ">Replay session day1</span>" in html
+    assert '<a href="/market/BTC-USD/" data-testid="live-link">' in html
+    assert "<title>BTC-USD · replay day1 · Bitcoin · Livefolio</title>" in html
+    config = config_of(html)
+    # instrument.js names the session's channels from this; the stored quote is the live market's: not shown.
+    assert (config["session"], config["quote"], config["symbol"]) == ("day1", None, "BTC-USD")
+    assert 'data-login-url="/accounts/login/?next=/market/BTC-USD/%3Fsession%3Dday1"' in html
+
+
+@pytest.mark.parametrize("session", ["", "Day1", "a b", "x" * 33, "../live"])
+def test_a_malformed_session_name_is_a_bad_request(client: Client, alice: Any, instruments: dict[str, Instrument], session: str) -> None:
+    client.force_login(alice)
+
+    response = client.get("/market/BTC-USD/", {"session": session})
+
+    assert response.status_code == 400
+    assert "is not a session name" in response.content.decode()
 
 
 def test_a_market_that_closes_measures_the_day_against_the_previous_close(

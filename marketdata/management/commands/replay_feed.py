@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from marketdata import selectors
+from marketdata.api.channels import session_check
 from marketdata.feeds.files import EXCHANGE, RECEIVE, FeedError, FileSource, Problems, clock_summary
 from marketdata.feeds.registry import file_sources, formats
 from marketdata.management.base import symbols_wanted, until_stopped, worker_build
@@ -45,6 +46,13 @@ def instant(value: str | None, flag: str) -> datetime | None:
     except ValueError:
         raise CommandError(f"{flag} {value!r} is not an ISO 8601 time such as 2026-01-01T00:05:00Z") from None
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def sandbox_name(value: str) -> str:
+    try:
+        return session_check(value)
+    except ValueError as exc:
+        raise CommandError(f"--sandbox: {exc}") from None
 
 
 def option_pairs(pairs: list[str]) -> dict[str, str]:
@@ -86,9 +94,19 @@ class Command(BaseCommand):
             action="store_true",
             help="Publish symbols another worker holds: it stops publishing them and its clients get a fresh snapshot.",
         )
+        parser.add_argument(
+            "--sandbox",
+            type=sandbox_name,
+            metavar="NAME",
+            help="Publish into replay session NAME (its own channels, ?session=NAME) instead of the live ones: "
+            "no quotes, candles or portfolio history stored, no tape for record_feed. Safe on a production install.",
+        )
         parser.add_argument("--no-progress", action="store_true", help="No progress bar (it shows only on a terminal anyway).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        sandbox: str = options["sandbox"] or ""
+        if sandbox and options["create_instruments"]:
+            raise CommandError("--sandbox writes nothing to the database: --create-instruments cannot go with it")
         format_options = option_pairs(options["option"])
         if options["symbol"]:
             format_options["symbol"] = options["symbol"]
@@ -118,10 +136,13 @@ class Command(BaseCommand):
             symbols=symbols,
             replay=True,
             takeover=options["takeover"],
+            sandbox=sandbox,
         )
         pace = "max speed" if options["speed"] is None else f"×{options['speed']:g}"
         files = f"{len(sources)} file" + ("s" if len(sources) != 1 else "")
         self.stdout.write(f"replay_feed: {files} at {pace}, epoch {worker.hub.epoch}; Ctrl-C to stop")
+        if sandbox:
+            self.stdout.write(f"replay_feed: sandbox {sandbox}, nothing live touched; watch it at /market/<symbol>/?session={sandbox}")
         started = time.monotonic()
         try:
             stats = asyncio.run(until_stopped(lambda stop: self._run(worker, stop, progress=not options["no_progress"])))

@@ -131,7 +131,8 @@ class Feed:
     async def live(self, *messages: Frame) -> None:
         """Live only (a duplicate, or one whose history write failed)."""
         for message in messages:
-            await streams.publish_market(channel_parse(message["ch"]).symbol, [message])
+            channel = channel_parse(message["ch"])
+            await streams.publish_market(channel.symbol, [message], session=channel.session)
 
     async def publish(self, *messages: Frame) -> None:
         """What the worker does: history first, then live."""

@@ -43,9 +43,9 @@ def delta(symbol: str, bids: tuple[tuple[str, str], ...] = (), asks: tuple[tuple
 class Window:
     """A hub and its builder, driven window by window as the worker does."""
 
-    def __init__(self, references: References | None = None) -> None:
+    def __init__(self, references: References | None = None, session: str = "") -> None:
         self.hub = Hub(epoch="e1", references=references)
-        self.builder = MarketBuilder(epoch="e1")
+        self.builder = MarketBuilder(epoch="e1", session=session)
 
     def __call__(self, *events: Any, minute: datetime | None = None) -> dict[str, list[Message]]:
         for event in events:
@@ -90,6 +90,21 @@ def test_seq_rises_by_one_per_message_on_each_channel_independently() -> None:
         "ticker:EUR/USD": [1, 2],
         "candles:EUR/USD@1m": [1, 2],
     }
+
+
+def test_a_sandbox_builder_names_its_session_channels_with_the_live_messages_otherwise_alike() -> None:
+    events: list[Any] = [
+        snapshot("BTC-USD", (("99", "1"),), (("101", "2"),), at=1),
+        trade("BTC-USD", "100", at=2),
+        Quote("BTC-USD", ms(3), D("99"), D("101"), "test"),
+    ]
+    live, sandbox = Window()(*events), Window(session="day1")(*events)
+    assert set(sandbox) == set(live) == {"BTC-USD"}  # keyed by symbol: the worker publishes them on the session's stream
+    assert [m["ch"] for m in sandbox["BTC-USD"]] == [f"{m['ch']}?session=day1" for m in live["BTC-USD"]]
+    assert [{**m, "ch": ""} for m in sandbox["BTC-USD"]] == [{**m, "ch": ""} for m in live["BTC-USD"]]
+    # A session's ticker prices no portfolio: it is not the market's price.
+    with pytest.raises(ValueError, match="replay session"):
+        ticker_price(on(sandbox, "ticker:BTC-USD?session=day1")[0])
 
 
 def test_a_quiet_window_builds_nothing() -> None:
