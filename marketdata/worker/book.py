@@ -48,7 +48,7 @@ BUFFER_LIMIT = 10_000
 class OrderBook:
     """One symbol's book: bids and asks as price → quantity, sorted by price."""
 
-    __slots__ = ("_asks", "_bids", "_buffer", "_synced", "_update_id", "needs_snapshot", "resyncs", "symbol")
+    __slots__ = ("_asks", "_bids", "_buffer", "_synced", "_update_id", "losses", "needs_snapshot", "resyncs", "symbol")
 
     def __init__(self, symbol: str, *, buffer_limit: int = BUFFER_LIMIT) -> None:
         self.symbol = symbol
@@ -58,7 +58,8 @@ class OrderBook:
         self._buffer: deque[BookDelta] = deque(maxlen=buffer_limit)
         self._synced = False
         self._update_id: int | None = None
-        self.resyncs = 0
+        self.losses = 0  # times it went out of sync (a gap, a crossed book, a reset by its source)
+        self.resyncs = 0  # times a snapshot brought it back after that
         # True when only a fresh snapshot can make the book valid. The caller may set it
         # back to False once it has asked the source for one; the book sets it again if
         # that snapshot turns out too old or sync is lost later.
@@ -107,7 +108,7 @@ class OrderBook:
     def reset(self) -> None:
         """Mark the book unsynced until the next snapshot (a source's own gap check failed)."""
         if self._synced:
-            self.resyncs += 1
+            self.losses += 1
             log.info("%s book reset by its source; waiting for a snapshot", self.symbol)
         self._synced = False
         self.needs_snapshot = True
@@ -147,6 +148,8 @@ class OrderBook:
         self._bids = _side(snapshot.bids)
         self._asks = _side(snapshot.asks)
         self._update_id = update_id
+        if self.losses > self.resyncs:
+            self.resyncs += 1
         self._synced = True
         self.needs_snapshot = False
         self._check_uncrossed()
@@ -200,7 +203,7 @@ class OrderBook:
     def _lose_sync(self, why: str) -> None:
         self._synced = False
         self.needs_snapshot = True
-        self.resyncs += 1
+        self.losses += 1
         log.warning("%s book out of sync: %s; unsynced until a new snapshot", self.symbol, why)
 
 

@@ -63,7 +63,7 @@ from channels.db import database_sync_to_async
 from marketdata import groups, services
 from marketdata.delivery import streams
 from marketdata.delivery.history import Fenced, MarketStore, market_store
-from marketdata.events import EPOCH, Candle, MarketEvent, PriceUpdate
+from marketdata.events import EPOCH, Candle, MarketEvent, PriceUpdate, Trade
 from marketdata.feeds import Feed, native
 from marketdata.symbols import SymbolMap
 from marketdata.worker.hub import Hub
@@ -116,6 +116,20 @@ class WorkerStats:
     lost: dict[str, str] = field(default_factory=dict)  # symbols whose lease was lost → who holds it now
     symbols: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
+
+    def faults(self, hub: Hub) -> str:
+        """What the data itself got wrong, over the run: trade-id checks and order-book syncs ("none" when clean)."""
+        checks = hub.checks
+        books = hub.books.values()
+        counts = {
+            "duplicate trades (dropped)": checks.duplicates,
+            f"trade id gaps ({checks.missing:,} ids missing)": checks.gaps,
+            "trades out of order": checks.out_of_order,
+            "backfill trades (left out)": checks.backfill,
+            "book syncs lost": sum(book.losses for book in books),
+            "book resyncs": sum(book.resyncs for book in books),
+        }
+        return ", ".join(f"{what} {count:,}" for what, count in counts.items() if count) or "none"
 
     def summary(self) -> str:
         elapsed = time.monotonic() - self.started
@@ -251,6 +265,9 @@ class Worker:
         async for event in self.feed:
             if leased and event.symbol not in self._held and not await self._lease(event.symbol):
                 self.stats.not_held[event.symbol] += 1
+                continue
+            if event.__class__ is Trade and event.backfill:
+                self.hub.apply(event)  # from before the session: only counted, in no window or minute
                 continue
             if event_time:
                 if self._window_end is None:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from marketdata.events import MarketEvent
+from marketdata.events import MarketEvent, Trade
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,9 @@ class Replay:
             first_of_pass: datetime | None = None
             last: datetime | None = None
             for event in heapq.merge(*self.sources, key=_ts):
+                if event.__class__ is Trade and event.backfill:
+                    yield event  # from before the session: counted by the hub, never paced or windowed
+                    continue
                 ts = event.ts
                 if self.end is not None and ts >= self.end:
                     break  # the merge is in time order: nothing later can be inside the window

@@ -114,9 +114,8 @@ def binance_capture(*, seed: int = 7, diffs: int = 100, snapshot_after: int = 3,
         bid, bid_qty, ask, ask_qty = top()
         line(event_ms + 1, "bookTicker", {"u": update_id, "s": "BTCUSDT", "b": bid, "B": bid_qty, "a": ask, "A": ask_qty})
         capture.checkpoints[update_id] = (bid, bid_qty, ask, ask_qty)
-        for _ in range(rng.randint(0, 3)):
+        for at in sorted(event_ms + rng.randint(2, 50) for _ in range(rng.randint(0, 3))):
             trade_id += 1
-            at = event_ms + rng.randint(2, 50)
             price = max(bids) if rng.random() < 0.5 else min(asks)
             trade = {"e": "aggTrade", "E": at, "s": "BTCUSDT", "a": trade_id, "p": str(price), "q": "0.5", "f": trade_id, "l": trade_id}
             line(at, "aggTrade", trade | {"T": at, "m": price == max(bids), "M": True})

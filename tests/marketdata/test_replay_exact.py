@@ -13,7 +13,7 @@ from django.core.management import call_command
 
 from marketdata.api.channels import market_channels
 from marketdata.delivery import streams
-from marketdata.models import Instrument, SymbolAlias
+from marketdata.models import Candle, Instrument, SymbolAlias
 from tests.conftest import Tap
 from tests.marketdata.binance_capture import binance_capture
 
@@ -94,3 +94,28 @@ def test_the_published_book_equals_the_exchanges_book_ticker_at_every_diff_it_na
 
 def _plain(number: str) -> str:
     return number.rstrip("0").rstrip(".") if "." in number else number
+
+
+def test_a_duplicated_trade_counts_once_and_a_lost_diff_is_reported_with_the_book_out_of_sync(
+    btc_alias: SymbolAlias, tmp_path: Path
+) -> None:
+    capture = binance_capture(seed=3, diffs=30)
+    lines = list(capture.lines)
+    trade = next(i for i, line in enumerate(lines) if "@aggTrade" in line)
+    lines.insert(trade + 1, lines[trade])  # the recorder wrote it twice
+    diffs = [i for i, line in enumerate(lines) if "@depth" in line]
+    del lines[diffs[20]]  # a diff the recorder never received: the book is lost from there on
+    path = tmp_path / "capture.txt"
+    path.write_text("".join(line + "\n" for line in lines))
+    tap = Tap()
+    async_to_sync(streams.subscribe_market)(tap, ["book:BTC-USD@depth=10"])
+
+    out = StringIO()
+    call_command("replay_feed", str(path), "--speed", "max", "--no-progress", stdout=out)
+
+    summary = out.getvalue().splitlines()[-1]
+    assert "data faults: duplicate trades (dropped) 1, book syncs lost 1;" in summary, summary
+    assert sum(c.trades for c in Candle.objects.filter(instrument__symbol="BTC-USD")) == capture.trades
+    states = [m["data"]["state"] for m in tap.take()]
+    assert states[-1] == "out_of_sync" and states.count("out_of_sync") == 1  # said once, then quiet until a snapshot
+    streams.unsubscribe_market(tap, ["book:BTC-USD@depth=10"])

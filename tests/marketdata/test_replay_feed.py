@@ -17,6 +17,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), needs_aggtrades]
 SUMMARY = re.compile(
     r"replay_feed: (?P<read>[\d,]+) events read, (?P<published>[\d,]+) published as (?P<updates>[\d,]+) updates; "
     r"skipped: (?P<skipped>.+?); (?:passed over \(no market data\): (?P<passed>.+?); )?"
+    r"data faults: (?P<faults>.+?); (?:(?P<lost>lost .+?); )?"
     r"clock: (?P<clock>.+?); [\d.]+ s wall, [\d,]+ events/s(?:; recorded (?P<span>.+) UTC)?"
 )
 

@@ -145,12 +145,12 @@ class Command(BaseCommand):
             self.stdout.write(f"replay_feed: sandbox {sandbox}, nothing live touched; watch it at /market/<symbol>/?session={sandbox}")
         started = time.monotonic()
         try:
-            stats = asyncio.run(until_stopped(lambda stop: self._run(worker, stop, progress=not options["no_progress"])))
+            asyncio.run(until_stopped(lambda stop: self._run(worker, stop, progress=not options["no_progress"])))
         except FeedError as exc:
             raise CommandError(f"stopped at a bad line (--strict): {exc}") from exc
         except LeaseRefused as exc:
             raise CommandError(f"refused: {exc}") from exc
-        self.stdout.write(self.summary(replay, stats, problems, symbols, max(time.monotonic() - started, 1e-9), sources))
+        self.stdout.write(self.summary(replay, worker, problems, symbols, max(time.monotonic() - started, 1e-9), sources))
 
     async def _run(self, worker: Worker, stop: asyncio.Event, *, progress: bool) -> WorkerStats:
         bar = tqdm(desc="replaying", unit=" events", file=sys.stderr, disable=not progress or not sys.stderr.isatty(), leave=False)
@@ -165,8 +165,9 @@ class Command(BaseCommand):
 
     @staticmethod
     def summary(
-        replay: Replay, stats: WorkerStats, problems: Problems, symbols: SymbolMap, wall: float, sources: Sequence[FileSource] = ()
+        replay: Replay, worker: Worker, problems: Problems, symbols: SymbolMap, wall: float, sources: Sequence[FileSource] = ()
     ) -> str:
+        stats = worker.stats
         skipped = dict(problems.skipped)
         if symbols.unknown:
             skipped[f"unknown symbol ({symbols.report()})"] = sum(symbols.unknown.values())
@@ -177,11 +178,21 @@ class Command(BaseCommand):
         span = ""
         if replay.stats.first is not None and replay.stats.last is not None:
             span = f"; recorded {replay.stats.first:%Y-%m-%d %H:%M:%S} to {replay.stats.last:%Y-%m-%d %H:%M:%S} UTC"
+        for symbol, count in stats.not_held.items():
+            skipped[f"{symbol} published by another producer"] = count
         passed = ", ".join(f"{kind} {count:,}" for kind, count in sorted(problems.passed_over.items()))
+        faults = [found] if (found := stats.faults(worker.hub)) != "none" else []
+        for source in sources:
+            gaps = getattr(source.format, "gaps", 0)
+            if gaps:
+                faults.append(f"{source.path.name}: sequence gaps {gaps:,} ({getattr(source.format, 'missed', 0):,} messages lost)")
+        lost = "; ".join(f"lost {symbol} to {holder}" for symbol, holder in stats.lost.items())
         return (
             f"replay_feed: {replay.stats.read:,} events read, {stats.events:,} published as {stats.broadcasts:,} updates; "
             f"skipped: {', '.join(f'{reason} {count:,}' for reason, count in skipped.items()) or 'none'}; "
             + (f"passed over (no market data): {passed}; " if passed else "")
+            + f"data faults: {', '.join(faults) or 'none'}; "
+            + (f"{lost}; " if lost else "")
             + f"{clock_summary(sources)}; "
             f"{wall:.2f} s wall, {stats.events / wall:,.0f} events/s{span}"
         )

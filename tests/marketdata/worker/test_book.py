@@ -176,7 +176,7 @@ def test_applying_a_binance_diff_stream_to_its_snapshot_reproduces_the_exchanges
         book.apply(exchange.random_event(rng))
         if step % 50 == 0:
             assert_matches(book, exchange, first, 20)
-    assert book.synced and book.resyncs == 0
+    assert book.synced and book.losses == 0
     assert book.update_id == exchange.update_id
     if depth is None:
         assert book.top(EVERYTHING) == exchange.full()
@@ -196,7 +196,7 @@ def test_a_gap_in_update_ids_unsyncs_the_book_until_a_new_snapshot(caplog: pytes
     after_gap = exchange.random_event(rng)
     with caplog.at_level(logging.WARNING, logger="marketdata.worker.book"):
         assert book.apply(after_gap) is True  # `synced` flipped: the caller stops publishing
-    assert (book.synced, book.needs_snapshot, book.resyncs) == (False, True, 1)
+    assert (book.synced, book.needs_snapshot, book.losses) == (False, True, 1)
     assert f"{SYMBOL} book out of sync: update id gap (expected U <= {expected}, got U={after_gap.first_id})" in caplog.text
     bids, asks = book.top(5)
     assert bids and asks  # still readable, but not valid: `synced` says so
@@ -210,7 +210,7 @@ def test_a_gap_in_update_ids_unsyncs_the_book_until_a_new_snapshot(caplog: pytes
     assert book.apply(snapshot) is True
     for _ in range(50):
         book.apply(exchange.random_event(rng))
-    assert (book.synced, book.needs_snapshot, book.resyncs) == (True, False, 1)
+    assert (book.synced, book.needs_snapshot, book.losses) == (True, False, 1)
     assert book.top(EVERYTHING) == exchange.full()
 
 
@@ -243,7 +243,7 @@ def test_a_snapshot_older_than_the_buffered_deltas_keeps_the_book_unsynced(caplo
     book.apply(delta(23, 25, asks=((D("101"), D("0")),)))
     with caplog.at_level(logging.INFO, logger="marketdata.worker.book"):
         assert book.apply(snap(18, BIDS, ASKS)) is False  # version 19 is in neither
-    assert (book.synced, book.needs_snapshot, book.resyncs) == (False, True, 0)
+    assert (book.synced, book.needs_snapshot, book.losses) == (False, True, 0)
     assert "snapshot 18 is older than the buffered deltas (first U=20)" in caplog.text
     book.needs_snapshot = False  # the caller asked for another
     assert book.apply(snap(21, BIDS, ASKS)) is True  # 20..22 spans it: replayed, then 23..25
@@ -282,7 +282,7 @@ def test_a_delta_that_crosses_the_book_unsyncs_it(caplog: pytest.LogCaptureFixtu
     book.apply(snap(10, BIDS, ASKS))
     with caplog.at_level(logging.WARNING, logger="marketdata.worker.book"):
         assert book.apply(delta(11, 11, bids=((D("101.5"), D("1")),))) is True
-    assert (book.synced, book.needs_snapshot, book.resyncs) == (False, True, 1)
+    assert (book.synced, book.needs_snapshot, book.losses) == (False, True, 1)
     assert "crossed book (bid 101.5 >= ask 101)" in caplog.text
     assert book.apply(delta(12, 12, asks=((D("101"), D("0")),))) is False  # buffered for the next snapshot
 
@@ -297,7 +297,7 @@ def test_a_delta_that_changes_nothing_visible_reports_no_change() -> None:
 
 def test_a_new_book_is_unsynced_and_empty() -> None:
     book = OrderBook(SYMBOL)
-    assert (book.synced, book.needs_snapshot, book.update_id, book.resyncs) == (False, True, None, 0)
+    assert (book.synced, book.needs_snapshot, book.update_id, book.losses) == (False, True, None, 0)
     assert book.best() == (None, None)
     assert book.top(5) == ([], [])
     assert book.top(0) == ([], [])
@@ -334,10 +334,10 @@ def test_reset_unsyncs_the_book_until_the_next_snapshot() -> None:
     book = OrderBook(SYMBOL)
     book.apply(snap(None, BIDS, ASKS, "coinbase"))
     book.reset()
-    assert (book.synced, book.needs_snapshot, book.resyncs) == (False, True, 1)
+    assert (book.synced, book.needs_snapshot, book.losses) == (False, True, 1)
     assert book.apply(cb_delta(bids=((D("100"), D("5")),))) is False  # dropped: the resubscription's snapshot covers it
     assert book.apply(snap(None, ((D("97"), D("1")),), ASKS, "coinbase")) is True
-    assert (book.synced, book.resyncs, book.best()) == (True, 1, (D("97"), D("101")))
+    assert (book.synced, book.losses, book.resyncs, book.best()) == (True, 1, 1, (D("97"), D("101")))
 
 
 # -- properties ------------------------------------------------------------------------
@@ -383,7 +383,7 @@ def test_a_book_fed_consistent_binance_data_stays_well_formed_and_matches_the_ex
     for item in feed:
         book.apply(item)
         assert_well_formed(book, n)
-    assert book.synced and book.resyncs == 0
+    assert book.synced and book.losses == 0
     if depth is None:
         assert book.top(EVERYTHING) == exchange.full()
     else:

@@ -83,6 +83,21 @@ async def test_pacing_waits_for_each_event_at_the_speed_given_on_the_recorded_cl
     assert waits == [1.0, 2.0]
 
 
+async def test_backfill_from_before_the_session_is_handed_on_but_neither_paced_nor_the_sessions_start() -> None:
+    clock = [0.0]
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(round(seconds, 6))
+        clock[0] += seconds
+
+    backfill = Trade("A", T0 - timedelta(minutes=5), Decimal(1), Decimal(1), "coinbase", "buy", 7, backfill=True)
+    replay = Replay(sources=[[backfill, trade("A", 0), trade("A", 10)]], speed=10, clock=lambda: clock[0], sleep=sleep)
+    events = await collect(replay)
+    assert events[0] is backfill and len(events) == 3
+    assert (replay.stats.first, waits) == (T0, [1.0])  # not five minutes of waiting ×10
+
+
 def test_nonsense_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="speed must be positive"):
         Replay(sources=[], speed=0)
