@@ -90,6 +90,9 @@ RECENT_CLOSED = 10  # closed candles the store keeps itself, for the minutes the
 class MarketStore(Protocol):
     async def append(self, messages: Sequence[Message], *, fence: Fence | None = None) -> None: ...
 
+    def forget(self, channels: Iterable[str]) -> None:
+        """Another producer wrote these channels meanwhile: learn their epoch again before the next append."""
+
     async def head(self, channel: str) -> tuple[str, int]: ...
 
     async def since(self, channel: str, *, epoch: str, seq: int) -> list[Message] | None: ...
@@ -303,6 +306,9 @@ class MemoryMarketStore:
         self._history: dict[str, deque[tuple[int, str, str]]] = {}  # channel → (seq, epoch, message JSON)
         self._states: dict[str, _State] = {}
 
+    def forget(self, channels: Iterable[str]) -> None:
+        """Nothing cached: every append checks each channel's epoch."""
+
     async def append(self, messages: Sequence[Message], *, fence: Fence | None = None) -> None:
         """`fence` is not checked: leases live in Redis, so a process without it has no other producer to fence off."""
         limit = settings.MARKET_HISTORY_LENGTH
@@ -408,6 +414,11 @@ class RedisMarketStore:
                 state = self._states.get(channel)
                 if kind in ("book", "candles") and record and (state is None or state.epoch != firsts[channel]):
                     self._states[channel] = _State.load(json.loads(record), kind)
+
+    def forget(self, channels: Iterable[str]) -> None:
+        for channel in channels:
+            self._epochs.pop(channel, None)
+            self._states.pop(channel, None)
 
     async def append(self, messages: Sequence[Message], *, fence: Fence | None = None) -> None:
         if not messages:

@@ -328,9 +328,16 @@ class Worker:
                     await self.leases.acquire([self._key(symbol) for symbol in self._waiting])
                     for symbol in [s for s in self._waiting if self._key(s) in self.leases.tokens]:
                         log.warning("%s: the lease of %s ended; publishing it now", symbol, self._waiting.pop(symbol))
-                        self._held.add(symbol)
+                        self._regain(symbol)
             except Exception:
                 log.exception("could not renew the leases of %d symbols; retrying", len(self._held))
+
+    def _regain(self, symbol: str) -> None:
+        """Publish a symbol again (or for the first time) after another producer held it: its channels start over."""
+        if self._market_history is None:
+            self._market_history = market_store()
+        self._market_history.forget(self.market.restart(symbol))
+        self._held.add(symbol)
 
     def _lose(self, symbol: str, holder: str) -> None:
         """Stop publishing a symbol whose lease is gone; what it had not published yet is dropped."""

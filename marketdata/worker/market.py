@@ -175,6 +175,17 @@ class MarketBuilder:
             names = self._names[symbol] = _Names(symbol, self.session)
         return names
 
+    def restart(self, symbol: str) -> list[str]:
+        """Forget what the symbol's channels last sent (another producer published them meanwhile): the next
+        candle and book messages are whole, so a history started over from them holds complete snapshots.
+        Returns the symbol's channel names."""
+        names = self.names(symbol)
+        self._candle_sent.pop(symbol, None)
+        for channel in names.book.values():
+            self._tops.pop(channel, None)
+            self._book_states.pop(channel, None)
+        return [names.ticker, names.trades, names.candles, *names.book.values()]
+
     def _message(self, channel: str, ts: int, data: dict[str, Any]) -> Message:
         seq = self.seqs[channel] = self.seqs.get(channel, 0) + 1
         return {"ch": channel, "epoch": self.epoch, "seq": seq, "ts": ts, "data": data}

@@ -21,8 +21,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from marketdata.delivery import fanout, streams
-from marketdata.delivery.history import Fenced, market_store
-from marketdata.events import Candle, MarketEvent, PriceUpdate, Trade
+from marketdata.delivery.history import Fenced, RedisMarketStore, market_store
+from marketdata.events import BookDelta, BookSnapshot, Candle, MarketEvent, PriceUpdate, Trade
 from marketdata.feeds import native
 from marketdata.models import Instrument
 from marketdata.worker.leases import LeaseRefused, Leases
@@ -64,7 +64,20 @@ async def no_candles(candles: Sequence[Candle]) -> int:
 
 
 def worker(feed: Any, holder: Leases, **options: Any) -> Worker:
-    return Worker(feed=feed, conflation=0.02, quote_flush=60, store_quotes=no_store, store_candles=no_candles, leases=holder, **options)
+    """A worker as `run_feeds` makes one, with a history writer of its own, as in a process of its own."""
+    target = streams.redis_target()
+    assert target is not None
+    own = RedisMarketStore(streams.redis_client(target[0]), target[1])
+    return Worker(
+        feed=feed,
+        conflation=0.02,
+        quote_flush=60,
+        store_quotes=no_store,
+        store_candles=no_candles,
+        leases=holder,
+        market_history=own,
+        **options,
+    )
 
 
 async def test_a_second_producer_is_refused_with_the_holders_name_and_a_takeover_gets_a_higher_token(redis_layer: Any) -> None:
@@ -221,3 +234,51 @@ def head(channel: str) -> tuple[str, int]:
 
 def test_payloads_carry_the_fencing_token() -> None:
     assert fanout.encode_payload([], 7) == b'{"fence":7,"messages":[]}'
+
+
+class Booking:
+    """A live BTC-USD book: a snapshot of ten levels a side, then a delta every 5 ms changing one level, and a trade."""
+
+    name = "booking"
+
+    async def __aiter__(self) -> AsyncIterator[MarketEvent]:
+        bids = tuple((Decimal(100 - i), Decimal(1)) for i in range(10))
+        asks = tuple((Decimal(101 + i), Decimal(1)) for i in range(10))
+        yield BookSnapshot("BTC-USD", T0, bids, asks, "test")
+        i = 0
+        while True:
+            i += 1
+            at = T0 + timedelta(milliseconds=i)
+            yield BookDelta("BTC-USD", at, ((Decimal(100 - i % 10), Decimal(1 + i % 7)),), (), "test")
+            yield Trade("BTC-USD", at, Decimal(100), Decimal(1), "test")
+            await asyncio.sleep(0.005)
+
+
+async def test_a_standby_that_gets_its_symbol_back_starts_its_channels_over_with_whole_snapshots(redis_layer: Any) -> None:
+    first = worker(Booking(), leases("first", ttl=0.6), standby=True)
+    stop_first = asyncio.Event()
+    running = asyncio.create_task(first.run(stop_first))
+    await until(lambda: first.stats.market_messages > 20, what="the first worker's book")
+
+    taker = worker(Ticking(10_000), leases("taker", ttl=0.6), takeover=True)
+    stop_taker = asyncio.Event()
+    taking = asyncio.create_task(taker.run(stop_taker))
+    await until(lambda: "BTC-USD" in first.stats.lost, timeout=2, what="the takeover")
+    first_seq = first.market.seqs["ticker:BTC-USD"]
+    await until(lambda: taker.market.seqs.get("ticker:BTC-USD", 0) > first_seq + 20, what="the taker publishing more than the first did")
+    stop_taker.set()
+    await taking  # gives the lease back: the standby takes it at its next renewal
+
+    published = first.stats.market_messages
+    await until(lambda: first.stats.market_messages > published + 20, timeout=3, what="the first worker publishing again")
+    stop_first.set()
+    await running
+
+    store = market_store()
+    assert first.stats.market_store_errors == 0  # no stale "XADD ID smaller than the top" against the taker's stream
+    assert (await store.head("ticker:BTC-USD"))[0] == first.hub.epoch
+    for depth in (1, 10):
+        channel = f"book:BTC-USD@depth={depth}"
+        snapshot = await store.snapshot(channel)
+        assert snapshot["data"] == first.market.book_view(channel)  # whole, not a diff against a forgotten past
+        assert len(snapshot["data"]["bids"]) == depth
