@@ -5,7 +5,8 @@
 //   ticker:SYM          last price, bid/ask, day change → the header
 //   candles:SYM@1m      the last 120 closed minutes and the open one → the candlestick chart
 //   trades:SYM          the last 50 trades, then every trade → the tape
-//   book:SYM@depth=N    the top N levels, then changed levels + checksum → the depth view
+//   book:SYM@depth=N    the top N levels, then changed levels + checksum → the depth view; the book's
+//                       state (synced | out_of_sync | none) and the source's update id → its notice and footer
 // With `config.session` (the page's ?session=NAME) the four are that replay session's channels
 // (`ticker:SYM?session=NAME`, ...) and nothing live: the server badges the page "Replay session NAME".
 // MarketClient (market-api.js) keeps every channel whole: it resumes after a reconnect,
@@ -22,6 +23,11 @@ const TAPE_LENGTH = 50;
 // Closed candles kept (the snapshot brings 120), plus the open one.
 const CANDLES_KEPT = 240;
 const FLASH_MS = 1000;
+const BOOK_STATES = new Set(["synced", "out_of_sync", "none"]);
+const BOOK_OUT_OF_SYNC = "Book out of sync with the exchange — waiting for a fresh snapshot";
+const BOOK_BACK_IN_SYNC = "Order book back in sync with the exchange.";
+const BOOK_NO_DATA = "No depth data for this instrument yet: the order book appears with the first depth data.";
+const BOOK_EMPTY = "The order book is empty: no bids or asks right now.";
 
 // ---------------------------------------------------------------- formatting
 
@@ -95,6 +101,15 @@ function pulse(node) {
   flashTimers.set(node, setTimeout(() => node.classList.remove("is-changed"), 700));
 }
 
+/**
+ * A book message's state. A message from before the server sent states (an old history entry) has
+ * none: its book is in sync if it has levels, else there is no depth data.
+ */
+function bookStateOf(data, book) {
+  if (data && BOOK_STATES.has(data.state)) return data.state;
+  return book && (book.bids.length || book.asks.length) ? "synced" : "none";
+}
+
 function negate(value) {
   const text = String(value);
   return text.startsWith("-") ? text.slice(1) : `-${text}`;
@@ -137,6 +152,9 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
   let candles = []; // oldest first; the last may be open
   let book = null; // the client's OrderBook
   let bookChecked = null; // whether the last book frame's checksum matched
+  let bookState = "none"; // as the last book frame said: synced | out_of_sync | none
+  let bookUpdateId = null; // the source's id of the latest update the book reflects (Binance `u`), or null
+  let bookStatus = ""; // what the book's live region says: "" | "out_of_sync" | "resynced" (to screen readers only)
   const dirty = new Set(["ticker", "trades", "candles", "book"]);
   let frameRequested = false;
 
@@ -155,6 +173,8 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
     time: q("price-time"),
     book: q("book"),
     bookEmpty: q("book-empty"),
+    bookStatus: q("book-status"),
+    bookFoot: q("book-update-id"),
     bookSpread: root.querySelector(".book-spread-value"),
     asks: root.querySelector(".book-asks"),
     bids: root.querySelector(".book-bids"),
@@ -274,6 +294,27 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
     if (trades.length) ui.tape.closest("table").dataset.newest = `${trades[0].ts}:${trades[0].price}:${trades[0].size}`;
   }
 
+  function renderBookState(count) {
+    const outOfSync = bookState === "out_of_sync";
+    ui.book.dataset.state = bookState;
+    ui.book.dataset.updateId = bookUpdateId ?? "";
+    ui.bookEmpty.hidden = outOfSync || count > 0;
+    setText(ui.bookEmpty, bookState === "synced" ? BOOK_EMPTY : BOOK_NO_DATA);
+    // The live region keeps its node and only its content changes: that is what screen readers announce.
+    const status = outOfSync ? "out_of_sync" : bookStatus !== "" && bookState === "synced" ? "resynced" : "";
+    if (status !== bookStatus) {
+      bookStatus = status;
+      if (status === "out_of_sync") {
+        ui.bookStatus.replaceChildren(el("p", { class: "book-notice", "data-testid": "book-out-of-sync", text: BOOK_OUT_OF_SYNC }));
+      } else if (status === "resynced") {
+        ui.bookStatus.replaceChildren(el("span", { class: "visually-hidden", text: BOOK_BACK_IN_SYNC }));
+      } else ui.bookStatus.replaceChildren();
+    }
+    // The id users compare with the exchange's data: as sent, no grouping.
+    ui.bookFoot.hidden = bookUpdateId === null;
+    setText(ui.bookFoot, bookUpdateId === null ? "" : `${outOfSync ? "Last synced update" : "Update"} ${bookUpdateId}`);
+  }
+
   function renderBook() {
     const bids = book ? book.bids.slice(0, depth) : [];
     const asks = book ? book.asks.slice(0, depth) : [];
@@ -283,7 +324,7 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
     ui.book.dataset.asks = String(asks.length);
     ui.book.dataset.checksum = bookChecked === null ? "" : bookChecked ? "ok" : "mismatch";
     ui.book.hidden = count === 0;
-    ui.bookEmpty.hidden = count > 0;
+    renderBookState(count);
     if (!count) return;
     const priceDigits = columnDigits([...bids, ...asks].map(([p]) => p), 2, 8);
     const sizeDigits = columnDigits([...bids, ...asks].map(([, qty]) => qty), 0, 8);
@@ -372,6 +413,8 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
       case names.book:
         book = meta.book;
         bookChecked = meta.checksumOk;
+        bookState = bookStateOf(data, book);
+        bookUpdateId = data.update_id ?? null;
         schedule("book");
         break;
       default:
@@ -396,6 +439,9 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
       case names.book:
         book = meta.book;
         bookChecked = meta.checksumOk;
+        if (BOOK_STATES.has(data.state)) bookState = data.state;
+        else if (bookState !== "out_of_sync") bookState = bookStateOf(null, book);
+        if ("update_id" in data) bookUpdateId = data.update_id ?? null;
         schedule("book");
         break;
       default:
@@ -484,6 +530,9 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
     },
     get ticker() {
       return ticker;
+    },
+    get bookState() {
+      return bookState;
     },
   };
 }

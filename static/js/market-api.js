@@ -28,7 +28,10 @@
 //   connection is dead, and it is dropped and reopened.
 // - Book channels: keeps the book (`OrderBook`), applies each update's absolute level
 //   quantities and checks the CRC32 checksum. A copy that drifted is subscribed again,
-//   which brings a fresh snapshot. `meta.book` carries the book to the callbacks.
+//   which brings a fresh snapshot. `meta.book` carries the book to the callbacks. A book
+//   message's `state` and `update_id` are not the book's levels: OrderBook and the checksum
+//   ignore them, and the page reads them from `data` (an out-of-sync update removes every
+//   level, so its checksum, of the empty book, still matches).
 //
 // No third-party code; the pure parts (crc32, bookChecksum, compareDecimals, OrderBook,
 // continues) are exported for tests.

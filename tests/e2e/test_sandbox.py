@@ -55,6 +55,8 @@ def test_a_sandbox_replay_shows_on_the_session_page_only(
         book = sandbox.get_by_test_id("book")
         expect(book).to_have_attribute("data-levels", "4")
         expect(book).to_have_attribute("data-checksum", "ok")
+        expect(book).to_have_attribute("data-state", "synced")
+        expect(sandbox.get_by_test_id("book-out-of-sync")).to_have_count(0)
         sandbox.wait_for_function(f"{PAGE}.candles.length === 3", timeout=10_000)
         expect(sandbox.locator("#replay-badge")).to_be_hidden()  # the session badge says it already
         sandbox.screenshot(path=str(ARTIFACTS / "instrument-sandbox.png"), full_page=True)
@@ -63,5 +65,6 @@ def test_a_sandbox_replay_shows_on_the_session_page_only(
         expect(live.get_by_test_id("last-price")).to_have_text(STORED)
         expect(live.get_by_test_id("trades-empty")).to_be_visible()
         expect(live.get_by_test_id("book-empty")).to_be_visible()
+        expect(live.get_by_test_id("book")).to_have_attribute("data-state", "none")
         assert live.evaluate(f"{PAGE}.client.stats.updates") == 0
         assert errors == [], errors
