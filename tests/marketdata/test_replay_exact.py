@@ -60,7 +60,7 @@ def test_the_published_book_equals_the_exchanges_book_ticker_at_every_diff_it_na
     """A client following book:BTC-USD@depth=1 holds, after the message carrying update id u, the top the
     capture's bookTicker with that u shows: the snapshot straddling a diff and every diff after it are applied
     as Binance documents, one window per diff, at --speed max."""
-    capture = binance_capture(seed=11)
+    capture = binance_capture(seed=11, receive_unit="ns")  # as hftbacktest records: receive time in nanoseconds
     path = capture.write(tmp_path / "capture.txt")
 
     messages = replayed(path, "--speed", "max")["book:BTC-USD@depth=1"]
