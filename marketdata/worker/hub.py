@@ -205,13 +205,6 @@ class Hub:
         """The source's id of the latest update the book shows (Binance `u`, Coinbase sequence), None where it has none."""
         return self._book_ids.get(symbol)
 
-    def book_state(self, symbol: str) -> str:
-        """ "synced", "out_of_sync" (its levels are not known until a new snapshot) or "none" (no depth data yet)."""
-        book = self.books.get(symbol)
-        if book is None:
-            return "none"
-        return "synced" if book.synced else "out_of_sync"
-
     def take_trades(self) -> dict[str, list[Trade]]:
         """The trades applied since the last call per symbol, oldest first (the latest TRADES_PER_WINDOW of each)."""
         out = {}
