@@ -218,6 +218,8 @@ def _l2_data(message: Mapping[str, Any], channel: str, symbols: SymbolMap, state
     # The message time, not the levels' event_time: a snapshot's levels keep their own old times,
     # and stamping deltas later than the snapshot keeps re-sorting from putting one before it.
     ts = parse_time(_field(message, "timestamp", channel), "timestamp", channel)
+    sequence = message.get("sequence_num")
+    sequence = sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else None
     books: list[MarketEvent] = []
     for event in _objects(message, "events", channel):
         kind = _field(event, "type", f"{channel} event")
@@ -228,7 +230,11 @@ def _l2_data(message: Mapping[str, Any], channel: str, symbols: SymbolMap, state
         if symbol is None:
             continue
         bids, asks = _book_sides(_objects(event, "updates", f"{raw} {kind}"), f"{raw} {kind}")
-        books.append(BookSnapshot(symbol, ts, bids, asks, SOURCE) if kind == "snapshot" else BookDelta(symbol, ts, bids, asks, SOURCE))
+        if kind == "snapshot":
+            books.append(BookSnapshot(symbol, ts, bids, asks, SOURCE))
+        else:
+            # The message's sequence_num, published as the book's update id (deltas carry no book version).
+            books.append(BookDelta(symbol, ts, bids, asks, SOURCE, source_id=sequence))
     return books
 
 

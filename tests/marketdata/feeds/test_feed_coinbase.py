@@ -34,12 +34,12 @@ EXPECTED: list[MarketEvent] = [
     BookSnapshot(
         "BTC-USD", at(100), book(("60000.00", "1.5"), ("59999.99", "0.25")), book(("60000.01", "0.75"), ("60000.50", "2")), "coinbase"
     ),
-    BookDelta("BTC-USD", at(200), book(("60000.00", "1.75")), book(("60000.01", "0")), "coinbase"),
+    BookDelta("BTC-USD", at(200), book(("60000.00", "1.75")), book(("60000.01", "0")), "coinbase", source_id=3),  # its sequence_num
     Trade("BTC-USD", at(440), D("60000.50"), D("0.1"), "coinbase", "buy", 102),
     Trade("ETH-USD", at(441), D("3000.25"), D("1.5"), "coinbase", "sell", 55),
     Quote("BTC-USD", at(500), D("60000.00"), D("60000.50"), "coinbase"),
     Quote("ETH-USD", at(700), D("3000.20"), D("3000.30"), "coinbase"),
-    BookDelta("BTC-USD", at(800), (), book(("60000.02", "0.3")), "coinbase"),
+    BookDelta("BTC-USD", at(800), (), book(("60000.02", "0.3")), "coinbase", source_id=9),
 ]
 
 

@@ -166,7 +166,12 @@ async def test_a_level2_snapshot_then_updates_trades_and_tickers_come_out_normal
     )
     assert snapshot_eth.symbol == "ETH"
     assert delta == BookDelta(
-        "BTC", ts, bids=((Decimal("60000.00"), Decimal("1.75")),), asks=((Decimal("60000.01"), Decimal("0")),), source="coinbase"
+        "BTC",
+        ts,
+        bids=((Decimal("60000.00"), Decimal("1.75")),),
+        asks=((Decimal("60000.01"), Decimal("0")),),
+        source="coinbase",
+        source_id=6,  # the message's sequence_num
     )
     assert sold == Trade(
         "BTC",
