@@ -137,6 +137,7 @@ class WorkerStats:
             f"{self.events} events in {elapsed:.1f} s, {self.broadcasts} broadcasts across "
             f"{len(self.symbols)} symbols, {self.quote_rows} quotes written in {self.quote_batches} batches, "
             f"{self.candle_rows} candles"
+            + "".join(f", {symbol}: {count} events skipped while another producer held it" for symbol, count in self.not_held.items())
         )
 
 
