@@ -397,6 +397,7 @@ def bench_worker(feed: Any) -> Any:
         prune_candles=_no_prune,
         minute_hooks=(),
         replay=True,
+        event_time=True,  # as replay_feed runs it (management.base.worker_build): windows of exchange time
         tape=False,
     )
 
