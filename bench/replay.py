@@ -18,10 +18,11 @@ trade, each message verified against its orderbook row) and csv (a header and a 
 Formats are detected by the registry (`file_sources`), as `replay_feed` does; csv is selected.
 
 Measured per format, best of 3 runs:
-- replay: `Worker(feed=Replay(speed=None), conflation=0.1)`: parse, normalize, hub state per event,
-  and conflated publishing to an in-memory channel layer with one listener (no Redis, no database:
-  the stores are no-ops, no minute hooks, no tape). Events/s by wall clock; CPU µs per event by
-  process time.
+- replay: `Worker(feed=Replay(speed=None), conflation=0.1, event_time=True)`, as `replay_feed` runs
+  it: parse, normalize, hub state per event, a window per 100 ms of exchange time with its market
+  messages built, appended to the (in-process) history and published to an in-memory channel layer
+  with one listener (no Redis, no database: the stores are no-ops, no minute hooks, no tape).
+  Events/s by wall clock; CPU µs per event by process time.
 - parse only: iterating the FileSource, without Replay or the worker, to show where time goes.
 
 Targets (replay events/s on one core; the process pins itself to CPU 0 where the platform allows):
@@ -581,12 +582,14 @@ def machine(pinned: str) -> dict[str, Any]:
 
 def table(results: Sequence[Result]) -> str:
     lines = [
-        "| format | events | events/s | CPU µs/event | parse-only events/s | target |",
-        "|---|---:|---:|---:|---:|---|",
+        "| format | events | windows | events/s | CPU µs/event | parse-only events/s | target |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
-        events = best(r.replay).events
-        lines.append(f"| {r.spec.title} | {events:,} | {r.rate:,.0f} | {r.cpu_us:.2f} | {r.parse_rate:,.0f} | {r.verdict()} |")
+        run = best(r.replay)
+        lines.append(
+            f"| {r.spec.title} | {run.events:,} | {run.broadcasts:,} | {r.rate:,.0f} | {r.cpu_us:.2f} | {r.parse_rate:,.0f} | {r.verdict()} |"
+        )
     return "\n".join(lines)
 
 
@@ -616,9 +619,11 @@ def report(results: Sequence[Result], pace: Pacing, info: Mapping[str, Any]) -> 
             f"{info['date']}; Python {info['python']} on {info['platform']}; {info['cpu_count']} CPUs "
             f"({info['cpu_model'] or 'model unknown'}); {info['affinity']}.",
             f"{PASSES * 5_000:,} events per format (the 5,000 real BTCUSDT aggTrades of 2026-01-01 ×{PASSES}), best of {RUNS}. "
-            f"events/s and CPU µs/event: Worker(Replay(--speed max)), {CONFLATION * 1000:g} ms conflation, in-memory channel "
-            "layer with one listener, no database. Parse-only: iterating the FileSource alone. Wall time ends when the worker "
-            "has flushed and returned.",
+            f"events/s and CPU µs/event: Worker(Replay(--speed max), event_time=True) as replay_feed runs it: a window per "
+            f"{CONFLATION * 1000:g} ms of exchange time, each window's messages (ticker, trades, candle, books) built, written to "
+            "the market history and published; in-memory channel layer with one listener, no database. windows: ticker "
+            "updates published (one per window with a price change; the sparse trades make a window per ~2.75 events). "
+            "Parse-only: iterating the FileSource alone. Wall time ends when the worker has flushed and returned.",
             table(results),
             summary,
             pacing_line(pace),
