@@ -37,9 +37,12 @@ typecheck: $(VENV)/.dev-deps
 pytest: $(VENV)/.dev-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-## Benchmark replay throughput per recorded format and --speed pacing (writes bench/results/replay.*).
+## Benchmark replay throughput per recorded format and --speed pacing (writes bench/results/replay.*), then a sparse FX day
+## through replay_feed with SQLite and Redis, beside REPLAY_DB_ARGS' --before-rev (writes bench/results/replay_db.*).
+REPLAY_DB_ARGS ?= --before-rev 1308437
 bench-replay: $(VENV)/.dev-deps
 	$(PY) bench/replay.py
+	$(PY) bench/replay_db.py $(REPLAY_DB_ARGS)
 
 .PHONY: bench bench-fanout
 

@@ -151,8 +151,9 @@ SYNTHETIC_TICKS_PER_SECOND = env_decimal("SYNTHETIC_TICKS_PER_SECOND", Decimal("
 SYNTHETIC_VOLATILITY = env_decimal("SYNTHETIC_VOLATILITY", Decimal("0.0008"), minimum=Decimal("0"))
 # Days of per-minute price marks (and portfolio value history) kept before the worker deletes them.
 HISTORY_RETENTION_DAYS = env_int("HISTORY_RETENTION_DAYS", 30, minimum=1)
-# Called by the feed worker after each closed minute of market time, with the latest prices
-# (the market-data app knows nothing of portfolios; this is how they meet).
+# Called by the feed worker with the minutes of market time closed since its last call (one live, a batch in a
+# fast replay), each with the latest prices: `async def hook(minutes)`, minutes = [(minute, prices), ...]
+# (marketdata.worker.loop.MinuteHook; the market-data app knows nothing of portfolios; this is how they meet).
 MARKETDATA_MINUTE_HOOKS = ["portfolio.history.portfolio_values_record"]
 
 # --- Live portfolio ----------------------------------------------------------

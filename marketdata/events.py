@@ -6,14 +6,43 @@ the exchange's, timezone-aware UTC; prices and sizes are Decimal.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def quick_init(cls: type[T]) -> type[T]:
+    """Give a frozen, slotted dataclass an `__init__` that fills the slots through their descriptors.
+
+    A frozen dataclass's own `__init__` calls `object.__setattr__` once per field, which costs twice as
+    much, and a replay builds an event per line: this halves that. The object is the same (same slots,
+    equality, hash, repr, immutability); fields with a default_factory are not supported."""
+    names, defaults, namespace = [], [], {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.default_factory is not MISSING:
+            raise TypeError(f"quick_init: {cls.__name__}.{f.name} has a default_factory")
+        namespace[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        if f.default is MISSING:
+            names.append(f.name)
+        else:
+            namespace[f"_default_{f.name}"] = f.default
+            defaults.append(f"{f.name}=_default_{f.name}")
+    body = "".join(f"\n    _set_{f.name}(self, {f.name})" for f in fields(cls))  # type: ignore[arg-type]
+    exec(f"def __init__(self, {', '.join(names + defaults)}):{body}", namespace)  # noqa: S102
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
+
 
 # A price level of an order book: (price, quantity). Quantity 0 in a delta removes the level.
 Level = tuple[Decimal, Decimal]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Trade:
     symbol: str
@@ -30,6 +59,7 @@ class Trade:
     backfill: bool = False
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Quote:
     """Top of book."""
@@ -42,6 +72,7 @@ class Quote:
     update_id: int | None = None  # the source's book version of this top (Binance bookTicker `u`)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class BookSnapshot:
     """A whole order book (as deep as the source sent it); replaces what the worker holds.
@@ -58,6 +89,7 @@ class BookSnapshot:
     update_id: int | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class BookDelta:
     """Changed levels, each with its new absolute quantity (0 removes it).
@@ -81,6 +113,7 @@ class BookDelta:
 MarketEvent = Trade | Quote | BookSnapshot | BookDelta
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Candle:
     """One closed minute of a symbol's published price: the last trade, or the mid where nothing trades."""
@@ -95,6 +128,7 @@ class Candle:
     trades: int
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PriceUpdate:
     """One conflated broadcast for one symbol: the latest state after a window."""
@@ -128,4 +162,4 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def from_epoch_us(us: int) -> datetime:
     """Exact, unlike `fromtimestamp(us / 1e6)`, whose float can land a microsecond off."""
-    return EPOCH + timedelta(microseconds=us)
+    return EPOCH + timedelta(0, 0, us)  # positional: half the cost of microseconds=us

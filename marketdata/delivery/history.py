@@ -31,8 +31,9 @@ live ones, and a sandbox never stores any there.
 
 A window is written in one MULTI/EXEC pipeline, so readers see all of it or
 none of it: a book or candles snapshot key always matches its stream's head.
-(MULTI is atomic, not all-or-nothing: a command Redis refuses inside it, such as
-an entry id not above the stream's last, fails alone and `append` raises.)
+Its XADDs go in one server-side script (`_XADDS`), not one command each.
+(MULTI is atomic, not all-or-nothing: an entry Redis refuses inside it, such as
+an id not above the stream's last, fails alone and `append` raises.)
 Ticker and trades snapshots are read from the stream itself (its last 1 / up to
 50 entries), in one command, so they are consistent too.
 
@@ -67,6 +68,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
+import orjson
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -118,7 +120,12 @@ Fence = Mapping[str, tuple[str, int]]
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    """Compact JSON of a message or record: orjson (a replay at --speed max writes one per message), and Python's
+    json for what orjson refuses (an integer past 64 bits). Readers decode it; the values are the same either way."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(value, separators=(",", ":"))
 
 
 def _market(channel: str) -> Channel:
@@ -365,6 +372,27 @@ class MemoryMarketStore:
 # -- Redis ------------------------------------------------------------------------------------
 
 
+# Every XADD of a window in one command: redis-py spends ~30 µs packing each command of a MULTI and reading back
+# its QUEUED, which at --speed max is most of a replay's time. KEYS[i] gets entry i: ARGV[1] the MAXLEN ~, then per
+# entry its id, e, t and d. A refused entry (an id not above the stream's last) fails alone, as its own XADD would
+# in the MULTI: the others are written, and the script's error makes `append` raise.
+_XADDS = """
+local err
+for i = 1, #KEYS do
+  local j = 2 + (i - 1) * 4
+  local reply = redis.pcall('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], ARGV[j], 'e', ARGV[j + 1], 't', ARGV[j + 2], 'd', ARGV[j + 3])
+  if type(reply) == 'table' and reply.err then err = err or reply.err end
+end
+if err then return redis.error_reply(err) end
+return #KEYS
+"""
+
+
+def _xadds(pipe: Any, keys: Sequence[str], args: Sequence[str | int], limit: int) -> None:
+    if keys:
+        pipe.eval(_XADDS, len(keys), *keys, limit, *args)
+
+
 class RedisMarketStore:
     """The store in Redis, beside the channel layer's keys (see the module doc for the layout)."""
 
@@ -442,21 +470,26 @@ class RedisMarketStore:
         limit = settings.MARKET_HISTORY_LENGTH
         records: dict[str, str] = {}
         touched = set()
+        keys: list[str] = []  # the entries not yet queued, for one XADDS call
+        args: list[str | int] = []
         for message in messages:
             channel, epoch, kind = message["ch"], message["epoch"], _kind(message["ch"])
             touched.add(channel)
             if self._epochs.get(channel) != epoch:
+                _xadds(pipe, keys, args, limit)  # what came before the delete stays before it
+                keys, args = [], []
                 pipe.delete(self.history_key(channel), self.snapshot_key(channel))
                 self._epochs[channel] = epoch
                 self._states.pop(channel, None)
-            fields = {"e": epoch, "t": message["ts"], "d": _dumps(message["data"])}
-            pipe.xadd(self.history_key(channel), fields, id=f"{message['seq']}-0", maxlen=limit, approximate=True)
+            keys.append(self.history_key(channel))
+            args += (f"{message['seq']}-0", epoch, message["ts"], _dumps(message["data"]))
             if kind in ("book", "candles"):
                 state = self._states.get(channel)
                 if state is None or state.epoch != epoch:
                     state = self._states[channel] = _State(epoch)
                 state.apply(kind, message)
                 records[channel] = _dumps(state.record(channel, kind))
+        _xadds(pipe, keys, args, limit)
         sandbox_ttl = settings.MARKETDATA_SANDBOX_TTL_SECONDS
         for channel, record in records.items():
             pipe.set(self.snapshot_key(channel), record, ex=sandbox_ttl if in_session(channel) else None)

@@ -130,15 +130,58 @@ def _trades(id_key: str) -> _Handler:
     def _trade(
         raw: str, where: str, data: Mapping[str, Any], symbols: SymbolMap, received: datetime | None, state: BinanceFrameState
     ) -> list[MarketEvent]:
-        _note_event_time(data, where, state, received)
-        symbol = symbols.resolve(raw, source=SOURCE)
-        if symbol is None:
-            return []
-        ts = _event_time(data, "T", where)
-        price, size = _decimal(data, "p", where), _decimal(data, "q", where)
-        return [Trade(symbol, ts, price, size, SOURCE, _taker_side(data, where), _integer(data, id_key, where))]
+        # The common case first, checked whole before anything is noted: every field there with its type,
+        # the numbers finite. Anything else goes through `_trade_checked`, which names what is wrong.
+        try:
+            event_ms, trade_ms, price_text, size_text, maker, number = (
+                data["E"],
+                data["T"],
+                data["p"],
+                data["q"],
+                data["m"],
+                data[id_key],
+            )
+        except KeyError:
+            return _trade_checked(id_key, raw, where, data, symbols, received, state)
+        if (
+            type(event_ms) is int
+            and type(trade_ms) is int
+            and event_ms >= 0
+            and trade_ms >= 0
+            and type(price_text) is str
+            and type(size_text) is str
+            and type(maker) is bool
+            and type(number) is int
+        ):
+            try:
+                price, size = Decimal(price_text), Decimal(size_text)
+            except InvalidOperation:
+                return _trade_checked(id_key, raw, where, data, symbols, received, state)
+            if price.is_finite() and size.is_finite():
+                event_ts = from_epoch(event_ms)
+                _note(event_ts, state, received)
+                symbol = symbols.resolve(raw, source=SOURCE)
+                if symbol is None:
+                    return []
+                ts = event_ts if trade_ms == event_ms else from_epoch(trade_ms)
+                # The buyer's order was resting on the book, so the aggressor sold.
+                return [Trade(symbol, ts, price, size, SOURCE, "sell" if maker else "buy", number)]
+        return _trade_checked(id_key, raw, where, data, symbols, received, state)
 
     return _trade
+
+
+def _trade_checked(
+    id_key: str, raw: str, where: str, data: Mapping[str, Any], symbols: SymbolMap, received: datetime | None, state: BinanceFrameState
+) -> list[MarketEvent]:
+    """A trade frame read field by field: the first problem is the BadLine."""
+    _note_event_time(data, where, state, received)
+    symbol = symbols.resolve(raw, source=SOURCE)
+    if symbol is None:
+        return []
+    ts = _event_time(data, "T", where)
+    price, size = _decimal(data, "p", where), _decimal(data, "q", where)
+    return [Trade(symbol, ts, price, size, SOURCE, _taker_side(data, where), _integer(data, id_key, where))]
 
 
 def _book_ticker(
@@ -181,11 +224,16 @@ def _snapshot(symbol: str, ts: datetime, data: Mapping[str, Any], where: str) ->
 
 def _note_event_time(data: Mapping[str, Any], where: str, state: BinanceFrameState, received: datetime | None) -> datetime:
     ts = _event_time(data, "E", where)
+    _note(ts, state, received)
+    return ts
+
+
+def _note(ts: datetime, state: BinanceFrameState, received: datetime | None) -> None:
+    """An exchange event time seen: the newest so far is the clock of frames without one; receive − E is measured."""
     if state.latest is None or ts > state.latest:
         state.latest = ts
     if received is not None and state.offsets is not None:
         state.offsets.note(received, ts)
-    return ts
 
 
 def _clock(received: datetime | None, state: BinanceFrameState, where: str) -> datetime:

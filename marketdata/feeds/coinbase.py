@@ -39,6 +39,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -122,9 +123,9 @@ def _text(data: Mapping[str, Any], key: str, where: str) -> str:
 
 def _objects(data: Mapping[str, Any], key: str, where: str) -> list[Mapping[str, Any]]:
     items = _field(data, key, where)
-    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-        raise BadLine("bad value", f"{key} in {where} is not a list of objects")
-    return items
+    if isinstance(items, list) and (isinstance(items[0], dict) if len(items) == 1 else all(isinstance(item, dict) for item in items)):
+        return items
+    raise BadLine("bad value", f"{key} in {where} is not a list of objects")
 
 
 def parse_time(value: object, key: str, where: str) -> datetime:
@@ -169,14 +170,15 @@ def _market_trades(message: Mapping[str, Any], channel: str, symbols: SymbolMap,
         batch: list[Trade] = []
         for item in _objects(event, "trades", f"{channel} event"):
             raw = _text(item, "product_id", "trade")
-            number = _trade_number(item.get("trade_id"))
+            trade_id = item.get("trade_id")
+            number = _trade_number(trade_id)
             if number is not None:
                 if snapshot and number <= state.newest_trade.get(raw, -1):
                     continue  # had it before the reconnect that sent this snapshot
                 newest[raw] = max(number, newest.get(raw, number))
             symbol = symbols.resolve(raw, source=SOURCE)
             if symbol is not None:
-                batch.append(_trade(symbol, item, backfill=snapshot))
+                batch.append(_trade(symbol, item, trade_id, number, backfill=snapshot))
         if snapshot:
             batch.sort(key=lambda trade: trade.ts)  # sent newest first; consumers want time order
         events.extend(batch)
@@ -186,7 +188,30 @@ def _market_trades(message: Mapping[str, Any], channel: str, symbols: SymbolMap,
     return events
 
 
-def _trade(symbol: str, item: Mapping[str, Any], *, backfill: bool) -> Trade:
+def _trade(symbol: str, item: Mapping[str, Any], trade_id: object, number: int | None, *, backfill: bool) -> Trade:
+    """`trade_id` as the item has it, `number` the same as a number where it is one (`_trade_number`)."""
+    # The common case first, checked whole: time, price and size strings that read, a UTC offset, finite
+    # numbers, an id that is a number (or absent). Anything else goes through `_trade_checked`, which names it.
+    try:
+        stamp, side, price_text, size_text = item["time"], item["side"], item["price"], item["size"]
+    except KeyError:
+        return _trade_checked(symbol, item, backfill=backfill)
+    if type(stamp) is str and type(price_text) is str and type(size_text) is str and (number is not None or trade_id is None):
+        try:
+            ts = datetime.fromisoformat(stamp)
+            price, size = Decimal(price_text), Decimal(size_text)
+        except (ValueError, InvalidOperation):
+            return _trade_checked(symbol, item, backfill=backfill)
+        offset = ts.utcoffset()
+        if offset is not None and price.is_finite() and size.is_finite():
+            if offset:
+                ts = ts.astimezone(UTC)
+            return Trade(symbol, ts, price, size, SOURCE, _TAKER_SIDE.get(str(side).upper()), number, backfill)
+    return _trade_checked(symbol, item, backfill=backfill)
+
+
+def _trade_checked(symbol: str, item: Mapping[str, Any], *, backfill: bool) -> Trade:
+    """A trade read field by field: the first problem is the BadLine."""
     trade_id = item.get("trade_id")
     where = f"trade {trade_id!r}"
     ts = parse_time(_field(item, "time", where), "time", where)

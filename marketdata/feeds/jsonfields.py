@@ -95,8 +95,13 @@ def receive_time(value: object, where: str) -> datetime:
         text = value
     elif isinstance(value, int) and not isinstance(value, bool):
         text = str(value)
-    elif isinstance(value, float | Decimal):
-        text = format(Decimal(repr(value)) if isinstance(value, float) else value, "f")
+    elif isinstance(value, float):
+        # The shortest repr is the text the recorder wrote; without an exponent it is already fixed point.
+        text = repr(value)
+        if "e" in text or "n" in text:  # 1e+18, inf, nan
+            text = format(Decimal(text), "f")
+    elif isinstance(value, Decimal):
+        text = format(value, "f")
     else:
         raise BadLine("bad time", f"{where} {value!r} is not a time")
     try:

@@ -13,6 +13,14 @@ the closed minute and the latest update per symbol. Minutes without a tick are
 skipped. That work runs beside the broadcast loop, so a slow hook or database
 never delays prices.
 
+Minutes are recorded in batches: the minutes that closed while the database was
+busy with the previous batch (a replay closes them far faster than it can write)
+are stored together, their candles in one call, a retention prune at most once,
+and each hook called once with all of them (`MinuteHook`). Live, a minute a
+minute, a batch is that one minute. On event time (a replay) at most
+`MINUTE_BACKLOG` closed minutes wait: beyond that the replay waits for the
+database, so a replay of months keeps no months of minutes in memory.
+
 While a `record_feed` is listening, every event of a window also goes onto
 the tape (`streams.tape_append`) as native JSONL, in the order it was applied.
 
@@ -76,13 +84,18 @@ log = logging.getLogger(__name__)
 StoreQuotes = Callable[[Iterable[PriceUpdate]], Awaitable[int]]
 StoreCandles = Callable[[Sequence[Candle]], Awaitable[int]]
 PruneCandles = Callable[[datetime], Awaitable[int]]
-# `async def hook(minute, prices)`: `minute` is the closed minute's start (aware UTC), `prices` the
-# latest update of every symbol seen this run, as of the end of that minute.
-MinuteHook = Callable[[datetime, Mapping[str, PriceUpdate]], Awaitable[None]]
+# The closed minutes of one batch, oldest first: (minute, prices). `minute` is the closed minute's start (aware UTC),
+# `prices` the latest update of every symbol seen this run, as of the end of that minute.
+ClosedMinutes = Sequence[tuple[datetime, Mapping[str, PriceUpdate]]]
+# `async def hook(minutes)`: called once per batch of closed minutes (one, live; many, in a fast replay).
+MinuteHook = Callable[[ClosedMinutes], Awaitable[None]]
 
 PRUNE_EVERY = timedelta(hours=1)
 # On event time, closed windows are published once this many messages are waiting (and on every wall-clock tick).
 PUBLISH_BATCH = 2_000
+# Closed minutes recorded (candles stored, hooks run) in one batch at most, and, on event time, waiting at most.
+MINUTE_BATCH = 240
+MINUTE_BACKLOG = 240
 ONE_US = timedelta(microseconds=1)
 # How often the worker asks Redis whether a recorder is listening.
 TAPE_CHECK_SECONDS = 1.0
@@ -220,6 +233,7 @@ class Worker:
         self._minute: datetime | None = None  # the open minute of event time
         self._minute_end: datetime | None = None
         self._closed: asyncio.Queue[_ClosedMinute | None] = asyncio.Queue()
+        self._minutes_taken = asyncio.Event()  # set whenever the recorder takes a batch off `_closed`
         self._unsaved_candles: list[Candle] = []
         self._pruned_at: datetime | None = None
 
@@ -281,6 +295,8 @@ class Worker:
             if self._minute_end is None or event.ts >= self._minute_end:
                 if self._minute is not None:
                     self._close_minute(complete=True)
+                    if event_time and self._closed.qsize() >= MINUTE_BACKLOG:
+                        await self._wait_for_recorder()
                 self._minute = minute_of(event.ts)
                 self._minute_end = self._minute + timedelta(minutes=1)
             self.hub.apply(event)
@@ -368,38 +384,63 @@ class Worker:
             self.references.observe(candle.symbol, candle.start, candle.close)
         self._closed.put_nowait(_ClosedMinute(self._minute, candles, MappingProxyType(dict(self._latest)), complete))
 
-    async def _record_minutes(self) -> None:
-        while (closed := await self._closed.get()) is not None:
-            await self._record(closed)
+    async def _wait_for_recorder(self) -> None:
+        """On event time, with MINUTE_BACKLOG closed minutes waiting: let the recorder take them before going on."""
+        self._minutes_taken.clear()
+        await self._minutes_taken.wait()
 
-    async def _record(self, closed: _ClosedMinute) -> None:
-        """Store a minute's candles, prune old ones hourly, then run the hooks; nothing here raises."""
-        minute = closed.minute
+    async def _record_minutes(self) -> None:
+        """Record the closed minutes in batches: all that closed while the previous batch was written (MINUTE_BATCH at most)."""
+        while True:
+            batch = [await self._closed.get()]
+            while len(batch) < MINUTE_BATCH and not self._closed.empty():
+                batch.append(self._closed.get_nowait())
+            self._minutes_taken.set()
+            last = batch[-1] is None  # the end: put after every minute
+            closed = [c for c in batch if c is not None]
+            if closed:
+                await self._record(closed)
+            if last:
+                return
+
+    async def _record(self, batch: Sequence[_ClosedMinute]) -> None:
+        """Store a batch of minutes' candles in one call, prune old ones at most hourly, then run each hook once
+        with the batch's complete minutes; nothing here raises."""
+        minute = batch[-1].minute
         # Candles a failed write left behind go with this batch; those older than a restart could need are dropped.
         oldest = minute - LOOKBACK - MARGIN
-        batch = [c for c in self._unsaved_candles if c.start >= oldest] + closed.candles
+        candles = [c for c in self._unsaved_candles if c.start >= oldest]
+        for closed in batch:
+            candles.extend(closed.candles)
         self._unsaved_candles = []
-        if batch:
+        if candles:
             try:
                 await self._create_instruments()
-                self.stats.candle_rows += await self.store_candles(batch)
+                self.stats.candle_rows += await self.store_candles(candles)
             except Exception:
-                log.exception("could not store %d candles; retrying with the next minute", len(batch))
-                self._unsaved_candles = batch
+                log.exception("could not store %d candles; retrying with the next minute", len(candles))
+                self._unsaved_candles = candles
         if self.retention is not None and (self._pruned_at is None or minute - self._pruned_at >= PRUNE_EVERY):
             self._pruned_at = minute
             try:
                 await self.prune_candles(minute - self.retention)
             except Exception:
                 log.exception("could not delete candles older than %s", minute - self.retention)
-        if not closed.complete:
+        minutes = [(closed.minute, closed.prices) for closed in batch if closed.complete]
+        if not minutes:
             return
         for hook in self.minute_hooks:
             try:
-                await hook(minute, closed.prices)
+                await hook(minutes)
             except Exception:
-                log.exception("minute hook %s failed for %s", getattr(hook, "__qualname__", hook), minute.isoformat())
-        self.stats.minutes += 1
+                log.exception(
+                    "minute hook %s failed for %d minute(s) %s to %s",
+                    getattr(hook, "__qualname__", hook),
+                    len(minutes),
+                    minutes[0][0].isoformat(),
+                    minutes[-1][0].isoformat(),
+                )
+        self.stats.minutes += len(minutes)
 
     def _window_after(self, ts: datetime) -> datetime:
         """The end of the event-time window holding `ts`: the next multiple of the conflation since the epoch."""

@@ -46,12 +46,25 @@ ZERO = Decimal(0)
 DEEPEST = max(BOOK_DEPTHS)
 
 
+_WIRED: dict[Decimal, str] = {}  # recent spellings: a replay writes the same prices and sizes over and over
+_WIRED_MAX = 4096
+
+
 def wire(value: Decimal) -> str:
     """The one spelling of a decimal on the market channels: fixed point, no trailing zeros ("87648.2", "0", "100")."""
+    # Equal decimals (87648.20 and 87648.2) have one spelling, so they may share a cache entry.
+    text = _WIRED.get(value)
+    if text is not None:
+        return text
     text = f"{value:f}"
     if "." in text:
         text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
+    if text in ("-0", ""):
+        text = "0"
+    if len(_WIRED) >= _WIRED_MAX:
+        _WIRED.clear()
+    _WIRED[value] = text
+    return text
 
 
 def _wire(value: Decimal | None) -> str | None:

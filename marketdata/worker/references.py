@@ -59,13 +59,14 @@ def local_midnight(ts: datetime, zone: ZoneInfo) -> datetime:
 class _Series:
     """One symbol's marks, ascending by minute, in two parallel lists so lookups can bisect."""
 
-    __slots__ = ("always_open", "minutes", "prices", "zone")
+    __slots__ = ("always_open", "day", "minutes", "prices", "zone")
 
     def __init__(self, hours: MarketHours) -> None:
         self.always_open = hours.always_open
         self.zone = ZoneInfo(hours.timezone)
         self.minutes: list[datetime] = []
         self.prices: list[Decimal] = []
+        self.day: tuple[datetime, datetime] | None = None  # the last day asked about: [its start, the next day's start)
 
     def add(self, minute: datetime, price: Decimal) -> None:
         i = bisect_left(self.minutes, minute)
@@ -98,8 +99,17 @@ class _Series:
         if self.always_open:
             i = bisect_right(self.minutes, now - LOOKBACK)
         else:
-            i = bisect_left(self.minutes, local_midnight(now, self.zone))
+            i = bisect_left(self.minutes, self._day_start(now))
         return self.prices[i - 1] if i > 0 else None
+
+    def _day_start(self, now: datetime) -> datetime:
+        """`local_midnight(now, zone)`, remembered for the day: every window of a replay asks, mostly about the same day."""
+        day = self.day
+        if day is None or not day[0] <= now < day[1]:
+            date = now.astimezone(self.zone).date()
+            start = datetime.combine(date, time(0), tzinfo=self.zone).astimezone(UTC)
+            day = self.day = (start, datetime.combine(date + timedelta(days=1), time(0), tzinfo=self.zone).astimezone(UTC))
+        return day[0]
 
 
 class References:

@@ -80,19 +80,23 @@ class Replay:
         rebase = timedelta(0)  # added to every time with --rebase-time
         looped = timedelta(0)  # added on each further pass of --loop, so time keeps moving forward
         began = 0.0  # event-loop time of the first event
+        end, start, speed = self.end, self.start, self.speed
         while True:
             stats.passes += 1
             first_of_pass: datetime | None = None
             last: datetime | None = None
-            for event in heapq.merge(*self.sources, key=_ts):
+            shift = rebase + looped
+            # One file needs no merge (at --speed max the merge's per-event cost shows).
+            merged = heapq.merge(*self.sources, key=_ts) if len(self.sources) != 1 else self.sources[0]
+            for event in merged:
                 if event.__class__ is Trade and event.backfill:
                     yield event  # from before the session: counted by the hub, never paced or windowed
                     continue
                 ts = event.ts
-                if self.end is not None and ts >= self.end:
+                if end is not None and ts >= end:
                     break  # the merge is in time order: nothing later can be inside the window
                 stats.read += 1
-                if self.start is not None and ts < self.start:
+                if start is not None and ts < start:
                     stats.before_window += 1
                     continue
                 if first_of_pass is None:
@@ -102,10 +106,10 @@ class Replay:
                     began = clock()
                     if self.rebase:
                         rebase = self.now() - ts
+                        shift = rebase + looped
                 stats.last = last = ts  # kept per event, so an interrupted replay still says how far it got
-                shift = rebase + looped
-                if self.speed is not None:
-                    delay = began + (ts + looped - stats.first).total_seconds() / self.speed - clock()
+                if speed is not None:
+                    delay = began + (ts + looped - stats.first).total_seconds() / speed - clock()
                     if delay >= MIN_SLEEP:
                         self.waiting_until = ts + shift
                         try:

@@ -371,6 +371,19 @@ async def test_a_failed_write_raises_leaves_a_hole_that_since_reports_and_the_ne
     await store.client.aclose()
 
 
+@pytest.mark.redis
+async def test_an_entry_redis_refuses_fails_alone_and_the_append_raises(redis_layer: dict[str, Any]) -> None:
+    store = market_store()
+    assert isinstance(store, RedisMarketStore)
+    await store.append(tickers(1, 3))
+    # seq 2 again (an id not above the stream's last) between two that fit: only it is refused.
+    with pytest.raises(redis.exceptions.ResponseError, match="equal or smaller"):
+        await store.append([*tickers(4, 4), *tickers(2, 2), *tickers(5, 5), msg("ticker:MSFT", 1)])
+    assert await store.since("ticker:AAPL", epoch="e1", seq=0) == tickers(1, 5)
+    assert await store.head("ticker:MSFT") == ("e1", 1)
+    await store.client.aclose()
+
+
 # -- which store --------------------------------------------------------------------------------
 
 

@@ -307,3 +307,51 @@ def test_a_capture_is_recognised_from_its_first_line(tmp_path: Path) -> None:
     assert not BinanceCapture.sniff(coinbase, first_line(coinbase))
     assert not CoinbaseCapture.sniff(SAMPLE, first_line(SAMPLE))
     assert not BinanceCapture.sniff(SAMPLE, '{"type":"trade","ts":"2026-01-01T00:00:00Z"}')
+
+
+GOOD_TRADE: dict[str, object] = {
+    "e": "aggTrade",
+    "E": 1714557600123,
+    "s": "BTCUSDT",
+    "a": 7,
+    "p": "60000.10",
+    "q": "0.5",
+    "T": 1714557600120,
+    "m": True,
+}
+BROKEN_TRADES = [
+    {},
+    {"E": "1714557600123"},
+    {"E": -1},
+    {"T": True},
+    {"T": None},
+    {"p": "sixty"},
+    {"p": "NaN"},
+    {"p": 60000},  # a JSON number: read as the checked path reads it
+    {"q": "Infinity"},
+    {"m": "true"},
+    {"a": "7"},
+    {"T": 1714557600120123},  # µs
+]
+
+
+@pytest.mark.parametrize("known", [True, False])
+@pytest.mark.parametrize("change", BROKEN_TRADES)
+@pytest.mark.parametrize("missing", [None, "E", "T", "p", "q", "m", "a"])
+def test_a_trade_frame_reads_as_the_field_by_field_check_reads_it(change: dict[str, object], missing: str | None, known: bool) -> None:
+    """The fast path for well-formed trades gives what the checked path gives, events, bad lines and counts alike."""
+    from marketdata.feeds import binance_ws
+
+    data = {k: v for k, v in (GOOD_TRADE | change).items() if k != missing}
+
+    def outcome(handler: object) -> tuple[object, datetime | None, dict[str, int]]:
+        symbols, state = SymbolMap(instruments={"BTCUSDT"} if known else set()), BinanceFrameState(offsets=ClockOffsets())
+        try:
+            result: object = handler("BTCUSDT", "btcusdt@aggTrade", data, symbols, at(5), state)  # type: ignore[operator]
+        except BadLine as problem:
+            result = (problem.kind, problem.detail)
+        return result, state.latest, dict(symbols.unknown)
+
+    fast = outcome(binance_ws._HANDLERS["aggTrade"])
+    checked = outcome(lambda *args: binance_ws._trade_checked("a", *args))
+    assert fast == checked

@@ -222,3 +222,50 @@ def test_a_capture_is_recognised_from_its_first_line() -> None:
     assert CoinbaseCapture.sniff(SAMPLE, enveloped)
     assert not BinanceCapture.sniff(SAMPLE, first_line(SAMPLE))
     assert not CoinbaseCapture.sniff(SAMPLE, '{"ts":1,"data":"not json"}')
+
+
+GOOD_ITEM: dict[str, object] = {
+    "trade_id": "41",
+    "product_id": "BTC-USD",
+    "price": "60000.10",
+    "size": "0.5",
+    "side": "SELL",
+    "time": "2024-05-01T10:00:00.123456789Z",
+}
+CHANGES = [
+    {},
+    {"trade_id": "abc"},  # an id that is no number: kept as text by the checked path
+    {"trade_id": ""},
+    {"trade_id": 41},
+    {"trade_id": None},
+    {"time": "2024-05-01T10:00:00"},  # no offset
+    {"time": "2024-05-01T12:00:00+02:00"},
+    {"time": "yesterday"},
+    {"time": 1714557600},
+    {"price": "sixty"},
+    {"price": "NaN"},
+    {"price": 60000},
+    {"size": "-Infinity"},
+    {"side": "buy"},
+    {"side": None},
+]
+
+
+@pytest.mark.parametrize("change", CHANGES)
+@pytest.mark.parametrize("missing", [None, "trade_id", "price", "size", "side", "time"])
+def test_a_market_trade_reads_as_the_field_by_field_check_reads_it(change: dict[str, object], missing: str | None) -> None:
+    """The fast path for well-formed trades gives what the checked path gives, trades and bad lines alike."""
+    from marketdata.feeds import coinbase
+
+    item = {k: v for k, v in (GOOD_ITEM | change).items() if k != missing}
+
+    def outcome(read: Any) -> object:
+        try:
+            return read()
+        except BadLine as problem:
+            return (problem.kind, problem.detail)
+
+    trade_id = item.get("trade_id")
+    number = coinbase._trade_number(trade_id)
+    fast = outcome(lambda: coinbase._trade("BTC-USD", item, trade_id, number, backfill=False))
+    assert fast == outcome(lambda: coinbase._trade_checked("BTC-USD", item, backfill=False))

@@ -24,7 +24,8 @@ from marketdata.feeds.registry import file_sources
 from marketdata.models import AssetClass, Instrument, Quote
 from marketdata.models import Candle as CandleRow
 from marketdata.symbols import SymbolMap
-from marketdata.worker.loop import Worker
+from marketdata.worker import loop
+from marketdata.worker.loop import ClosedMinutes, Worker
 from marketdata.worker.references import Mark, MarketHours, References
 from marketdata.worker.replay import Replay
 from tests.conftest import AGGTRADES, alisten, listen, needs_aggtrades, until
@@ -206,7 +207,8 @@ class Recorder:
     def __init__(self) -> None:
         self.candles: list[list[Candle]] = []
         self.pruned: list[datetime] = []
-        self.calls: list[tuple[datetime, dict[str, PriceUpdate]]] = []
+        self.calls: list[tuple[datetime, dict[str, PriceUpdate]]] = []  # every minute the hook got, in order
+        self.hook_batches: list[list[datetime]] = []  # the minutes of each hook call
 
     async def store_candles(self, candles: Sequence[Candle]) -> int:
         self.candles.append(list(candles))
@@ -216,8 +218,9 @@ class Recorder:
         self.pruned.append(before)
         return 0
 
-    async def hook(self, minute: datetime, prices: Mapping[str, PriceUpdate]) -> None:
-        self.calls.append((minute, dict(prices)))
+    async def hook(self, minutes: ClosedMinutes) -> None:
+        self.calls.extend((minute, dict(prices)) for minute, prices in minutes)
+        self.hook_batches.append([minute for minute, _ in minutes])
 
     def worker(self, feed: Feed, **options: Any) -> Worker:
         return Worker(
@@ -242,14 +245,15 @@ async def test_each_closed_minute_stores_its_candles_and_runs_the_hooks_once() -
     # Minute 0: AAPL twice, BTC once. Minute 1: only AAPL. Minute 2 is skipped. Minute 3 is open at the end.
     events = [at("AAPL", 5, "100"), at("BTC-USD", 20, "60000"), at("AAPL", 59.999, "101"), at("AAPL", 60, "102"), at("AAPL", 185, "103")]
 
-    stats = await rec.worker(ListFeed([events])).run(asyncio.Event())
+    # Live-like: each minute closes while the database is idle, so each is recorded alone.
+    stats = await rec.worker(ListFeed([events[:3], events[3:4], events[4:]], pause=0.05)).run(asyncio.Event())
 
     assert rec.candles == [
         [Candle("AAPL", minute(0), D("100"), D("101"), D("100"), D("101"), D("2"), 2), flat("BTC-USD", minute(0), "60000")],
         [flat("AAPL", minute(1), "102")],
         [flat("AAPL", minute(3), "103")],  # the open minute, stored at shutdown
     ]
-    assert [m for m, _ in rec.calls] == [minute(0), minute(1)]  # the open minute is not closed: no hook
+    assert rec.hook_batches == [[minute(0)], [minute(1)]]  # the open minute is not closed: no hook
     for closed, _ in rec.calls:
         assert closed.tzinfo is not None and closed.utcoffset() == timedelta(0)
     first, second = (prices for _, prices in rec.calls)
@@ -258,6 +262,57 @@ async def test_each_closed_minute_stores_its_candles_and_runs_the_hooks_once() -
     assert {s: u.price for s, u in second.items()} == {"AAPL": D("102"), "BTC-USD": D("60000")}
     assert second["BTC-USD"] is first["BTC-USD"]
     assert (stats.minutes, stats.candle_rows) == (2, 4)
+
+
+async def test_minutes_closing_faster_than_the_database_writes_are_recorded_in_batches() -> None:
+    rec = Recorder()
+    store, hook = rec.store_candles, rec.hook
+
+    async def slow_store(candles: Sequence[Candle]) -> int:
+        await asyncio.sleep(0.02)  # a database slower than the replay
+        return await store(candles)
+
+    async def slow_hook(minutes: ClosedMinutes) -> None:
+        await asyncio.sleep(0.02)
+        await hook(minutes)
+
+    rec.store_candles = slow_store  # type: ignore[method-assign]
+    # Three hours of a sparse session, one tick every 20 s, replayed at once.
+    events = [at("EUR/USD", 20 * i, f"1.{1000 + i % 300}") for i in range(3 * 180)]
+
+    stats = await rec.worker(ListFeed([events]), minute_hooks=[slow_hook], event_time=True).run(asyncio.Event())
+
+    # Every minute's candle stored once, in order, the open one last; every closed minute handed to the hook once.
+    assert [c.start for batch in rec.candles for c in batch] == [minute(n) for n in range(180)]
+    assert [m for m, _ in rec.calls] == [minute(n) for n in range(179)]
+    assert stats.minutes == 179
+    # ... in a handful of calls, not one per minute.
+    assert len(rec.candles) <= 10 and len(rec.hook_batches) <= 10
+    assert all(len(batch) <= loop.MINUTE_BATCH for batch in rec.hook_batches)
+    # Each minute still gets the prices as of its own end.
+    assert [u["EUR/USD"].price for _, u in rec.calls[:3]] == [D("1.1002"), D("1.1005"), D("1.1008")]
+
+
+async def test_a_replay_waits_for_the_database_rather_than_piling_up_closed_minutes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loop, "MINUTE_BACKLOG", 5)
+    monkeypatch.setattr(loop, "MINUTE_BATCH", 5)
+    rec = Recorder()
+    ahead: list[int] = []
+    worker: Worker
+
+    async def slow_hook(minutes: ClosedMinutes) -> None:
+        ahead.append(worker._closed.qsize())  # closed minutes waiting while this batch is written
+        await asyncio.sleep(0.01)
+        await rec.hook(minutes)
+
+    events = [at("EUR/USD", 60 * i, "1.1") for i in range(60)]
+    worker = rec.worker(ListFeed([events]), minute_hooks=[slow_hook], event_time=True)
+
+    await worker.run(asyncio.Event())
+
+    assert [m for m, _ in rec.calls] == [minute(n) for n in range(59)]
+    assert max(ahead) <= 5
+    assert all(len(batch) <= 5 for batch in rec.hook_batches)
 
 
 async def test_candles_are_stored_per_closed_minute_with_their_ohlcv() -> None:
@@ -327,12 +382,12 @@ async def test_a_failing_hook_is_logged_and_the_worker_and_other_hooks_carry_on(
 ) -> None:
     rec = Recorder()
 
-    async def broken(minute: datetime, prices: Mapping[str, PriceUpdate]) -> None:
+    async def broken(minutes: ClosedMinutes) -> None:
         raise RuntimeError("hook exploded")
 
-    events = [at("AAPL", 60 * n, str(100 + n)) for n in range(4)]
+    events = [[at("AAPL", 60 * n, str(100 + n))] for n in range(4)]  # a minute at a time, as live
 
-    stats = await rec.worker(ListFeed([events]), minute_hooks=[broken, rec.hook]).run(asyncio.Event())
+    stats = await rec.worker(ListFeed(events, pause=0.02), minute_hooks=[broken, rec.hook]).run(asyncio.Event())
 
     assert [m for m, _ in rec.calls] == [minute(0), minute(1), minute(2)]
     failures = [r for r in caplog.records if r.name == "marketdata.worker.loop" and r.levelno == logging.ERROR]
@@ -350,8 +405,8 @@ async def test_candles_that_fail_to_store_go_with_the_next_minute(expect_worker_
             raise OSError("database unavailable")
         return len(candles)
 
-    events = [at("AAPL", 60 * n, str(100 + n)) for n in range(3)]
-    worker = Worker(feed=ListFeed([events]), conflation=0.01, quote_flush=60, store_quotes=no_store, store_candles=flaky)
+    events = [[at("AAPL", 60 * n, str(100 + n))] for n in range(3)]  # a minute at a time, as live
+    worker = Worker(feed=ListFeed(events, pause=0.02), conflation=0.01, quote_flush=60, store_quotes=no_store, store_candles=flaky)
 
     stats = await worker.run(asyncio.Event())
 
@@ -362,11 +417,20 @@ async def test_candles_that_fail_to_store_go_with_the_next_minute(expect_worker_
 
 async def test_old_candles_are_pruned_by_the_retention_at_most_once_an_hour_of_event_time() -> None:
     rec = Recorder()
-    events = [at("AAPL", 60 * n, "100") for n in range(151)]
+    events = [[at("AAPL", 60 * n, "100")] for n in range(151)]  # a minute at a time, as live
+
+    await rec.worker(ListFeed(events, pause=0.002), retention=timedelta(days=2)).run(asyncio.Event())
+
+    assert rec.pruned == [minute(0) - timedelta(days=2), minute(60) - timedelta(days=2), minute(120) - timedelta(days=2)]
+
+
+async def test_a_batch_of_minutes_prunes_once_as_of_its_newest_minute() -> None:
+    rec = Recorder()
+    events = [at("AAPL", 60 * n, "100") for n in range(151)]  # all closed before the database gets a turn
 
     await rec.worker(ListFeed([events]), retention=timedelta(days=2)).run(asyncio.Event())
 
-    assert rec.pruned == [minute(0) - timedelta(days=2), minute(60) - timedelta(days=2), minute(120) - timedelta(days=2)]
+    assert rec.pruned == [minute(149) - timedelta(days=2)]
 
 
 async def test_without_a_retention_nothing_is_pruned() -> None:

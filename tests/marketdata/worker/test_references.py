@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marketdata.worker.references import LOOKBACK, MARGIN, Mark, MarketHours, References, local_midnight, minute_of
+from marketdata.worker.references import LOOKBACK, MARGIN, Mark, MarketHours, References, _Series, local_midnight, minute_of
 
 D = Decimal
 NEW_YORK = "America/New_York"
@@ -161,3 +161,15 @@ def test_trimmed_references_agree_with_every_mark_kept(
     for extra in later:
         now = newest - MARGIN + timedelta(minutes=extra, seconds=30)
         assert r.reference("X", now) == brute_force(hours, marks, now)
+
+
+@given(
+    zone=st.sampled_from(["America/New_York", "Europe/Berlin", "Australia/Lord_Howe", "America/Santiago", "UTC", "Asia/Kolkata"]),
+    offsets=st.lists(st.integers(min_value=0, max_value=400 * 24 * 3600), min_size=1, max_size=30),
+)
+def test_the_remembered_day_start_is_always_the_local_midnight(zone: str, offsets: list[int]) -> None:
+    series = _Series(MarketHours(always_open=False, timezone=zone))
+    base = datetime(2025, 1, 1, tzinfo=UTC)
+    for seconds in sorted(offsets) + offsets:  # in order, as a replay asks, then in any order
+        now = base + timedelta(seconds=seconds)
+        assert series._day_start(now) == local_midnight(now, ZoneInfo(zone))
