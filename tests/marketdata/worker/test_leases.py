@@ -32,6 +32,8 @@ from tests.conftest import Tap, until
 pytestmark = pytest.mark.redis
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+# Leases of the workers in these tests: renewed every 0.5 s, so a loaded machine does not let one lapse by accident.
+TTL = 1.5
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -118,7 +120,7 @@ async def test_a_write_with_an_old_token_is_fenced_off_at_the_history_and_at_eve
 
 
 async def test_a_refused_worker_stops_or_stands_by_and_takes_over_when_the_holder_stops(redis_layer: Any) -> None:
-    holder = worker(Ticking(100), leases("holder", ttl=0.6))
+    holder = worker(Ticking(100), leases("holder", ttl=TTL))
     stop_holder = asyncio.Event()
     running = asyncio.create_task(holder.run(stop_holder))
     await until(lambda: "BTC-USD" in holder.leases.tokens, what="the holder's lease")  # type: ignore[union-attr]
@@ -126,13 +128,13 @@ async def test_a_refused_worker_stops_or_stands_by_and_takes_over_when_the_holde
     with pytest.raises(LeaseRefused, match=r"BTC-USD is published by holder.*--takeover"):
         await worker(Ticking(0), leases("refused")).run(asyncio.Event())
 
-    standby = worker(Ticking(10_000), leases("standby", ttl=0.6), standby=True)
+    standby = worker(Ticking(10_000), leases("standby", ttl=TTL), standby=True)
     stop_standby = asyncio.Event()
     waiting = asyncio.create_task(standby.run(stop_standby))
     await until(lambda: standby.stats.not_held["BTC-USD"] > 0, what="the standby skipping BTC-USD")
     stop_holder.set()
     await running  # releases its lease on the way out
-    await until(lambda: standby.stats.market_messages > 0, timeout=3, what="the standby publishing BTC-USD")
+    await until(lambda: standby.stats.market_messages > 0, timeout=TTL + 2, what="the standby publishing BTC-USD")
     stop_standby.set()
     await waiting
     assert (await market_store().snapshot("ticker:BTC-USD"))["epoch"] == standby.hub.epoch
@@ -141,14 +143,14 @@ async def test_a_refused_worker_stops_or_stands_by_and_takes_over_when_the_holde
 async def test_a_takeover_stops_the_holder_publishing_and_its_clients_hear_only_the_new_epoch_after_it(redis_layer: Any) -> None:
     tap = Tap()
     await streams.subscribe_market(tap, ["ticker:BTC-USD"])
-    holder = worker(Ticking(100), leases("holder", ttl=0.6))
+    holder = worker(Ticking(100), leases("holder", ttl=TTL))
     stop = asyncio.Event()
     tasks = [asyncio.create_task(holder.run(stop))]
     await until(lambda: len(tap.messages) > 3, what="the holder's prices")
 
-    taker = worker(Ticking(10_000), leases("taker", ttl=0.6), takeover=True)
+    taker = worker(Ticking(10_000), leases("taker", ttl=TTL), takeover=True)
     tasks.append(asyncio.create_task(taker.run(stop)))
-    await until(lambda: "BTC-USD" in holder.stats.lost, timeout=2, what="the holder noticing the takeover")
+    await until(lambda: "BTC-USD" in holder.stats.lost, timeout=TTL + 2, what="the holder noticing the takeover")
     assert holder.stats.lost["BTC-USD"] == "taker"
     await until(lambda: taker.stats.market_messages > 5, what="the taker's prices")
     stop.set()
@@ -255,22 +257,22 @@ class Booking:
 
 
 async def test_a_standby_that_gets_its_symbol_back_starts_its_channels_over_with_whole_snapshots(redis_layer: Any) -> None:
-    first = worker(Booking(), leases("first", ttl=0.6), standby=True)
+    first = worker(Booking(), leases("first", ttl=TTL), standby=True)
     stop_first = asyncio.Event()
     running = asyncio.create_task(first.run(stop_first))
     await until(lambda: first.stats.market_messages > 20, what="the first worker's book")
 
-    taker = worker(Ticking(10_000), leases("taker", ttl=0.6), takeover=True)
+    taker = worker(Ticking(10_000), leases("taker", ttl=TTL), takeover=True)
     stop_taker = asyncio.Event()
     taking = asyncio.create_task(taker.run(stop_taker))
-    await until(lambda: "BTC-USD" in first.stats.lost, timeout=2, what="the takeover")
+    await until(lambda: "BTC-USD" in first.stats.lost, timeout=TTL + 2, what="the takeover")
     first_seq = first.market.seqs["ticker:BTC-USD"]
     await until(lambda: taker.market.seqs.get("ticker:BTC-USD", 0) > first_seq + 20, what="the taker publishing more than the first did")
     stop_taker.set()
     await taking  # gives the lease back: the standby takes it at its next renewal
 
     published = first.stats.market_messages
-    await until(lambda: first.stats.market_messages > published + 20, timeout=3, what="the first worker publishing again")
+    await until(lambda: first.stats.market_messages > published + 20, timeout=TTL + 3, what="the first worker publishing again")
     stop_first.set()
     await running
 
