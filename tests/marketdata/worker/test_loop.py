@@ -527,6 +527,9 @@ async def test_instruments_created_for_new_symbols_are_stored_before_their_quote
     assert not [r for r in caplog.records if r.name == "marketdata.services" and "no instrument" in r.getMessage()]
 
 
+# The stub touches no database, but database_sync_to_async checks the executor thread's connection before and after
+# the call: after a transactional test (pytest-django runs those first when they are collected) that thread has one.
+@pytest.mark.django_db
 async def test_instruments_that_fail_to_be_created_are_retried_before_the_next_store(
     monkeypatch: pytest.MonkeyPatch, expect_worker_errors: None
 ) -> None:
