@@ -48,6 +48,13 @@ _PRICE_REQUIRED: dict[str, str] = {Kind.BUY: "the price per share", Kind.SELL: "
 _COLUMN_OF_FIELD = {"instrument": "symbol"}
 
 
+# OWASP "CSV injection": a spreadsheet runs a cell that starts with one of these as a formula
+# (`=HYPERLINK(...)`, `+cmd|' /C calc'!A0`, `@SUM(...)`, `-2+3+cmd...`). Free-text cells that start so are
+# written after a `'`, which spreadsheets take as "this is text"; reading removes it again (`_text_in`).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Cells that hold text anyone may type; the others are numbers, times, kinds and codes written by `_cells`.
+_TEXT_COLUMNS = ("symbol", "note")
+
 _T = TypeVar("_T")
 _NEVER = datetime(1970, 1, 1, tzinfo=UTC)  # stands in for a bad time; its row is never drafted
 
@@ -104,6 +111,20 @@ def _header_problems(header: list[str]) -> list[Problem]:
     if missing:
         problems.append(Problem(1, "", f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"))
     return problems
+
+
+def _quoted(text: str) -> bool:
+    """Whether a text cell is written after a `'`: it starts a formula, or it is a `'` before what would need one
+    (so that reading removes exactly the `'` writing added)."""
+    return text.startswith(_FORMULA_START) or (text[:1] == "'" and (text[1:2] == "'" or text[1:].startswith(_FORMULA_START)))
+
+
+def _text_out(text: str) -> str:
+    return f"'{text}" if _quoted(text) else text
+
+
+def _text_in(text: str) -> str:
+    return text[1:] if text[:1] == "'" and _quoted(text[1:]) else text
 
 
 class _Row:
@@ -207,7 +228,11 @@ def parse(lines: Iterable[str], *, instruments: Mapping[str, Instrument]) -> tup
         if len(cells) != len(header):
             problems.append(Problem(line, "", f"{len(cells)} cells, but the header has {len(header)} columns"))
             continue
-        row = _Row(line, {c: v.strip() for c, v in zip(header, cells, strict=True)}, problems)
+        values = {c: v.strip() for c, v in zip(header, cells, strict=True)}
+        for column in _TEXT_COLUMNS:
+            if column in values:
+                values[column] = _text_in(values[column])
+        row = _Row(line, values, problems)
         if (draft := _draft(row, instruments, unknown)) is not None:
             drafts.append(draft)
     if header is None:
@@ -260,13 +285,13 @@ def _cells(transaction: Transaction) -> list[str]:
     return [
         t.executed_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         t.kind,
-        instrument.symbol if instrument else "",
+        _text_out(instrument.symbol) if instrument else "",
         plain(t.quantity),
         "" if price_is_default else plain(t.price),
         "" if t.fee == ZERO else plain(t.fee),
         "" if t.currency == default_currency else t.currency,
         "" if t.currency == base else plain(t.fx_rate),
-        t.note,
+        _text_out(t.note),
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from datetime import timedelta
 from decimal import Decimal
@@ -153,3 +154,41 @@ def test_the_command_writes_a_file_that_imports_back(euro: Portfolio, bob: Any, 
 def test_the_command_refuses_an_unknown_portfolio() -> None:
     with pytest.raises(CommandError, match=r"^no portfolio with id 999999$"):
         call_command("export_transactions", "--portfolio", "999999")
+
+
+# OWASP "CSV injection" payloads, and text that merely looks like the escape.
+FORMULAS = [
+    '=HYPERLINK("http://x","y")',
+    "+cmd|' /C calc'!A0",
+    "@SUM(A1:A9)",
+    "-2+3+cmd|' /C calc'!A0",
+    "\tTAB",
+    "'=already",
+    "''",
+    "'plain",
+]
+
+
+def test_notes_that_a_spreadsheet_would_run_are_written_as_text_and_read_back_unchanged(alice: Any, bob: Any) -> None:
+    original = services.portfolio_create(owner_id=alice.pk, name="Alice notes")
+    services.transactions_import(
+        portfolio=original,
+        drafts=[Draft(kind="deposit", executed_at=T0 + timedelta(minutes=i), quantity=D(1), note=note) for i, note in enumerate(FORMULAS)],
+    )
+
+    written = export(original)
+
+    notes = [row[-1] for row in csv.reader(io.StringIO(written))][1:]
+    assert notes == ["'" + note if note[:1] in "=+-@\t" or note[:2] in ("'=", "''") else note for note in FORMULAS]
+    assert notes[-1] == "'plain"  # a leading quote before anything harmless is left alone
+    copy = services.portfolio_create(owner_id=bob.pk, name="Bob copy")
+    import_csv(copy, written)
+    assert [t.note for t in copy.transactions.order_by("executed_at")] == FORMULAS
+
+
+def test_a_symbol_that_starts_like_a_formula_is_escaped_too(alice: Any) -> None:
+    Instrument.objects.create(symbol="-X", name="Odd", asset_class="equity", quote_currency="USD")
+    portfolio = services.portfolio_create(owner_id=alice.pk, name="Alice odd")
+    import_csv(portfolio, f"{HEADER}\n2026-01-05T14:30:00Z,deposit,,100,,,,,\n2026-01-05T15:30:00Z,buy,'-X,1,10,,,,\n")
+    assert "buy,'-X,1,10" in export(portfolio)
+    assert portfolio.transactions.get(kind="buy").instrument.symbol == "-X"
