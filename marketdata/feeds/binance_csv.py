@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from marketdata.events import EPOCH, MarketEvent, Trade
-from marketdata.feeds.files import COMMON_OPTIONS, EXCHANGE, BadLine, FeedError
+from marketdata.feeds.files import COMMON_OPTIONS, EXCHANGE, BadLine, FeedError, NamedSymbol
 from marketdata.symbols import SymbolMap
 
 SOURCE = "binance"
@@ -88,11 +88,9 @@ class _BinanceTradeFile:
         if unknown:
             raise FeedError(f"{path}: unknown option(s) {', '.join(sorted(unknown))} for --format {self.name}; it takes: symbol")
         self.path = path
-        self.symbols = symbols
         self.raw_symbol = options.get("symbol") or symbol_from_name(path, self._kind, symbols)
-        self.symbol = symbols.resolve(self.raw_symbol, source=SOURCE)
-        # When the symbol is unknown, that resolve already counted one skipped event.
-        self._counted_ahead = self.symbol is None
+        self.named = NamedSymbol(self.raw_symbol, symbols, source=SOURCE)
+        self.symbol = self.named.symbol
         self._width = len(self._columns)
         self._prices: dict[str, Decimal] = {}  # see _decimal
         self._sizes: dict[str, Decimal] = {}
@@ -139,16 +137,8 @@ class _BinanceTradeFile:
             return self._explain(fields)
         symbol = self.symbol
         if symbol is None:
-            return self._unknown_symbol()
+            return self.named.skipped()
         return (Trade(symbol, ts, price, size, SOURCE, side, trade_id),)
-
-    def _unknown_symbol(self) -> tuple[()]:
-        # Count each skipped line in the map, as a feed would count each event.
-        if self._counted_ahead:
-            self._counted_ahead = False
-        else:
-            self.symbols.resolve(self.raw_symbol, source=SOURCE)
-        return ()
 
     def _explain(self, fields: list[str]) -> tuple[()]:
         """Raise the BadLine saying what is wrong with a line the fast path refused; () for a header."""

@@ -192,6 +192,27 @@ def first_line(path: Path) -> str:
     return ""
 
 
+class NamedSymbol:
+    """The one symbol a whole file is about (from `--symbol` or the file's name), resolved once.
+
+    Unknown, each of its lines is skipped and counted in the symbol map as a feed counts each event
+    (`skipped`); resolving it here already counted the first.
+    """
+
+    def __init__(self, raw: str, symbols: SymbolMap, *, source: str) -> None:
+        self.raw, self._symbols, self._source = raw, symbols, source
+        self.symbol = symbols.resolve(raw, source=source)
+        self._counted_ahead = self.symbol is None
+
+    def skipped(self) -> tuple[()]:
+        """Count one line of the unknown symbol; no events."""
+        if self._counted_ahead:
+            self._counted_ahead = False
+        else:
+            self._symbols.resolve(self.raw, source=self._source)
+        return ()
+
+
 class FileSource:
     """The events of one file in exchange-time order; iterable again from the start (for --loop)."""
 

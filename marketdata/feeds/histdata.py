@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 from marketdata.events import MarketEvent, Quote
-from marketdata.feeds.files import COMMON_OPTIONS, EXCHANGE, BadLine, FeedError
+from marketdata.feeds.files import COMMON_OPTIONS, EXCHANGE, BadLine, FeedError, NamedSymbol
 from marketdata.symbols import SymbolMap
 
 SOURCE = "histdata"
@@ -51,11 +51,9 @@ class HistDataTicks:
         unknown = set(options) - {"symbol"} - COMMON_OPTIONS
         if unknown:
             raise FeedError(f"{path}: unknown option(s) {', '.join(sorted(unknown))} for --format {self.name}; it takes: symbol")
-        self.symbols = symbols
         self.raw_symbol = options.get("symbol") or _symbol_from_name(path)
-        self.symbol = symbols.resolve(self.raw_symbol, source=SOURCE)
-        # When the symbol is unknown, that resolve already counted one skipped event.
-        self._counted_ahead = self.symbol is None
+        self.named = NamedSymbol(self.raw_symbol, symbols, source=SOURCE)
+        self.symbol = self.named.symbol
 
     @classmethod
     def sniff(cls, path: Path, first_line: str) -> bool:
@@ -72,16 +70,8 @@ class HistDataTicks:
         if bid > ask:
             raise BadLine("crossed quote", f"bid {bid_text} is above ask {ask_text}")
         if self.symbol is None:
-            return self._unknown_symbol()
+            return self.named.skipped()
         return (Quote(self.symbol, ts, bid, ask, SOURCE),)
-
-    def _unknown_symbol(self) -> tuple[()]:
-        # Count each skipped line in the map, as a feed would count each event.
-        if self._counted_ahead:
-            self._counted_ahead = False
-        else:
-            self.symbols.resolve(self.raw_symbol, source=SOURCE)
-        return ()
 
 
 def _symbol_from_name(path: Path) -> str:

@@ -49,7 +49,7 @@ from typing import ClassVar
 
 from marketdata.events import MarketEvent, Quote, Trade
 from marketdata.feeds.dayclock import NEW_YORK, DayClock, zone_named
-from marketdata.feeds.files import EXCHANGE, BadLine, FeedError
+from marketdata.feeds.files import EXCHANGE, BadLine, FeedError, NamedSymbol
 from marketdata.symbols import SymbolMap
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,6 @@ class LeanEquityTicks:
                 f"{path}: unknown option(s) {', '.join(sorted(unknown))} for --format {self.name}; it takes: {', '.join(sorted(OPTIONS))}"
             )
         self.path = path
-        self.symbols = symbols
         named_day, named_symbol, kind = _from_name(path)
         day = _day(options["date"]) if options.get("date") else named_day
         raw_symbol = options.get("symbol") or named_symbol
@@ -135,9 +134,8 @@ class LeanEquityTicks:
             for name in CROSS_CONDITIONS:
                 self.excluded |= CONDITION_NAMES[name]
         self.drop_suspicious = _flag(options, "drop_suspicious")
-        self.symbol = symbols.resolve(self.raw_symbol, source=SOURCE)
-        # When the symbol is unknown, that resolve already counted one skipped event.
-        self._counted_ahead = self.symbol is None
+        self.named = NamedSymbol(self.raw_symbol, symbols, source=SOURCE)
+        self.symbol = self.named.symbol
         self.dropped: Counter[str] = Counter()  # filtered ticks by reason, this pass
         self.reset()
 
@@ -188,7 +186,7 @@ class LeanEquityTicks:
             return ()
         if self.kind == "trade":
             if self.symbol is None:
-                return self._unknown_symbol()
+                return self.named.skipped()
             return (Trade(self.symbol, ts, price, size, SOURCE),)
         if not (bid or ask):
             return ()  # both sides 0: a halt or resume message, no price
@@ -201,7 +199,7 @@ class LeanEquityTicks:
         if self._bid > self._ask:
             raise BadLine("crossed quote", f"bid {self._bid} is above ask {self._ask}")
         if self.symbol is None:
-            return self._unknown_symbol()
+            return self.named.skipped()
         return (Quote(self.symbol, ts, self._bid, self._ask, SOURCE),)
 
     def _filtered(self, exchange: str, condition: int, suspicious: bool) -> str | None:
@@ -213,14 +211,6 @@ class LeanEquityTicks:
         if self.exchanges is not None and exchange.upper() not in self.exchanges:
             return "exchange"
         return None
-
-    def _unknown_symbol(self) -> tuple[()]:
-        # Count each skipped line in the map, as a feed would count each event.
-        if self._counted_ahead:
-            self._counted_ahead = False
-        else:
-            self.symbols.resolve(self.raw_symbol, source=SOURCE)
-        return ()
 
 
 def _from_name(path: Path) -> tuple[date | None, str | None, str | None]:

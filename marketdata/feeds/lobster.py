@@ -54,7 +54,7 @@ from typing import ClassVar
 
 from marketdata.events import BookDelta, BookSnapshot, Level, MarketEvent, Trade
 from marketdata.feeds.dayclock import NEW_YORK, DayClock, zone_named
-from marketdata.feeds.files import EXCHANGE, BadLine, FeedError, open_text
+from marketdata.feeds.files import EXCHANGE, BadLine, FeedError, NamedSymbol, open_text
 from marketdata.symbols import SymbolMap
 
 log = logging.getLogger(__name__)
@@ -94,13 +94,11 @@ class LobsterMessages:
         except ValueError:
             raise FeedError(f"{path}: {found.group(2)} in the file name is not a date") from None
         self.path = path
-        self.symbols = symbols
         self.levels = int(found.group(5))
         self.clock = DayClock(day, zone_named(NEW_YORK))
         self.raw_symbol = options.get("symbol") or found.group(1).upper()
-        self.symbol = symbols.resolve(self.raw_symbol, source=SOURCE)
-        # When the symbol is unknown, that resolve already counted one skipped event.
-        self._counted_ahead = self.symbol is None
+        self.named = NamedSymbol(self.raw_symbol, symbols, source=SOURCE)
+        self.symbol = self.named.symbol
         book = path.with_name(path.name.replace("_message_", "_orderbook_"))
         self.book_path: Path | None = book if book.is_file() else None
         if self.book_path is None:
@@ -158,7 +156,8 @@ class LobsterMessages:
             raise row
         symbol = self.symbol
         if symbol is None:
-            return self._unknown_symbol()
+            self.named.skipped()
+            return []
         events: list[MarketEvent] = []
         if kind in (EXECUTE, HIDDEN, CROSS):
             side = _TAKER[direction] if kind == EXECUTE else None
@@ -227,14 +226,6 @@ class LobsterMessages:
             if bid_size > 0:
                 bids[bid_price] = bid_size
         return bids, asks
-
-    def _unknown_symbol(self) -> list[MarketEvent]:
-        # Count each skipped line in the map, as a feed would count each event.
-        if self._counted_ahead:
-            self._counted_ahead = False
-        else:
-            self.symbols.resolve(self.raw_symbol, source=SOURCE)
-        return []
 
 
 def _applied(bids: Side, asks: Side, kind: int, price: int, size: int, direction: int) -> tuple[Side, Side]:
