@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
 from config.env import env_bool, env_decimal, env_int, env_list, env_str
+from config.proxies import parse_networks
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # A local .env fills in what the real environment leaves unset; never overrides it.
@@ -29,6 +30,9 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Addresses or networks of our own reverse proxies: only their X-Forwarded-For is believed (config/proxies.py).
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+parse_networks(TRUSTED_PROXIES)  # a bad entry stops start-up with its text
 
 INSTALLED_APPS = [
     # daphne first: its runserver replaces Django's with an ASGI one.
