@@ -6,6 +6,7 @@ Each variable is listed in `.env.example` and the README. Readers live in
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -45,6 +46,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "channels",
+    "axes",
     "marketdata",
     "portfolio",
 ]
@@ -58,6 +60,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes asks: turns a login that hit the lockout into the lockout page (config/lockout.py).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -184,6 +188,30 @@ MARKET_HISTORY_LENGTH = env_int("MARKET_HISTORY_LENGTH", 1000, minimum=10)
 # A replay sandbox's Redis keys (`replay_feed --sandbox`: its history and snapshots) expire this long
 # after its last write, so abandoned sessions do not fill Redis.
 MARKETDATA_SANDBOX_TTL_SECONDS = env_int("MARKETDATA_SANDBOX_TTL_SECONDS", 86400, minimum=60)
+
+# --- Login throttling (django-axes; config/lockout.py) -------------------------
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out username or address before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Failed logins (passwords on the login page and the admin, API tokens on /ws/v1/market) a username, or a client
+# address, may have before it is locked out; each is counted separately and either one locks.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+# Failures are forgotten, and a lockout ends, this long after the last failure (attempts while locked out do not extend it).
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_COOLOFF_SECONDS", 900, minimum=1))
+AXES_LOCKOUT_PARAMETERS = "config.lockout.lockout_parameters"
+AXES_CLIENT_IP_CALLABLE = "config.proxies.request_client_address"  # one rule for the client's address (TRUSTED_PROXIES)
+AXES_LOCKOUT_CALLABLE = "config.lockout.lockout_response"  # the login page with when to try again, HTTP 429
+# A fixed end the lockout page can name; the attacker gains nothing, as locked-out attempts are refused unchecked.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# A success keeps the failures: resetting them would also wipe every other username's failures from that
+# address, letting anyone with an account guess another one's password without limit.
+AXES_RESET_ON_SUCCESS = False
+# Every failure gets a row staff can read in the admin ("Access failures"), beside the counts ("Access attempts").
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+# Log lines name the username and the address (a password is always masked).
+AXES_SENSITIVE_PARAMETERS: list[str] = []
 
 LOGGING = {
     "version": 1,

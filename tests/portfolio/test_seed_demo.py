@@ -7,6 +7,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.http import HttpRequest
 from django.test import Client
 from django.utils import timezone
 
@@ -72,9 +73,10 @@ def test_seed_prints_credentials_that_log_in(client: Client) -> None:
     assert match, "credentials not printed"
     assert (match["user"], match["admin"]) == (settings.DEMO_USERNAME, settings.ADMIN_USERNAME)
 
-    assert client.login(username=match["user"], password=match["password"])
+    # Django's authenticate() goes through axes' backend (config/lockout.py), which needs a request.
+    assert client.login(request=HttpRequest(), username=match["user"], password=match["password"])
     assert client.get("/").status_code == 200
-    assert Client().login(username=match["admin"], password=match["admin_password"])
+    assert Client().login(request=HttpRequest(), username=match["admin"], password=match["admin_password"])
 
 
 def test_reseeding_restores_the_printed_demo_password(client: Client) -> None:
@@ -86,7 +88,7 @@ def test_reseeding_restores_the_printed_demo_password(client: Client) -> None:
     match = CREDENTIALS.search(seed())
 
     assert match
-    assert client.login(username=match["user"], password=match["password"])
+    assert client.login(request=HttpRequest(), username=match["user"], password=match["password"])
 
 
 def test_seed_makes_the_admin_user_staff_and_superuser_and_the_demo_user_neither() -> None:
