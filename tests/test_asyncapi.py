@@ -409,6 +409,9 @@ def test_the_schemas_refuse_what_the_docs_refuse(doc: dict[str, Any]) -> None:
     assert not resumed.is_valid({"type": "resumed", "ch": "ticker:X", "recovered": True, "epoch": "1", "seq": 3})  # no from_seq
     error = validator(doc, payload_pointer(doc, "error"))
     assert not error.is_valid({"type": "error", "code": "teapot", "message": "no"})
+    assert error.is_valid({"type": "error", "code": "auth_locked", "message": "later", "retry_after": 60})
+    assert not error.is_valid({"type": "error", "code": "auth_locked", "message": "later"})  # says when
+    assert not error.is_valid({"type": "error", "code": "auth_failed", "message": "no", "retry_after": 60})
 
     snapshot, update = validator(doc, payload_pointer(doc, "snapshot")), validator(doc, payload_pointer(doc, "update"))
     ticker = {"last": "1", "bid": None, "ask": None, "ref": None, "change": None, "change_pct": None, "replay": False}

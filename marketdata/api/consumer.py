@@ -39,6 +39,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from config import lockout
 from marketdata import services
 from marketdata.api.channels import Channel, channel_parse
 from marketdata.api.limits import Message, Request
@@ -77,6 +78,10 @@ Job = Callable[[], Awaitable[None]]
 
 def _instrument_symbols() -> frozenset[str]:
     return frozenset(Instrument.objects.values_list("symbol", flat=True))
+
+
+def _token_user(plaintext: Any) -> Any:
+    return services.token_authenticate(plaintext=plaintext)
 
 
 def limits_from_settings() -> Limits:
@@ -252,7 +257,12 @@ class MarketConsumer(AsyncWebsocketConsumer):
 
     async def _auth(self, request: Request) -> None:
         self.session.authenticating()
-        user = await database_sync_to_async(services.token_authenticate)(plaintext=request.token)
+        # Under the login lockout (config/lockout.py): a bad token counts against the client's address.
+        login = await database_sync_to_async(lockout.token_login)(scope=self.scope, plaintext=request.token, authenticate=_token_user)
+        if login.locked_for is not None:
+            self._close(self.session.auth_locked(request.id, login.locked_for))
+            return
+        user = login.user
         if user is None:
             self.session.error("auth_failed", "Unknown or revoked token.", request.id)
             self._close(CLOSE_AUTH_FAILED)

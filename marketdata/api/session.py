@@ -54,6 +54,7 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_AUTH_FAILED = 4401
 CLOSE_SLOW_CONSUMER = 4408
 CLOSE_TOO_MANY_CONNECTIONS = 4409
+CLOSE_AUTH_LOCKED = 4423  # as HTTP 423 Locked: too many failed logins from this address (config/lockout.py)
 CLOSE_RATE_LIMITED = 4429
 RATE_LIMITED_IN_A_ROW = 10
 
@@ -247,6 +248,18 @@ class Session:
             "too_many_connections", f"{user.get_username()!r} already has {self.limits.connections_per_user} open connections.", request_id
         )
         return CLOSE_TOO_MANY_CONNECTIONS
+
+    def auth_locked(self, request_id: int | str | None, seconds: int) -> int:
+        self.send(
+            {
+                "type": "error",
+                **({} if request_id is None else {"id": request_id}),
+                "code": "auth_locked",
+                "message": f"Too many failed logins from your address: try again in {seconds} s.",
+                "retry_after": seconds,
+            }
+        )
+        return CLOSE_AUTH_LOCKED
 
     # -- client frames ---------------------------------------------------------------------
 
