@@ -112,6 +112,16 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
             if self._in_group:
                 outbox.close_detached(self._leave_group_within(DETACHED_CLEANUP_SECONDS))
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels (4.2+) hops to its one database thread before every message, to close stale database connections.
+        # A client frame needs no database here (what does goes through database_sync_to_async, which closes them
+        # itself), and under a flood of frames those hops queue behind each other in that one thread: the server's
+        # queue of frames for the connection grows, and its close waits behind them past the close timeout.
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
+
     async def _leave_group_within(self, seconds: float) -> None:
         try:
             async with asyncio.timeout(seconds):

@@ -130,6 +130,16 @@ class MarketConsumer(AsyncWebsocketConsumer):
             # (daphne, past its application close timeout) and nothing else would stop what this connection started.
             self._release()
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels (4.2+) hops to its one database thread before every message, to close stale database connections.
+        # A client frame needs no database here (what does goes through database_sync_to_async, which closes them
+        # itself), and under a flood of frames those hops queue behind each other in that one thread: the server's
+        # queue of frames for the connection grows, and its close waits behind them past the close timeout.
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
+
     async def connect(self) -> None:
         self.connection_id = uuid.uuid4().hex[:16]
         user = self.scope.get("user")
