@@ -17,10 +17,12 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from config.capacity import ConnectionCap  # noqa: E402
 from config.origins import AllowedHostsBrowserOriginValidator, OriginCheckByPath  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
-websocket_app = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+# At most WS_MAX_CONNECTIONS open WebSockets per process, both paths, counted past the origin check (config/capacity.py).
+websocket_app = ConnectionCap(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 
 application = ProtocolTypeRouter(
     {

@@ -183,6 +183,16 @@ MARKET_WS_HEARTBEAT_SECONDS = env_int("MARKET_WS_HEARTBEAT_SECONDS", 15, minimum
 # one whose outbox alone passes four times that bound is closed at once (marketdata/delivery/outbox.py).
 MARKET_WS_SEND_BUFFER_BYTES = env_int("MARKET_WS_SEND_BUFFER_BYTES", 1_048_576, minimum=65_536)
 MARKET_WS_SLOW_SECONDS = env_int("MARKET_WS_SLOW_SECONDS", 5, minimum=1)
+# Bounded work per connection and per process (config/capacity.py, marketdata/api/consumer.py):
+# open WebSockets per server process, both endpoints; one more is closed with 1013 (4013 under daphne).
+WS_MAX_CONNECTIONS = env_int("WS_MAX_CONNECTIONS", 2000, minimum=1)
+# Anonymous /ws/v1/market connections per client address (see TRUSTED_PROXIES), per process; one more: 4409.
+MARKET_WS_ANONYMOUS_PER_ADDRESS = env_int("MARKET_WS_ANONYMOUS_PER_ADDRESS", 20, minimum=1)
+# Anonymous /ws/v1/market connections per process, all addresses; one more is closed with 1013 (4013 under daphne).
+MARKET_WS_ANONYMOUS_MAX = env_int("MARKET_WS_ANONYMOUS_MAX", 500, minimum=1)
+# Requests one connection may have waiting to be handled (above MARKET_WS_BURST, so a burst the rate allows fits);
+# one more is refused with `rate_limited` and the connection is closed with 4429.
+MARKET_WS_MAX_QUEUED_REQUESTS = env_int("MARKET_WS_MAX_QUEUED_REQUESTS", 50, minimum=1)
 # Messages kept per market channel for `resume` (a capped Redis stream each).
 MARKET_HISTORY_LENGTH = env_int("MARKET_HISTORY_LENGTH", 1000, minimum=10)
 # A replay sandbox's Redis keys (`replay_feed --sandbox`: its history and snapshots) expire this long

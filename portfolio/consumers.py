@@ -17,6 +17,10 @@ frame carries every row that changed meanwhile; one that stays behind for
 MARKET_WS_SLOW_SECONDS is closed with 4408 and gets a snapshot when it
 reconnects. When the hub lost its Redis connection, the newest prices are read
 from the history and the dashboard gets a fresh snapshot.
+
+Every task a dashboard starts is its own (`_spawn`), cancelled on every way out:
+`disconnect`, or the server cancelling the application (daphne does when it ran past
+`--application-close-timeout`), which `__call__` catches.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ log = logging.getLogger(__name__)
 
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_SLOW_CONSUMER = 4408
+# Leaving the user's group after the server cancelled a dashboard gets this long.
+DETACHED_CLEANUP_SECONDS = 10.0
 
 
 def ticker_channels(symbols: Iterable[str]) -> set[str]:
@@ -91,6 +97,43 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
     _closing: bool = False
     _in_group: bool = False  # in the user's group (ledger changes), to leave on disconnect
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            log.warning("dashboard of %s was cancelled by the server before it closed: stopping its tasks", getattr(self, "user", None))
+            raise
+        finally:
+            # Whichever way it ends: after `disconnect` this finds nothing left; after the server cancelled the
+            # application, nothing else would take it out of the hub, the flusher and the user's group.
+            self._stop()
+            if self._outbox is not None:
+                self._outbox.abandon()
+            if self._in_group:
+                outbox.close_detached(self._leave_group_within(DETACHED_CLEANUP_SECONDS))
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels (4.2+) hops to its one database thread before every message, to close stale database connections.
+        # A client frame needs no database here (what does goes through database_sync_to_async, which closes them
+        # itself), and under a flood of frames those hops queue behind each other in that one thread: the server's
+        # queue of frames for the connection grows, and its close waits behind them past the close timeout.
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
+
+    async def _leave_group_within(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._leave_group()
+        except TimeoutError:
+            log.error("dashboard of %s: leaving the user's group did not finish in %s s", self.user, seconds)
+
+    async def _leave_group(self) -> None:
+        if self._in_group:
+            await streams.unsubscribe_user(self.channel_name, self.user.pk)
+            self._in_group = False
+
     async def connect(self) -> None:
         self.user = self.scope.get("user")
         if self.user is None or not self.user.is_authenticated:
@@ -116,8 +159,7 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
         self._stop()
         if self._outbox is not None:
             self._outbox.abandon()
-        if self._in_group:
-            await streams.unsubscribe_user(self.channel_name, self.user.pk)
+        await self._leave_group()
 
     def _stop(self) -> None:
         """No more frames: out of the hub and the flusher, background work cancelled."""
@@ -126,8 +168,9 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
         self._tickers = frozenset()
         if hasattr(self, "_flusher"):
             self._flusher.discard(self)
-        for task in getattr(self, "_tasks", ()):
-            task.cancel()
+        for task in list(getattr(self, "_tasks", ())):
+            if task is not asyncio.current_task():
+                task.cancel()
 
     # -- prices ----------------------------------------------------------------------------
 
@@ -229,9 +272,12 @@ class PortfolioConsumer(AsyncWebsocketConsumer):
             self._outbox.put(encode_frame(frame))
 
     def _spawn(self, coroutine: Any) -> None:
+        """A task of this dashboard's: cancelled when it goes (at once, when it is going already)."""
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if self._closing:
+            task.cancel()
 
     def _slow(self, reason: str) -> None:
         log.warning("dashboard of %s is a slow consumer (%s): closing it with %d", self.user, reason, CLOSE_SLOW_CONSUMER)

@@ -24,6 +24,14 @@ Inbound frames are checked for size and rate as they arrive, then handled one at
 time, in order, by the connection's worker task, so live updates keep flowing while a
 subscribe waits on the history or the database. Nothing on the tick path queries the
 database or leaves the event loop.
+
+Bounded work (issue 13): at most MARKET_WS_MAX_QUEUED_REQUESTS requests wait per
+connection (one more: `rate_limited`, closed with 4429); a `subscribe` naming a channel
+held already is acked without a snapshot; anonymous connections take a slot per client
+address and per process (config/capacity.py). Every task the connection starts is its
+own (`_spawn`) and is cancelled on every way out: `disconnect`, or the server cancelling
+the whole application (daphne does when it ran past `--application-close-timeout`), which
+`__call__` catches to stop the tasks, leave the hub and undo the counts.
 """
 
 from __future__ import annotations
@@ -39,14 +47,15 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from config import lockout
+from config import capacity, lockout
+from config.proxies import scope_client_address
 from marketdata import services
 from marketdata.api.channels import Channel, channel_parse
 from marketdata.api.limits import Message, Request
 from marketdata.api.session import (
     CLOSE_AUTH_FAILED,
-    CLOSE_MESSAGE_TOO_BIG,
     CLOSE_SLOW_CONSUMER,
+    CLOSE_TOO_MANY_CONNECTIONS,
     SERVER_MESSAGE_TYPES,
     Frame,
     Limits,
@@ -59,7 +68,7 @@ from marketdata.api.session import (
 )
 from marketdata.delivery import history, outbox, streams
 from marketdata.delivery.connections import connections
-from marketdata.delivery.fanout import Update
+from marketdata.delivery.fanout import Update, encode_frame
 from marketdata.delivery.history import market_store
 from marketdata.models import Instrument
 from portfolio.consumers import LivePortfolios, ticker_channels
@@ -70,6 +79,8 @@ log = logging.getLogger(__name__)
 
 # daphne (autobahn) lets an application close only with 1000 or 3000-4999: 1009 is then sent as 4009.
 CLOSE_MESSAGE_TOO_BIG_PRIVATE = 4009
+# Clean-up left over when the server cancelled a connection (its counts in Redis, its group) gets this long.
+DETACHED_CLEANUP_SECONDS = 10.0
 # Attempts to close a gap from the history before settling on the latest snapshot.
 RESYNC_ATTEMPTS = 4
 
@@ -104,8 +115,34 @@ class MarketConsumer(AsyncWebsocketConsumer):
     _counted: bool = False
     _tasks: set[asyncio.Task[None]] = frozenset()  # type: ignore[assignment]  # until connect makes the set
     _outbox: outbox.Outbox | None = None
+    _anonymous: capacity.AnonymousSlot | None = None
+    _reload_queued: bool = False
+    _left: bool = False  # `disconnect` has run to its end
+    connection_id: str = ""
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            if not self._left:
+                log.warning("market connection %s was cancelled by the server before it closed: stopping its tasks", self._id)
+            raise
+        finally:
+            # Whichever way the connection ends: `disconnect` has run, or the server cancelled the application
+            # (daphne, past its application close timeout) and nothing else would stop what this connection started.
+            self._release()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels (4.2+) hops to its one database thread before every message, to close stale database connections.
+        # A client frame needs no database here (what does goes through database_sync_to_async, which closes them
+        # itself), and under a flood of frames those hops queue behind each other in that one thread: the server's
+        # queue of frames for the connection grows, and its close waits behind them past the close timeout.
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
 
     async def connect(self) -> None:
         self.connection_id = uuid.uuid4().hex[:16]
@@ -115,6 +152,8 @@ class MarketConsumer(AsyncWebsocketConsumer):
         self._user_group: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._jobs: asyncio.Queue[Job] = asyncio.Queue()
+        if (user is None or not user.is_authenticated) and not await self._admit_anonymous():
+            return
         symbols = await database_sync_to_async(_instrument_symbols)()
         await self.accept()
         box = self._outbox = outbox.for_socket(self.base_send, close=self._close_socket, on_slow=self._slow)
@@ -135,15 +174,42 @@ class MarketConsumer(AsyncWebsocketConsumer):
         self._spawn(self._heartbeat())
 
     async def disconnect(self, code: int) -> None:
+        self._release(detach=False)
+        await self._leave()
+        self._left = True
+
+    def _release(self, *, detach: bool = True) -> None:
+        """Stop everything this connection started, at once (no waiting): its tasks, its outbox, its channels on
+        the hub, its anonymous slot. What needs Redis (leaving the user's group, uncounting the connection) is left
+        to `_leave`; with `detach`, `_leave` runs in a task of its own, as the connection's own are being cancelled."""
         self._closing = True
         for task in list(self._tasks):
-            task.cancel()
+            if task is not asyncio.current_task():
+                task.cancel()
         if self._outbox is not None:
             self._outbox.abandon()
+        if self._anonymous is not None:
+            self._anonymous.release()
         if not hasattr(self, "session"):
             return
         self.session.closed = True
         self.session.uninstall(list(self.session.subs.values()))
+        market, self._market_channels = self._market_channels, set()
+        streams.unsubscribe_market(self, market)
+        if detach and not self._left and (self._user_group is not None or self._counted):
+            outbox.close_detached(self._leave_within(DETACHED_CLEANUP_SECONDS))
+
+    async def _leave_within(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._leave()
+        except TimeoutError:
+            log.error("market connection %s: clean-up did not finish in %s s", self.connection_id, seconds)
+
+    async def _leave(self) -> None:
+        """Out of the user's group and the user's connection count (both in Redis); each step done once."""
+        if not hasattr(self, "session"):
+            return
         try:
             await self._sync_groups()
         except Exception:  # a lost channel layer must not stop the rest of the clean-up
@@ -151,8 +217,13 @@ class MarketConsumer(AsyncWebsocketConsumer):
         if self._counted and self.session.user is not None:
             try:
                 await connections().remove(self.session.user.pk, self.connection_id)
+                self._counted = False
             except Exception:
                 log.exception("uncounting connection %s", self.connection_id)
+
+    @property
+    def _id(self) -> str:
+        return self.connection_id or "(not yet connected)"
 
     @property
     def _connection_ttl(self) -> float:
@@ -160,9 +231,12 @@ class MarketConsumer(AsyncWebsocketConsumer):
         return 3 * self.session.limits.heartbeat_seconds + 5
 
     def _spawn(self, coroutine: Awaitable[None]) -> asyncio.Task[None]:
+        """A task of this connection's: cancelled when it goes (at once, when it is going already)."""
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if self._closing:
+            task.cancel()
         return task
 
     def _stop(self) -> None:
@@ -193,13 +267,31 @@ class MarketConsumer(AsyncWebsocketConsumer):
         outbox.close_detached(self._close_socket(CLOSE_SLOW_CONSUMER))
 
     async def _close_socket(self, code: int) -> None:
-        try:
-            await self.close(code=code)
-        except Exception:
-            # daphne refuses 1009 from an application (only 1000 and 3000-4999 may be sent).
-            if code != CLOSE_MESSAGE_TOO_BIG:
-                raise
-            await self.close(code=CLOSE_MESSAGE_TOO_BIG_PRIVATE)
+        # daphne refuses 1009 and 1013 from an application (only 1000 and 3000-4999): they go out as 4009 and 4013.
+        await capacity.close_with(self.base_send, code)
+
+    async def _admit_anonymous(self) -> bool:
+        """Take an anonymous slot (per client address, per process); refused: accepted, told why, and closed."""
+        address = scope_client_address(self.scope)
+        slot = capacity.anonymous.admit(
+            address, per_address=settings.MARKET_WS_ANONYMOUS_PER_ADDRESS, per_process=settings.MARKET_WS_ANONYMOUS_MAX
+        )
+        if isinstance(slot, capacity.AnonymousSlot):
+            self._anonymous = slot
+            return True
+        if slot == "address":
+            limit, code = settings.MARKET_WS_ANONYMOUS_PER_ADDRESS, CLOSE_TOO_MANY_CONNECTIONS
+            message = f"{address} already has {limit} anonymous connections: authenticate, or close one first."
+            capacity.refusals.note("anonymous address", f"{address} holds MARKET_WS_ANONYMOUS_PER_ADDRESS={limit}; closed with {code}")
+        else:
+            limit, code = settings.MARKET_WS_ANONYMOUS_MAX, capacity.CLOSE_TRY_AGAIN_LATER
+            message = f"The server holds its {limit} anonymous connections: try again later, or authenticate."
+            capacity.refusals.note("anonymous process", f"MARKET_WS_ANONYMOUS_MAX={limit} reached; closed with {code}")
+        self._closing = True
+        await self.accept()
+        await self.send(text_data=encode_frame({"type": "error", "code": "too_many_connections", "message": message}))
+        await self._close_socket(code)
+        return False
 
     # -- inbound ---------------------------------------------------------------------------
 
@@ -207,6 +299,9 @@ class MarketConsumer(AsyncWebsocketConsumer):
         if self._closing:
             return
         admitted = self.session.admit(text_data, bytes_data, time.monotonic())
+        if admitted is True and self._jobs.qsize() >= settings.MARKET_WS_MAX_QUEUED_REQUESTS:
+            # Requests come faster than they are answered: a backlog would outlive the client, so it goes.
+            admitted = self.session.queue_full(settings.MARKET_WS_MAX_QUEUED_REQUESTS, text_data)
         if admitted is True:
             self._jobs.put_nowait(lambda: self._handle(text_data, bytes_data))
         elif admitted is not False:
@@ -269,6 +364,8 @@ class MarketConsumer(AsyncWebsocketConsumer):
             return
         if not await self._count_connection(user, request.id):
             return
+        if self._anonymous is not None:  # counted as the user's from now on
+            self._anonymous.release()
         self.session.authenticated(request, user)
 
     async def _count_connection(self, user: Any, request_id: int | str | None) -> bool:
@@ -314,13 +411,32 @@ class MarketConsumer(AsyncWebsocketConsumer):
             opened[channel.name] = PortfolioSub(channel, live, interval, self.session.flush_portfolio)
         return opened
 
-    async def _install(self, request: Request) -> list[Sub]:
+    async def _install(self, request: Request, *, keep_held: bool = False) -> tuple[list[Sub], list[Sub]]:
+        """The request's channels installed (new subscriptions), and with `keep_held` those held already, kept as they are."""
         channels = self.session.channels(request.channels)
+        held = self.session.held(channels) if keep_held else []
+        if held:
+            names = {sub.name for sub in held}
+            channels = [channel for channel in channels if channel.name not in names]
         portfolios = await self._open_portfolios(channels, request.throttle_ms)
-        return self.session.install(channels, portfolios, request.throttle_ms)
+        for sub in held:
+            self._rethrottle(sub, request.throttle_ms)
+        return self.session.install(channels, portfolios, request.throttle_ms), held
+
+    def _rethrottle(self, sub: Sub, throttle_ms: int) -> None:
+        if isinstance(sub, MarketSub):
+            self.session.rethrottle(sub, throttle_ms)
+            return
+        interval = max(settings.PORTFOLIO_COALESCE_MS, throttle_ms) / 1000
+        if interval != sub.interval:
+            sub.cancel()  # out of the old interval's flusher
+            sub.interval = interval
+            if sub.ready:
+                sub.mark()
 
     async def _subscribe(self, request: Request) -> None:
-        subs = await self._install(request)
+        # A channel held already is acked as held, without a snapshot: re-subscribing costs no reads.
+        subs, held = await self._install(request, keep_held=True)
         store = market_store()
         try:
             # The hub first, the history second: what is published in between waits in each channel's buffer.
@@ -334,11 +450,11 @@ class MarketConsumer(AsyncWebsocketConsumer):
         except Exception:
             await self._uninstall(subs)
             raise
-        for sub in self.session.subscribed(request, subs, snapshots):
+        for sub in self.session.subscribed(request, subs, snapshots, held):
             self._start(sub, self._resync)
 
     async def _resume(self, request: Request) -> None:
-        subs = await self._install(request)
+        subs, _ = await self._install(request)
         store = market_store()
         try:
             await self._sync_groups()
@@ -553,9 +669,13 @@ class MarketConsumer(AsyncWebsocketConsumer):
 
     async def portfolio_reload(self, event: dict[str, Any]) -> None:
         # Through the worker, after any subscribe in progress: a book it is loading gets this reload too.
-        self._jobs.put_nowait(self._reload_portfolios)
+        # One waiting reload stands for any number (it reads the ledger as it is then), so they never fill the queue.
+        if not self._reload_queued and not self._closing:
+            self._reload_queued = True
+            self._jobs.put_nowait(self._reload_portfolios)
 
     async def _reload_portfolios(self) -> None:
+        self._reload_queued = False
         for sub in self.session.portfolio_subs():
             await sub.live.reload()
             if self.session.subs.get(sub.name) is not sub:

@@ -278,6 +278,11 @@ class Session:
         self._limited_in_a_row = 0
         return True
 
+    def queue_full(self, limit: int, text: str | None) -> int:
+        """An admitted frame that finds `limit` requests waiting already: refused, and the connection closes (4429)."""
+        self.error("rate_limited", f"{limit} requests are waiting to be answered: send fewer, and wait for the answers.", peek_id(text))
+        return CLOSE_RATE_LIMITED
+
     def parse(self, text: str | None, data: bytes | None) -> Request | None:
         """The request in an admitted frame; None when it is not one (the error is sent)."""
         try:
@@ -314,6 +319,14 @@ class Session:
             raise Refused("subscription_limit", f"A connection may hold {limit} channels; this would make {len(self.subs) + added}.")
         return list(channels.values())
 
+    def held(self, channels: Iterable[Channel]) -> list[Sub]:
+        """Those of `channels` the connection holds already: a `subscribe` keeps them as they are (`subscribed`)."""
+        return [sub for channel in channels if (sub := self.subs.get(channel.name)) is not None]
+
+    def rethrottle(self, sub: MarketSub, throttle_ms: int) -> None:
+        """A held market channel named again in a `subscribe`: its new `throttle_ms` applies from now on (no snapshot)."""
+        sub.throttle.interval = throttle_ms / 1000
+
     def install(self, channels: list[Channel], portfolios: dict[str, PortfolioSub], throttle_ms: int) -> list[Sub]:
         """Hold these channels (a channel held already starts over); live messages wait until each one's snapshot."""
         subs: list[Sub] = []
@@ -346,9 +359,15 @@ class Session:
                 sub.cancel()
         return names
 
-    def subscribed(self, request: Request, subs: Sequence[Sub], snapshots: dict[str, Frame]) -> list[MarketSub]:
-        """Answer a subscribe: `ack`, then each channel's snapshot. The market channels whose buffer shows a gap."""
-        acked = [{"ch": name, "epoch": frame["epoch"], "seq": frame["seq"]} for name, frame in snapshots.items()]
+    def subscribed(self, request: Request, subs: Sequence[Sub], snapshots: dict[str, Frame], held: Sequence[Sub] = ()) -> list[MarketSub]:
+        """Answer a subscribe: `ack`, then each new channel's snapshot. The market channels whose buffer shows a gap.
+
+        A channel the connection held already is in the `ack` with `"held": true` and the position last sent on
+        it, and gets no snapshot: the client has its state, and a re-subscribe costs the server no reads."""
+        acked: list[Frame] = [{"ch": name, "epoch": frame["epoch"], "seq": frame["seq"]} for name, frame in snapshots.items()]
+        for sub in held:
+            epoch, seq = self.position(sub)
+            acked.append({"ch": sub.name, "epoch": epoch, "seq": seq, "held": True})
         self.reply(request, {"type": "ack", "channels": acked})
         gaps = []
         for sub in subs:
@@ -357,6 +376,12 @@ class Session:
                 assert isinstance(sub, MarketSub)
                 gaps.append(sub)
         return gaps
+
+    def position(self, sub: Sub) -> tuple[str, int]:
+        """The (epoch, seq) last sent on a channel (what `heartbeat` names)."""
+        if isinstance(sub, PortfolioSub):
+            return self.connection_id, sub.seq
+        return sub.sent if sub.sent is not None else (sub.epoch, sub.seq)
 
     def resumed_from_snapshot(self, request: Request, sub: Sub, snapshot: Frame) -> bool:
         """`resumed` with `recovered: false`, then the snapshot; False when the market channel's buffer shows a gap."""

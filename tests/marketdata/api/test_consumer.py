@@ -75,11 +75,11 @@ class Client:
         return bool(await self.ws.receive_nothing(timeout=timeout))
 
     async def subscribe(self, *channels: str, request_id: int = 1, **options: Any) -> tuple[Frame, list[Frame]]:
-        """Subscribe; the ack and one snapshot per channel."""
+        """Subscribe; the ack and one snapshot per channel not held already."""
         await self.send({"op": "subscribe", "id": request_id, "channels": list(channels), **options})
         ack = await self.recv()
         assert ack["type"] == "ack", ack
-        snapshots = [await self.recv() for _ in ack["channels"]]
+        snapshots = [await self.recv() for entry in ack["channels"] if not entry.get("held")]
         assert all(s["type"] == "snapshot" for s in snapshots), snapshots
         return ack, snapshots
 
@@ -275,16 +275,33 @@ async def test_every_channel_kind_subscribes(instruments: Any) -> None:
         assert (snapshots[3]["data"]["bids"], snapshots[3]["data"]["asks"]) == ([["100", "1"]], [["101", "2"]])
 
 
-async def test_subscribing_again_answers_ack_again_with_a_fresh_snapshot(instruments: Any) -> None:
+async def test_subscribing_again_to_a_held_channel_answers_ack_held_without_a_snapshot(instruments: Any) -> None:
     feed = Feed()
     async with connect() as ws:
         await ws.subscribe("ticker:BTC-USD")
         await feed.publish(feed.tick("BTC-USD", "1"), feed.tick("BTC-USD", "2"))
         assert seqs([await ws.recv(), await ws.recv()]) == [1, 2]
-        ack, [snapshot] = await ws.subscribe("ticker:BTC-USD", request_id=9)
-        assert (ack["id"], ack["channels"][0]["seq"], snapshot["seq"], snapshot["data"]["last"]) == (9, 2, 2, "2")
+        ack, [snapshot] = await ws.subscribe("ticker:BTC-USD", "ticker:AAPL", request_id=9)
+        # The new channel gets its snapshot; the held one is named as held, at the position last sent, and nothing more.
+        assert ack == {
+            "type": "ack",
+            "id": 9,
+            "channels": [{"ch": "ticker:AAPL", "epoch": "", "seq": 0}, {"ch": "ticker:BTC-USD", "epoch": EPOCH, "seq": 2, "held": True}],
+        }
+        assert snapshot["ch"] == "ticker:AAPL"
         await feed.publish(feed.tick("BTC-USD", "3"))
         assert (await ws.recv())["seq"] == 3
+        assert await ws.nothing()
+
+
+async def test_a_held_channel_subscribed_again_takes_the_new_throttle(instruments: Any) -> None:
+    feed = Feed()
+    async with connect() as ws:
+        await ws.subscribe("ticker:BTC-USD")
+        ack, snapshots = await ws.subscribe("ticker:BTC-USD", request_id=2, throttle_ms=60_000)
+        assert (ack["channels"][0]["held"], snapshots) == (True, [])
+        await feed.publish(feed.tick("BTC-USD", "1"), feed.tick("BTC-USD", "2"), feed.tick("BTC-USD", "3"))
+        assert (await ws.recv())["seq"] == 1  # the first of the interval goes out; the rest wait a minute
         assert await ws.nothing()
 
 
