@@ -38,6 +38,7 @@ with HTTP 403, exactly as channels' OriginValidator does.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit
@@ -48,6 +49,8 @@ from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 
 ASGIApp: TypeAlias = Any  # an ASGI application: async (scope, receive, send) -> None
+
+log = logging.getLogger(__name__)
 
 # What Django allows when DEBUG is on and ALLOWED_HOSTS is empty (HttpRequest.get_host).
 _DEBUG_HOSTS = [".localhost", "127.0.0.1", "[::1]"]
@@ -126,6 +129,13 @@ class SameOriginValidator:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket" and not origin_allowed(scope, allow_missing=self.allow_missing):
+            # Logged: a proxy that rewrites Host, or a page on a new origin, shows up here and nowhere else.
+            log.warning(
+                "WebSocket handshake to %s refused (HTTP 403): Origin %r is not the socket's own origin %r nor in CSRF_TRUSTED_ORIGINS",
+                scope.get("path", ""),
+                _header(scope, b"origin"),
+                scope_origin(scope),
+            )
             # Closed before accept: the server answers the upgrade with HTTP 403.
             await WebsocketDenier.as_asgi()(scope, receive, send)
             return

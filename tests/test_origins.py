@@ -60,6 +60,15 @@ async def test_a_foreign_origin_is_refused_before_accept() -> None:
     assert await ws.receive_nothing()
 
 
+async def test_a_refused_handshake_is_logged_with_both_origins(caplog: pytest.LogCaptureFixture) -> None:
+    # A proxy that rewrites Host to its upstream makes every page's socket fail: the log says why.
+    with caplog.at_level("WARNING", logger="config.origins"):
+        assert not await passes([(b"host", b"127.0.0.1:8000"), OWN])
+
+    [record] = caplog.records
+    assert "'http://localhost:8000' is not the socket's own origin 'http://127.0.0.1:8000'" in record.getMessage()
+
+
 async def test_the_pages_own_origin_passes() -> None:
     assert await handshake(SameOriginValidator(Welcome.as_asgi()), [HOST, OWN]) == (True, "welcome to /ws/v1/market")
 
