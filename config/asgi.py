@@ -1,8 +1,9 @@
 """ASGI entry point: HTTP goes to Django, WebSockets through origin check → session auth → router.
 
 The origin check depends on the path (config/origins.py): /ws/v1/market lets
-bots without an Origin header in, every other WebSocket path needs an Origin
-in ALLOWED_HOSTS.
+bots without an Origin header in, every other WebSocket path needs one; an
+Origin that is present must be the page's own (scheme, host and port) or one
+of CSRF_TRUSTED_ORIGINS.
 """
 
 import os
@@ -15,10 +16,9 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from config.capacity import ConnectionCap  # noqa: E402
-from config.origins import AllowedHostsBrowserOriginValidator, OriginCheckByPath  # noqa: E402
+from config.origins import OriginCheckByPath, SameOriginValidator  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
 # At most WS_MAX_CONNECTIONS open WebSockets per process, both paths, counted past the origin check (config/capacity.py).
@@ -29,9 +29,9 @@ application = ProtocolTypeRouter(
         "http": django_asgi_app,
         "websocket": OriginCheckByPath(
             # The market API serves bots too: a browser's Origin is checked, a missing one (a bot's) is not.
-            {"/ws/v1/market": AllowedHostsBrowserOriginValidator(websocket_app)},
-            # The dashboard's stream (and any path added later) serves pages only: an allowed Origin is required.
-            default=AllowedHostsOriginValidator(websocket_app),
+            {"/ws/v1/market": SameOriginValidator(websocket_app, allow_missing=True)},
+            # The dashboard's stream (and any path added later) serves pages only: an Origin is required.
+            default=SameOriginValidator(websocket_app),
         ),
     }
 )

@@ -47,12 +47,15 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "channels",
     "axes",
+    # django-csp: the Content-Security-Policy header (CONTENT_SECURITY_POLICY below) and its settings checks.
+    "csp",
     "marketdata",
     "portfolio",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -124,6 +127,40 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# --- HTTPS behind a TLS proxy, and the Content-Security-Policy ----------------
+# Production values: docs/deploy/production.env.example; why: docs/operations.md, "Production".
+# The header (Django's META name) and value by which our TLS proxy says a request came over HTTPS, e.g.
+# HTTP_X_FORWARDED_PROTO,https. The proxy must overwrite that header on every request: it is believed from anyone.
+_PROXY_SSL_HEADER = env_list("SECURE_PROXY_SSL_HEADER", [])
+if _PROXY_SSL_HEADER and (len(_PROXY_SSL_HEADER) != 2 or not _PROXY_SSL_HEADER[0].startswith("HTTP_")):
+    raise ImproperlyConfigured(
+        f"SECURE_PROXY_SSL_HEADER={_PROXY_SSL_HEADER!r} must be HTTP_HEADER_NAME,value (e.g. HTTP_X_FORWARDED_PROTO,https)"
+    )
+SECURE_PROXY_SSL_HEADER = (_PROXY_SSL_HEADER[0], _PROXY_SSL_HEADER[1]) if _PROXY_SSL_HEADER else None
+# Redirect every plain-HTTP request to HTTPS (off for development, where there is no TLS).
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Strict-Transport-Security max-age in seconds; 0 sends none. Browsers then refuse plain HTTP to this host that long.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+# Strict-Transport-Security's includeSubDomains and preload directives (only sent when SECURE_HSTS_SECONDS > 0).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Scripts, styles, images, fonts and connections (the pages' WebSockets included) from our own origin only;
+# no inline script or style, no plugin, no framing, no <base>. Not configurable: a page needing more is a bug.
+# connect-src 'self' covers ws:/wss: to our own host and port in CSP3 browsers (Chromium since 71, Safari 16).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 # --- Redis and the channel layer -------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -43,7 +43,11 @@ def test_each_bench_user_holds_their_share_of_the_symbols() -> None:
 @pytest.mark.django_db(transaction=True)
 async def test_a_bench_session_opens_a_dashboard_with_valued_rows() -> None:
     keys = await database_sync_to_async(create_population)(users=3, holdings=2)
-    headers = [(b"origin", b"http://127.0.0.1:8000"), (b"cookie", f"{settings.SESSION_COOKIE_NAME}={keys[1]}".encode())]
+    headers = [
+        (b"host", b"127.0.0.1:8000"),
+        (b"origin", b"http://127.0.0.1:8000"),
+        (b"cookie", f"{settings.SESSION_COOKIE_NAME}={keys[1]}".encode()),
+    ]
     communicator = WebsocketCommunicator(application, fanout.DASHBOARD_PATH, headers=headers)
     try:
         connected, _ = await communicator.connect()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from io import StringIO
 from typing import Any
@@ -50,3 +51,17 @@ def demo() -> dict[str, int]:
     call_command("seed_demo", stdout=StringIO())
     portfolios = dict(Portfolio.objects.filter(owner__username=settings.DEMO_USERNAME).values_list("name", "pk"))
     return {"usd": portfolios["Demo portfolio"], "eur": portfolios["Euro portfolio"], "qqq": Instrument.objects.get(symbol="QQQ").pk}
+
+
+def wait_for_js(page: Any, expression: str, *, arg: Any = None, timeout: float = 5_000) -> None:
+    """`page.wait_for_function`, but polled with `page.evaluate`, which works under our Content-Security-Policy.
+
+    Playwright's own waiter re-evaluates the expression as a string inside the page, which a policy without
+    'unsafe-eval' refuses (EvalError); `evaluate` goes through DevTools, which no page policy blocks.
+    `timeout` is in milliseconds, as Playwright's.
+    """
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} ms waiting for {expression}")
+        page.wait_for_timeout(20)  # lets Playwright deliver the browser's events meanwhile

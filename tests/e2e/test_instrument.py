@@ -12,7 +12,7 @@ from django.conf import settings
 
 from tests.conftest import AGGTRADES, ARTIFACTS, needs_aggtrades
 from tests.e2e.capture import write_depth_capture
-from tests.e2e.conftest import BROWSER_TEST, log_in
+from tests.e2e.conftest import BROWSER_TEST, log_in, wait_for_js
 from tests.servers import live_stack, manage, stack_env
 
 pytestmark = [*BROWSER_TEST, needs_aggtrades]
@@ -80,7 +80,7 @@ def test_the_instrument_page_follows_a_replayed_session_and_resumes_after_a_drop
             expect(book).to_have_attribute("data-checksum", "ok")
             expect(trades).to_have_count(50, timeout=15_000)
             expect(last_price).not_to_have_text("$87,350.00", timeout=10_000)
-            page.wait_for_function(f"{PAGE}.candles.length > {candles_before}", timeout=10_000)
+            wait_for_js(page, f"{PAGE}.candles.length > {candles_before}", timeout=10_000)
 
             # ...and moves: the tape, the book, the open candle, the header.
             tape = page.locator('[data-testid="trades"]')
@@ -95,13 +95,13 @@ def test_the_instrument_page_follows_a_replayed_session_and_resumes_after_a_drop
             expect(page.locator("#replay-badge")).to_be_visible()  # the ticker says the prices are replayed
             # A minute closes and the next one opens: the chart gains candles during the session.
             shown = int(chart.get_attribute("data-candles") or 0)
-            page.wait_for_function(f"{PAGE}.candles.length > {shown}", timeout=15_000)
+            wait_for_js(page, f"{PAGE}.candles.length > {shown}", timeout=15_000)
 
             # The network drops mid-session: the page reconnects and resumes every channel where it was.
             resumes = stat(page, "recovered") + stat(page, "notRecovered")
             page.evaluate(f"{PAGE}.client.dropConnection()")
-            page.wait_for_function(f"{PAGE}.client.stats.connections >= 2", timeout=10_000)
-            page.wait_for_function(f"{PAGE}.client.stats.recovered + {PAGE}.client.stats.notRecovered >= {resumes + 4}", timeout=10_000)
+            wait_for_js(page, f"{PAGE}.client.stats.connections >= 2", timeout=10_000)
+            wait_for_js(page, f"{PAGE}.client.stats.recovered + {PAGE}.client.stats.notRecovered >= {resumes + 4}", timeout=10_000)
             expect(status).to_have_attribute("data-state", "live", timeout=10_000)
             expect(status).to_have_text("Live")
             newest = tape.get_attribute("data-newest") or ""
@@ -118,7 +118,8 @@ def test_the_instrument_page_follows_a_replayed_session_and_resumes_after_a_drop
         expect(trades.first.locator(".tape-price")).to_have_text("87,759.14")
         expect(chart).to_have_attribute("data-last-close", "87759.14")
         expected = json.dumps({"bids": final_bids, "asks": final_asks}, separators=(",", ":"))  # as JSON.stringify writes it
-        page.wait_for_function(
+        wait_for_js(
+            page,
             f"expected => JSON.stringify({{bids: {PAGE}.book.bids.slice(0, 10), asks: {PAGE}.book.asks.slice(0, 10)}}) === expected",
             arg=expected,
             timeout=10_000,

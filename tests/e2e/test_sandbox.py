@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 
 from tests.conftest import ARTIFACTS
-from tests.e2e.conftest import BROWSER_TEST, log_in
+from tests.e2e.conftest import BROWSER_TEST, log_in, wait_for_js
 from tests.marketdata.test_replay_sandbox import write_recording
 from tests.servers import live_stack, manage, stack_env
 
@@ -57,7 +57,7 @@ def test_a_sandbox_replay_shows_on_the_session_page_only(
         expect(book).to_have_attribute("data-checksum", "ok")
         expect(book).to_have_attribute("data-state", "synced")
         expect(sandbox.get_by_test_id("book-out-of-sync")).to_have_count(0)
-        sandbox.wait_for_function(f"{PAGE}.candles.length === 3", timeout=10_000)
+        wait_for_js(sandbox, f"{PAGE}.candles.length === 3", timeout=10_000)
         expect(sandbox.locator("#replay-badge")).to_be_hidden()  # the session badge says it already
         sandbox.screenshot(path=str(ARTIFACTS / "instrument-sandbox.png"), full_page=True)
 

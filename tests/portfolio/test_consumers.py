@@ -26,11 +26,12 @@ from tests.conftest import T0, count_queries, publish_price, record, session_coo
 D = Decimal
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://localhost:8000")
+HOST = (b"host", b"localhost:8000")  # the page's own origin is its Host (config/origins.py)
 
 
 @asynccontextmanager
 async def stream(user: Any = None, origin: tuple[bytes, bytes] = ORIGIN) -> AsyncIterator[WebsocketCommunicator]:
-    headers = [origin]
+    headers = [HOST, origin]
     if user is not None:
         headers.append((b"cookie", await database_sync_to_async(session_cookie)(user)))
     communicator = WebsocketCommunicator(application, "/ws/portfolio/", headers=headers)

@@ -38,6 +38,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 URL = "/ws/v1/market"
 ORIGIN = (b"origin", b"http://localhost:8000")
+HOST = (b"host", b"localhost:8000")  # the page's own origin is its Host (config/origins.py)
 EPOCH = "1795262640000"
 Frame = dict[str, Any]
 
@@ -87,7 +88,7 @@ class Client:
 @asynccontextmanager
 async def connect(user: Any = None, *, origin: tuple[bytes, bytes] | None = ORIGIN, expect_hello: bool = True) -> AsyncIterator[Client]:
     """A connection through config.asgi.application (origin check, session auth, router); always disconnected."""
-    headers = [] if origin is None else [origin]
+    headers = [HOST] if origin is None else [HOST, origin]
     if user is not None:
         headers.append((b"cookie", await database_sync_to_async(session_cookie)(user)))
     communicator = WebsocketCommunicator(application, URL, headers=headers)

@@ -19,7 +19,7 @@ from marketdata import services
 from marketdata.api.consumer import MarketConsumer
 from marketdata.delivery import streams
 from tests.conftest import session_cookie, until
-from tests.marketdata.api.test_consumer import ORIGIN, URL, Client, connect
+from tests.marketdata.api.test_consumer import HOST, ORIGIN, URL, Client, connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @asynccontextmanager
 async def opened(path: str = URL, *, address: str = "192.0.2.1", cookie: bytes | None = None) -> AsyncIterator[Client]:
     """A connection from `address` (the peer the server sees), whatever the server answers; always disconnected."""
-    headers = [ORIGIN] + ([(b"cookie", cookie)] if cookie is not None else [])
+    headers = [HOST, ORIGIN] + ([(b"cookie", cookie)] if cookie is not None else [])
     communicator = WebsocketCommunicator(application, path, headers=headers)
     communicator.scope["client"] = (address, 40000)
     try:
@@ -95,7 +95,7 @@ async def test_the_address_is_the_one_a_trusted_proxy_forwards(instruments: Any,
 
     @asynccontextmanager
     async def via_proxy(client: str) -> AsyncIterator[Client]:
-        communicator = WebsocketCommunicator(application, URL, headers=[ORIGIN, (b"x-forwarded-for", client.encode())])
+        communicator = WebsocketCommunicator(application, URL, headers=[HOST, ORIGIN, (b"x-forwarded-for", client.encode())])
         communicator.scope["client"] = ("127.0.0.1", 40000)
         try:
             assert (await communicator.connect(timeout=5))[0]
@@ -156,7 +156,7 @@ async def test_connections_past_ws_max_connections_are_closed_1013_on_both_paths
 async def test_a_connection_whose_application_the_server_cancels_leaves_the_hub_and_every_count(instruments: Any) -> None:
     hub = streams.market_hub()
     before = len(hub.sinks())
-    communicator = WebsocketCommunicator(application, URL, headers=[ORIGIN])
+    communicator = WebsocketCommunicator(application, URL, headers=[HOST, ORIGIN])
     communicator.scope["client"] = ("192.0.2.9", 40000)
     assert (await communicator.connect(timeout=5))[0]
     ws = Client(communicator)
