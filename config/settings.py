@@ -150,6 +150,10 @@ MARKETDATA_QUOTE_FLUSH_SECONDS = env_decimal("MARKETDATA_QUOTE_FLUSH_SECONDS", D
 # One producer per symbol: a worker holds a Redis lease per symbol it publishes, renewed every third of this.
 # A killed worker's symbols are free (for a standby or a new worker) this long after its last renewal.
 MARKETDATA_LEASE_TTL_SECONDS = env_decimal("MARKETDATA_LEASE_TTL_SECONDS", Decimal("10"), minimum=Decimal("0.3"))
+# Outages of Redis or the database: the worker retries its writes after this long, doubling up to the cap
+# (what it cannot deliver meanwhile is dropped and counted; docs/operations.md, "Redis or the database down").
+MARKETDATA_RETRY_SECONDS = env_decimal("MARKETDATA_RETRY_SECONDS", Decimal("0.25"), minimum=Decimal("0.01"))
+MARKETDATA_RETRY_MAX_SECONDS = env_decimal("MARKETDATA_RETRY_MAX_SECONDS", Decimal("5"), minimum=Decimal("0.01"))
 SYNTHETIC_TICKS_PER_SECOND = env_decimal("SYNTHETIC_TICKS_PER_SECOND", Decimal("4"), minimum=Decimal("0.01"))
 # Standard deviation of the relative price move per square root of a second.
 SYNTHETIC_VOLATILITY = env_decimal("SYNTHETIC_VOLATILITY", Decimal("0.0008"), minimum=Decimal("0"))
