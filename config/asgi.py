@@ -17,8 +17,11 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from config import closecodes  # noqa: E402
 from config.origins import AllowedHostsBrowserOriginValidator, OriginCheckByPath  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
+
+closecodes.install()  # daphne: close with 1013 when Redis or the database is down (docs/websocket-api.md)
 
 websocket_app = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
 

@@ -60,6 +60,7 @@ from marketdata.delivery import history, outbox, streams
 from marketdata.delivery.connections import connections
 from marketdata.delivery.fanout import Update
 from marketdata.delivery.history import market_store
+from marketdata.delivery.outage import ClosesOnOutage
 from marketdata.models import Instrument
 from portfolio.consumers import LivePortfolios, ticker_channels
 
@@ -91,7 +92,7 @@ def limits_from_settings() -> Limits:
     )
 
 
-class MarketConsumer(AsyncWebsocketConsumer):
+class MarketConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
     """One `/ws/v1/market` connection; also a sink of its process's market hub (`fanout.Sink`)."""
 
     session: Session
