@@ -39,6 +39,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from config.closecodes import CLOSE_TRY_AGAIN_LATER
 from marketdata import services
 from marketdata.api.channels import Channel, channel_parse
 from marketdata.api.limits import Message, Request
@@ -60,7 +61,7 @@ from marketdata.delivery import history, outbox, streams
 from marketdata.delivery.connections import connections
 from marketdata.delivery.fanout import Update
 from marketdata.delivery.history import market_store
-from marketdata.delivery.outage import ClosesOnOutage
+from marketdata.delivery.outage import OUTAGE, ClosesOnOutage
 from marketdata.models import Instrument
 from portfolio.consumers import LivePortfolios, ticker_channels
 
@@ -244,6 +245,18 @@ class MarketConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
             self.session.error(exc.code, exc.message, request.id)
         except asyncio.CancelledError:
             raise
+        except OUTAGE as exc:
+            # Redis or the database is down (or was, and this connection found out): try again later, on a new socket.
+            log.warning(
+                "%s on market connection %s: %s: %s; closing it with %d",
+                request.op,
+                self.connection_id,
+                type(exc).__name__,
+                exc,
+                CLOSE_TRY_AGAIN_LATER,
+            )
+            self.session.error("server_error", f"The server failed to handle this {request.op}; try again.", request.id)
+            self._close(CLOSE_TRY_AGAIN_LATER)
         except Exception:
             # Not the client's doing (the history or the database failed): the request was undone.
             log.exception("%s on market connection %s", request.op, self.connection_id)
