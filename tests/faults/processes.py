@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,12 +86,13 @@ def postgres_unavailable() -> str | None:
 class PostgresServer:
     """A PostgreSQL 15 cluster in a temporary directory, run as the `postgres` OS user, trusting local connections."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self) -> None:
         self.port = free_port()
-        self.data = workdir / "pgdata"
-        self.log = workdir / "postgres.log"
-        workdir.mkdir(parents=True, exist_ok=True)
-        shutil.chown(workdir, "postgres")
+        # Its own directory under /tmp: the postgres user cannot enter pytest's (root's, mode 700).
+        self.workdir = Path(tempfile.mkdtemp(prefix="livefolio-pg-"))
+        shutil.chown(self.workdir, "postgres")
+        self.data = self.workdir / "pgdata"
+        self.log = self.workdir / "postgres.log"
         self._as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
 
     def url(self, name: str = "postgres") -> str:
@@ -105,7 +107,11 @@ class PostgresServer:
         self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
 
     def stop(self) -> None:
+        """As a crash does it (immediate): every connection is cut."""
         self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class Socket:
