@@ -7,7 +7,9 @@ channel messages:
 
     {"ch": "ticker:BTC-USD", "epoch": "1795262640000", "seq": 42, "ts": 1795262641223, "data": {...}}
 
-- `seq` rises by one per message on its channel, from 1; `epoch` is the worker's.
+- `seq` rises by one per message on its channel, from 1; `epoch` is the worker's, until a symbol's channels start
+  over (`restart`: another producer held it, or Redis lost what was published): then a new one of the symbol's,
+  newer than any it had (epochs are milliseconds since 1970, compared as numbers by `portfolio.live`).
 - `ts` is the exchange time (epoch ms) of the latest event the message stands for.
 - `data` is as docs/websocket-api.md describes per channel kind.
 
