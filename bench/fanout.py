@@ -361,7 +361,7 @@ def dashboard_population_create(*, users: int, holdings: int, symbols: Sequence[
         for portfolio in portfolios:
             portfolio_rebuild(portfolio=portfolio)
         engine = import_module(settings.SESSION_ENGINE)
-        backend = settings.AUTHENTICATION_BACKENDS[0]
+        backend = "django.contrib.auth.backends.ModelBackend"  # the one that logs people in (axes' only refuses)
         keys = []
         for user in people:
             # What django.contrib.auth.login stores, so the session signs this user in.

@@ -2,8 +2,7 @@
 
 - `ConnectionCap`, an ASGI middleware around both WebSocket endpoints: at most
   WS_MAX_CONNECTIONS open per process; one more is accepted and closed at once with
-  1013, "try again later" (daphne lets an application close only with 1000 or
-  3000-4999, so there it goes out as 4013: `private_close_code`).
+  1013, "try again later" (config/closecodes.py lets daphne send it).
 - `anonymous`: the `/ws/v1/market` connections without a user, at most
   MARKET_WS_ANONYMOUS_PER_ADDRESS per client address (config/proxies.py says what the
   address is) and MARKET_WS_ANONYMOUS_MAX in all. The consumer takes a slot on connect
@@ -25,9 +24,10 @@ from typing import Any
 
 from django.conf import settings
 
+from config.closecodes import CLOSE_TRY_AGAIN_LATER
+
 log = logging.getLogger(__name__)
 
-CLOSE_TRY_AGAIN_LATER = 1013
 LOG_EVERY_SECONDS = 10.0
 
 Scope = MutableMapping[str, Any]
@@ -37,7 +37,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def private_close_code(code: int) -> int | None:
-    """The 4xxx code standing for a 1xxx one a server will not send for an application (1009 → 4009, 1013 → 4013)."""
+    """The 4xxx code standing for a 1xxx one a server will not send for an application (1009 → 4009)."""
     return 4000 + code - 1000 if 1000 < code < 2000 else None
 
 

@@ -54,6 +54,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # The database down: pages answer 503 with a clear page, not 500 (docs/operations.md).
+    "config.unavailable.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -191,6 +193,10 @@ MARKETDATA_QUOTE_FLUSH_SECONDS = env_decimal("MARKETDATA_QUOTE_FLUSH_SECONDS", D
 # One producer per symbol: a worker holds a Redis lease per symbol it publishes, renewed every third of this.
 # A killed worker's symbols are free (for a standby or a new worker) this long after its last renewal.
 MARKETDATA_LEASE_TTL_SECONDS = env_decimal("MARKETDATA_LEASE_TTL_SECONDS", Decimal("10"), minimum=Decimal("0.3"))
+# Outages of Redis or the database: the worker retries its writes after this long, doubling up to the cap
+# (what it cannot deliver meanwhile is dropped and counted; docs/operations.md, "Redis or the database down").
+MARKETDATA_RETRY_SECONDS = env_decimal("MARKETDATA_RETRY_SECONDS", Decimal("0.25"), minimum=Decimal("0.01"))
+MARKETDATA_RETRY_MAX_SECONDS = env_decimal("MARKETDATA_RETRY_MAX_SECONDS", Decimal("5"), minimum=Decimal("0.01"))
 SYNTHETIC_TICKS_PER_SECOND = env_decimal("SYNTHETIC_TICKS_PER_SECOND", Decimal("4"), minimum=Decimal("0.01"))
 # Standard deviation of the relative price move per square root of a second.
 SYNTHETIC_VOLATILITY = env_decimal("SYNTHETIC_VOLATILITY", Decimal("0.0008"), minimum=Decimal("0"))
@@ -221,11 +227,11 @@ MARKET_WS_HEARTBEAT_SECONDS = env_int("MARKET_WS_HEARTBEAT_SECONDS", 15, minimum
 MARKET_WS_SEND_BUFFER_BYTES = env_int("MARKET_WS_SEND_BUFFER_BYTES", 1_048_576, minimum=65_536)
 MARKET_WS_SLOW_SECONDS = env_int("MARKET_WS_SLOW_SECONDS", 5, minimum=1)
 # Bounded work per connection and per process (config/capacity.py, marketdata/api/consumer.py):
-# open WebSockets per server process, both endpoints; one more is closed with 1013 (4013 under daphne).
+# open WebSockets per server process, both endpoints; one more is closed with 1013.
 WS_MAX_CONNECTIONS = env_int("WS_MAX_CONNECTIONS", 2000, minimum=1)
 # Anonymous /ws/v1/market connections per client address (see TRUSTED_PROXIES), per process; one more: 4409.
 MARKET_WS_ANONYMOUS_PER_ADDRESS = env_int("MARKET_WS_ANONYMOUS_PER_ADDRESS", 20, minimum=1)
-# Anonymous /ws/v1/market connections per process, all addresses; one more is closed with 1013 (4013 under daphne).
+# Anonymous /ws/v1/market connections per process, all addresses; one more is closed with 1013.
 MARKET_WS_ANONYMOUS_MAX = env_int("MARKET_WS_ANONYMOUS_MAX", 500, minimum=1)
 # Requests one connection may have waiting to be handled (above MARKET_WS_BURST, so a burst the rate allows fits);
 # one more is refused with `rate_limited` and the connection is closed with 4429.

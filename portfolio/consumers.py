@@ -38,6 +38,7 @@ from django.conf import settings
 from marketdata.delivery import history, outbox, streams
 from marketdata.delivery.fanout import Update, encode_frame
 from marketdata.delivery.flusher import flusher
+from marketdata.delivery.outage import ClosesOnOutage
 from portfolio import selectors
 from portfolio.live import Frame, LiveBook
 from portfolio.selectors import Market, PortfolioBook
@@ -87,7 +88,7 @@ class LivePortfolios:
         return books, market
 
 
-class PortfolioConsumer(AsyncWebsocketConsumer):
+class PortfolioConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
     """One dashboard: a sink of its process's hub (`fanout.Sink`) and a client of its flusher (`flusher.Flushable`)."""
 
     live: LivePortfolios

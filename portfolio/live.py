@@ -269,6 +269,24 @@ def _merge(a: Item | None, b: Item) -> Item:
     return Cash(a.currency, a.amount + b.amount)
 
 
+def _epoch_order(epoch: str) -> tuple[int, int, str]:
+    """Epochs are the millisecond a symbol's stream started (`marketdata.worker.loop`): numbers, compared as such."""
+    try:
+        return (1, int(epoch), "")
+    except ValueError:
+        return (0, 0, epoch)
+
+
+def _newer(epoch: str, seq: int, current: Price) -> bool:
+    """Whether a price (`epoch`, `seq`) supersedes `current`. Within one stream (same epoch): by seq. Across
+    streams: the newer epoch wins, even with an older timestamp (a restarted worker, a replay starting over, a
+    standby taking over all start a new epoch, which is newer than the stream they replace); a price of an older
+    epoch is a replaced producer's and is dropped."""
+    if epoch == current.epoch:
+        return seq > current.seq
+    return _epoch_order(epoch) > _epoch_order(current.epoch)
+
+
 class LiveBook:
     """Every view of one user's portfolios, with the prices they need."""
 
@@ -302,7 +320,7 @@ class LiveBook:
         prices = dict(self.market.prices)
         for symbol, price in market.prices.items():
             current = prices.get(symbol)
-            if current is None or price.ts > current.ts:
+            if current is None or _newer(price.epoch, price.seq, current):
                 prices[symbol] = price
         self._build(books, Market(prices=prices, pairs=market.pairs, asset_classes=market.asset_classes), self.currency)
 
@@ -314,9 +332,7 @@ class LiveBook:
         """Take a price; False when it is not newer than the one held."""
         prices = self.market.prices
         current = prices.get(update.symbol)
-        if current is not None and current.epoch == update.epoch and update.seq <= current.seq:
-            return False  # duplicate or out of order within one worker run
-        if current is not None and update.ts < current.ts:
+        if current is not None and not _newer(update.epoch, update.seq, current):
             return False
         reference = update.reference if update.reference is not None else (current.reference if current else None)
         prices[update.symbol] = Price(update.price, update.ts, update.seq, update.epoch, reference, update.replay)

@@ -48,6 +48,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from config import capacity, lockout
+from config.closecodes import CLOSE_TRY_AGAIN_LATER
 from config.proxies import scope_client_address
 from marketdata import services
 from marketdata.api.channels import Channel, channel_parse
@@ -70,6 +71,7 @@ from marketdata.delivery import history, outbox, streams
 from marketdata.delivery.connections import connections
 from marketdata.delivery.fanout import Update, encode_frame
 from marketdata.delivery.history import market_store
+from marketdata.delivery.outage import OUTAGE, ClosesOnOutage
 from marketdata.models import Instrument
 from portfolio.consumers import LivePortfolios, ticker_channels
 
@@ -107,7 +109,7 @@ def limits_from_settings() -> Limits:
     )
 
 
-class MarketConsumer(AsyncWebsocketConsumer):
+class MarketConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
     """One `/ws/v1/market` connection; also a sink of its process's market hub (`fanout.Sink`)."""
 
     session: Session
@@ -267,7 +269,7 @@ class MarketConsumer(AsyncWebsocketConsumer):
         outbox.close_detached(self._close_socket(CLOSE_SLOW_CONSUMER))
 
     async def _close_socket(self, code: int) -> None:
-        # daphne refuses 1009 and 1013 from an application (only 1000 and 3000-4999): they go out as 4009 and 4013.
+        # daphne refuses 1009 from an application (only 1000, 1012, 1013 with config/closecodes.py, and 3000-4999): it goes out as 4009.
         await capacity.close_with(self.base_send, code)
 
     async def _admit_anonymous(self) -> bool:
@@ -284,7 +286,7 @@ class MarketConsumer(AsyncWebsocketConsumer):
             message = f"{address} already has {limit} anonymous connections: authenticate, or close one first."
             capacity.refusals.note("anonymous address", f"{address} holds MARKET_WS_ANONYMOUS_PER_ADDRESS={limit}; closed with {code}")
         else:
-            limit, code = settings.MARKET_WS_ANONYMOUS_MAX, capacity.CLOSE_TRY_AGAIN_LATER
+            limit, code = settings.MARKET_WS_ANONYMOUS_MAX, CLOSE_TRY_AGAIN_LATER
             message = f"The server holds its {limit} anonymous connections: try again later, or authenticate."
             capacity.refusals.note("anonymous process", f"MARKET_WS_ANONYMOUS_MAX={limit} reached; closed with {code}")
         self._closing = True
@@ -343,6 +345,18 @@ class MarketConsumer(AsyncWebsocketConsumer):
             self.session.error(exc.code, exc.message, request.id)
         except asyncio.CancelledError:
             raise
+        except OUTAGE as exc:
+            # Redis or the database is down (or was, and this connection found out): try again later, on a new socket.
+            log.warning(
+                "%s on market connection %s: %s: %s; closing it with %d",
+                request.op,
+                self.connection_id,
+                type(exc).__name__,
+                exc,
+                CLOSE_TRY_AGAIN_LATER,
+            )
+            self.session.error("server_error", f"The server failed to handle this {request.op}; try again.", request.id)
+            self._close(CLOSE_TRY_AGAIN_LATER)
         except Exception:
             # Not the client's doing (the history or the database failed): the request was undone.
             log.exception("%s on market connection %s", request.op, self.connection_id)

@@ -340,6 +340,9 @@ class LocalHub:
                         topic.stale = topic.stale or topic.live
                         topic.live = False
                         topic.ticker = None
+                        # A Redis that restarted empty has lost its fence counters: the next producer's token may be
+                        # lower than the last one heard (the history's fenced writes still refuse a stale producer).
+                        topic.fence = 0
                     log.warning("market hub: lost its Redis connection (%s: %s); reconnecting in %.1f s", type(exc).__name__, exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RECONNECT_SECONDS[1])

@@ -100,6 +100,13 @@ async def publish_market_window(
         await pipe.execute()
 
 
+async def redis_ping() -> None:
+    """Raise (redis ConnectionError, TimeoutError) unless the channel layer's Redis answers; nothing without one."""
+    redis = _redis()
+    if redis is not None:
+        await redis[0].ping()
+
+
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, fanout.LocalHub] = weakref.WeakKeyDictionary()
 _local_hubs: weakref.WeakKeyDictionary[Any, fanout.LocalHub] = weakref.WeakKeyDictionary()
 _process_hub = fanout.LocalHub()  # without any channel layer

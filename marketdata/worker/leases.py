@@ -39,11 +39,14 @@ from marketdata.delivery import streams
 
 log = logging.getLogger(__name__)
 
-# KEYS: lease, fence. ARGV: holder, ttl ms, takeover (1/0), fence expiry s (0: never).
+# KEYS: lease, fence. ARGV: holder, ttl ms, takeover (1/0), fence expiry s (0: never), floor.
 # → {token, ""} when taken, {0, "<token> <holder>"} when refused.
+# `floor`: the highest token this worker ever held for the key. A Redis that restarted empty has lost its fence
+# counters; starting the counter from the floor keeps the new token above every one the servers have seen.
 _ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
 if current and ARGV[3] ~= '1' then return {0, current} end
+if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[5]) then redis.call('SET', KEYS[2], ARGV[5]) end
 local token = redis.call('INCR', KEYS[2])
 if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
 redis.call('SET', KEYS[1], token .. ' ' .. ARGV[1], 'PX', ARGV[2])
@@ -115,6 +118,7 @@ class Leases:
         self.ttl = ttl
         self.fence_expiry = fence_expiry
         self.tokens: dict[str, int] = {}  # key → the token this worker holds it with
+        self.highest: dict[str, int] = {}  # key → the highest token this worker ever held it with (the next one's floor)
         self._redis = redis
         self._scripts: tuple[aioredis.Redis, dict[str, Any]] | None = None  # registered on this client
 
@@ -151,10 +155,10 @@ class Leases:
             if key in self.tokens:
                 continue
             token, current = await self._script("acquire")(
-                keys=self._keys(key), args=[self.holder, self.ttl_ms, int(takeover), self.fence_expiry]
+                keys=self._keys(key), args=[self.holder, self.ttl_ms, int(takeover), self.fence_expiry, self.highest.get(key, 0)]
             )
             if token:
-                self.tokens[key] = int(token)
+                self.tokens[key] = self.highest[key] = int(token)
                 if current:
                     previous[key] = _holder(current)
                     log.warning("took over %s from %s (token %s)", key, _holder(current), token)

@@ -67,6 +67,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from marketdata import groups, services
 from marketdata.delivery import streams
@@ -77,6 +78,7 @@ from marketdata.symbols import SymbolMap
 from marketdata.worker.hub import Hub
 from marketdata.worker.leases import LeaseRefused, Leases
 from marketdata.worker.market import MarketBuilder, Message
+from marketdata.worker.outage import DATABASE_DOWN, REDIS_DOWN, Outage
 from marketdata.worker.references import LOOKBACK, MARGIN, References, minute_of
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,9 @@ class WorkerStats:
     market_store_errors: int = 0  # windows whose messages could not be written to the history
     not_held: Counter[str] = field(default_factory=Counter)  # events skipped: another producer held the symbol
     lost: dict[str, str] = field(default_factory=dict)  # symbols whose lease was lost → who holds it now
+    undelivered: int = 0  # market messages dropped because Redis was unreachable (live and history)
+    restated: int = 0  # times every symbol was published afresh under a new epoch, once Redis was back
+    unstored_quotes: int = 0  # quote rows that could not be written when tried (kept and retried; the newest wins)
     symbols: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
 
@@ -226,6 +231,10 @@ class Worker:
         self._tape_checked = float("-inf")
         self._tape_n = 0
         self.stats = WorkerStats()
+        first, cap = float(settings.MARKETDATA_RETRY_SECONDS), float(settings.MARKETDATA_RETRY_MAX_SECONDS)
+        self.redis_outage = Outage("Redis", first=first, cap=cap)
+        self.db_outage = Outage("the database", first=first, cap=cap)
+        self._renewing = asyncio.Lock()  # one lease renewal at a time (the renewal loop, and the return of Redis)
         self._unsaved: dict[str, PriceUpdate] = {}
         self._last_flush = time.monotonic()
         self._outbox: list[PriceUpdate] = []  # drained, not yet published
@@ -312,7 +321,13 @@ class Worker:
         if symbol in self._waiting or symbol in self.stats.lost:
             return False
         key = self._key(symbol)
-        refused = await self.leases.acquire([key], takeover=self.takeover)
+        if not self.redis_outage.due():
+            return False  # Redis is down: the event is skipped (counted as not held) until the next try
+        try:
+            refused = await self.leases.acquire([key], takeover=self.takeover)
+        except REDIS_DOWN as exc:
+            self.redis_outage.failed(exc, what=f"taking the lease of {key}")
+            return False
         if key in self.leases.tokens:
             self._held.add(symbol)
             return True
@@ -339,22 +354,52 @@ class Worker:
         while True:
             await asyncio.sleep(self.leases.ttl / 3)
             try:
-                for lost in await self.leases.renew():
-                    self._lose(self._symbol(lost.key), lost.holder or "nobody (it expired)")
-                if self._waiting:
-                    await self.leases.acquire([self._key(symbol) for symbol in self._waiting])
-                    for symbol in [s for s in self._waiting if self._key(s) in self.leases.tokens]:
-                        log.warning("%s: the lease of %s ended; publishing it now", symbol, self._waiting.pop(symbol))
-                        self._regain(symbol)
+                await self._renew_leases()
+            except REDIS_DOWN as exc:
+                # Logged once per outage; the publishing side notices Redis back and renews before it publishes.
+                self.redis_outage.failed(exc, what=f"renewing the leases of {len(self._held)} symbols")
             except Exception:
                 log.exception("could not renew the leases of %d symbols; retrying", len(self._held))
 
-    def _regain(self, symbol: str) -> None:
-        """Publish a symbol again (or for the first time) after another producer held it: its channels start over."""
+    async def _renew_leases(self) -> None:
+        """Renew every lease held. One that expired with nobody holding it (Redis restarted empty, or this worker could
+        not renew in time) is taken again; one another producer holds now is given up (no double publishing)."""
+        assert self.leases is not None
+        async with self._renewing:
+            for lost in await self.leases.renew():
+                symbol = self._symbol(lost.key)
+                if not lost.holder and not (await self.leases.acquire([lost.key])):
+                    log.warning("the lease of %s had expired with nobody holding it: taken again", lost.key)
+                    self._regain(symbol)
+                    continue
+                self._lose(symbol, lost.holder or await self.leases.holder_of(lost.key) or "nobody (it expired)")
+            if self._waiting:
+                await self.leases.acquire([self._key(symbol) for symbol in self._waiting])
+                for symbol in [s for s in self._waiting if self._key(s) in self.leases.tokens]:
+                    log.warning("%s: the lease of %s ended; publishing it now", symbol, self._waiting.pop(symbol))
+                    self._regain(symbol)
+
+    def _store(self) -> MarketStore:
         if self._market_history is None:
             self._market_history = market_store()
-        self._market_history.forget(self.market.restart(symbol))
+        return self._market_history
+
+    def _fresh_epoch(self, symbol: str) -> str:
+        """A new epoch for a symbol's channels: now (ms), and above the one they had, so that whoever compares
+        epochs (a dashboard, `portfolio.live`) takes the new stream for the newer one, whatever its timestamps."""
+        epoch = int(new_epoch())
+        try:
+            epoch = max(epoch, int(self.market.epoch_of(symbol)) + 1)
+        except ValueError:
+            pass  # an epoch given by the caller that is no number: now it is
+        return str(epoch)
+
+    def _regain(self, symbol: str) -> None:
+        """Publish a symbol again (or for the first time) after another producer held it: its channels start over,
+        under a new epoch (which may be older than the other producer's worker epoch otherwise)."""
+        self._store().forget(self.market.restart(symbol, epoch=self._fresh_epoch(symbol)))
         self._held.add(symbol)
+        self.stats.lost.pop(symbol, None)
 
     def _lose(self, symbol: str, holder: str) -> None:
         """Stop publishing a symbol whose lease is gone; what it had not published yet is dropped."""
@@ -417,6 +462,9 @@ class Worker:
             try:
                 await self._create_instruments()
                 self.stats.candle_rows += await self.store_candles(candles)
+            except DATABASE_DOWN as exc:
+                self.db_outage.failed(exc, what=f"storing {len(candles)} candles")
+                self._unsaved_candles = candles
             except Exception:
                 log.exception("could not store %d candles; retrying with the next minute", len(candles))
                 self._unsaved_candles = candles
@@ -432,6 +480,8 @@ class Worker:
         for hook in self.minute_hooks:
             try:
                 await hook(minutes)
+            except DATABASE_DOWN as exc:
+                self.db_outage.failed(exc, what=f"running {getattr(hook, '__qualname__', hook)} for {len(minutes)} minute(s)")
             except Exception:
                 log.exception(
                     "minute hook %s failed for %d minute(s) %s to %s",
@@ -485,22 +535,69 @@ class Worker:
     async def _publish_market(self, window: dict[str, list[Message]]) -> None:
         """History first (one write for the window), then live: one payload per symbol, one round trip.
 
-        With leases the history write is fenced: symbols another producer took over are dropped from the window."""
-        if self._market_history is None:
-            self._market_history = market_store()
+        With leases the history write is fenced: symbols another producer took over are dropped from the window.
+        Redis unreachable: the window is dropped and counted, and tried again with capped backoff; once Redis is back
+        every symbol is published afresh under a new epoch (`_redis_back`), so clients take a fresh snapshot."""
+        outage = self.redis_outage
+        if outage.down:
+            if not outage.due() or not await self._redis_back():
+                self._undelivered(window)
+                return
+            window = self._restate()
+        try:
+            await self._publish_window(window)
+        except REDIS_DOWN as exc:
+            outage.failed(exc, what=f"publishing {sum(map(len, window.values()))} market messages")
+            self._undelivered(window)
+
+    def _undelivered(self, window: Mapping[str, Sequence[Message]]) -> None:
+        count = sum(map(len, window.values()))
+        self.stats.undelivered += count
+        self.redis_outage.drop(count)
+
+    async def _redis_back(self) -> bool:
+        """During an outage: whether Redis answers again (and the leases are renewed, or given up, before publishing)."""
+        try:
+            await streams.redis_ping()
+            if self.leases is not None:
+                await self._renew_leases()
+        except REDIS_DOWN as exc:
+            self.redis_outage.failed(exc, what="trying it again")
+            return False
+        self.redis_outage.recovered()
+        return True
+
+    def _restate(self) -> dict[str, list[Message]]:
+        """Redis is back: every symbol this worker publishes starts over under a new epoch with its whole state (price,
+        open candle, book), replacing what was dropped, so no client is left with a silent gap."""
+        store = self._store()
+        window: dict[str, list[Message]] = {}
+        for symbol, update in self._latest.items():
+            if self.leases is not None and symbol not in self._held:
+                continue
+            store.forget(self.market.restart(symbol, epoch=self._fresh_epoch(symbol)))
+            window[symbol] = self.market.restate(self.hub, update, minute=self._minute)
+        self.stats.restated += 1
+        log.warning("publishing %d symbols afresh under new epochs after the Redis outage", len(window))
+        return window
+
+    async def _publish_window(self, window: dict[str, list[Message]]) -> None:
+        store = self._store()
         leases = self.leases
         while True:
             if leases is not None:
                 window = {symbol: messages for symbol, messages in window.items() if self._key(symbol) in leases.tokens}
             messages = [message for symbol_messages in window.values() for message in symbol_messages]
             try:
-                await self._market_history.append(messages, fence=None if leases is None else leases.fence(map(self._key, window)))
+                await store.append(messages, fence=None if leases is None else leases.fence(map(self._key, window)))
             except Fenced as fenced:
                 assert leases is not None
                 leases.forget(fenced.keys)
                 for key in fenced.keys:
                     self._lose(self._symbol(key), await leases.holder_of(key) or "a producer whose lease has ended")
                 continue  # write the rest: each round drops at least one symbol
+            except REDIS_DOWN:
+                raise  # Redis is down: publishing would fail too
             except Exception:
                 self.stats.market_store_errors += 1
                 log.exception("could not write %d market messages to the history; publishing them all the same", len(messages))
@@ -511,17 +608,24 @@ class Worker:
             self.stats.market_messages += len(messages)
 
     async def flush_quotes(self) -> None:
+        """Write the latest quote of every symbol that changed; the database down: kept (the newest per symbol), and
+        tried again with capped backoff."""
         self._last_flush = time.monotonic()
-        if not self._unsaved:
+        if not self._unsaved or not self.db_outage.due():
             return
         batch, self._unsaved = list(self._unsaved.values()), {}
         try:
             await self._create_instruments()
             self.stats.quote_rows += await self.store_quotes(batch)
             self.stats.quote_batches += 1
-        except Exception:
+            self.db_outage.recovered()
+        except Exception as exc:
             # Keep them for the next flush unless a newer price arrived meanwhile.
-            log.exception("could not store %d quotes; retrying with the next batch", len(batch))
+            self.stats.unstored_quotes += len(batch)
+            if isinstance(exc, DATABASE_DOWN):
+                self.db_outage.failed(exc, what=f"storing {len(batch)} quotes")
+            else:
+                log.exception("could not store %d quotes; retrying with the next batch", len(batch))
             for update in batch:
                 self._unsaved.setdefault(update.symbol, update)
 
@@ -542,11 +646,17 @@ class Worker:
         if not self.tape or now - self._tape_checked < TAPE_CHECK_SECONDS:
             return
         self._tape_checked = now
-        try:
-            listening = await streams.tape_wanted()
-        except Exception:
-            log.exception("could not ask Redis whether a recorder listens; not taping")
-            listening = False
+        if self.redis_outage.down:
+            listening = False  # asked again once Redis is back
+        else:
+            try:
+                listening = await streams.tape_wanted()
+            except REDIS_DOWN as exc:
+                self.redis_outage.failed(exc, what="asking whether a recorder listens")
+                listening = False
+            except Exception:
+                log.exception("could not ask Redis whether a recorder listens; not taping")
+                listening = False
         if listening and self._taping is None:
             log.info("a recorder is listening: taping events")
             self._taping = []
@@ -561,6 +671,8 @@ class Worker:
                 self._tape_n += 1
                 await streams.tape_append("".join(native.encode(e) + "\n" for e in events), epoch=self.hub.epoch, n=self._tape_n)
                 self.stats.taped += len(events)
+            except REDIS_DOWN as exc:
+                self.redis_outage.failed(exc, what=f"taping {len(events)} events (the recording has a gap)")
             except Exception:
                 log.exception("could not tape %d events; the recording has a gap", len(events))
         await self._check_tape()

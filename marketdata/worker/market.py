@@ -7,7 +7,9 @@ channel messages:
 
     {"ch": "ticker:BTC-USD", "epoch": "1795262640000", "seq": 42, "ts": 1795262641223, "data": {...}}
 
-- `seq` rises by one per message on its channel, from 1; `epoch` is the worker's.
+- `seq` rises by one per message on its channel, from 1; `epoch` is the worker's, until a symbol's channels start
+  over (`restart`: another producer held it, or Redis lost what was published): then a new one of the symbol's,
+  newer than any it had (epochs are milliseconds since 1970, compared as numbers by `portfolio.live`).
 - `ts` is the exchange time (epoch ms) of the latest event the message stands for.
 - `data` is as docs/websocket-api.md describes per channel kind.
 
@@ -174,9 +176,11 @@ class MarketBuilder:
 
     def __init__(self, *, epoch: str, session: str = "") -> None:
         self.epoch = epoch
+        self.epochs: dict[str, str] = {}  # symbol → its channels' epoch, when not the worker's (`restart`)
         self.session = session
         self.seqs: dict[str, int] = {}  # channel → seq of its last message
         self._names: dict[str, _Names] = {}
+        self._owners: dict[str, str] = {}  # channel → its symbol
         self._pending: dict[str, list[Message]] = {}  # closed-minute candle messages, per symbol, for the next build
         self._candle_sent: dict[str, dict[str, Any]] = {}  # symbol → the open candle last sent
         self._tops: dict[str, _Top] = {}  # book channel → the top N last sent
@@ -186,22 +190,46 @@ class MarketBuilder:
         names = self._names.get(symbol)
         if names is None:
             names = self._names[symbol] = _Names(symbol, self.session)
+            self._owners.update(dict.fromkeys([names.ticker, names.trades, names.candles, *names.book.values()], symbol))
         return names
 
-    def restart(self, symbol: str) -> list[str]:
-        """Forget what the symbol's channels last sent (another producer published them meanwhile): the next
-        candle and book messages are whole, so a history started over from them holds complete snapshots.
-        Returns the symbol's channel names."""
+    def restart(self, symbol: str, *, epoch: str | None = None) -> list[str]:
+        """Forget what the symbol's channels last sent (another producer published them meanwhile, or what was
+        published was lost): the next candle and book messages are whole, so a history started over from them holds
+        complete snapshots. `epoch`: the symbol's channels start over under it, from seq 1 (clients take a fresh
+        snapshot). Returns the symbol's channel names."""
         names = self.names(symbol)
+        channels = [names.ticker, names.trades, names.candles, *names.book.values()]
         self._candle_sent.pop(symbol, None)
         for channel in names.book.values():
             self._tops.pop(channel, None)
             self._book_states.pop(channel, None)
-        return [names.ticker, names.trades, names.candles, *names.book.values()]
+        if epoch is not None:
+            self.epochs[symbol] = epoch
+            for channel in channels:
+                self.seqs.pop(channel, None)
+            self._pending.pop(symbol, None)
+        return channels
+
+    def epoch_of(self, symbol: str) -> str:
+        return self.epochs.get(symbol, self.epoch)
+
+    def restate(self, hub: Hub, update: PriceUpdate, *, minute: datetime | None = None) -> list[Message]:
+        """The whole state of a symbol as messages (after `restart`): its latest price, its open candle and, when it has a
+        book, the whole top N of every depth; what a client needs after the symbol's channels started over."""
+        symbol = update.symbol
+        out = [self._message(self.names(symbol).ticker, to_epoch_ms(update.ts), ticker_data(update))]
+        candle = self._open_candle(hub, symbol, minute)
+        if candle is not None:
+            out.append(candle)
+        if symbol in hub.books:
+            out.extend(self._books(symbol, to_epoch_ms(update.ts), hub.book_top(symbol, DEEPEST), hub.book_update_id(symbol)))
+        return out
 
     def _message(self, channel: str, ts: int, data: dict[str, Any]) -> Message:
         seq = self.seqs[channel] = self.seqs.get(channel, 0) + 1
-        return {"ch": channel, "epoch": self.epoch, "seq": seq, "ts": ts, "data": data}
+        epoch = self.epochs.get(self._owners[channel], self.epoch) if self.epochs else self.epoch
+        return {"ch": channel, "epoch": epoch, "seq": seq, "ts": ts, "data": data}
 
     # -- candles -----------------------------------------------------------------------------
 

@@ -112,3 +112,28 @@ def test_an_update_carries_only_the_views_a_price_touches() -> None:
     assert frame is not None
     assert [p["id"] for p in frame["portfolios"]] == [1]  # type: ignore[index]
     assert [r["key"] for r in frame["combined"]["rows"]] == ["BTC-USD"]  # type: ignore[index]
+
+
+def test_a_newer_epoch_is_taken_even_with_an_older_timestamp() -> None:
+    # A worker restarted (or a replay started over, or a standby took over): its stream has a newer epoch, and its
+    # timestamps may be older than the ones held (a replay) or behind them for a while. Issue 13: ignored for ~20 s.
+    live = LiveBook(ledgers(), market({"AAPL": Price(D(200), T0, 57, "1767225600000")}))
+    assert live.apply(PriceUpdate("AAPL", 1, "1767225700000", D(190), None, None, T0 - timedelta(seconds=20), "test", 1))
+    assert live.market.prices["AAPL"].value == D(190)
+    # Then that stream goes on by seq, whatever its timestamps.
+    assert live.apply(PriceUpdate("AAPL", 2, "1767225700000", D(191), None, None, T0 - timedelta(seconds=19), "test", 1))
+    assert not live.apply(PriceUpdate("AAPL", 2, "1767225700000", D(192), None, None, T0, "test", 1))  # a duplicate
+    assert live.market.prices["AAPL"].value == D(191)
+
+
+def test_a_price_of_an_older_epoch_is_dropped_even_with_a_newer_timestamp() -> None:
+    # The stream it replaced (a producer fenced off, a history read that raced the new epoch) is ignored.
+    live = LiveBook(ledgers(), market({"AAPL": Price(D(200), T0, 3, "1767225700000")}))
+    assert not live.apply(PriceUpdate("AAPL", 99, "1767225600000", D(150), None, None, T0 + timedelta(seconds=5), "test", 1))
+    assert live.market.prices["AAPL"].value == D(200)
+
+
+def test_a_reload_keeps_the_price_of_the_newer_epoch() -> None:
+    live = LiveBook(ledgers(), market({"AAPL": Price(D(200), T0 - timedelta(seconds=30), 2, "1767225700000")}))
+    live.replace(ledgers(), market({"AAPL": Price(D(150), T0, 900, "1767225600000")}))  # the database's, from the old run
+    assert live.market.prices["AAPL"].value == D(200)

@@ -198,8 +198,9 @@ async def test_a_sink_that_fails_does_not_stop_the_others(redis_layer: dict[str,
 
 @pytest.mark.redis
 async def test_each_update_is_encoded_once_for_fifty_local_sockets(
-    instruments: Any, redis: aioredis.Redis, layer_prefix: str, monkeypatch: pytest.MonkeyPatch
+    instruments: Any, redis: aioredis.Redis, layer_prefix: str, monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
+    settings.MARKET_WS_ANONYMOUS_PER_ADDRESS = 50  # all fifty come from the test's one address
     encoded: list[Frame] = []
     encode = fanout.encode_update
 

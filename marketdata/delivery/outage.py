@@ -1,0 +1,97 @@
+"""Sockets during a Redis or database outage: closed with 1013 ("try again later"), never a crash (1011) or an HTTP 500.
+
+A consumer's channel-layer receive (Redis), its hub subscribe (Redis) or its connect-time
+reads (the database) fail while their server is down. Without this the exception leaves the
+consumer, and daphne answers the handshake with HTTP 500 or closes an open socket with 1011.
+`ClosesOnOutage` catches those failures around the whole consumer: the consumer cleans up
+(`disconnect`), and the socket is closed with 1013 — accepted first when the failure came
+during the handshake, since daphne cannot answer a WebSocket handshake with a 503 (it does not
+implement the ASGI "websocket.http.response" extension; a refused handshake is always 403).
+Clients reconnect with backoff (docs/websocket-api.md, "Close codes").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from config.closecodes import CLOSE_TRY_AGAIN_LATER
+from marketdata.worker.outage import DATABASE_DOWN, REDIS_DOWN
+
+log = logging.getLogger(__name__)
+
+OUTAGE = (*REDIS_DOWN, *DATABASE_DOWN)
+LOG_EVERY_SECONDS = 10.0
+
+
+class _Closes:
+    """Sockets this process closed with 1013, for a log line at most every LOG_EVERY_SECONDS (not one per socket)."""
+
+    count = 0
+    logged_at = float("-inf")
+    unlogged = 0
+
+
+def _note(path: str, exc: BaseException) -> None:
+    _Closes.count += 1
+    _Closes.unlogged += 1
+    now = time.monotonic()
+    if now - _Closes.logged_at >= LOG_EVERY_SECONDS:
+        log.warning(
+            "closing %s with %d (try again later): %s: %s (%d socket(s) closed so since the last line, %d in all)",
+            path,
+            CLOSE_TRY_AGAIN_LATER,
+            type(exc).__name__,
+            exc,
+            _Closes.unlogged,
+            _Closes.count,
+        )
+        _Closes.logged_at, _Closes.unlogged = now, 0
+
+
+def closed_on_outage() -> int:
+    """Sockets this process closed with 1013 so far."""
+    return _Closes.count
+
+
+class _Tracking:
+    """The server's `send`, noting whether the handshake was accepted and the socket closed.
+
+    Its `real_send` lets `outbox.server_send` find the server's own `send` beneath it (frames
+    skip this wrapper, and daphne's write buffer stays visible for slow-consumer checks).
+    """
+
+    def __init__(self, send: Any) -> None:
+        self.real_send = send
+        self.accepted = False
+        self.closed = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "websocket.accept":
+            self.accepted = True
+        elif kind == "websocket.close":
+            self.closed = True
+        await self.real_send(message)
+
+
+class ClosesOnOutage:
+    """Mix into an `AsyncWebsocketConsumer` (first): an outage of Redis or the database closes the socket with 1013."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        tracking = _Tracking(send)
+        try:
+            await super().__call__(scope, receive, tracking.send)  # type: ignore[misc]
+        except OUTAGE as exc:
+            _note(scope.get("path", "?"), exc)
+            try:
+                await self.disconnect(CLOSE_TRY_AGAIN_LATER)  # type: ignore[attr-defined]
+            except Exception:
+                log.debug("clean-up after an outage failed too", exc_info=True)
+            if tracking.closed:
+                return
+            if not tracking.accepted:
+                # daphne can only refuse a handshake with 403: accepted, then closed at once, says "try again later".
+                await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER, "reason": "service unavailable, try again later"})
