@@ -19,7 +19,6 @@ from django.test import Client
 
 from bench.import_csv import ledger_csv, ledger_lines
 from marketdata.models import Instrument
-from portfolio import admin as portfolio_admin
 from portfolio import csvio, services
 from portfolio.models import Portfolio
 from portfolio.services import Draft, LedgerProblems
@@ -505,10 +504,8 @@ def test_the_admin_import_page_imports_a_sound_file_and_returns_to_the_portfolio
     assert state(empty)["cash"] == [("EUR", D(998)), ("USD", D("7148.65"))]
 
 
-def test_the_admin_import_page_refuses_a_file_over_the_size_limit(
-    staff_client: Client, ledger: Portfolio, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(portfolio_admin, "CSV_UPLOAD_LIMIT", 1024 * 1024)
+def test_the_admin_import_page_refuses_a_file_over_the_size_limit(staff_client: Client, ledger: Portfolio, settings: Any) -> None:
+    settings.PORTFOLIO_IMPORT_MAX_BYTES = 1024 * 1024
     before = state(ledger)
 
     response = staff_client.post(import_url(ledger), {"file": upload(b"x" * (1024 * 1024 + 1))})
@@ -658,3 +655,48 @@ def test_a_file_with_thousands_of_bad_rows_lists_the_first_500_problems_and_coun
     ]
     assert listed[-1] == "line 501, quantity: 'x249' is not a number"
     assert state(ledger) == before
+
+
+def test_an_admin_upload_spooled_to_disk_is_imported_line_by_line(staff_client: Client, empty: Portfolio, settings: Any) -> None:
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 100  # every upload here goes to a temporary file, as a big one would
+
+    response = staff_client.post(import_url(empty), {"file": upload("\ufeff" + EVERY_KIND)}, follow=True)
+
+    assert response.redirect_chain == [(f"/admin/portfolio/portfolio/{empty.pk}/change/", 302)]
+    assert empty.transactions.count() == 14
+    assert state(empty)["cash"] == [("EUR", D(998)), ("USD", D("7148.65"))]
+
+
+def test_an_admin_upload_spooled_to_disk_that_is_not_utf8_is_refused(staff_client: Client, ledger: Portfolio, settings: Any) -> None:
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 100
+    text = f"{HEADER}\n" + "2026-01-07T14:30:00Z,deposit,,1,,,,,cafe\n" * 5000 + "2026-01-07T14:30:00Z,deposit,,1,,,,,caf\xe9\n"
+
+    response = staff_client.post(import_url(ledger), {"file": upload(text.encode("latin-1"))})
+
+    assert response.context["form"].errors == {"file": ["The file is not UTF-8 text: save it as “CSV UTF-8”."]}
+    assert ledger.transactions.count() == 2
+
+
+def test_the_admin_import_page_lists_the_first_problems_and_counts_the_rest(staff_client: Client, ledger: Portfolio) -> None:
+    text = f"{HEADER}\n" + "2026-01-07T14:30:00Z,buy,AAPL,abc,150,,,,\n" * 600
+
+    response = staff_client.post(import_url(ledger), {"file": upload(text), "dry_run": "on"})
+
+    html = response.content.decode()
+    assert "600 problems found; nothing was imported." in html
+    assert html.count("is not a number</li>") == csvio.MAX_PROBLEMS
+    assert "… and 100 more problems, not listed: fix these first." in html
+    assert ledger.transactions.count() == 2
+
+
+def test_the_command_lists_the_first_problems_and_counts_them_all(ledger: Portfolio, tmp_path: Any) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(f"{HEADER}\n" + "2026-01-07T14:30:00Z,buy,AAPL,abc,150,,,,\n" * 501, encoding="utf-8")
+    err = io.StringIO()
+
+    with pytest.raises(CommandError, match=r"^import_transactions: 501 problems in .*bad\.csv; nothing imported$"):
+        call_command("import_transactions", str(path), portfolio=ledger.pk, stderr=err)
+
+    lines = err.getvalue().splitlines()
+    assert len(lines) == csvio.MAX_PROBLEMS + 1
+    assert lines[-2:] == ["line 501, quantity: 'abc' is not a number", "... and 1 more problem (the first 500 are listed)"]
