@@ -15,6 +15,7 @@ from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from django.test import Client
 
 from bench.import_csv import ledger_csv, ledger_lines
@@ -700,3 +701,16 @@ def test_the_command_lists_the_first_problems_and_counts_them_all(ledger: Portfo
     lines = err.getvalue().splitlines()
     assert len(lines) == csvio.MAX_PROBLEMS + 1
     assert lines[-2:] == ["line 501, quantity: 'abc' is not a number", "... and 1 more problem (the first 500 are listed)"]
+
+
+def test_a_real_import_with_debug_on_keeps_no_log_of_its_inserts(empty: Portfolio, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # DEBUG keeps the SQL of the last 9,000 queries: a million rows' INSERTs were over 100 MB of it.
+    settings.DEBUG = True
+    monkeypatch.setattr(services, "_WRITE_BATCH", 100)
+    connection.queries_log.clear()
+
+    result = import_csv(empty, ledger_csv(5_000))
+
+    assert (result.rows, empty.transactions.count()) == (5_000, 5_000)
+    inserts = [q for q in connection.queries if q["sql"].startswith('INSERT INTO "portfolio_transaction"')]
+    assert len(inserts) <= 1  # at most the last, short batch
