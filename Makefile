@@ -44,6 +44,13 @@ bench-replay: $(VENV)/.dev-deps
 	$(PY) bench/replay.py
 	$(PY) bench/replay_db.py $(REPLAY_DB_ARGS)
 
+## Benchmark a 1,000,000-row CSV import, dry run and real: peak RSS and time in a child process, beside IMPORT_ARGS'
+## --before-rev (the tree before imports streamed); writes bench/results/import.*.
+IMPORT_ARGS ?= --before-rev f735f56
+.PHONY: bench-import
+bench-import: $(VENV)/.dev-deps
+	$(PY) bench/import_memory.py $(IMPORT_ARGS)
+
 .PHONY: bench bench-fanout
 
 $(VENV)/.bench-deps: requirements.txt requirements-dev.txt requirements-bench.txt | $(PY)

@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,23 +21,29 @@ HEADER = "executed_at,kind,symbol,quantity,price,fee,currency,fx_rate,note"
 SYMBOLS = ("AAPL", "MSFT")
 
 
-def ledger_csv(rows: int, *, start: datetime = datetime(2025, 1, 1, tzinfo=UTC)) -> str:
-    """A sound USD ledger of `rows` rows, one a minute: a deposit, then buys with a sell and a dividend mixed in.
+def ledger_lines(rows: int, *, start: datetime = datetime(2025, 1, 1, tzinfo=UTC)) -> Iterator[str]:
+    """A sound USD ledger of `rows` rows, one a minute, line by line (each ending in "\\n"): a deposit, then buys with a
+    sell and a dividend mixed in.
 
     Symbols alternate every 10 rows; row i sells 1 when i % 10 == 5, pays a dividend when i % 100 == 50,
     and otherwise buys 2. So 10,000 rows are 1 deposit, 8899 buys, 1000 sells and 100 dividends.
     """
-    out = [HEADER, f"{start:%Y-%m-%dT%H:%M:%SZ},deposit,,{rows * 1000},,,,,bench"]
+    yield HEADER + "\n"
+    yield f"{start:%Y-%m-%dT%H:%M:%SZ},deposit,,{rows * 1000},,,,,bench\n"
     for i in range(1, rows):
         at = f"{start + timedelta(minutes=i):%Y-%m-%dT%H:%M:%SZ}"
         symbol = SYMBOLS[(i // 10) % 2]
         if i % 100 == 50:
-            out.append(f"{at},dividend,{symbol},10,0.5,,,,")
+            yield f"{at},dividend,{symbol},10,0.5,,,,\n"
         elif i % 10 == 5:
-            out.append(f"{at},sell,{symbol},1,110,1,,,")
+            yield f"{at},sell,{symbol},1,110,1,,,\n"
         else:
-            out.append(f"{at},buy,{symbol},2,{100 + i % 7}.25,1,,,row {i}")
-    return "\n".join(out) + "\n"
+            yield f"{at},buy,{symbol},2,{100 + i % 7}.25,1,,,row {i}\n"
+
+
+def ledger_csv(rows: int, *, start: datetime = datetime(2025, 1, 1, tzinfo=UTC)) -> str:
+    """`ledger_lines` as one string."""
+    return "".join(ledger_lines(rows, start=start))
 
 
 def main(rows: int) -> None:

@@ -211,6 +211,10 @@ MARKETDATA_MINUTE_HOOKS = ["portfolio.history.portfolio_values_record"]
 # Price updates arriving within this window reach the browser as one frame.
 PORTFOLIO_COALESCE_MS = env_int("PORTFOLIO_COALESCE_MS", 200, minimum=0)
 
+# --- CSV import in the admin (docs/csv-format.md) ------------------------------
+# Largest CSV the admin's import page takes, in bytes; bigger files: manage.py import_transactions (no limit).
+PORTFOLIO_IMPORT_MAX_BYTES = env_int("PORTFOLIO_IMPORT_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
+
 # --- Market-data WebSocket API (/ws/v1/market) --------------------------------
 # Whether connections without a user (no session, no token) may read market channels.
 MARKET_WS_ANONYMOUS = env_bool("MARKET_WS_ANONYMOUS", True)

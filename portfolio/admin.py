@@ -3,11 +3,13 @@ enforces exactly the rules the rest of the app does."""
 
 from __future__ import annotations
 
+import codecs
 import io
 from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -24,8 +26,9 @@ from marketdata.admin import ReadOnlyAdmin, amount
 from portfolio import csvio, services
 from portfolio.models import CashBalance, Holding, Kind, Portfolio, Transaction
 
-# Read whole into memory and checked in one request; bigger ledgers go through `manage.py import_transactions`.
-CSV_UPLOAD_LIMIT = 10 * 1024 * 1024
+# An upload is streamed (bounded memory) but checked within the request, on its thread: PORTFOLIO_IMPORT_MAX_BYTES
+# bounds how long that takes; bigger ledgers go through `manage.py import_transactions`.
+_UTF8_CHECK_CHUNK = 64 * 1024
 
 
 def money(value: Decimal | None, currency: str = "") -> str:
@@ -103,23 +106,38 @@ class CashInline(ShownInline):
         return money(obj.amount, obj.currency)
 
 
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f}".removesuffix(".0")
+
+
 class CsvImportForm(forms.Form):
-    file = forms.FileField(label="CSV file", help_text=f"Columns: {csvio.HEADER}. UTF-8, at most {CSV_UPLOAD_LIMIT // 2**20} MB.")
+    file = forms.FileField(label="CSV file")
     dry_run = forms.BooleanField(
         label="Dry run", required=False, initial=True, help_text="Check every row and preview the result, but write nothing."
     )
 
-    def clean_file(self) -> str:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["file"].help_text = f"Columns: {csvio.HEADER}. UTF-8, at most {_megabytes(settings.PORTFOLIO_IMPORT_MAX_BYTES)} MB."
+
+    def clean_file(self) -> UploadedFile:
+        """The upload, once it is known to be within the size limit and UTF-8 throughout (read in chunks, not whole)."""
         upload: UploadedFile = self.cleaned_data["file"]
-        if (upload.size or 0) > CSV_UPLOAD_LIMIT:
+        limit = settings.PORTFOLIO_IMPORT_MAX_BYTES
+        if (upload.size or 0) > limit:
             raise ValidationError(
-                f"The file is {(upload.size or 0) / 2**20:.1f} MB; the limit is {CSV_UPLOAD_LIMIT // 2**20} MB. "
+                f"The file is {(upload.size or 0) / 2**20:.1f} MB; the limit is {_megabytes(limit)} MB. "
                 "Split it, or import it with manage.py import_transactions."
             )
+        decoder = codecs.getincrementaldecoder("utf-8")()
         try:
-            return upload.read().decode("utf-8-sig")
+            for chunk in upload.chunks(_UTF8_CHECK_CHUNK):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             raise ValidationError("The file is not UTF-8 text: save it as “CSV UTF-8”.") from None
+        upload.seek(0)
+        return upload
 
 
 @admin.register(Portfolio)
@@ -209,13 +227,15 @@ class PortfolioAdmin(admin.ModelAdmin):
         portfolio = self._portfolio_or_denied(request, object_id, change=True)
         form = CsvImportForm(request.POST, request.FILES) if request.method == "POST" else CsvImportForm()
         problems: list[str] = []
+        problems_total = 0
         preview = None
         if form.is_bound and form.is_valid():
-            lines = io.StringIO(form.cleaned_data["file"], newline="")
+            # Read line by line from the upload (in memory up to FILE_UPLOAD_MAX_MEMORY_SIZE, beyond it a temporary file).
+            lines = io.TextIOWrapper(form.cleaned_data["file"], encoding="utf-8-sig", newline="")
             try:
                 result = csvio.csv_import(portfolio=portfolio, lines=lines, dry_run=form.cleaned_data["dry_run"])
             except services.LedgerProblems as exc:
-                problems = [csvio.describe(p) for p in exc.problems]
+                problems, problems_total = [csvio.describe(p) for p in exc.problems], exc.total
             else:
                 if result.dry_run:
                     preview = result
@@ -230,6 +250,8 @@ class PortfolioAdmin(admin.ModelAdmin):
             "original": portfolio,
             "form": form,
             "problems": problems,
+            "problems_total": problems_total,
+            "problems_unlisted": problems_total - len(problems),
             "preview": preview,
             "header": csvio.HEADER,
         }

@@ -3,7 +3,12 @@
 `parse` and `write` are pure apart from the streams: instruments are passed in,
 so parsing makes no query per row. `csv_import` and `csv_export` tie them to
 `portfolio.services` and the database; the command, the admin page and the
-benchmark all go through them.
+benchmarks all go through them.
+
+Both stream: a file of any length is read row by row and never held whole.
+An import keeps each row only until it is written (in batches) and sorted
+for the ledger check (in runs that spill to temporary files); problems are
+listed up to MAX_PROBLEMS and counted beyond.
 
 Problems carry `ref` = the physical line of the file (the header is line 1)
 and `field` = the column, so a message reads "line 7, quantity: 'abc' is not
@@ -28,7 +33,7 @@ from marketdata.models import Instrument
 from portfolio import services
 from portfolio.ledger import ONE, ZERO, Book, plain
 from portfolio.models import Kind, Portfolio, Transaction
-from portfolio.services import Draft, LedgerProblems, Problem
+from portfolio.services import Draft, Problem, ProblemLog
 
 COLUMNS = ("executed_at", "kind", "symbol", "quantity", "price", "fee", "currency", "fx_rate", "note")
 REQUIRED = ("executed_at", "kind", "quantity")
@@ -54,6 +59,9 @@ _COLUMN_OF_FIELD = {"instrument": "symbol"}
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # Cells that hold text anyone may type; the others are numbers, times, kinds and codes written by `_cells`.
 _TEXT_COLUMNS = ("symbol", "note")
+
+# Problems listed (in the admin, on stderr); the rest are counted. A million bad rows make one short page.
+MAX_PROBLEMS = 500
 
 _T = TypeVar("_T")
 _NEVER = datetime(1970, 1, 1, tzinfo=UTC)  # stands in for a bad time; its row is never drafted
@@ -130,8 +138,10 @@ def _text_in(text: str) -> str:
 class _Row:
     """One data row's cells by column, collecting its problems."""
 
-    def __init__(self, line: int, cells: dict[str, str], problems: list[Problem]) -> None:
-        self.line, self.cells, self.problems = line, cells, problems
+    def __init__(self, line: int, cells: dict[str, str]) -> None:
+        self.line, self.cells = line, cells
+        self.problems: list[Problem] = []
+        self.unknown_symbol: str | None = None
         self.ok = True
 
     def cell(self, column: str) -> str:
@@ -154,7 +164,7 @@ class _Row:
             return default
 
 
-def _draft(row: _Row, instruments: Mapping[str, Instrument], unknown: dict[str, list[int]]) -> Draft | None:
+def _draft(row: _Row, instruments: Mapping[str, Instrument]) -> Draft | None:
     executed_at = row.value("executed_at", _time, _NEVER)
     quantity = row.value("quantity", _decimal, ZERO)
     price = row.value("price", _decimal, ONE)
@@ -173,7 +183,7 @@ def _draft(row: _Row, instruments: Mapping[str, Instrument], unknown: dict[str, 
     if symbol := row.cell("symbol"):
         instrument = instruments.get(symbol)
         if instrument is None:
-            unknown.setdefault(symbol, []).append(row.line)
+            row.unknown_symbol = symbol
             row.ok = False
     note = row.cell("note")
     if len(note) > _NOTE_LENGTH:
@@ -194,28 +204,51 @@ def _draft(row: _Row, instruments: Mapping[str, Instrument], unknown: dict[str, 
     )
 
 
-def _unknown_symbols(unknown: dict[str, list[int]], instruments: Mapping[str, Instrument]) -> list[Problem]:
-    by_upper = {s.upper(): s for s in instruments}
-    problems: list[Problem] = []
-    for symbol, lines in unknown.items():
-        message = f"unknown instrument {_shown(symbol)}"
-        if symbol.upper() in by_upper:
-            message += f" (did you mean {by_upper[symbol.upper()]!r}?)"
-        if len(lines) > 1:
-            message += f" (on {len(lines)} rows)"
-        problems.extend(Problem(line, "symbol", message) for line in lines)
-    return problems
+class _Problems(ProblemLog):
+    """The import's problems, by line and then column; an unknown symbol's message says on how many rows it is.
+
+    Those rows are counted over the whole file, but only for symbols whose
+    problem is listed: once the list is full, no later symbol can be.
+    """
+
+    def __init__(self, instruments: Mapping[str, Instrument]) -> None:
+        super().__init__(limit=MAX_PROBLEMS, order=_problem_order)
+        self.instruments = instruments
+        self.symbol_rows: dict[str, int] = {}
+        self.unwritten: list[tuple[int, str]] = []  # (index in `kept`, symbol): messages written once the counts are known
+
+    def add_row(self, row: _Row) -> None:
+        symbol, found, placeholder = row.unknown_symbol, list(row.problems), None
+        if symbol is not None:
+            if symbol in self.symbol_rows:
+                self.symbol_rows[symbol] += 1
+            placeholder = Problem(row.line, "symbol", "")
+            found.append(placeholder)
+        for i in self.add(found):
+            if symbol is not None and self.kept[i] is placeholder:
+                self.symbol_rows.setdefault(symbol, 1)
+                self.unwritten.append((i, symbol))
+
+    def error(self) -> services.LedgerProblems:
+        by_upper = {s.upper(): s for s in self.instruments}
+        for i, symbol in self.unwritten:
+            message = f"unknown instrument {_shown(symbol)}"
+            if symbol.upper() in by_upper:
+                message += f" (did you mean {by_upper[symbol.upper()]!r}?)"
+            if (rows := self.symbol_rows[symbol]) > 1:
+                message += f" (on {rows} rows)"
+            self.kept[i] = Problem(self.kept[i].ref, "symbol", message)
+        self.unwritten.clear()
+        return super().error()
 
 
-def parse(lines: Iterable[str], *, instruments: Mapping[str, Instrument]) -> tuple[list[Draft], list[Problem]]:
-    """Read a CSV ledger; returns the drafts (`ref` = line number) and every problem found, in line order.
+def parse(lines: Iterable[str], *, instruments: Mapping[str, Instrument], problems: _Problems) -> Iterator[Draft]:
+    """Read a CSV ledger row by row: yields each sound row's draft (`ref` = line number), and adds every problem found
+    to `problems`, in line order.
 
     `lines` is a text stream opened with newline="" (or any iterable of lines);
     `instruments` maps each known symbol to its instrument.
     """
-    drafts: list[Draft] = []
-    problems: list[Problem] = []
-    unknown: dict[str, list[int]] = {}
     header: list[str] | None = None
     for line, cells in _records(lines, problems):
         if header is None:
@@ -223,25 +256,27 @@ def parse(lines: Iterable[str], *, instruments: Mapping[str, Instrument]) -> tup
             if header:
                 header[0] = header[0].removeprefix("\ufeff")
             if header_problems := _header_problems(header):
-                return [], header_problems
+                problems.add(header_problems)
+                return
             continue
         if len(cells) != len(header):
-            problems.append(Problem(line, "", f"{len(cells)} cells, but the header has {len(header)} columns"))
+            problems.add([Problem(line, "", f"{len(cells)} cells, but the header has {len(header)} columns")])
             continue
         values = {c: v.strip() for c, v in zip(header, cells, strict=True)}
         for column in _TEXT_COLUMNS:
             if column in values:
                 values[column] = _text_in(values[column])
-        row = _Row(line, values, problems)
-        if (draft := _draft(row, instruments, unknown)) is not None:
-            drafts.append(draft)
+        row = _Row(line, values)
+        draft = _draft(row, instruments)
+        if not row.ok:
+            problems.add_row(row)
+        if draft is not None:
+            yield draft
     if header is None:
-        problems.append(Problem(1, "", f"the file is empty: the first line must be the header {HEADER}"))
-    problems.extend(_unknown_symbols(unknown, instruments))
-    return drafts, sorted(problems, key=_problem_order)
+        problems.add([Problem(1, "", f"the file is empty: the first line must be the header {HEADER}")])
 
 
-def _records(lines: Iterable[str], problems: list[Problem]) -> Iterator[tuple[int, list[str]]]:
+def _records(lines: Iterable[str], problems: ProblemLog) -> Iterator[tuple[int, list[str]]]:
     """Non-blank records with the physical line each starts on; a malformed file ends with its problem."""
     reader = csv.reader(lines, strict=True)
     end = 0  # the physical line the previous record ended on
@@ -251,10 +286,10 @@ def _records(lines: Iterable[str], problems: list[Problem]) -> Iterator[tuple[in
         except StopIteration:
             return
         except UnicodeDecodeError:
-            problems.append(Problem(end + 1, "", "the file is not UTF-8 text"))
+            problems.add([Problem(end + 1, "", "the file is not UTF-8 text")])
             return
         except csv.Error as exc:
-            problems.append(Problem(end + 1, "", f"not valid CSV: {exc}"))
+            problems.add([Problem(end + 1, "", f"not valid CSV: {exc}")])
             return
         start, end = end + 1, reader.line_num
         if any(c.strip() for c in cells):
@@ -340,13 +375,23 @@ def instruments_by_symbol() -> dict[str, Instrument]:
 
 
 def csv_import(*, portfolio: Portfolio, lines: Iterable[str], dry_run: bool = False) -> CsvImport:
-    """Import a CSV ledger all or nothing; raises LedgerProblems (refs are line numbers, in order) listing every problem."""
-    drafts, problems = parse(lines, instruments=instruments_by_symbol())
-    if problems:
-        # The ledger fold would trip over the rows that did not parse; each parsed row's own checks still apply.
-        raise LedgerProblems(sorted([*problems, *services.drafts_problems(portfolio=portfolio, drafts=drafts)[1]], key=_problem_order))
-    result = services.transactions_import(portfolio=portfolio, drafts=drafts, dry_run=dry_run)
-    return CsvImport(portfolio=portfolio, rows=len(drafts), kinds=Counter(d.kind for d in drafts), book=result.book, dry_run=dry_run)
+    """Import a CSV ledger all or nothing, streaming; raises LedgerProblems (refs are line numbers, in order) listing the
+    first MAX_PROBLEMS problems, with `total` counting all of them.
+
+    Rows that did not parse keep the ledger from being folded; each parsed row's own checks still apply.
+    """
+    instruments = instruments_by_symbol()
+    problems = _Problems(instruments)
+    kinds: Counter[str] = Counter()
+
+    def counted(drafts: Iterable[Draft]) -> Iterator[Draft]:
+        for draft in drafts:
+            kinds[draft.kind] += 1
+            yield draft
+
+    drafts = counted(parse(lines, instruments=instruments, problems=problems))
+    result = services.transactions_import_stream(portfolio=portfolio, drafts=drafts, problems=problems, dry_run=dry_run)
+    return CsvImport(portfolio=portfolio, rows=result.created, kinds=kinds, book=result.book, dry_run=dry_run)
 
 
 def ledger_rows(*, portfolio: Portfolio) -> QuerySet[Transaction]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+import tracemalloc
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -14,11 +15,11 @@ from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from django.test import Client
 
-from bench.import_csv import ledger_csv
+from bench.import_csv import ledger_csv, ledger_lines
 from marketdata.models import Instrument
-from portfolio import admin as portfolio_admin
 from portfolio import csvio, services
 from portfolio.models import Portfolio
 from portfolio.services import Draft, LedgerProblems
@@ -504,10 +505,8 @@ def test_the_admin_import_page_imports_a_sound_file_and_returns_to_the_portfolio
     assert state(empty)["cash"] == [("EUR", D(998)), ("USD", D("7148.65"))]
 
 
-def test_the_admin_import_page_refuses_a_file_over_the_size_limit(
-    staff_client: Client, ledger: Portfolio, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(portfolio_admin, "CSV_UPLOAD_LIMIT", 1024 * 1024)
+def test_the_admin_import_page_refuses_a_file_over_the_size_limit(staff_client: Client, ledger: Portfolio, settings: Any) -> None:
+    settings.PORTFOLIO_IMPORT_MAX_BYTES = 1024 * 1024
     before = state(ledger)
 
     response = staff_client.post(import_url(ledger), {"file": upload(b"x" * (1024 * 1024 + 1))})
@@ -573,3 +572,145 @@ def test_the_portfolio_page_links_to_import_and_export_and_the_export_downloads_
     assert download["Content-Type"] == "text/csv; charset=utf-8"
     assert download["Content-Disposition"] == 'attachment; filename="alice-growth-transactions.csv"'
     assert download.content.decode() == (f"{HEADER}\n2026-01-04T14:30:00Z,deposit,,5000,,,,,\n2026-01-05T14:30:00Z,buy,AAPL,10,150,1,,,\n")
+
+
+# --- Streaming: memory does not grow with the file --------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_100000_row_dry_run_holds_a_bounded_amount_of_memory(empty: Portfolio, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Runs of 2,000 rows spill to disk, so what is held is a few runs, not the file: the whole import of 100,000 rows
+    # allocates at most 8 MB at its peak (traced by Python's own allocator, so the figure does not depend on the machine).
+    # Reading the whole file, as the import did before, held about 1.3 KB per row: 130 MB here.
+    monkeypatch.setattr(services, "_RUN", 1000, raising=False)  # not there before streaming
+    lines = ledger_lines(30_000)
+    tracemalloc.start()
+    try:
+        result = csvio.csv_import(portfolio=empty, lines=lines, dry_run=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    print(f"FIGURE 30,000-row dry run: traced peak {peak / 2**20:.1f} MB")
+    assert result.rows == 30_000
+    # The same figures as the import before streaming gave for this file.
+    assert result.holdings() == [("AAPL", D(25498), D("103.2494095468")), ("MSFT", D(24900), D("103.2508206400"))]
+    assert result.cash() == [("USD", D("24788451.5"))]
+    assert peak < 8 * 2**20
+
+
+def test_rows_out_of_time_order_spilled_in_runs_are_checked_in_execution_order_like_one_sort(
+    ledger: Portfolio, empty: Portfolio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Runs of 3 rows: the file's 10 rows spill to 3 temporary files plus one in memory, and are merged back with the
+    # existing ledger. Rows at one time keep their file order, after the existing entry at that time (T0, the AAPL buy).
+    monkeypatch.setattr(services, "_RUN", 3)
+    text = f"""{HEADER}
+2026-01-09T10:00:00Z,sell,AAPL,4,170,,,,
+2026-01-03T10:00:00Z,deposit,,100,,,,,
+2026-01-05T14:30:00Z,buy,AAPL,1,150,,,,at T0: after the existing buy
+2026-01-05T14:30:00Z,sell,AAPL,11,160,,,,sells what the two buys hold
+2026-01-08T10:00:00Z,buy,AAPL,5,180,,,,
+2026-01-02T10:00:00Z,deposit,,50,,,,,
+2026-01-09T10:00:00Z,sell,AAPL,1,170,,,,
+2026-01-07T10:00:00Z,buy,MSFT,2,400,,,,
+2026-01-05T14:30:00Z,buy,AAPL,3,140,,,,
+2026-01-06T10:00:00Z,dividend,AAPL,3,,,,,
+"""
+
+    result = import_csv(ledger, text)
+
+    assert result.rows == 10
+    # At T0 the existing 10 and line 4's 1 are sold (line 5), then line 10 buys 3 at 140; with line 6's 5 at 180,
+    # 8 cost 1320; lines 2 and 8 sell 5 at average cost: 3 left at 1320 × 3 / 8. (Line 10 before the sell: 443.57...)
+    assert state(ledger)["holdings"] == [("AAPL", D(3), D(495), D(495)), ("MSFT", D(2), D(800), D(800))]
+    # 5000 − 1501 + 100 + 50 − 150 + 1760 − 420 + 3 − 800 − 900 + 850
+    assert state(ledger)["cash"] == [("USD", D(3992))]
+
+
+def test_a_sell_that_only_an_out_of_order_row_makes_possible_is_checked_at_its_time(
+    ledger: Portfolio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services, "_RUN", 2)
+    before = state(ledger)
+    text = f"{HEADER}\n2026-01-08T10:00:00Z,buy,MSFT,1,400,,,,\n2026-01-09T10:00:00Z,deposit,,1,,,,,\n2026-01-07T10:00:00Z,sell,MSFT,1,400,,,,\n"
+
+    assert problems(ledger, text) == ["line 4, quantity: Cannot sell 1 MSFT on 2026-01-07 10:00 UTC: only 0 held at that time."]
+    assert state(ledger) == before
+
+
+def test_a_file_with_thousands_of_bad_rows_lists_the_first_500_problems_and_counts_them_all(ledger: Portfolio) -> None:
+    bad = "".join(f"2026-01-07T14:30:00Z,buy,XYZ,{i},150,,,,\n2026-01-07T14:30:00Z,buy,AAPL,x{i},150,,,,\n" for i in range(1500))
+    before = state(ledger)
+
+    with pytest.raises(LedgerProblems) as exc:
+        import_csv(ledger, f"{HEADER}\n{bad}2026-01-07T14:30:00Z,buy,QQQ,1,150,,,,\n")
+
+    listed = [csvio.describe(p) for p in exc.value.problems]
+    assert (len(listed), exc.value.total) == (csvio.MAX_PROBLEMS, 3001)
+    # The count of rows with an unknown symbol covers the whole file, not just the listed part.
+    assert listed[:3] == [
+        "line 2, symbol: unknown instrument 'XYZ' (on 1500 rows)",
+        "line 3, quantity: 'x0' is not a number",
+        "line 4, symbol: unknown instrument 'XYZ' (on 1500 rows)",
+    ]
+    assert listed[-1] == "line 501, quantity: 'x249' is not a number"
+    assert state(ledger) == before
+
+
+def test_an_admin_upload_spooled_to_disk_is_imported_line_by_line(staff_client: Client, empty: Portfolio, settings: Any) -> None:
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 100  # every upload here goes to a temporary file, as a big one would
+
+    response = staff_client.post(import_url(empty), {"file": upload("\ufeff" + EVERY_KIND)}, follow=True)
+
+    assert response.redirect_chain == [(f"/admin/portfolio/portfolio/{empty.pk}/change/", 302)]
+    assert empty.transactions.count() == 14
+    assert state(empty)["cash"] == [("EUR", D(998)), ("USD", D("7148.65"))]
+
+
+def test_an_admin_upload_spooled_to_disk_that_is_not_utf8_is_refused(staff_client: Client, ledger: Portfolio, settings: Any) -> None:
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 100
+    text = f"{HEADER}\n" + "2026-01-07T14:30:00Z,deposit,,1,,,,,cafe\n" * 5000 + "2026-01-07T14:30:00Z,deposit,,1,,,,,caf\xe9\n"
+
+    response = staff_client.post(import_url(ledger), {"file": upload(text.encode("latin-1"))})
+
+    assert response.context["form"].errors == {"file": ["The file is not UTF-8 text: save it as “CSV UTF-8”."]}
+    assert ledger.transactions.count() == 2
+
+
+def test_the_admin_import_page_lists_the_first_problems_and_counts_the_rest(staff_client: Client, ledger: Portfolio) -> None:
+    text = f"{HEADER}\n" + "2026-01-07T14:30:00Z,buy,AAPL,abc,150,,,,\n" * 600
+
+    response = staff_client.post(import_url(ledger), {"file": upload(text), "dry_run": "on"})
+
+    html = response.content.decode()
+    assert "600 problems found; nothing was imported." in html
+    assert html.count("is not a number</li>") == csvio.MAX_PROBLEMS
+    assert "… and 100 more problems, not listed: fix these first." in html
+    assert ledger.transactions.count() == 2
+
+
+def test_the_command_lists_the_first_problems_and_counts_them_all(ledger: Portfolio, tmp_path: Any) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(f"{HEADER}\n" + "2026-01-07T14:30:00Z,buy,AAPL,abc,150,,,,\n" * 501, encoding="utf-8")
+    err = io.StringIO()
+
+    with pytest.raises(CommandError, match=r"^import_transactions: 501 problems in .*bad\.csv; nothing imported$"):
+        call_command("import_transactions", str(path), portfolio=ledger.pk, stderr=err)
+
+    lines = err.getvalue().splitlines()
+    assert len(lines) == csvio.MAX_PROBLEMS + 1
+    assert lines[-2:] == ["line 501, quantity: 'abc' is not a number", "... and 1 more problem (the first 500 are listed)"]
+
+
+def test_a_real_import_with_debug_on_keeps_no_log_of_its_inserts(empty: Portfolio, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # DEBUG keeps the SQL of the last 9,000 queries: a million rows' INSERTs were over 100 MB of it.
+    settings.DEBUG = True
+    monkeypatch.setattr(services, "_WRITE_BATCH", 100)
+    connection.queries_log.clear()
+
+    result = import_csv(empty, ledger_csv(5_000))
+
+    assert (result.rows, empty.transactions.count()) == (5_000, 5_000)
+    inserts = [q for q in connection.queries if q["sql"].startswith('INSERT INTO "portfolio_transaction"')]
+    assert len(inserts) <= 1  # at most the last, short batch

@@ -37,7 +37,11 @@ class Command(BaseCommand):
         except LedgerProblems as exc:
             for problem in exc.problems:
                 self.stderr.write(csvio.describe(problem))
-            count, source = len(exc.problems), "standard input" if options["file"] == "-" else options["file"]
+            if unlisted := exc.total - len(exc.problems):
+                self.stderr.write(
+                    f"... and {unlisted} more problem{'s' if unlisted != 1 else ''} (the first {len(exc.problems)} are listed)"
+                )
+            count, source = exc.total, "standard input" if options["file"] == "-" else options["file"]
             raise CommandError(f"import_transactions: {count} problem{'s' if count != 1 else ''} in {source}; nothing imported") from None
         except KeyboardInterrupt:
             outcome = "the import was already written" if written else "nothing written"
