@@ -168,3 +168,54 @@ async def test_a_redis_restart_under_a_replay_loses_no_worker_and_clients_recove
         f"dashboard {dashboard_back - up:.2f} s; closes market {market.closes} dashboard {dashboard.closes}; "
         f"final prices {reference_prices} and total value {reference_total} equal the undisturbed replay's"
     )
+
+
+async def test_a_redis_restart_under_run_feeds_loses_no_worker_and_live_prices_come_back_on_a_new_epoch(
+    alice: Any, alice_portfolio: Portfolio, synthetic_feed: Any, layer_prefix: str, tmp_path: Path
+) -> None:
+    """The live path: `run_feeds` (its synthetic connector keeps running through the outage) under a market client."""
+    (tmp_path / "redis").mkdir()
+    with (
+        redis_server(tmp_path / "redis") as redis,
+        restartable_daphne(redis_url=redis.url, layer_prefix=layer_prefix, logs=tmp_path / "logs") as daphne,
+    ):
+        env = stack_env(redis_url=redis.url, layer_prefix=layer_prefix) | RETRY
+        worker_log = tmp_path / "run_feeds.log"
+        worker = manage("run_feeds", env=env, log=worker_log)
+        market = Socket(
+            daphne.url.replace("http", "ws", 1) + "/ws/v1/market",
+            hello={"op": "subscribe", "id": 1, "channels": [f"ticker:{s}" for s in SYMBOLS]},
+        )
+        stop = asyncio.Event()
+        client = asyncio.create_task(market.run(stop))
+        try:
+            await until(lambda: len([f for f in market_frames(market) if f["type"] == "update"]) >= 4, 20, "live updates")
+            before = {frame["epoch"] for frame in market_frames(market)}
+            redis.stop()
+            down = time.monotonic()
+            await asyncio.sleep(OUTAGE_SECONDS)  # the outage itself: its length is the scenario, not a wait for a condition
+            assert worker.poll() is None, f"run_feeds exited during the outage:\n{worker_log.read_text()}"
+            redis.start()
+            up = time.monotonic()
+            seen = len(market.frames)
+
+            def fresh(kind: str) -> bool:
+                return any(f.get("type") == kind and f.get("epoch") not in before for _, f in market.frames[seen:])
+
+            back = await until(lambda: fresh("snapshot") or fresh("update"), 20, "the market client on a new epoch")
+            await until(lambda: fresh("update"), 20, "live updates after the outage")
+            assert worker.poll() is None, worker_log.read_text()
+        finally:
+            stop.set()
+            client.cancel()
+            await asyncio.gather(client, return_exceptions=True)
+            if worker.poll() is None:
+                worker.terminate()
+                await asyncio.to_thread(worker.wait, 30)
+    log = worker_log.read_text()
+    assert log.count("Redis is unreachable") == 1, log
+    assert log.count("Redis is back") == 1, log
+    assert "Traceback" not in log, log
+    assert set(market.closes) <= {1013}, market.closes
+    assert not market.statuses, market.statuses
+    print(f"\nFIGURE redis outage under run_feeds {up - down:.1f} s: the worker kept running; live updates on a new epoch {back - up:.2f} s after Redis returned; closes {market.closes}")
