@@ -17,12 +17,13 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from config import closecodes  # noqa: E402
+from config import closecodes, uploads  # noqa: E402
 from config.capacity import ConnectionCap  # noqa: E402
 from config.origins import OriginCheckByPath, SameOriginValidator  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
 closecodes.install()  # daphne: let the application close with 1012/1013 (try again later; docs/websocket-api.md)
+uploads.install()  # daphne: leave form uploads to Django (config/uploads.py)
 
 # At most WS_MAX_CONNECTIONS open WebSockets per process, both paths, counted past the origin check (config/capacity.py).
 websocket_app = ConnectionCap(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
