@@ -128,8 +128,10 @@ def _complete(draft: Draft, *, portfolio: Portfolio) -> Draft:
     )
 
 
-def draft_problems(draft: Draft, *, portfolio: Portfolio, currencies: frozenset[str] | set[str]) -> list[Problem]:
-    """Everything wrong with one (completed) draft on its own."""
+def draft_problems(
+    draft: Draft, *, portfolio: Portfolio, currencies: frozenset[str] | set[str], now: datetime | None = None
+) -> list[Problem]:
+    """Everything wrong with one (completed) draft on its own; `now` (default: the clock) bounds its execution time."""
     found: list[Problem] = []
 
     def problem(field: str, message: str) -> None:
@@ -166,7 +168,7 @@ def draft_problems(draft: Draft, *, portfolio: Portfolio, currencies: frozenset[
         problem("fx_rate", f"{draft.currency} is the base currency: its FX rate is 1.")
     if timezone.is_naive(draft.executed_at):
         problem("executed_at", "Execution time must carry a timezone.")
-    elif draft.executed_at > timezone.now() + _FUTURE_TOLERANCE:
+    elif draft.executed_at > (now or timezone.now()) + _FUTURE_TOLERANCE:
         problem("executed_at", "Execution time is in the future.")
     return found
 
@@ -386,10 +388,13 @@ def transactions_import_stream(
             # Rows written below get higher ids (SQLite AUTOINCREMENT, PostgreSQL sequences): the existing ledger ends here.
             last_pk = _last_pk(portfolio)
         currencies = known_currencies()
+        # One clock reading for the whole file ("in the future" = after the import began): read per row, with the
+        # settings lookup inside it, it took ~5% of a 10 MB dry run's CPU (py-spy).
+        now = timezone.now()
         runs, batch, created = _Runs(files), list[Transaction](), 0
         for draft in drafts:
             completed = _complete(draft, portfolio=portfolio)
-            if found := draft_problems(completed, portfolio=portfolio, currencies=currencies):
+            if found := draft_problems(completed, portfolio=portfolio, currencies=currencies, now=now):
                 problems.add(found)
             if problems.total:
                 continue  # from the first problem on, rows are only checked, to list every problem

@@ -2,9 +2,13 @@
 
 Before: a 9.9 MB upload took 25 s inside daphne, its memory grew from 212 to 340 MB, and
 other requests waited up to 4.4 s. Now the import streams (bounded memory whatever the
-file's size) and files over PORTFOLIO_IMPORT_MAX_BYTES are refused with a clear error.
+file's size) and files over PORTFOLIO_IMPORT_MAX_BYTES are refused with a clear error;
+daphne no longer parses the form itself before Django does (config/uploads.py: that parse
+alone was +104 MB), and it switches the GIL every 0.5 ms, so the import's thread cannot
+make each of another page's dozens of GIL hand-backs wait 5 ms (config/asgi.py).
 Here a staff member dry-runs a file just under the limit while another client keeps
-loading the login page: that client is served throughout, and daphne's memory stays bounded.
+loading the login page: that client is served throughout, fast, and daphne's memory
+stays bounded.
 """
 
 from __future__ import annotations
@@ -82,8 +86,8 @@ async def test_a_big_admin_upload_leaves_other_requests_served_and_memory_bounde
         assert daphne.proc is not None
         pid = daphne.proc.pid
         url = f"/admin/portfolio/portfolio/{portfolio.pk}/import/"
-        with httpx.Client(base_url=daphne.url, cookies={name: value}, timeout=120) as staff:
-            page = staff.get(url)
+        async with httpx.AsyncClient(base_url=daphne.url, cookies={name: value}, timeout=120) as staff:
+            page = await staff.get(url)
             assert page.status_code == 200, page.text[:300]
             token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
             assert token
@@ -91,7 +95,7 @@ async def test_a_big_admin_upload_leaves_other_requests_served_and_memory_bounde
             prober = Prober(daphne.url)
             prober.start()
             started = time.monotonic()
-            answer = staff.post(
+            answer = await staff.post(
                 url,
                 data={"csrfmiddlewaretoken": token[1], "dry_run": "on"},
                 files={"file": ("ledger.csv", body, "text/csv")},
@@ -105,12 +109,13 @@ async def test_a_big_admin_upload_leaves_other_requests_served_and_memory_bounde
     assert answer.status_code == 200, answer.text[:500]
     assert f"{rows:,}" in answer.text or str(rows) in answer.text, "the preview names every row of the file"
     assert not prober.failures
-    assert len(prober.waits) >= 3, "the other visitor was served while the upload ran"
+    assert len(prober.waits) >= 20, "the other visitor was served while the upload ran"
     slowest = max(prober.waits)
     growth_mb = (peak - rss_before) / 1024
     print(
         f"FIGURE admin upload: {len(body) / 2**20:.1f} MB ({rows:,} rows) dry run in {took:.1f} s under daphne; "
         f"another visitor's slowest page {slowest:.2f} s over {len(prober.waits)} loads; daphne memory +{growth_mb:.0f} MB at its peak"
     )
-    assert slowest < 2.0
-    assert growth_mb < 100
+    # Measured on a shared 2-core machine: slowest 0.04-0.08 s and +25 MB (without config/uploads.py and the switch interval: up to 1.9 s and +104 MB).
+    assert slowest < 0.5
+    assert growth_mb < 50
