@@ -218,4 +218,6 @@ async def test_a_redis_restart_under_run_feeds_loses_no_worker_and_live_prices_c
     assert "Traceback" not in log, log
     assert set(market.closes) <= {1013}, market.closes
     assert not market.statuses, market.statuses
-    print(f"\nFIGURE redis outage under run_feeds {up - down:.1f} s: the worker kept running; live updates on a new epoch {back - up:.2f} s after Redis returned; closes {market.closes}")
+    print(
+        f"\nFIGURE redis outage under run_feeds {up - down:.1f} s: the worker kept running; live updates on a new epoch {back - up:.2f} s after Redis returned; closes {market.closes}"
+    )
