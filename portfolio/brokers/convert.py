@@ -76,6 +76,11 @@ class BrokerFile:
         self.source_line[0] = self.header_line
         yield csvio.HEADER + "\n"
         for line, cells in records:
+            if cells is None:  # the file ended in a malformed record (its problem is logged): keep the import from passing
+                self.source_line.append(line)
+                self.placeholders.add(len(self.source_line))
+                yield _PLACEHOLDER + "\n"
+                return
             if _repeated_header(cells, names):
                 continue  # IBKR writes a header per account or section
             self.rows_read += 1
@@ -121,7 +126,7 @@ def broker_import(*, portfolio: Portfolio, file: BrokerFile, dry_run: bool = Tru
         result = csvio.csv_import(portfolio=portfolio, lines=file.ledger_lines(), dry_run=dry_run)
     except LedgerProblems as exc:
         raise _merged(file, exc) from None
-    if file.problems.total:  # e.g. a file with no header: nothing reached the importer
+    if file.problems.total:  # pragma: no cover - every preset problem leaves a placeholder row the importer refuses
         raise file.problems.error()
     return BrokerImport(result=result, file=file)
 
@@ -160,8 +165,8 @@ def _text(text: str) -> str:
     return f"'{text}" if quoted else text
 
 
-def _records(lines: Iterable[str], delimiter: str, problems: ProblemLog) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank records with the physical line each starts on; a malformed file ends with its problem."""
+def _records(lines: Iterable[str], delimiter: str, problems: ProblemLog) -> Iterator[tuple[int, list[str] | None]]:
+    """Non-blank records with the physical line each starts on; a malformed file ends with its problem and (line, None)."""
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     end = 0
     while True:
@@ -171,9 +176,11 @@ def _records(lines: Iterable[str], delimiter: str, problems: ProblemLog) -> Iter
             return
         except UnicodeDecodeError:
             problems.add([Problem(end + 1, "", "the file is not UTF-8 text")])
+            yield end + 1, None
             return
         except csv.Error as exc:
             problems.add([Problem(end + 1, "", f"not valid CSV: {exc}")])
+            yield end + 1, None
             return
         start, end = end + 1, reader.line_num
         if any(c.strip() for c in cells):
@@ -182,8 +189,10 @@ def _records(lines: Iterable[str], delimiter: str, problems: ProblemLog) -> Iter
             yield start, cells
 
 
-def _find_header(records: Iterator[tuple[int, list[str]]], preset: RowPreset, problems: ProblemLog) -> tuple[int, list[str]] | None:
+def _find_header(records: Iterator[tuple[int, list[str] | None]], preset: RowPreset, problems: ProblemLog) -> tuple[int, list[str]] | None:
     for _, (line, cells) in zip(range(HEADER_SEARCH_LINES), records, strict=False):
+        if cells is None:
+            return None
         names = [c.strip() for c in cells]
         if preset.detect(names):
             return line, names

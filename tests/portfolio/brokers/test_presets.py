@@ -320,3 +320,15 @@ def test_a_row_the_preset_cannot_map_keeps_the_ledger_from_being_checked_without
         broker_import(portfolio=p, file=file)
     assert [csvio.describe(x) for x in exc.value.problems] == ["line 2, Quantity: 'ten' is not a number"]
     assert exc.value.total == 1
+
+
+def test_a_malformed_file_imports_nothing_even_for_real(alice: Any, crypto: Any) -> None:
+    text = lines("trading212.csv", blank=10)
+    text[3] = text[3].replace('"SAP"', '"SAP" x')  # line 4: text after a closing quote, which strict CSV refuses
+    p = portfolio(alice, "EUR")
+    file = BrokerFile(lines=text, preset=PRESETS["trading212"], context=context_for(portfolio=p))
+    with pytest.raises(LedgerProblems) as exc:
+        broker_import(portfolio=p, file=file, dry_run=False)
+    [message] = [csvio.describe(x) for x in exc.value.problems]
+    assert message.startswith("line 4: not valid CSV")
+    assert p.transactions.count() == 0
