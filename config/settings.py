@@ -209,6 +209,8 @@ MARKETDATA_MINUTE_HOOKS = [
     "portfolio.history.portfolio_values_record",
     # Once a UTC day has closed: its candles' last closes become daily closes (docs/accounting.md, "Performance").
     "marketdata.worker.days.daily_closes_record",
+    # ...and then every portfolio's daily values are rebuilt from two days before (portfolio/performance.py).
+    "portfolio.performance.daily_values_record",
 ]
 
 # --- Live portfolio ----------------------------------------------------------
