@@ -205,7 +205,13 @@ HISTORY_RETENTION_DAYS = env_int("HISTORY_RETENTION_DAYS", 30, minimum=1)
 # Called by the feed worker with the minutes of market time closed since its last call (one live, a batch in a
 # fast replay), each with the latest prices: `async def hook(minutes)`, minutes = [(minute, prices), ...]
 # (marketdata.worker.loop.MinuteHook; the market-data app knows nothing of portfolios; this is how they meet).
-MARKETDATA_MINUTE_HOOKS = ["portfolio.history.portfolio_values_record"]
+MARKETDATA_MINUTE_HOOKS = [
+    "portfolio.history.portfolio_values_record",
+    # Once a UTC day has closed: its candles' last closes become daily closes (docs/accounting.md, "Performance").
+    "marketdata.worker.days.daily_closes_record",
+    # ...and then every portfolio's daily values are rebuilt from two days before (portfolio/performance.py).
+    "portfolio.performance.daily_values_record",
+]
 
 # --- Live portfolio ----------------------------------------------------------
 # Price updates arriving within this window reach the browser as one frame.

@@ -200,3 +200,28 @@ class ApiToken(models.Model):
     def is_active(self) -> bool:
         """Not revoked. (Whether its user may still sign in is the user's own `is_active`.)"""
         return self.revoked_at is None
+
+
+class DailyClose(models.Model):
+    """An instrument's close on one day: the last 1-minute candle's close of that UTC day, or a vendor's daily close.
+
+    Kept indefinitely: it is the price history behind the daily portfolio values and
+    the benchmark; FX instruments' closes are the daily FX history. Written by
+    `marketdata.services.daily_closes_from_candles` and the `import_prices` command.
+    """
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="daily_closes")
+    date = models.DateField(help_text="The day (UTC, for closes made from candles).")
+    close = decimal_field()
+    source = models.CharField(max_length=32, help_text="candles, or the file format it was imported from (yahoo, stooq, csv).")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["instrument_id", "date"]
+        constraints = [
+            models.UniqueConstraint(fields=["instrument", "date"], name="marketdata_dailyclose_one_per_day"),
+            models.CheckConstraint(condition=models.Q(close__gt=0), name="marketdata_dailyclose_close_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instrument_id} {self.date}: {self.close}"

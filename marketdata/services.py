@@ -7,14 +7,18 @@ import logging
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from django.db.models import Q
+from django.db import transaction as db_transaction
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
+from marketdata import closes_csv
 from marketdata.events import Candle, PriceUpdate
-from marketdata.models import ApiToken, AssetClass, Instrument, Quote
+from marketdata.models import ApiToken, AssetClass, DailyClose, Instrument, Quote, SymbolAlias
 from marketdata.models import Candle as CandleRow
 
 if TYPE_CHECKING:
@@ -174,3 +178,131 @@ def token_authenticate(*, plaintext: str) -> User | None:
     if token.last_used_at is None or token.last_used_at <= stale:
         ApiToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale), pk=token.pk).update(last_used_at=now)
     return token.user
+
+
+# --- Daily closes ------------------------------------------------------------------
+CANDLES_SOURCE = "candles"
+
+
+def _utc_day(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time(), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def daily_closes_from_candles(*, day: date) -> int:
+    """Store each instrument's close of UTC `day` (its last 1-minute candle that day) as its daily close; returns rows written.
+
+    Two queries, whatever the number of instruments. A close imported from a vendor
+    (`import_prices`) is kept: an operator's file outranks what a feed saw.
+    Safe to run again (the same day gives the same closes).
+    """
+    start, end = _utc_day(day)
+    last = CandleRow.objects.filter(instrument=OuterRef("pk"), start__gte=start, start__lt=end).order_by("-start")
+    closes = (
+        Instrument.objects.annotate(day_close=Subquery(last.values("close")[:1]))
+        .filter(day_close__isnull=False)
+        .exclude(pk__in=DailyClose.objects.filter(date=day).exclude(source=CANDLES_SOURCE).values("instrument_id"))
+        .values_list("id", "day_close")
+    )
+    rows = [DailyClose(instrument_id=pk, date=day, close=close, source=CANDLES_SOURCE) for pk, close in closes]
+    DailyClose.objects.bulk_create(
+        rows, update_conflicts=True, unique_fields=["instrument", "date"], update_fields=["close", "source", "updated_at"]
+    )
+    return len(rows)
+
+
+def daily_closes_days_with_candles(*, since: date | None = None) -> list[date]:
+    """The UTC days the stored candles cover (after `since`, inclusive), oldest first: what `--from-candles` rebuilds."""
+    first = CandleRow.objects.order_by("start").values_list("start", flat=True).first()
+    newest = CandleRow.objects.order_by("-start").values_list("start", flat=True).first()
+    if first is None or newest is None:
+        return []
+    day, last = first.astimezone(UTC).date(), newest.astimezone(UTC).date()
+    if since is not None:
+        day = max(day, since)
+    days = []
+    while day <= last:
+        days.append(day)
+        day += timedelta(days=1)
+    return days
+
+
+@dataclass(frozen=True)
+class ClosesStored:
+    created: int
+    updated: int
+
+
+def daily_closes_store(*, closes: Iterable[tuple[int, date, Decimal]], source: str, batch_size: int = 1000) -> ClosesStored:
+    """Upsert (instrument id, date, close) rows from `source`; an existing close of that day is replaced."""
+    created = updated = 0
+    batch: list[DailyClose] = []
+
+    def flush() -> None:
+        nonlocal created, updated
+        keys = {(row.instrument_id, row.date) for row in batch}
+        existing = DailyClose.objects.filter(instrument_id__in={pk for pk, _ in keys}, date__in={day for _, day in keys}).values_list(
+            "instrument_id", "date"
+        )
+        found = len(keys & set(existing))
+        DailyClose.objects.bulk_create(
+            batch, update_conflicts=True, unique_fields=["instrument", "date"], update_fields=["close", "source", "updated_at"]
+        )
+        created, updated = created + len(keys) - found, updated + found
+        batch.clear()
+
+    with db_transaction.atomic():
+        for instrument_id, day, close in closes:
+            batch.append(DailyClose(instrument_id=instrument_id, date=day, close=close, source=source))
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+    return ClosesStored(created, updated)
+
+
+@dataclass(frozen=True)
+class ClosesImport:
+    format: str
+    created: int
+    updated: int
+    bad: list[closes_csv.BadRow]
+    dry_run: bool
+
+    def summary(self) -> str:
+        bad = f"{len(self.bad)} bad row{'s' if len(self.bad) != 1 else ''} skipped"
+        verb = "would write" if self.dry_run else "wrote"
+        return f"{self.format} file: {verb} {self.created + self.updated} closes ({self.created} new, {self.updated} updated); {bad}"
+
+
+def daily_closes_import(*, lines: Iterable[str], symbol: str = "", adjusted: bool = False, dry_run: bool = False) -> ClosesImport:
+    """Daily closes from a vendor CSV (`marketdata.closes_csv`), by instrument symbol or alias; a re-import updates.
+
+    Every row that cannot be stored is in `bad` with its line and why (a symbol with no
+    instrument among them); the good rows are written in one transaction. Raises
+    closes_csv.FormatError when the file cannot be read at all.
+    """
+    parsed = closes_csv.parse(lines, symbol=symbol, adjusted=adjusted)
+    known = dict(Instrument.objects.values_list("symbol", "id"))
+    aliases = {
+        alias: pk
+        for alias, source, pk in SymbolAlias.objects.values_list("alias", "source", "instrument_id")
+        if source in ("", parsed.format)
+    }
+    bad = list(parsed.bad)
+    rows = []
+    for close in parsed.closes:
+        pk = known.get(close.symbol, aliases.get(close.symbol))
+        if pk is None:
+            bad.append(closes_csv.BadRow(close.line, f"no instrument {close.symbol!r} (add it, or an alias, in the admin)"))
+            continue
+        rows.append((pk, close.date, close.close))
+    bad.sort(key=lambda row: row.line)
+    if dry_run:
+        existing = set(DailyClose.objects.filter(instrument_id__in={pk for pk, _, _ in rows}).values_list("instrument_id", "date"))
+        updated = sum((pk, day) in existing for pk, day, _ in rows)
+        return ClosesImport(parsed.format, len(rows) - updated, updated, bad, dry_run=True)
+    stored = daily_closes_store(closes=rows, source=parsed.format)
+    if bad:
+        log.warning("import of %s daily closes: %d bad rows skipped", parsed.format, len(bad))
+    return ClosesImport(parsed.format, stored.created, stored.updated, bad, dry_run=False)

@@ -140,3 +140,26 @@ class PortfolioValue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.portfolio_id} @ {self.minute:%Y-%m-%d %H:%M}: {self.value}"
+
+
+class DailyValue(models.Model):
+    """A portfolio's value at the end of one of its days (its time zone), in the base currency; kept indefinitely.
+
+    Rebuilt from the ledger and the daily closes by `portfolio.performance.daily_values_rebuild`;
+    never edited by hand. See `portfolio.daily` for what a day's value and flow are.
+    """
+
+    portfolio = models.ForeignKey(Portfolio, on_delete=models.CASCADE, related_name="daily_values")
+    date = models.DateField()
+    value = decimal_field(help_text="Holdings and cash at the day's closes, in the base currency (what could be priced).")
+    net_flow = decimal_field(default=0, help_text="Deposits, withdrawals and transfers of the day, in the base currency.")
+    inflow = decimal_field(default=0, help_text="The positive part of the day's flows (money in), in the base currency.")
+    complete = models.BooleanField(default=True, help_text="False when a holding or a currency had no close that day.")
+    missing = models.CharField(max_length=200, blank=True, help_text="What had no close, when incomplete.")
+
+    class Meta:
+        ordering = ["portfolio_id", "date"]
+        constraints = [models.UniqueConstraint(fields=["portfolio", "date"], name="portfolio_dailyvalue_one_per_day")]
+
+    def __str__(self) -> str:
+        return f"{self.portfolio_id} {self.date}: {self.value}"

@@ -34,6 +34,7 @@ from marketdata.groups import PORTFOLIO_RELOAD_EVENT
 from marketdata.models import Instrument
 from portfolio.ledger import NEEDS_INSTRUMENT, ONE, ZERO, Book, Entry, LedgerError, book_from_ledger, plain
 from portfolio.models import CashBalance, Holding, Kind, Portfolio, Transaction
+from portfolio.performance import daily_values_rebuild_on_commit
 
 # Clocks disagree a little; a trade stamped a minute ahead is still "now".
 _FUTURE_TOLERANCE = timedelta(minutes=1)
@@ -511,6 +512,8 @@ def portfolio_rebuild(*, portfolio: Portfolio, book: Book | None = None) -> Book
         realised_pnl=book.realised, dividends=book.dividends, interest=book.interest, fees=book.fees, net_deposits=book.net_deposits
     )
     _announce(portfolio)
+    # The daily value history replays the whole ledger: after commit, off the writer's lock (portfolio/performance.py).
+    daily_values_rebuild_on_commit(portfolio=portfolio)
     return book
 
 
