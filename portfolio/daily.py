@@ -30,7 +30,7 @@ gross of the positive ones, for the time-weighted return's flow timing
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -103,7 +103,7 @@ def local_day(moment: datetime, tz: ZoneInfo) -> date:
 
 
 def daily_values(
-    entries: Sequence[Entry],
+    entries: Iterable[Entry],
     *,
     base: str,
     tz: ZoneInfo,
@@ -114,26 +114,28 @@ def daily_values(
 ) -> list[DayValue]:
     """The value of each day from the first entry's day to `last` (inclusive); `currencies`: symbol → quote currency.
 
+    `entries` in execution order, read once (a ledger of any length streams through: only the book is held).
     Raises portfolio.ledger.LedgerError if the ledger does not fold (it always does when written through the services).
     """
-    if not entries:
+    pending = iter(entries)
+    entry = next(pending, None)
+    if entry is None:
         return []
     book = Book()
     out: list[DayValue] = []
-    day, i = local_day(entries[0].executed_at, tz), 0
+    day = local_day(entry.executed_at, tz)
     while day <= last:
         end = day_end(day, tz)
         flow = inflow = ZERO
         missing: set[str] = set()
-        while i < len(entries) and entries[i].executed_at < end:
-            entry = entries[i]
+        while entry is not None and entry.executed_at < end:
             # The ledger was checked when it was written; a later setting change must not stop a replay.
             book_apply(book, entry, allow_negative_cash=True)
             if entry.kind in CASH_FLOWS:
                 amount = _flow(entry, day, base=base, closes=closes, pairs=pairs, currencies=currencies, missing=missing)
                 flow += amount
                 inflow += max(amount, ZERO)
-            i += 1
+            entry = next(pending, None)
         value = ZERO
         for symbol, position in book.positions.items():
             if not position.quantity:

@@ -15,7 +15,7 @@ return, max drawdown and a benchmark rebased to the range start
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -51,14 +51,15 @@ def portfolio_timezone(portfolio: Portfolio) -> ZoneInfo:
     return ZoneInfo(getattr(portfolio, "time_zone", None) or settings.TIME_ZONE)
 
 
-def ledger_entries(*, portfolio: Portfolio) -> list[Entry]:
-    """The portfolio's ledger in execution order, as the fold sees it."""
+def ledger_entries(*, portfolio: Portfolio) -> Iterator[Entry]:
+    """The portfolio's ledger in execution order, as the fold sees it, read in chunks (a million rows stay unloaded)."""
     rows = (
         Transaction.objects.filter(portfolio=portfolio)
         .order_by("executed_at", "id")
         .values_list("kind", "executed_at", "currency", "instrument__symbol", "quantity", "price", "fee", "fx_rate", "id")
     )
-    return [Entry(k, at, ccy, sym or "", q, p, f, fx, ref=pk) for k, at, ccy, sym, q, p, f, fx, pk in rows]
+    for k, at, ccy, sym, q, p, f, fx, pk in rows.iterator(chunk_size=2000):
+        yield Entry(k, at, ccy, sym or "", q, p, f, fx, ref=pk)
 
 
 def fx_pairs_all() -> Pairs:
@@ -100,16 +101,25 @@ class Rebuilt:
 def daily_values_compute(*, portfolio: Portfolio, today: date | None = None) -> list[DayValue]:
     """Every day's value of `portfolio` from its first entry to yesterday in its time zone (pure replay over loaded data)."""
     tz = portfolio_timezone(portfolio)
-    entries = ledger_entries(portfolio=portfolio)
-    if not entries:
+    ledger = Transaction.objects.filter(portfolio=portfolio)
+    first_at = ledger.order_by("executed_at").values_list("executed_at", flat=True).first()
+    if first_at is None:
         return []
     last = (today or timezone.now().astimezone(tz).date()) - timedelta(days=1)
-    first = local_day(entries[0].executed_at, tz)
-    symbols = {e.symbol for e in entries if e.symbol}
+    first = local_day(first_at, tz)
+    symbols = set(ledger.exclude(instrument=None).values_list("instrument__symbol", flat=True).distinct())
     pairs = fx_pairs_all()
     closes = close_history_load(symbols=symbols | set(pairs.values()), since=first, until=last)
     currencies = dict(Instrument.objects.filter(symbol__in=symbols).values_list("symbol", "quote_currency"))
-    return daily_values(entries, base=portfolio.base_currency, tz=tz, last=last, closes=closes, pairs=pairs, currencies=currencies)
+    return daily_values(
+        ledger_entries(portfolio=portfolio),
+        base=portfolio.base_currency,
+        tz=tz,
+        last=last,
+        closes=closes,
+        pairs=pairs,
+        currencies=currencies,
+    )
 
 
 def daily_values_rebuild(*, portfolio: Portfolio, since: date | None = None, today: date | None = None) -> Rebuilt:
