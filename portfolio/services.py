@@ -574,6 +574,26 @@ def portfolio_archive(*, portfolio: Portfolio, archived: bool = True) -> Portfol
     return portfolio
 
 
+def entry_record(*, portfolio: Portfolio, draft: Draft, counterparty: Portfolio | None = None) -> Transaction:
+    """Record `draft` in `portfolio`: as one entry, or, with a `counterparty`, as a transfer with it (this side returned)."""
+    if counterparty is None:
+        return transaction_record(portfolio=portfolio, draft=draft)
+    outgoing = draft.kind == Kind.TRANSFER_OUT
+    source, destination = (portfolio, counterparty) if outgoing else (counterparty, portfolio)
+    sent, received = transfer_record(
+        source=source,
+        destination=destination,
+        executed_at=draft.executed_at,
+        quantity=draft.quantity,
+        instrument=draft.instrument,
+        currency=draft.currency,
+        source_fx_rate=draft.fx_rate if outgoing else None,
+        destination_fx_rate=None if outgoing else draft.fx_rate,
+        note=draft.note,
+    )
+    return sent if outgoing else received
+
+
 def transaction_replace(*, transaction: Transaction, draft: Draft, counterparty: Portfolio | None = None) -> Transaction:
     """Edit a ledger entry: delete it and record `draft` in its place, in one database transaction.
 
@@ -589,24 +609,8 @@ def transaction_replace(*, transaction: Transaction, draft: Draft, counterparty:
         _lock(*(Portfolio(pk=t.portfolio_id) for t in old))
         portfolio = Portfolio.objects.get(pk=transaction.portfolio_id)
         Transaction.objects.filter(pk__in=[t.pk for t in old]).delete()
-        if counterparty is None:
-            saved = transaction_record(portfolio=portfolio, draft=draft)
-            rebuilt = {portfolio.pk}
-        else:
-            source, destination = (portfolio, counterparty) if draft.kind == Kind.TRANSFER_OUT else (counterparty, portfolio)
-            sent, received = transfer_record(
-                source=source,
-                destination=destination,
-                executed_at=draft.executed_at,
-                quantity=draft.quantity,
-                instrument=draft.instrument,
-                currency=draft.currency,
-                source_fx_rate=draft.fx_rate if source is portfolio else None,
-                destination_fx_rate=draft.fx_rate if destination is portfolio else None,
-                note=draft.note,
-            )
-            saved = sent if source is portfolio else received
-            rebuilt = {source.pk, destination.pk}
+        saved = entry_record(portfolio=portfolio, draft=draft, counterparty=counterparty)
+        rebuilt = {portfolio.pk} | ({counterparty.pk} if counterparty is not None else set())
         for other in {t.portfolio_id for t in old} - rebuilt:  # a transfer's old other side, no longer part of it
             try:
                 portfolio_rebuild(portfolio=Portfolio.objects.get(pk=other))
