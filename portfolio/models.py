@@ -1,12 +1,27 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
 from marketdata.models import Instrument, currency_code, decimal_field
+
+
+def time_zone_name(value: str) -> None:
+    """An IANA time zone name that zoneinfo knows (Europe/Paris, America/New_York, UTC)."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"Unknown time zone {value!r}: use an IANA name such as Europe/London.") from None
+
+
+def default_time_zone() -> str:
+    # A callable, so the migration does not freeze this install's TIME_ZONE.
+    return str(settings.TIME_ZONE)
 
 
 class Portfolio(models.Model):
@@ -22,6 +37,13 @@ class Portfolio(models.Model):
     interest = decimal_field(default=0, editable=False)
     fees = decimal_field(default=0, editable=False)
     net_deposits = decimal_field(default=0, editable=False)
+    time_zone = models.CharField(
+        max_length=64,
+        default=default_time_zone,
+        validators=[time_zone_name],
+        help_text="Where the portfolio's days start and end (IANA name); entry times are shown in it.",
+    )
+    archived_at = models.DateTimeField(null=True, blank=True, help_text="Set while archived: kept, but off the dashboard.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

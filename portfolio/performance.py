@@ -47,8 +47,8 @@ INTRADAY_WINDOW = timedelta(hours=24)
 
 
 def portfolio_timezone(portfolio: Portfolio) -> ZoneInfo:
-    """The portfolio's own time zone once it has one (issue 14), else the site's."""
-    return ZoneInfo(getattr(portfolio, "time_zone", None) or settings.TIME_ZONE)
+    """The portfolio's own time zone (its days end at midnight there)."""
+    return ZoneInfo(portfolio.time_zone or settings.TIME_ZONE)
 
 
 def ledger_entries(*, portfolio: Portfolio) -> Iterator[Entry]:

@@ -1,4 +1,4 @@
-"""GET /portfolio/<id>/performance/: a range's performance as JSON, for the value chart (docs/accounting.md, "Performance")."""
+"""GET /portfolios/<id>/performance/: a range's performance as JSON, for the value chart (docs/accounting.md, "Performance")."""
 
 from __future__ import annotations
 

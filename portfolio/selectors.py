@@ -45,6 +45,11 @@ def portfolios_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[P
     return Portfolio.objects.filter(owner_id=user.pk).order_by("name")
 
 
+def active_portfolios_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Portfolio]:
+    """The user's portfolios that are not archived: the ones the dashboard and the live API show."""
+    return portfolios_for_user(user=user).filter(archived_at__isnull=True)
+
+
 def holdings_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Holding]:
     return Holding.objects.filter(portfolio__in=portfolios_for_user(user=user)).select_related("instrument")
 
@@ -99,5 +104,5 @@ def market_for(*, symbols: set[str]) -> Market:
 
 def live_books_for_user(*, user: AbstractBaseUser | AnonymousUser) -> tuple[list[PortfolioBook], Market]:
     """Everything the live portfolio stream needs: the user's books with 24 h of history, and the market."""
-    books = books_for_portfolios(portfolios_for_user(user=user), history_since=timezone.now() - HISTORY_WINDOW)
+    books = books_for_portfolios(active_portfolios_for_user(user=user), history_since=timezone.now() - HISTORY_WINDOW)
     return books, market_for(symbols={line.symbol for book in books for line in book.lines})

@@ -528,10 +528,100 @@ def portfolio_delete(*, portfolio: Portfolio) -> None:
         portfolio.delete()
 
 
-def portfolio_create(*, owner_id: int, name: str, base_currency: str = "USD", allow_negative_cash: bool = False) -> Portfolio:
+def portfolio_create(
+    *, owner_id: int, name: str, base_currency: str = "USD", allow_negative_cash: bool = False, time_zone: str = ""
+) -> Portfolio:
     if base_currency not in known_currencies():
         raise ValidationError({"base_currency": f"Unknown currency {base_currency!r}: use an ISO 4217 code such as USD."})
     portfolio = Portfolio(owner_id=owner_id, name=name, base_currency=base_currency, allow_negative_cash=allow_negative_cash)
+    if time_zone:
+        portfolio.time_zone = time_zone
     portfolio.full_clean()
     portfolio.save()
+    _announce(portfolio)
     return portfolio
+
+
+def portfolio_update(
+    *, portfolio: Portfolio, name: str, time_zone: str, allow_negative_cash: bool, base_currency: str | None = None
+) -> Portfolio:
+    """Rename a portfolio or change its settings; the ledger is checked again when a setting makes its rules stricter.
+
+    The base currency changes only while the ledger is empty: every entry's FX rate is a rate to it.
+    """
+    with db_transaction.atomic():
+        (portfolio,) = _lock(portfolio)
+        if base_currency is not None and base_currency != portfolio.base_currency:
+            if base_currency not in known_currencies():
+                raise ValidationError({"base_currency": f"Unknown currency {base_currency!r}: use an ISO 4217 code such as USD."})
+            if Transaction.objects.filter(portfolio=portfolio).exists():
+                raise ValidationError(
+                    {"base_currency": "The base currency can change only while the ledger is empty: every entry's FX rate is to it."}
+                )
+            portfolio.base_currency = base_currency
+        stricter = portfolio.allow_negative_cash and not allow_negative_cash
+        portfolio.name, portfolio.time_zone, portfolio.allow_negative_cash = name, time_zone, allow_negative_cash
+        portfolio.full_clean()
+        portfolio.save()
+        if stricter:
+            try:
+                portfolio_rebuild(portfolio=portfolio)
+            except LedgerProblems as exc:
+                raise ValidationError({"allow_negative_cash": f"The ledger needs negative cash. {exc.problems[0].message}"}) from None
+        else:
+            _announce(portfolio)
+    return portfolio
+
+
+def portfolio_archive(*, portfolio: Portfolio, archived: bool = True) -> Portfolio:
+    """Archive (or bring back) a portfolio: its ledger is kept, but it leaves the dashboard and the live API."""
+    with db_transaction.atomic():
+        portfolio.archived_at = timezone.now() if archived else None
+        Portfolio.objects.filter(pk=portfolio.pk).update(archived_at=portfolio.archived_at)
+        _announce(portfolio)
+    return portfolio
+
+
+def entry_record(*, portfolio: Portfolio, draft: Draft, counterparty: Portfolio | None = None) -> Transaction:
+    """Record `draft` in `portfolio`: as one entry, or, with a `counterparty`, as a transfer with it (this side returned)."""
+    if counterparty is None:
+        return transaction_record(portfolio=portfolio, draft=draft)
+    outgoing = draft.kind == Kind.TRANSFER_OUT
+    source, destination = (portfolio, counterparty) if outgoing else (counterparty, portfolio)
+    sent, received = transfer_record(
+        source=source,
+        destination=destination,
+        executed_at=draft.executed_at,
+        quantity=draft.quantity,
+        instrument=draft.instrument,
+        currency=draft.currency,
+        source_fx_rate=draft.fx_rate if outgoing else None,
+        destination_fx_rate=None if outgoing else draft.fx_rate,
+        note=draft.note,
+    )
+    return sent if outgoing else received
+
+
+def transaction_replace(*, transaction: Transaction, draft: Draft, counterparty: Portfolio | None = None) -> Transaction:
+    """Edit a ledger entry: delete it and record `draft` in its place, in one database transaction.
+
+    The ledger is checked as it stands with the new entry instead of the old
+    one, so a correction that later entries depend on is judged with the
+    correction in place. When the new entry is refused, the error is the one
+    recording it would give and nothing has changed (the delete rolls back).
+    A linked transfer is replaced on both sides; `counterparty` makes the new
+    entry a transfer with that portfolio (as `transfer_record`).
+    """
+    with db_transaction.atomic():
+        old = [transaction] + ([transaction.counterpart] if transaction.counterpart else [])
+        _lock(*(Portfolio(pk=t.portfolio_id) for t in old))
+        portfolio = Portfolio.objects.get(pk=transaction.portfolio_id)
+        Transaction.objects.filter(pk__in=[t.pk for t in old]).delete()
+        saved = entry_record(portfolio=portfolio, draft=draft, counterparty=counterparty)
+        rebuilt = {portfolio.pk} | ({counterparty.pk} if counterparty is not None else set())
+        for other in {t.portfolio_id for t in old} - rebuilt:  # a transfer's old other side, no longer part of it
+            try:
+                portfolio_rebuild(portfolio=Portfolio.objects.get(pk=other))
+            except LedgerProblems as exc:
+                raise ValidationError(f"Deleting this entry would break a later one. {exc.problems[0].message}") from None
+    return saved

@@ -5,5 +5,15 @@ from portfolio import performance_views, views
 app_name = "portfolio"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
-    path("portfolio/<int:portfolio_id>/performance/", performance_views.performance, name="performance"),
+    path("portfolios/", views.portfolio_list, name="portfolios"),
+    path("portfolios/new/", views.portfolio_create, name="portfolio_create"),
+    path("portfolios/<int:portfolio_id>/edit/", views.portfolio_edit, name="portfolio_edit"),
+    path("portfolios/<int:portfolio_id>/archive/", views.portfolio_archive, name="portfolio_archive"),
+    path("portfolios/<int:portfolio_id>/unarchive/", views.portfolio_unarchive, name="portfolio_unarchive"),
+    path("portfolios/<int:portfolio_id>/delete/", views.portfolio_delete, name="portfolio_delete"),
+    path("portfolios/<int:portfolio_id>/transactions/", views.transaction_list, name="transactions"),
+    path("portfolios/<int:portfolio_id>/transactions/new/", views.transaction_create, name="transaction_create"),
+    path("portfolios/<int:portfolio_id>/transactions/<int:transaction_id>/edit/", views.transaction_edit, name="transaction_edit"),
+    path("portfolios/<int:portfolio_id>/transactions/<int:transaction_id>/delete/", views.transaction_delete, name="transaction_delete"),
+    path("portfolios/<int:portfolio_id>/performance/", performance_views.performance, name="performance"),
 ]

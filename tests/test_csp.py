@@ -37,7 +37,16 @@ def staff_client(django_user_model: Any) -> Client:
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "path",
-    ["/accounts/login/", "/", "/market/AAPL/", "/profile/", "/admin/", "/admin/portfolio/transaction/add/"],
+    [
+        "/accounts/login/",
+        "/",
+        "/market/AAPL/",
+        "/profile/",
+        "/admin/",
+        "/admin/portfolio/transaction/add/",
+        "/portfolios/",
+        "/portfolios/new/",
+    ],
 )
 def test_every_page_forbids_inline_scripts_and_styles_and_framing(
     staff_client: Client, instruments: dict[str, Instrument], path: str

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('portfolio', '0003_ledger_cash_history'),
+        ('portfolio', '0004_portfolio_archived_time_zone'),
     ]
 
     operations = [

@@ -71,6 +71,12 @@ def test_no_page_violates_the_policy_and_live_updates_still_arrive(
         copy.click()
         expect(copy).to_have_text("Copied")
 
+        # The ledger's record form: its script (a file) shows the inputs the chosen kind uses.
+        page.goto(f"{base}/portfolios/{demo['usd']}/transactions/new/?kind=buy")
+        expect(page.locator('[data-field="price"]')).to_be_visible()
+        page.select_option("#id_kind", "deposit")
+        expect(page.locator('[data-field="price"]')).to_be_hidden()
+
         # The admin, as staff: the index, a change list and an add form whose calendar shortcuts are admin JS.
         log_in(page, base, settings.ADMIN_USERNAME, settings.ADMIN_PASSWORD, next_path="/admin/login/?next=/admin/")
         expect(page.locator("#site-name")).to_be_visible()

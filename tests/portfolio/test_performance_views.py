@@ -1,4 +1,4 @@
-"""GET /portfolio/<id>/performance/: the series, TWR, MWR, drawdown and benchmark of a range, for the owner only."""
+"""GET /portfolios/<id>/performance/: the series, TWR, MWR, drawdown and benchmark of a range, for the owner only."""
 
 from datetime import date, timedelta
 from decimal import Decimal
@@ -37,7 +37,7 @@ def empty(alice: Any) -> Portfolio:
 
 
 def get(client: Client, portfolio: Portfolio, **params: str) -> Any:
-    return client.get(f"/portfolio/{portfolio.pk}/performance/", params)
+    return client.get(f"/portfolios/{portfolio.pk}/performance/", params)
 
 
 def test_max_links_the_days_from_nothing_so_deposits_are_not_gains(client: Client, alice: Any, empty: Portfolio) -> None:
@@ -134,7 +134,7 @@ def test_only_the_owner_sees_a_portfolios_performance(client: Client, bob: Any, 
     assert get(client, empty).status_code == 404  # signed out
     client.force_login(bob)
     assert get(client, empty).status_code == 404
-    assert client.get("/portfolio/999999/performance/").status_code == 404
+    assert client.get("/portfolios/999999/performance/").status_code == 404
 
 
 def test_a_bad_range_or_benchmark_is_a_400_that_says_why(client: Client, alice: Any, empty: Portfolio) -> None:

@@ -644,3 +644,113 @@ def test_rows_derived_from_any_ledger_equal_the_step_by_step_result_and_a_fresh_
     rows = derived_rows(portfolio)
     services.portfolio_rebuild(portfolio=portfolio)
     assert derived_rows(portfolio) == rows
+
+
+# ---------------------------------------------------------------- editing: delete + re-record in one transaction
+
+
+def test_editing_a_buy_replaces_it_and_rebuilds_the_holding(alice_portfolio: Portfolio, instruments: dict[str, Instrument]) -> None:
+    buy = Transaction.objects.get(portfolio=alice_portfolio, instrument=instruments["AAPL"])
+
+    saved = services.transaction_replace(transaction=buy, draft=draft("buy", "12", instruments["AAPL"], price="150", fee="1"))
+
+    assert not Transaction.objects.filter(pk=buy.pk).exists()
+    assert (saved.quantity, saved.price, saved.executed_at) == (D(12), D(150), T0)
+    assert holdings(alice_portfolio)["AAPL"][:2] == (D(12), D(1800))
+    assert cash(alice_portfolio) == {"USD": D("3199")}  # 25000 − 1801 − 20000
+
+
+def test_an_edit_that_would_oversell_leaves_the_ledger_untouched(alice_portfolio: Portfolio, instruments: dict[str, Instrument]) -> None:
+    record(alice_portfolio, "sell", "8", instruments["AAPL"], price="160", executed_at=day(1))
+    buy = Transaction.objects.get(portfolio=alice_portfolio, kind="buy", instrument=instruments["AAPL"])
+    before = list(Transaction.objects.filter(portfolio=alice_portfolio).values_list("pk", "quantity").order_by("pk"))
+    derived = holdings(alice_portfolio), cash(alice_portfolio), flows(alice_portfolio)
+
+    with pytest.raises(ValidationError) as refused:
+        services.transaction_replace(transaction=buy, draft=draft("buy", "5", instruments["AAPL"], price="150"))
+
+    assert refused.value.message_dict == {"quantity": ["Cannot sell 8 AAPL on 2026-01-06 14:30 UTC: only 5 held at that time."]}
+    assert list(Transaction.objects.filter(portfolio=alice_portfolio).values_list("pk", "quantity").order_by("pk")) == before
+    assert (holdings(alice_portfolio), cash(alice_portfolio), flows(alice_portfolio)) == derived
+
+
+def test_an_edit_that_a_later_entry_needs_is_judged_with_the_correction_in_place(
+    alice_portfolio: Portfolio, instruments: dict[str, Instrument]
+) -> None:
+    # Deleting the buy alone would break the sell; replacing it with a bigger buy does not.
+    record(alice_portfolio, "sell", "8", instruments["AAPL"], price="160", executed_at=day(1))
+    buy = Transaction.objects.get(portfolio=alice_portfolio, kind="buy", instrument=instruments["AAPL"])
+
+    services.transaction_replace(transaction=buy, draft=draft("buy", "20", instruments["AAPL"], price="150"))
+
+    assert holdings(alice_portfolio)["AAPL"][0] == D(12)
+
+
+def test_editing_one_side_of_a_transfer_replaces_both(alice_portfolio: Portfolio, alice_savings: Portfolio) -> None:
+    sent, received_ = services.transfer_record(source=alice_portfolio, destination=alice_savings, executed_at=day(1), quantity=D("1000"))
+
+    saved = services.transaction_replace(
+        transaction=received_, draft=draft("transfer_in", "600", executed_at=day(1)), counterparty=alice_portfolio
+    )
+
+    assert not Transaction.objects.filter(pk__in=[sent.pk, received_.pk]).exists()
+    assert saved.portfolio_id == alice_savings.pk and saved.counterpart is not None
+    assert saved.counterpart.portfolio_id == alice_portfolio.pk
+    assert cash(alice_savings) == {"USD": D(600)}
+    assert cash(alice_portfolio) == {"USD": D(2899)}
+
+
+def test_an_edit_tells_the_owner_once_after_commit(
+    alice: Any, alice_portfolio: Portfolio, instruments: dict[str, Instrument], django_capture_on_commit_callbacks: Any
+) -> None:
+    buy = Transaction.objects.get(portfolio=alice_portfolio, instrument=instruments["AAPL"])
+    channel = listen_group(groups.user_group(alice.pk))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.transaction_replace(transaction=buy, draft=draft("buy", "11", instruments["AAPL"], price="150"))
+        assert received(channel) == []
+    for callback in callbacks:
+        callback()
+    assert received(channel) == [{"type": "portfolio.reload", "portfolio_id": alice_portfolio.pk}]
+
+
+# ---------------------------------------------------------------- portfolio settings and archive
+
+
+def test_a_portfolio_takes_an_iana_time_zone_and_refuses_an_unknown_one(alice: Any) -> None:
+    paris = services.portfolio_create(owner_id=alice.pk, name="Paris", base_currency="EUR", time_zone="Europe/Paris")
+    assert Portfolio.objects.get(pk=paris.pk).time_zone == "Europe/Paris"
+    assert services.portfolio_create(owner_id=alice.pk, name="Default").time_zone == "UTC"
+    with pytest.raises(ValidationError) as refused:
+        services.portfolio_create(owner_id=alice.pk, name="Mars", time_zone="Mars/Olympus")
+    assert refused.value.message_dict["time_zone"] == ["Unknown time zone 'Mars/Olympus': use an IANA name such as Europe/London."]
+
+
+def test_the_base_currency_changes_only_while_the_ledger_is_empty(alice: Any, alice_portfolio: Portfolio) -> None:
+    empty = services.portfolio_create(owner_id=alice.pk, name="Empty")
+    services.portfolio_update(portfolio=empty, name="Empty", time_zone="UTC", allow_negative_cash=False, base_currency="EUR")
+    assert Portfolio.objects.get(pk=empty.pk).base_currency == "EUR"
+
+    with pytest.raises(ValidationError) as refused:
+        services.portfolio_update(portfolio=alice_portfolio, name="X", time_zone="UTC", allow_negative_cash=False, base_currency="EUR")
+    assert "only while the ledger is empty" in refused.value.message_dict["base_currency"][0]
+    assert Portfolio.objects.get(pk=alice_portfolio.pk).name == "Alice growth"
+
+
+def test_turning_negative_cash_off_is_refused_when_the_ledger_needs_it(alice: Any) -> None:
+    loose = services.portfolio_create(owner_id=alice.pk, name="Loose", allow_negative_cash=True)
+    record(loose, "withdrawal", "10")
+
+    with pytest.raises(ValidationError) as refused:
+        services.portfolio_update(portfolio=loose, name="Loose", time_zone="UTC", allow_negative_cash=False)
+
+    assert refused.value.message_dict["allow_negative_cash"][0].startswith("The ledger needs negative cash.")
+    assert Portfolio.objects.get(pk=loose.pk).allow_negative_cash is True
+
+
+def test_an_archived_portfolio_leaves_the_live_books_and_comes_back(alice: Any, alice_portfolio: Portfolio) -> None:
+    services.portfolio_archive(portfolio=alice_portfolio)
+    assert selectors.live_books_for_user(user=alice)[0] == []
+    assert Portfolio.objects.get(pk=alice_portfolio.pk).archived_at is not None
+
+    services.portfolio_archive(portfolio=alice_portfolio, archived=False)
+    assert [b.id for b in selectors.live_books_for_user(user=alice)[0]] == [alice_portfolio.pk]
