@@ -15,7 +15,8 @@ return, max drawdown and a benchmark rebased to the range start
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -51,15 +52,19 @@ def portfolio_timezone(portfolio: Portfolio) -> ZoneInfo:
     return ZoneInfo(portfolio.time_zone or settings.TIME_ZONE)
 
 
-def ledger_entries(*, portfolio: Portfolio) -> Iterator[Entry]:
+def ledger_entries(*, portfolio: Portfolio) -> Generator[Entry, None, None]:
     """The portfolio's ledger in execution order, as the fold sees it, read in chunks (a million rows stay unloaded)."""
     rows = (
         Transaction.objects.filter(portfolio=portfolio)
         .order_by("executed_at", "id")
         .values_list("kind", "executed_at", "currency", "instrument__symbol", "quantity", "price", "fee", "fx_rate", "id")
     )
-    for k, at, ccy, sym, q, p, f, fx, pk in rows.iterator(chunk_size=2000):
-        yield Entry(k, at, ccy, sym or "", q, p, f, fx, ref=pk)
+    chunks = rows.iterator(chunk_size=2000)
+    try:
+        for k, at, ccy, sym, q, p, f, fx, pk in chunks:
+            yield Entry(k, at, ccy, sym or "", q, p, f, fx, ref=pk)
+    finally:
+        chunks.close()  # type: ignore[attr-defined]  # PostgreSQL's server-side cursor, now (see services._ledger_stream)
 
 
 def fx_pairs_all() -> Pairs:
@@ -111,15 +116,8 @@ def daily_values_compute(*, portfolio: Portfolio, today: date | None = None) -> 
     pairs = fx_pairs_all()
     closes = close_history_load(symbols=symbols | set(pairs.values()), since=first, until=last)
     currencies = dict(Instrument.objects.filter(symbol__in=symbols).values_list("symbol", "quote_currency"))
-    return daily_values(
-        ledger_entries(portfolio=portfolio),
-        base=portfolio.base_currency,
-        tz=tz,
-        last=last,
-        closes=closes,
-        pairs=pairs,
-        currencies=currencies,
-    )
+    with closing(ledger_entries(portfolio=portfolio)) as entries:
+        return daily_values(entries, base=portfolio.base_currency, tz=tz, last=last, closes=closes, pairs=pairs, currencies=currencies)
 
 
 def daily_values_rebuild(*, portfolio: Portfolio, since: date | None = None, today: date | None = None) -> Rebuilt:

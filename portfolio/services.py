@@ -14,8 +14,8 @@ from __future__ import annotations
 import heapq
 import pickle
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -350,7 +350,7 @@ class _Runs:
                 yield Entry(*fields)
 
 
-def _ledger_stream(portfolio: Portfolio, *, last_pk: int | None) -> Iterator[Entry]:
+def _ledger_stream(portfolio: Portfolio, *, last_pk: int | None) -> Generator[Entry, None, None]:
     """The portfolio's ledger in execution order, read in chunks; only rows up to `last_pk` (None: none at all)."""
     if last_pk is None:
         return
@@ -360,8 +360,13 @@ def _ledger_stream(portfolio: Portfolio, *, last_pk: int | None) -> Iterator[Ent
         .values_list("kind", "executed_at", "currency", "instrument__symbol", "quantity", "price", "fee", "fx_rate", "id")
         .iterator(chunk_size=2000)
     )
-    for k, at, ccy, sym, q, p, f, fx, pk in rows:
-        yield Entry(k, at, ccy, sym or "", q, p, f, fx, ref=pk)
+    try:
+        for k, at, ccy, sym, q, p, f, fx, pk in rows:
+            yield Entry(k, at, ccy, sym or "", q, p, f, fx, ref=pk)
+    finally:
+        # A fold that stops at a break leaves the rest unread: close PostgreSQL's server-side cursor now, inside the
+        # transaction, not whenever the garbage collector gets to it (by then the cursor is gone: the next query fails).
+        rows.close()  # type: ignore[attr-defined]
 
 
 def _last_pk(portfolio: Portfolio) -> int | None:
@@ -415,7 +420,8 @@ def transactions_import_stream(
         if dry_run:  # nothing written: the lock is needed only while the ledger is read
             (portfolio,) = _lock(portfolio)
             last_pk = _last_pk(portfolio)
-        book = _fold(portfolio, runs.merged(_ledger_stream(portfolio, last_pk=last_pk)))
+        ledger = files.enter_context(closing(_ledger_stream(portfolio, last_pk=last_pk)))
+        book = _fold(portfolio, runs.merged(ledger))
         if not dry_run:
             portfolio_rebuild(portfolio=portfolio, book=book)
     return ImportResult(created=created, dry_run=dry_run, book=book)
