@@ -106,7 +106,9 @@ class FormatForm(forms.Form):
             choices.append((preset.name, f"{preset.label}{' (detected)' if preset.name in found else ''}"))
         remembered = " (your saved mapping for this header)" if detected.saved else ""
         choices.append((wizard.MAPPED, f"Map the columns myself{remembered}"))
-        self.fields["format"].choices = choices
+        format_field = self.fields["format"]
+        assert isinstance(format_field, forms.ChoiceField)
+        format_field.choices = choices
         options = [("", "—")] + [(h, h) for h in detected.header if h]
         for column in OUR_COLUMNS:
             label = f"{column}{' *' if column in REQUIRED else ''}"
@@ -127,7 +129,7 @@ class FormatForm(forms.Form):
         return kinds
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         self.mapping: ColumnMapping | None = None
         if data.get("format") == wizard.MAPPED and not self.errors:
             try:
