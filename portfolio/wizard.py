@@ -238,13 +238,15 @@ class _Shown:
             yield line
 
 
-def _rows(shown: list[str], line_of: Callable[[int], object]) -> list[tuple[object, dict[str, str]]]:
+def _rows(shown: list[str], line_of: Callable[[int], object], hidden: set[int]) -> list[tuple[object, dict[str, str]]]:
+    """The shown ledger lines as rows of our columns, with the file's line; `hidden` = ledger lines standing in for rows
+    a preset could not map (listed as problems instead)."""
     out: list[tuple[object, dict[str, str]]] = []
     header: list[str] | None = None
     for line, cells in records(shown):
         if header is None:
             header = [c.strip() for c in cells]
-        elif len(cells) == len(header):
+        elif len(cells) == len(header) and line not in hidden:
             out.append((line_of(line), dict(zip(header, cells, strict=True))))
     return out[:PREVIEW_ROWS]
 
@@ -269,7 +271,10 @@ def check(*, upload: ImportUpload, portfolio: Portfolio, dry_run: bool = True) -
     else:
         outcome.holdings, outcome.cash = result.holdings(), result.cash()
     # Our own rows are the file's lines; a preset's are mapped back to the broker's.
-    outcome.rows = _rows(shown.lines, file.broker_line if file is not None else (lambda n: n))
+    if file is not None:
+        outcome.rows = _rows(shown.lines, file.broker_line, file.placeholders)
+    else:
+        outcome.rows = _rows(shown.lines, lambda n: n, set())
     if file is not None:
         outcome.skipped = [(s.line, s.reason) for s in file.skipped]
         outcome.skipped_total = sum(file.skipped_by_reason.values())

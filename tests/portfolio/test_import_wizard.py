@@ -398,3 +398,14 @@ def test_a_mapping_without_the_required_columns_is_refused_with_what_to_map(clie
     assert response.status_code == 200
     assert "map executed_at, kind, quantity" in response.content.decode()
     assert not ImportMapping.objects.exists()
+
+
+def test_a_row_the_preset_cannot_map_is_not_shown_among_the_rows_to_be_recorded(client: Client, alice: Any, aliases: Any) -> None:
+    p = empty(alice, "EUR")
+    signed_in(client, alice)
+    up = upload(client, p, (SAMPLES / "trading212.csv").read_bytes(), name="trading212.csv")
+    choose(client, up, "trading212")
+    page = preview(client, up)
+    rows = re.search(r'data-testid="import-rows".*?</section>', page, re.S).group(0)  # type: ignore[union-attr]
+    assert re.findall(r'<td data-label="Line">(\d+)</td>', rows) == ["2", "3", "4", "5", "6", "7", "9"]
+    assert "1970" not in rows
