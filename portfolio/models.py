@@ -185,3 +185,43 @@ class DailyValue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.portfolio_id} {self.date}: {self.value}"
+
+
+class ImportMapping(models.Model):
+    """A user's column mapping for files with one header (`portfolio.brokers.ColumnMapping.to_dict()`), remembered by the
+    import wizard and offered again for the next file whose header has the same signature."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="import_mappings")
+    signature = models.CharField(max_length=64, help_text="SHA-256 of the header's column names and the delimiter.")
+    header = models.JSONField(default=list, help_text="The file's column names, as read.")
+    mapping = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["owner_id", "-updated_at"]
+        constraints = [models.UniqueConstraint(fields=["owner", "signature"], name="portfolio_importmapping_one_per_header")]
+
+    def __str__(self) -> str:
+        return f"{self.owner_id}: {', '.join(map(str, self.header))[:80]}"
+
+
+class ImportUpload(models.Model):
+    """A file in the import wizard, kept between its steps (a web server may run as several processes, so not on a
+    local disk). One per user: a new upload replaces the old; an import or a cancel deletes it; the wizard deletes
+    any older than `portfolio.wizard.UPLOAD_TTL`. At most PORTFOLIO_IMPORT_MAX_BYTES each."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="import_uploads")
+    portfolio = models.ForeignKey(Portfolio, on_delete=models.CASCADE, related_name="import_uploads")
+    name = models.CharField(max_length=200)
+    data = models.BinaryField()
+    size = models.PositiveIntegerField()
+    format = models.CharField(max_length=30, blank=True, help_text='"livefolio", a preset\'s name, or "generic"; empty until chosen.')
+    mapping = models.JSONField(default=dict, blank=True, help_text="The column mapping, for the generic format.")
+    edits = models.JSONField(default=dict, blank=True, help_text='{line: {"cells": [...]} or {"skip": true}}: rows fixed in the wizard.')
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.size} bytes) for {self.portfolio_id}"

@@ -383,10 +383,14 @@ def transactions_import_stream(
     going to `problems` (which the caller's parser may feed too). While none
     has been found, a real import writes rows in batches inside the one
     database transaction (the portfolio locked throughout, so nothing else
-    changes its ledger). At the end, when none has been found, the whole
-    ledger (existing rows and the stream's, in execution order) is folded once,
-    stopping at its first break; any problem raises LedgerProblems and rolls
-    every row back.
+    changes its ledger). At the end the whole ledger (existing rows and the
+    stream's, in execution order) is folded once, stopping at its first break;
+    any problem raises LedgerProblems and rolls every row back.
+
+    The fold runs even when rows had problems, over the rows without any, so
+    that one pass lists format and ledger problems together (in `ref` order):
+    a break found so says that it was checked without the rows with problems
+    (a missing buy reads as an oversell later on).
     """
     with db_transaction.atomic(), ExitStack() as files:
         if not dry_run:
@@ -402,10 +406,11 @@ def transactions_import_stream(
             completed = _complete(draft, portfolio=portfolio)
             if found := draft_problems(completed, portfolio=portfolio, currencies=currencies, now=now):
                 problems.add(found)
+                continue  # left out of the fold: its own problems are listed
+            runs.add(_entry(completed))  # spills to disk past _RUN rows, so checking a bad file stays bounded too
             if problems.total:
-                continue  # from the first problem on, rows are only checked, to list every problem
+                continue  # from the first problem on, nothing is written: rows are only checked, to list every problem
             created += 1
-            runs.add(_entry(completed))
             if not dry_run:
                 batch.append(_row(portfolio, completed))
                 if len(batch) >= _WRITE_BATCH:
@@ -413,18 +418,33 @@ def transactions_import_stream(
                     batch.clear()
                     # With DEBUG on, Django keeps the last 9,000 queries' SQL: 9,000 INSERTs of 1,000 rows would be ~1 GB.
                     db_connection.queries_log.clear()
-        if problems.total:
-            raise problems.error()
-        if batch:
+        if batch and not problems.total:
             Transaction.objects.bulk_create(batch)
         if dry_run:  # nothing written: the lock is needed only while the ledger is read
             (portfolio,) = _lock(portfolio)
             last_pk = _last_pk(portfolio)
         ledger = files.enter_context(closing(_ledger_stream(portfolio, last_pk=last_pk)))
+        if problems.total:
+            raise _with_ledger_break(problems.error(), portfolio, runs.merged(ledger), problems.limit)
         book = _fold(portfolio, runs.merged(ledger))
         if not dry_run:
             portfolio_rebuild(portfolio=portfolio, book=book)
     return ImportResult(created=created, dry_run=dry_run, book=book)
+
+
+def _without_bad_rows(message: str) -> str:
+    return f"{message.removesuffix('.')}, checked without the rows that have problems (fixing them may change this)."
+
+
+def _with_ledger_break(error: LedgerProblems, portfolio: Portfolio, entries: Iterable[Entry], limit: int) -> LedgerProblems:
+    """`error` (the rows' own problems) plus the ledger's first break among the rows without any, in `ref` order."""
+    try:
+        _fold(portfolio, entries)
+    except LedgerProblems as exc:
+        found = [Problem(p.ref, p.field, _without_bad_rows(p.message)) for p in exc.problems]
+        merged = sorted([*error.problems, *found], key=lambda p: p.ref if isinstance(p.ref, int) else 0)  # stable: a row's own first
+        return LedgerProblems(merged[:limit], total=error.total + len(found))
+    return error
 
 
 def transfer_record(

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from portfolio import performance_views, views
+from portfolio import import_views, performance_views, views
 
 app_name = "portfolio"
 urlpatterns = [
@@ -16,4 +16,11 @@ urlpatterns = [
     path("portfolios/<int:portfolio_id>/transactions/<int:transaction_id>/edit/", views.transaction_edit, name="transaction_edit"),
     path("portfolios/<int:portfolio_id>/transactions/<int:transaction_id>/delete/", views.transaction_delete, name="transaction_delete"),
     path("portfolios/<int:portfolio_id>/performance/", performance_views.performance, name="performance"),
+    # The import wizard (portfolio/import_views.py)
+    path("portfolios/<int:portfolio_id>/import/", import_views.import_upload, name="import_upload"),
+    path("portfolios/<int:portfolio_id>/import/<int:upload_id>/format/", import_views.import_format, name="import_format"),
+    path("portfolios/<int:portfolio_id>/import/<int:upload_id>/", import_views.import_preview, name="import_preview"),
+    path("portfolios/<int:portfolio_id>/import/<int:upload_id>/fix/", import_views.import_fix, name="import_fix"),
+    path("portfolios/<int:portfolio_id>/import/<int:upload_id>/run/", import_views.import_run, name="import_run"),
+    path("portfolios/<int:portfolio_id>/import/<int:upload_id>/cancel/", import_views.import_cancel, name="import_cancel"),
 ]

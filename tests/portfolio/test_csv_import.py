@@ -221,7 +221,9 @@ def test_every_problem_in_a_file_is_reported_at_once_in_line_order(ledger: Portf
         "e.g. 2025-03-14T15:30:00Z or 2025-03-14T15:30:00-04:00",
         "line 6, symbol: unknown instrument 'XYZ' (on 2 rows)",
         "line 7, currency: Unknown currency 'ABC': use an ISO 4217 code such as USD.",
-        # ...but not the ledger check, which needs every row: the sell on line 8 waits for a sound file.
+        # ...and the ledger check runs over the rows without problems, in the same pass (issue 14: one round).
+        "line 8, quantity: Cannot sell 99 AAPL on 2026-01-06 15:00 UTC: only 10 held at that time, "
+        "checked without the rows that have problems (fixing them may change this).",
     ]
     assert state(ledger) == before
 
@@ -714,3 +716,50 @@ def test_a_real_import_with_debug_on_keeps_no_log_of_its_inserts(empty: Portfoli
     assert (result.rows, empty.transactions.count()) == (5_000, 5_000)
     inserts = [q for q in connection.queries if q["sql"].startswith('INSERT INTO "portfolio_transaction"')]
     assert len(inserts) <= 1  # at most the last, short batch
+
+
+def test_a_bad_date_and_an_oversell_are_reported_in_one_pass_by_line(ledger: Portfolio) -> None:
+    # Issue 14: format problems used to hide the ledger's; the oversell showed only once the date was fixed.
+    text = f"""{HEADER}
+2026-01-06T10:00:00Z,deposit,,100,,,,,
+2026-13-45T10:00:00Z,buy,AAPL,1,150,,,,
+2026-01-06T11:00:00Z,buy,MSFT,2,300,,,,
+
+2026-01-06T12:00:00Z,fee,,1,,,,,
+2026-01-06T13:00:00Z,sell,AAPL,25,160,,,,
+"""
+    before = state(ledger)
+    with pytest.raises(LedgerProblems) as exc:
+        csvio.csv_import(portfolio=ledger, lines=io.StringIO(text, newline=""))
+    assert [csvio.describe(p) for p in exc.value.problems] == [
+        "line 3, executed_at: '2026-13-45T10:00:00Z' is not an ISO 8601 time such as 2025-03-14T15:30:00Z",
+        "line 7, quantity: Cannot sell 25 AAPL on 2026-01-06 13:00 UTC: only 10 held at that time, "
+        "checked without the rows that have problems (fixing them may change this).",
+    ]
+    assert exc.value.total == 2
+    assert state(ledger) == before
+
+
+@pytest.mark.timeout(120)
+def test_checking_a_30000_row_file_with_a_bad_row_holds_a_bounded_amount_of_memory_and_still_folds(
+    empty: Portfolio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After a problem the rows are still folded (to list ledger problems in the same pass): they spill like a sound file's.
+    monkeypatch.setattr(services, "_RUN", 1000)
+
+    def with_a_bad_row() -> Any:
+        for number, line in enumerate(ledger_lines(30_000), start=1):
+            yield line.replace("2025-01-01", "2025-13-01", 1) if number == 3 else line
+        yield "2025-02-01T00:00:00Z,sell,AAPL,1000000,1,,,,more than held\n"  # line 30,002
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(LedgerProblems) as exc:
+            csvio.csv_import(portfolio=empty, lines=with_a_bad_row(), dry_run=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    print(f"FIGURE 30,000-row check with a bad row: traced peak {peak / 2**20:.1f} MB")
+    assert [(p.ref, p.field) for p in exc.value.problems] == [(3, "executed_at"), (30_002, "quantity")]
+    assert peak < 8 * 2**20

@@ -222,9 +222,12 @@ def test_format_and_preset_problems_are_listed_together_in_line_order(alice: Any
     listed = [csvio.describe(p) for p in exc.value.problems]
     assert listed == [
         "line 3, symbol: unknown instrument 'NOPE'",
+        # The ledger is checked in the same pass without the rows that have problems; the message says so.
+        "line 5, quantity: Cannot sell 4 AAPL on 2025-01-20 15:00 UTC: only 0 held at that time, "
+        "checked without the rows that have problems (fixing them may change this).",
         BAD_ROWS["trading212.csv"][1] + " (buys, sells, deposits, withdrawals, dividends, interest)",
     ]
-    assert exc.value.total == 2
+    assert exc.value.total == 3
 
 
 def test_a_file_without_the_presets_header_says_so(alice: Any, crypto: Any) -> None:
@@ -310,16 +313,21 @@ def test_rendered_text_cells_survive_csvio_unchanged() -> None:
     assert render(row) == "2025-01-02T00:00:00Z,deposit,,1,,,,,'=HYPERLINK(1)\n"
 
 
-def test_a_row_the_preset_cannot_map_keeps_the_ledger_from_being_checked_without_it(alice: Any, crypto: Any) -> None:
-    # Without line 2's buy, line 5's sell of 4 AAPL would read as an oversell: only the real problem is listed.
+def test_a_row_the_preset_cannot_map_is_left_out_of_the_ledger_check_and_the_check_says_so(alice: Any, crypto: Any) -> None:
+    # Without line 2's buy, line 5's sell of 4 AAPL reads as an oversell: listed in the same pass, at the broker's line,
+    # with the caveat that it was checked without the rows that have problems.
     text = lines("ibkr_flex_trades.csv", blank=9)
     text[1] = text[1].replace('"BUY","10"', '"BUY","ten"')
     p = portfolio(alice)
     file = BrokerFile(lines=text, preset=PRESETS["ibkr"], context=context_for(portfolio=p))
     with pytest.raises(LedgerProblems) as exc:
         broker_import(portfolio=p, file=file)
-    assert [csvio.describe(x) for x in exc.value.problems] == ["line 2, Quantity: 'ten' is not a number"]
-    assert exc.value.total == 1
+    assert [csvio.describe(x) for x in exc.value.problems] == [
+        "line 2, Quantity: 'ten' is not a number",
+        "line 5, quantity: Cannot sell 4 AAPL on 2025-01-20 20:30 UTC: only 0 held at that time, "
+        "checked without the rows that have problems (fixing them may change this).",
+    ]
+    assert exc.value.total == 2
 
 
 def test_a_malformed_file_imports_nothing_even_for_real(alice: Any, crypto: Any) -> None:
