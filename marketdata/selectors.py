@@ -7,9 +7,9 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, QuerySet, Subquery
 
-from marketdata.models import ALWAYS_OPEN, ApiToken, Candle, Instrument, Quote, SymbolAlias
+from marketdata.models import ALWAYS_OPEN, ApiToken, Candle, DailyClose, Instrument, Quote, SymbolAlias
 from marketdata.symbols import SymbolMap
 from marketdata.worker.references import LOOKBACK, MARGIN, Mark, MarketHours, References
 
@@ -19,6 +19,11 @@ def instruments_active(*, symbols: Iterable[str] | None = None) -> QuerySet[Inst
     if symbols is not None:
         qs = qs.filter(symbol__in=list(symbols))
     return qs
+
+
+def instruments_with_daily_closes() -> QuerySet[Instrument]:
+    """Instruments with at least one daily close, inactive ones too (a benchmark's history outlives its feed), by symbol."""
+    return Instrument.objects.filter(Exists(DailyClose.objects.filter(instrument=OuterRef("pk")))).order_by("symbol")
 
 
 def quotes_for_instruments(*, instrument_ids: Iterable[int]) -> dict[int, Quote]:

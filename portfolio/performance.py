@@ -144,11 +144,13 @@ def daily_values_rebuild(*, portfolio: Portfolio, since: date | None = None, tod
         )
         for d in kept
     ]
-    stale = Q(date__gte=since) if since is not None else Q()
-    if days:
-        stale |= Q(date__lt=days[0].day) | Q(date__gt=days[-1].day)
+    stale = DailyValue.objects.filter(portfolio=portfolio)
+    if since is not None and days:  # (an empty Q() ORed with a condition is just the condition: not "every row")
+        stale = stale.filter(Q(date__gte=since) | Q(date__lt=days[0].day) | Q(date__gt=days[-1].day))
+    elif since is not None:
+        stale = stale.filter(date__gte=since)
     with db_transaction.atomic():
-        DailyValue.objects.filter(stale, portfolio=portfolio).delete()
+        stale.delete()
         DailyValue.objects.bulk_create(rows, batch_size=1000)
     return Rebuilt(len(rows), sum(not d.complete for d in kept))
 

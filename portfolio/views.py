@@ -28,6 +28,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from marketdata.models import Quote
+from marketdata.selectors import instruments_with_daily_closes
 from portfolio import services
 from portfolio.forms import FIELDS_BY_KIND, QUANTITY_LABELS, EntryForm, PortfolioForm, TransactionFilter
 from portfolio.models import Kind, Portfolio, PortfolioValue, Transaction
@@ -52,8 +53,19 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "has_portfolios": active_portfolios_for_user(user=request.user).exists(),
             "archived_count": portfolios_for_user(user=request.user).filter(archived_at__isnull=False).count(),
             "live_config": {"url": "/ws/portfolio/", "staleAfterMs": 10_000, "coalesceMs": settings.PORTFOLIO_COALESCE_MS},
+            "performance_config": _performance_config(request),
         },
     )
+
+
+def _performance_config(request: HttpRequest) -> dict[str, Any]:
+    """What the value chart's ranges need (static/js/dashboard/performance.js): the endpoint (its id swapped in by the
+    script), the instruments a benchmark can be drawn from, and whether to tell the user how staff fill history."""
+    return {
+        "url": reverse("portfolio:performance", args=[0]),
+        "benchmarks": [{"symbol": s, "name": n} for s, n in instruments_with_daily_closes().values_list("symbol", "name")],
+        "staff": bool(getattr(request.user, "is_staff", False)),
+    }
 
 
 def _own(request: SignedInRequest, portfolio_id: int) -> Portfolio:

@@ -107,6 +107,44 @@ export function timeTicks(t0, t1, maxTicks) {
 
 const clockFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 
+const DAY_MS = 86_400_000;
+// Day steps, then month steps (as negative month counts), for a daily axis.
+const DAY_STEPS = [1, 2, 7, 14, -1, -2, -3, -6, -12, -24, -60];
+
+/**
+ * Round UTC-day ticks between t0 and t1 (epoch ms of UTC midnights): every 1, 2, 7 (Mondays) or 14 days, or
+ * the first of every 1, 2, 3, 6, 12… months; at most `maxTicks`. Returns { ticks, unit: "day" | "month" | "year" }.
+ */
+export function dayTicks(t0, t1, maxTicks) {
+  const span = Math.max(DAY_MS, t1 - t0);
+  const step = DAY_STEPS.find((s) => (s > 0 ? span / (s * DAY_MS) : span / (-s * 30.44 * DAY_MS)) <= maxTicks) ?? DAY_STEPS[DAY_STEPS.length - 1];
+  const ticks = [];
+  if (step > 0) {
+    let t = Math.ceil(t0 / DAY_MS) * DAY_MS;
+    if (step >= 7) while (new Date(t).getUTCDay() !== 1) t += DAY_MS; // weeks start on Monday
+    for (; t <= t1; t += step * DAY_MS) ticks.push(t);
+    return { ticks, unit: "day" };
+  }
+  const months = -step;
+  const start = new Date(t0);
+  let y = start.getUTCFullYear();
+  let m = start.getUTCMonth() + (start.getUTCDate() === 1 && t0 % DAY_MS === 0 ? 0 : 1);
+  m = Math.ceil(m / months) * months;
+  for (;;) {
+    const t = Date.UTC(y + Math.floor(m / 12), m % 12, 1);
+    if (t > t1) break;
+    ticks.push(t);
+    m += months;
+  }
+  return { ticks, unit: months >= 12 ? "year" : "month" };
+}
+
+const dayLabelFormats = {
+  day: new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", timeZone: "UTC" }),
+  month: new Intl.DateTimeFormat(undefined, { month: "short", year: "2-digit", timeZone: "UTC" }),
+  year: new Intl.DateTimeFormat(undefined, { year: "numeric", timeZone: "UTC" }),
+};
+
 // ---------------------------------------------------------------- value chart
 
 const VALUE_DEFAULTS = {
@@ -115,13 +153,21 @@ const VALUE_DEFAULTS = {
 };
 
 /**
- * Intraday value of one view. `setData(points, formats)` takes `[[ts, number], ...]`,
- * oldest first, and formatters: value(n), tick(n, step), change(abs, pct, sinceTs).
+ * A view's value over time. `setData(points, formats, { compare })` takes `[[ts, number], ...]`,
+ * oldest first, formatters: value(n), tick(n, step), time(ts), change(abs, pct, sinceTs), and optionally
+ * a second series `compare` (same shape) drawn as a thinner line on the same scale, with
+ * formats.label / formats.compareLabel naming the two in the tooltip.
+ *
+ * The time axis runs from the first point to the last, so the line always starts at the left edge.
+ * With `daily: true` the points are UTC days (epoch ms of midnight) and the axis shows dates.
  */
 export function createValueChart(options = {}) {
-  const { title, emptyText } = { ...VALUE_DEFAULTS, ...options };
+  const { title: initialTitle, emptyText: initialEmpty, daily = false, testid = "value-chart" } = { ...VALUE_DEFAULTS, ...options };
+  let title = initialTitle;
+  let emptyText = initialEmpty;
   const gradientId = `lf-value-gradient-${++instances}`;
   let points = [];
+  let compare = [];
   let format = {
     value: (n) => String(n),
     tick: (n) => String(n),
@@ -132,7 +178,8 @@ export function createValueChart(options = {}) {
   let pointerX = null;
 
   const changeNode = htmlEl("span", { class: "chart-change", "data-testid": "value-chart-change" });
-  const head = htmlEl("header", { class: "chart-head" }, htmlEl("h2", { class: "chart-title", text: title }), changeNode);
+  const titleNode = htmlEl("h2", { class: "chart-title", text: title });
+  const head = htmlEl("header", { class: "chart-head" }, titleNode, changeNode);
 
   const svg = svgEl("svg", { class: "value-svg", role: "img", "aria-label": "Value over time" });
   const gradient = svgEl("linearGradient", { id: gradientId, x1: "0", y1: "0", x2: "0", y2: "1" });
@@ -145,20 +192,23 @@ export function createValueChart(options = {}) {
   const baseline = svgEl("line", { class: "chart-baseline", visibility: "hidden" });
   const area = svgEl("path", { class: "chart-area", fill: `url(#${gradientId})`, d: "" });
   const line = svgEl("path", { class: "chart-line", d: "", "data-points": "0" });
+  const compareLine = svgEl("path", { class: "chart-compare", d: "", "data-points": "0", "data-testid": `${testid}-compare` });
   const halo = svgEl("circle", { class: "chart-last-halo", r: "7", visibility: "hidden" });
   const dot = svgEl("circle", { class: "chart-last", r: "3.5", visibility: "hidden", "data-testid": "value-chart-last" });
   const singleLabel = svgEl("text", { class: "chart-single-label", visibility: "hidden" });
   const hoverLine = svgEl("line", { class: "chart-hover-line" });
   const hoverDot = svgEl("circle", { class: "chart-hover-dot", r: "4" });
+  const hoverCompareDot = svgEl("circle", { class: "chart-hover-dot chart-hover-compare", r: "3.5", visibility: "hidden" });
   const hover = svgEl("g", { class: "chart-hover", visibility: "hidden" });
-  hover.append(hoverLine, hoverDot);
+  hover.append(hoverLine, hoverCompareDot, hoverDot);
   const overlay = svgEl("rect", { class: "chart-overlay", x: "0", y: "0", width: "0", height: "0" });
-  svg.append(defs, grid, yAxis, xAxis, baseline, area, line, halo, dot, singleLabel, hover, overlay);
+  svg.append(defs, grid, yAxis, xAxis, baseline, area, compareLine, line, halo, dot, singleLabel, hover, overlay);
 
-  const empty = htmlEl("div", { class: "chart-empty", hidden: "" }, htmlEl("span", { class: "chart-empty-text", text: emptyText }));
+  const emptyTextNode = htmlEl("span", { class: "chart-empty-text", text: emptyText });
+  const empty = htmlEl("div", { class: "chart-empty", hidden: "", "data-tone": "wait" }, emptyTextNode);
   const tooltip = htmlEl("div", { class: "chart-tooltip", hidden: "" });
   const plot = htmlEl("div", { class: "chart-plot" }, svg, empty, tooltip);
-  const root = htmlEl("div", { class: "value-chart", "data-testid": "value-chart", "data-points": "0" }, head, plot);
+  const root = htmlEl("div", { class: `value-chart${daily ? " value-chart-daily" : ""}`, "data-testid": testid, "data-points": "0" }, head, plot);
 
   function fontFor() {
     const family = getComputedStyle(root).fontFamily || "system-ui, sans-serif";
@@ -192,6 +242,7 @@ export function createValueChart(options = {}) {
     xAxis.replaceChildren();
     area.setAttribute("d", "");
     line.setAttribute("d", "");
+    compareLine.setAttribute("d", "");
     for (const node of [baseline, halo, dot, singleLabel, hover]) node.setAttribute("visibility", "hidden");
     tooltip.hidden = true;
     geometry = null;
@@ -200,6 +251,7 @@ export function createValueChart(options = {}) {
   function render() {
     const n = points.length;
     line.setAttribute("data-points", String(n));
+    compareLine.setAttribute("data-points", String(compare.length));
     root.dataset.points = String(n);
     svg.setAttribute("aria-label", describe());
     empty.hidden = n > 0;
@@ -218,16 +270,13 @@ export function createValueChart(options = {}) {
 
     let min = Infinity;
     let max = -Infinity;
-    for (const [, v] of points) {
+    for (const [, v] of [...points, ...compare]) {
       if (v < min) min = v;
       if (v > max) max = v;
     }
-    let t0 = points[0][0];
-    let t1 = points[n - 1][0];
-    if (t1 - t0 < 15 * 60_000) {
-      // A young series: show at least a quarter of an hour, ending at its newest point, so it grows from the right.
-      t0 = t1 - 15 * 60_000;
-    }
+    // The axis starts at the first point (a lone point sits on the left edge, with a minute or a day after it).
+    const t0 = points[0][0];
+    const t1 = Math.max(points[n - 1][0], t0 + (daily ? DAY_MS : 60_000));
     const y = niceTicks(min, max, 5);
     const font = fontFor();
     const labels = y.ticks.map((v) => format.tick(v, y.step));
@@ -251,11 +300,13 @@ export function createValueChart(options = {}) {
     grid.replaceChildren(...gridNodes);
     yAxis.replaceChildren(...yNodes);
 
-    // x labels, local HH:MM; ones that would spill past the plot are dropped.
+    // x labels, local HH:MM (or UTC dates on a daily chart); ones that would spill past the plot are dropped.
     const xNodes = [];
-    for (const t of timeTicks(t0, t1, Math.max(2, Math.floor(plotW / 76)))) {
+    const maxXTicks = Math.max(2, Math.floor(plotW / 76));
+    const xTicks = daily ? dayTicks(t0, t1, maxXTicks) : { ticks: timeTicks(t0, t1, maxXTicks), unit: null };
+    for (const t of xTicks.ticks) {
       const px = xOf(t);
-      const label = format.time(t);
+      const label = xTicks.unit ? dayLabelFormats[xTicks.unit].format(new Date(t)) : format.time(t);
       const half = textWidth(label, font) / 2;
       if (px - half < m.left - 6 || px + half > width - 2) continue;
       const text = svgEl("text", { x: round1(px), y: height - 8, "text-anchor": "middle" });
@@ -272,6 +323,11 @@ export function createValueChart(options = {}) {
       d += `${i ? "L" : "M"}${round1(xOf(points[i][0]))},${round1(yOf(points[i][1]))}`;
     }
     line.setAttribute("d", d);
+    let cd = "";
+    compare.forEach(([t, v], i) => {
+      cd += `${i ? "L" : "M"}${round1(xOf(t))},${round1(yOf(v))}`;
+    });
+    compareLine.setAttribute("d", cd);
     const bottom = m.top + plotH;
     area.setAttribute("d", n > 1 ? `${d}L${round1(xOf(points[n - 1][0]))},${bottom}L${round1(xOf(points[0][0]))},${bottom}Z` : "");
 
@@ -304,15 +360,15 @@ export function createValueChart(options = {}) {
     if (pointerX !== null) showHover(pointerX);
   }
 
-  function nearestIndex(t) {
+  function nearestIndex(t, list = points) {
     let lo = 0;
-    let hi = points.length - 1;
+    let hi = list.length - 1;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if (points[mid][0] < t) lo = mid + 1;
+      if (list[mid][0] < t) lo = mid + 1;
       else hi = mid;
     }
-    if (lo > 0 && Math.abs(points[lo - 1][0] - t) <= Math.abs(points[lo][0] - t)) return lo - 1;
+    if (lo > 0 && Math.abs(list[lo - 1][0] - t) <= Math.abs(list[lo][0] - t)) return lo - 1;
     return lo;
   }
 
@@ -327,10 +383,16 @@ export function createValueChart(options = {}) {
     hoverDot.setAttribute("cx", String(x));
     hoverDot.setAttribute("cy", String(yy));
     hover.setAttribute("visibility", "visible");
-    tooltip.replaceChildren(
-      htmlEl("span", { class: "chart-tooltip-value", text: format.value(pv) }),
-      htmlEl("span", { class: "chart-tooltip-time", text: format.time(pt) }),
-    );
+    const rows = [htmlEl("span", { class: "chart-tooltip-value", text: format.label ? `${format.label} ${format.value(pv)}` : format.value(pv) })];
+    const other = compare.length ? compare[nearestIndex(pt, compare)] : null;
+    if (other && other[0] === pt) {
+      hoverCompareDot.setAttribute("cx", String(x));
+      hoverCompareDot.setAttribute("cy", String(round1(yOf(other[1]))));
+      hoverCompareDot.setAttribute("visibility", "inherit"); // "visible" would outlive its hidden group
+      rows.push(htmlEl("span", { class: "chart-tooltip-compare", text: `${format.compareLabel || ""} ${format.value(other[1])}`.trim() }));
+    } else hoverCompareDot.setAttribute("visibility", "hidden");
+    rows.push(htmlEl("span", { class: "chart-tooltip-time", text: format.time(pt) }));
+    tooltip.replaceChildren(...rows);
     tooltip.hidden = false;
     const tw = tooltip.offsetWidth;
     const th = tooltip.offsetHeight;
@@ -357,11 +419,23 @@ export function createValueChart(options = {}) {
 
   return {
     root,
-    /** Replace the series (and optionally the formatters) and redraw. */
-    setData(next, formats = {}) {
+    /** Replace the series (and optionally the formatters, and the second series) and redraw. */
+    setData(next, formats = {}, { compare: nextCompare = [] } = {}) {
       points = Array.isArray(next) ? next : [];
+      compare = Array.isArray(nextCompare) ? nextCompare : [];
       format = { ...format, ...formats };
       render();
+    },
+    /** What the empty plot says, and its tone: "wait" (a blinking dot: something is coming), "info" or "error". */
+    setEmpty(text, tone = "wait") {
+      emptyText = text;
+      emptyTextNode.textContent = text;
+      empty.dataset.tone = tone;
+      svg.setAttribute("aria-label", describe());
+    },
+    setTitle(text) {
+      title = text;
+      titleNode.textContent = text;
     },
     render,
     get points() {

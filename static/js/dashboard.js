@@ -124,6 +124,8 @@ export function createDashboard({
     viewBar.syncCurrency(frame);
     if (!state.views.has(state.selectedId)) state.selectedId = viewBar.defaultView();
     viewBar.render();
+    // A snapshot follows a (re)connect or a ledger change: ranges fetched before may be out of date.
+    ui.charts.performance.invalidate();
     // A snapshot of the view already on screen (a ledger change) flashes what moved.
     renderSelected({ animate: shownViewId === state.selectedId });
   }
@@ -205,6 +207,10 @@ export function createDashboard({
     },
     get views() {
       return state.views;
+    },
+    /** The value chart's range controls (tests and debugging). */
+    get performance() {
+      return ui ? ui.charts.performance : null;
     },
   };
 }

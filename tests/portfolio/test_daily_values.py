@@ -87,6 +87,14 @@ def test_a_rebuild_since_a_day_keeps_the_days_before_it(carol: Portfolio) -> Non
     assert [value for _, value, _, _ in stored(carol)] == [D(1), D(1100), D(1600), D(1650)]
 
 
+def test_a_full_rebuild_replaces_the_days_already_stored(carol: Portfolio) -> None:
+    # Every ledger change rebuilds the whole history over the rows the last one wrote.
+    daily_values_rebuild(portfolio=carol, today=TODAY)
+    DailyValue.objects.filter(portfolio=carol, date=date(2026, 1, 5)).update(value=1)
+    assert daily_values_rebuild(portfolio=carol, today=TODAY).days == 4
+    assert [value for _, value, _, _ in stored(carol)] == [D(1050), D(1100), D(1600), D(1650)]
+
+
 def test_foreign_cash_is_valued_at_the_days_fx_close_and_its_deposit_at_the_booked_rate(alice: Any, instruments: Any) -> None:
     portfolio = services.portfolio_create(owner_id=alice.pk, name="Euro cash")
     # 100 EUR deposited at 1.10 (booked as 110 USD in); EUR/USD closes 1.20 that day: worth 120 USD.

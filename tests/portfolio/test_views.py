@@ -1,5 +1,7 @@
 import json
 import re
+from datetime import date
+from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 
@@ -7,6 +9,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.test import Client
 
+from marketdata.models import DailyClose
 from portfolio.models import Portfolio
 
 pytestmark = pytest.mark.django_db
@@ -49,6 +52,28 @@ def test_dashboard_carries_the_live_config_and_connection_status(client: Client,
     assert " hidden" in _empty_state_tag(html)
     assert '<span class="topbar-user" data-testid="username">alice</span>' in html
     assert 'href="/admin/"' not in html  # no admin link for non-staff
+
+
+def _performance_config(html: str) -> Any:
+    match = re.search(r'<script id="performance-config" type="application/json">(.*?)</script>', html, re.DOTALL)
+    assert match, "performance-config json_script missing"
+    return json.loads(match.group(1))
+
+
+def test_dashboard_offers_as_benchmarks_the_instruments_with_daily_closes(
+    client: Client, alice: Any, admin_user: Any, alice_portfolio: Portfolio, instruments: Any
+) -> None:
+    for symbol in ("MSFT", "AAPL"):
+        DailyClose.objects.create(instrument=instruments[symbol], date=date(2026, 1, 5), close=D("100"), source="csv")
+    client.force_login(alice)
+    config = _performance_config(client.get("/").content.decode())
+    assert config == {
+        "url": "/portfolios/0/performance/",
+        "benchmarks": [{"symbol": "AAPL", "name": "Apple Inc."}, {"symbol": "MSFT", "name": "Microsoft Corp."}],
+        "staff": False,
+    }
+    client.force_login(admin_user)
+    assert _performance_config(client.get("/").content.decode())["staff"] is True  # told how to import closes
 
 
 def test_a_user_without_a_portfolio_sees_the_empty_state(client: Client, charlie: Any, alice_portfolio: Portfolio) -> None:

@@ -1,13 +1,16 @@
-// The two chart cards: the view's value over time and its allocation donut. The charts
-// themselves (../charts.js) know numbers, not money; this passes them the view's formatting.
+// The two chart cards: the view's value over time (live, or over a range: performance.js) and its
+// allocation donut. The charts themselves (../charts.js) know numbers, not money; this passes them the
+// view's formatting.
 
 import { createAllocationChart, createValueChart } from "../charts.js";
 import { el } from "./dom.js";
 import { formatAxisMoney, formatClock, formatMoney, formatPercent } from "./format.js";
+import { createPerformance } from "./performance.js";
 import { STORAGE_KEYS, storageGet, storageSet } from "./storage.js";
 
 export function createChartCards() {
   const valueChart = createValueChart({ title: "Value" });
+  const performance = createPerformance({ liveChart: valueChart });
   const allocationChart = createAllocationChart({
     title: "Allocation",
     mode: storageGet(STORAGE_KEYS.allocation) || "instrument",
@@ -16,7 +19,7 @@ export function createChartCards() {
   const node = el(
     "div",
     { class: "charts" },
-    el("section", { class: "card chart-card chart-card-value", "aria-label": "Value over time" }, valueChart.root),
+    performance.node,
     el("section", { class: "card chart-card chart-card-alloc", "aria-label": "Allocation" }, allocationChart.root),
   );
 
@@ -29,6 +32,7 @@ export function createChartCards() {
       change: (abs, pct, since) =>
         `${formatMoney(abs.toFixed(2), cur, { signed: true })}${pct === null ? "" : ` (${formatPercent(pct.toFixed(2))})`} since ${formatClock(since, { seconds: false })}`,
     });
+    performance.show(view);
     allocationChart.setData(view.allocation, {
       scope: view.id,
       value: (v) => formatMoney(v, cur),
@@ -38,5 +42,5 @@ export function createChartCards() {
     });
   }
 
-  return { node, render };
+  return { node, render, performance };
 }

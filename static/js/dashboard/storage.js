@@ -4,6 +4,9 @@ export const STORAGE_KEYS = {
   view: "livefolio.view",
   currency: "livefolio.combinedCurrency",
   allocation: "livefolio.allocationMode",
+  // Per tab: "livefolio.range.<view id>" and "livefolio.benchmark.<view id>".
+  range: "livefolio.range",
+  benchmark: "livefolio.benchmark",
 };
 
 export function storageGet(key) {
