@@ -124,11 +124,11 @@ def past_flows(days: Iterable[FlowDay], *, base: str, target: str, rate_on: Call
     live = [ZERO] * len(FIGURES)
     unrated: set[date] = set()
     rates: dict[date, Decimal | None] = {}
-    with localcontext(EXACT):
-        for group in days:
-            if group.day not in rates:
-                rates[group.day] = rate_on(group.day)
-            rate = rates[group.day]
+    for group in days:
+        if group.day not in rates:
+            rates[group.day] = rate_on(group.day)  # in the caller's context, as a live rate is worked out
+        rate = rates[group.day]
+        with localcontext(EXACT):
             for i, name in enumerate(FIGURES):
                 amount = getattr(group.base, name)
                 if rate is not None:
