@@ -5,7 +5,9 @@ again after a ledger change), then updated from price events with no database
 access. Each portfolio is a `View` that knows which rows depend on which
 symbol (the instrument itself, or an FX pair on the way to the base currency)
 and revalues only those, with the functions of `portfolio.valuation`. The
-combined view adds the portfolios' rows up in a currency the user picks.
+combined view adds the portfolios' rows up in a currency the user picks; its
+past figures are converted at the rates of their days once per build
+(`portfolio.pastfx`), so a tick only converts what had no rate of its day.
 """
 
 from __future__ import annotations
