@@ -277,6 +277,7 @@ class CombinedView(View):
             frame["past_fx"] = [
                 {
                     "portfolio": view.id,
+                    "name": view.name,
                     "pair": f.pair,
                     "from": f.first.isoformat(),
                     "to": f.last.isoformat(),

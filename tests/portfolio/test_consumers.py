@@ -481,6 +481,7 @@ async def test_past_figures_without_a_close_of_their_day_convert_at_todays_rate_
         [note] = combined["past_fx"]
         assert note == {
             "portfolio": alice_portfolio.pk,
+            "name": "Alice growth",
             "pair": "USD/EUR",
             "from": "2026-01-04",
             "to": "2026-01-04",

@@ -193,6 +193,7 @@ def test_past_figures_of_an_unrated_day_follow_the_live_rate_and_are_flagged() -
     assert combined["past_fx"] == [  # type: ignore[index]
         {
             "portfolio": 1,
+            "name": "P1",
             "pair": "USD/EUR",
             "from": "2025-02-01",
             "to": "2025-02-01",
