@@ -144,12 +144,16 @@ def fx_history_for(*, since: date | None) -> FxHistory:
     return FxHistory(close_history_load(symbols=set(pairs.values()), since=since), pairs)
 
 
-def live_books_for_user(*, user: AbstractBaseUser | AnonymousUser) -> tuple[list[PortfolioBook], Market]:
-    """Everything the live portfolio stream needs: the user's books with 24 h of history, and the market.
+def live_books_for_user(*, user: AbstractBaseUser | AnonymousUser, portfolio_id: int | None = None) -> tuple[list[PortfolioBook], Market]:
+    """Everything the live portfolio stream needs: the user's books (or the one with `portfolio_id`) with 24 h of
+    history, and the market.
 
     With two portfolios or more (a combined view), also each one's past figures by day and the daily FX history,
-    so the combined view converts them at the rates of their days (five more queries, whatever the books hold)."""
-    books = books_for_portfolios(active_portfolios_for_user(user=user), history_since=timezone.now() - HISTORY_WINDOW)
+    so the combined view converts them at the rates of their days (three more queries, whatever the books hold)."""
+    portfolios = active_portfolios_for_user(user=user)
+    if portfolio_id is not None:
+        portfolios = portfolios.filter(pk=portfolio_id)
+    books = books_for_portfolios(portfolios, history_since=timezone.now() - HISTORY_WINDOW)
     market = market_for(symbols={line.symbol for book in books for line in book.lines})
     if len(books) < 2:
         return books, market

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import fields, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from marketdata.events import PriceUpdate
+from marketdata.models import DailyClose, Instrument
+from portfolio import selectors, services
 from portfolio.daily import CloseHistory
 from portfolio.ledger import Entry, book_from_ledger
 from portfolio.live import LiveBook
+from portfolio.models import Portfolio, Transaction
 from portfolio.pastfx import Fallback, FlowDay, FxHistory, PastFlows, flow_days, past_flows
 from portfolio.selectors import Market, PortfolioBook
 from portfolio.valuation import Flows, Price
-from tests.conftest import T0
+from tests.conftest import T0, record
 from tests.portfolio.test_ledger import valid_ledgers
 from tests.portfolio.test_live import PAIRS, book_from
 
@@ -201,3 +207,48 @@ def test_past_figures_of_an_unrated_day_follow_the_live_rate_and_are_flagged() -
             "message": "converted at today's rate: no USD/EUR history on 2025-02-01",
         }
     ]
+
+
+# ---------------------------------------------------------------- loading (portfolio.selectors)
+
+
+@pytest.mark.django_db
+def test_the_loader_reads_past_figures_and_fx_history_only_for_a_combined_view(alice: Any, alice_portfolio: Portfolio) -> None:
+    [book], market = selectors.live_books_for_user(user=alice)
+    assert (book.past, market.fx_history) == (None, None)  # one portfolio: nothing to convert
+    euro = services.portfolio_create(owner_id=alice.pk, name="Alice euro", base_currency="EUR")
+    record(euro, "deposit", "1000", currency="EUR")
+    DailyClose.objects.create(instrument=Instrument.objects.get(symbol="EUR/USD"), date=DAY1, close=D("1.25"), source="test")
+    books, market = selectors.live_books_for_user(user=alice)
+    past = {book.id: book.past for book in books}
+    # The fixture's 25000 USD deposit the day before T0, its 1 USD fee on T0; the euro deposit on T0.
+    assert past[alice_portfolio.pk] == (
+        FlowDay(DAY1 - timedelta(days=1), "USD", Flows(net_deposits=D(25000)), Flows(net_deposits=D(25000))),
+        FlowDay(DAY1, "USD", Flows(fees=D(1)), Flows(fees=D(1))),
+    )
+    assert past[euro.pk] == (FlowDay(DAY1, "EUR", Flows(net_deposits=D(1000)), Flows(net_deposits=D(1000))),)
+    assert market.fx_history is not None and market.fx_history.rate("USD", "EUR", DAY1) == D("0.8")
+    # One portfolio asked for (the market API's `portfolio:ID`): no combined view, no other ledger read.
+    [one], market = selectors.live_books_for_user(user=alice, portfolio_id=euro.pk)
+    assert (one.id, one.past, market.fx_history) == (euro.pk, None, None)
+
+
+@pytest.mark.django_db
+def test_a_ledger_that_does_not_fold_is_logged_and_its_past_figures_use_todays_rate(
+    alice: Any, alice_portfolio: Portfolio, caplog: pytest.LogCaptureFixture
+) -> None:
+    euro = services.portfolio_create(owner_id=alice.pk, name="Alice euro", base_currency="EUR")
+    # Written past the services' checks (an old import, a hand edit of the database): a sale of shares never held.
+    Transaction.objects.create(
+        portfolio=euro,
+        kind="sell",
+        instrument=Instrument.objects.get(symbol="SAP"),
+        quantity=D(1),
+        price=D(1),
+        currency="EUR",
+        executed_at=T0,
+    )
+    with caplog.at_level(logging.ERROR, logger="portfolio.selectors"):
+        books, _ = selectors.live_books_for_user(user=alice)
+    assert {book.id: book.past is None for book in books} == {alice_portfolio.pk: False, euro.pk: True}
+    assert f"portfolio {euro.pk}: its ledger does not fold" in caplog.text
