@@ -25,11 +25,12 @@ from portfolio.selectors import Market, PortfolioBook
 from portfolio.valuation import Flows, Price
 from tests.conftest import T0, record
 from tests.portfolio.test_ledger import valid_ledgers
-from tests.portfolio.test_live import PAIRS, book_from
+from tests.portfolio.test_live import PAIRS, START, book_from, ledger_entries, ledgers, ticks
 
 D = Decimal
 DAY1, DAY2 = T0.date(), T0.date() + timedelta(days=1)
 FIGURES = tuple(f.name for f in fields(Flows))
+PAST = ("realised_pnl", "dividends", "interest", "fees", "net_deposits")  # the same figures, as the frames name them
 
 
 def ledger() -> list[Entry]:
@@ -185,6 +186,28 @@ def test_a_live_fx_tick_moves_the_combined_market_value_and_leaves_its_past_figu
     totals = frame["combined"]["totals"]  # type: ignore[index]
     assert (totals["market_value"], value.quantize(D("0.01"))) == ("1600.00", D("1818.18"))  # 10 × 200 / 1.25, was / 1.10
     assert (totals["net_deposits"], totals["fees"]) == ("41000.00", "0.50")
+
+
+@settings(max_examples=100, deadline=None)
+@given(ticks=ticks, currency=st.sampled_from(["USD", "EUR", "GBP"]))
+def test_with_history_for_every_day_no_tick_moves_the_combined_past_figures(
+    ticks: list[tuple[str, Decimal, Decimal | None, bool]], currency: str
+) -> None:
+    # test_live's two books (USD and EUR, entries in USD, EUR and GBP), every day with its EUR/USD and GBP/USD close.
+    books = [replace(book, past=flow_days(entries)) for book, entries in zip(ledgers(), ledger_entries(), strict=True)]
+    closes = CloseHistory([("EUR/USD", T0.date(), D("1.08")), ("GBP/USD", T0.date(), D("1.27"))])
+    # Every live rate known from the start: a portfolio without one is left out of the totals whole, until it comes.
+    prices = {**START, "GBP/USD": Price(D("1.30"), T0, 1, "e")}
+    market = Market(prices=prices, pairs=PAIRS, asset_classes={}, fx_history=FxHistory(closes, PAIRS))
+    live = LiveBook(books, market, currency=currency)
+    assert live.combined is not None
+    past = live.snapshot()["combined"]["totals"]  # type: ignore[index]
+    for seq, (symbol, value, reference, _) in enumerate(ticks, start=2):
+        live.apply(PriceUpdate(symbol, seq, "e", value, None, None, T0 + timedelta(seconds=seq), "test", 1, reference=reference))
+        frame = live.take_changes()
+        if frame is not None and "combined" in frame:
+            totals = frame["combined"]["totals"]  # type: ignore[index]
+            assert {name: totals[name] for name in PAST} == {name: past[name] for name in PAST}
 
 
 def test_past_figures_of_an_unrated_day_follow_the_live_rate_and_are_flagged() -> None:
