@@ -82,10 +82,8 @@ class LivePortfolios:
 
     @staticmethod
     async def _load(user: Any, portfolio_id: int | None) -> tuple[list[PortfolioBook], Market]:
-        books, market = await database_sync_to_async(selectors.live_books_for_user)(user=user)
-        if portfolio_id is not None:
-            books = [book for book in books if book.id == portfolio_id]
-        return books, market
+        # One portfolio (`portfolio:ID`) has no combined view: its loader reads no other ledger.
+        return await database_sync_to_async(selectors.live_books_for_user)(user=user, portfolio_id=portfolio_id)
 
 
 class PortfolioConsumer(ClosesOnOutage, AsyncWebsocketConsumer):

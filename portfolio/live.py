@@ -5,7 +5,9 @@ again after a ledger change), then updated from price events with no database
 access. Each portfolio is a `View` that knows which rows depend on which
 symbol (the instrument itself, or an FX pair on the way to the base currency)
 and revalues only those, with the functions of `portfolio.valuation`. The
-combined view adds the portfolios' rows up in a currency the user picks.
+combined view adds the portfolios' rows up in a currency the user picks; its
+past figures are converted at the rates of their days once per build
+(`portfolio.pastfx`), so a tick only converts what had no rate of its day.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import fields, replace
 from decimal import Decimal
-from functools import cached_property
+from functools import cached_property, partial
 
 from marketdata.events import PriceUpdate, to_epoch_ms
 from portfolio.ledger import plain
+from portfolio.pastfx import Fallback, PastFlows, past_flows
 from portfolio.selectors import Market, PortfolioBook
 from portfolio.valuation import (
     NO_RATE,
@@ -204,7 +207,8 @@ def _totals(t: Totals) -> Frame:
 
 
 class CombinedView(View):
-    """All portfolios added up in one currency: each portfolio's rows converted at the current rate, merged by key."""
+    """All portfolios added up in one currency: each portfolio's rows converted at the current rate, merged by key;
+    its past figures (realised P&L, dividends, interest, fees, net deposits) at the rates of their days."""
 
     def __init__(self, views: list[View], currency: str, market: Market) -> None:
         self.views = views
@@ -213,6 +217,7 @@ class CombinedView(View):
         self.currency = currency
         self.market = market
         self.routes = {view.currency: fx_route(view.currency, currency, market.pairs) for view in views}
+        self.past = self._past()
         self.items = {}
         for view in views:
             for key, item in view.items.items():
@@ -236,13 +241,57 @@ class CombinedView(View):
         for key in keys:
             self.running.set(key, convert((view.rows[key], *self.rates[view.id]) for view in self.views if key in view.rows))
 
+    def _past(self) -> dict[int | str, PastFlows]:
+        """Each foreign portfolio's past figures in this view's currency at the rates of their days (on build: when
+        the books load or reload, or the currency changes; never per tick)."""
+        history = self.market.fx_history
+        past: dict[int | str, PastFlows] = {}
+        for view in self.views:
+            days = view.book.past
+            if view.currency == self.currency or days is None or history is None:
+                continue  # the same currency needs no rate; without the days (not loaded), today's rate as before
+            rate_on = partial(history.rate, view.currency, self.currency)
+            past[view.id] = past_flows(days, base=view.currency, target=self.currency, rate_on=rate_on)
+        return past
+
     def flows(self) -> Flows:
         total = {f.name: Decimal(0) for f in fields(Flows)}
         for view in self.views:
             rate = self.rates[view.id][0]
-            for name in total if rate is not None else ():
-                total[name] += getattr(view.book.flows, name) * rate
+            if rate is None:
+                continue  # the portfolio is missing as a whole (`totals`)
+            past = self.past.get(view.id)
+            if past is None:
+                for name in total:
+                    total[name] += getattr(view.book.flows, name) * rate
+            else:  # fixed since the build, but for what had no rate of its day
+                converted = past.at(rate)
+                for name in total:
+                    total[name] += getattr(converted, name)
         return Flows(**total)
+
+    def frame(self, keys: Iterable[str] | None = None) -> Frame:
+        frame = super().frame(keys)
+        if keys is None:
+            # Past figures that had no FX close of their day, converted at today's rate: named, never silent.
+            frame["past_fx"] = [
+                {
+                    "portfolio": view.id,
+                    "name": view.name,
+                    "pair": f.pair,
+                    "from": f.first.isoformat(),
+                    "to": f.last.isoformat(),
+                    "days": f.days,
+                    "message": f.message,
+                }
+                for view in self.views
+                if (f := self._fallback(view)) is not None
+            ]
+        return frame
+
+    def _fallback(self, view: View) -> Fallback | None:
+        past = self.past.get(view.id)
+        return None if past is None else past.fallback
 
     def totals(self) -> Totals:
         # A portfolio that cannot be converted is missing as a whole, ledger totals included.
@@ -322,7 +371,7 @@ class LiveBook:
             current = prices.get(symbol)
             if current is None or _newer(price.epoch, price.seq, current):
                 prices[symbol] = price
-        self._build(books, Market(prices=prices, pairs=market.pairs, asset_classes=market.asset_classes), self.currency)
+        self._build(books, replace(market, prices=prices), self.currency)
 
     def set_currency(self, currency: str) -> None:
         self.currency = currency

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 from decimal import Decimal
+from itertools import groupby
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from marketdata.models import AssetClass, Instrument, Quote
-from portfolio.models import CashBalance, Holding, Portfolio, PortfolioValue
+from portfolio.daily import CloseHistory
+from portfolio.ledger import Entry, LedgerError
+from portfolio.models import CashBalance, Holding, Portfolio, PortfolioValue, Transaction
+from portfolio.pastfx import FlowDay, FxHistory, flow_days
+from portfolio.performance import close_history_load, fx_pairs_all
 from portfolio.valuation import Cash, Flows, Line, Pairs, Price, fx_pair
+
+log = logging.getLogger(__name__)
 
 HISTORY_WINDOW = timedelta(hours=24)
 
@@ -28,6 +37,9 @@ class PortfolioBook:
     cash: tuple[Cash, ...] = ()
     flows: Flows = field(default_factory=Flows)
     history: tuple[tuple[datetime, Decimal], ...] = ()
+    # What each day's entries added to `flows`, for the combined view's past figures at past rates
+    # (`portfolio.pastfx`); None when not loaded (a single portfolio needs no conversion).
+    past: tuple[FlowDay, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,7 @@ class Market:
     prices: dict[str, Price]
     pairs: Pairs
     asset_classes: dict[str, str]  # asset class key → label
+    fx_history: FxHistory | None = None  # daily FX closes, for past figures at past rates
 
 
 def portfolios_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Portfolio]:
@@ -102,7 +115,49 @@ def market_for(*, symbols: set[str]) -> Market:
     return Market(prices=prices, pairs=pairs, asset_classes=dict(AssetClass.choices))
 
 
-def live_books_for_user(*, user: AbstractBaseUser | AnonymousUser) -> tuple[list[PortfolioBook], Market]:
-    """Everything the live portfolio stream needs: the user's books with 24 h of history, and the market."""
-    books = books_for_portfolios(active_portfolios_for_user(user=user), history_since=timezone.now() - HISTORY_WINDOW)
-    return books, market_for(symbols={line.symbol for book in books for line in book.lines})
+def past_for_portfolios(ids: Iterable[int]) -> dict[int, tuple[FlowDay, ...] | None]:
+    """Each portfolio's past figures by day and currency (`portfolio.pastfx.flow_days`): its ledger replayed, in one
+    query streamed in chunks. A ledger that does not fold is logged and gets None (its past figures then convert at
+    today's rate)."""
+    ids = list(ids)
+    past: dict[int, tuple[FlowDay, ...] | None] = dict.fromkeys(ids, ())
+    rows = (
+        Transaction.objects.filter(portfolio_id__in=ids)
+        .order_by("portfolio_id", "executed_at", "id")
+        .values_list("portfolio_id", "kind", "executed_at", "currency", "instrument__symbol", "quantity", "price", "fee", "fx_rate", "id")
+    )
+    for pk, group in groupby(rows.iterator(chunk_size=2000), key=lambda row: row[0]):
+        entries = (Entry(k, at, ccy, sym or "", q, p, f, fx, ref=ref) for _, k, at, ccy, sym, q, p, f, fx, ref in group)
+        try:
+            past[pk] = flow_days(entries)
+        except LedgerError as exc:
+            log.error("portfolio %s: its ledger does not fold (%s); its past figures convert at today's rate", pk, exc)
+            past[pk] = None
+    return past
+
+
+def fx_history_for(*, since: date | None) -> FxHistory:
+    """The daily closes of every FX instrument from `since` (a week more, for the close carried into it); two queries."""
+    pairs = fx_pairs_all()
+    if since is None:
+        return FxHistory(CloseHistory(()), pairs)
+    return FxHistory(close_history_load(symbols=set(pairs.values()), since=since), pairs)
+
+
+def live_books_for_user(*, user: AbstractBaseUser | AnonymousUser, portfolio_id: int | None = None) -> tuple[list[PortfolioBook], Market]:
+    """Everything the live portfolio stream needs: the user's books (or the one with `portfolio_id`) with 24 h of
+    history, and the market.
+
+    With two portfolios or more (a combined view), also each one's past figures by day and the daily FX history,
+    so the combined view converts them at the rates of their days (three more queries, whatever the books hold)."""
+    portfolios = active_portfolios_for_user(user=user)
+    if portfolio_id is not None:
+        portfolios = portfolios.filter(pk=portfolio_id)
+    books = books_for_portfolios(portfolios, history_since=timezone.now() - HISTORY_WINDOW)
+    market = market_for(symbols={line.symbol for book in books for line in book.lines})
+    if len(books) < 2:
+        return books, market
+    past = past_for_portfolios(book.id for book in books)
+    first = min((days[0].day for days in past.values() if days), default=None)
+    books = [replace(book, past=past[book.id]) for book in books]
+    return books, replace(market, fx_history=fx_history_for(since=first))

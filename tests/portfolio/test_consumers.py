@@ -4,7 +4,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +18,7 @@ from config.asgi import application
 from marketdata.delivery import streams
 from marketdata.delivery.history import market_store
 from marketdata.events import PriceUpdate
-from marketdata.models import Instrument
+from marketdata.models import DailyClose, Instrument
 from portfolio import services
 from portfolio.models import Portfolio
 from tests.conftest import T0, count_queries, publish_price, record, session_cookie, ticker_message
@@ -363,16 +363,19 @@ async def test_connecting_reads_the_database_a_fixed_number_of_times_whatever_th
                 await receive(ws)
         return len(queries)
 
-    small = await connect_queries()
-
-    def more() -> None:
-        for name in ("Second", "Third"):
+    def portfolios(*names: str) -> None:
+        for name in names:
             portfolio = services.portfolio_create(owner_id=alice.pk, name=name)
             record(portfolio, "deposit", "10000", currency="USD", executed_at=T0)
             for symbol in ("MSFT", "AAPL", "BTC-USD"):
                 record(portfolio, "buy", "1", instruments[symbol], price="100", executed_at=T0 + timedelta(days=1))
 
-    await database_sync_to_async(more)()
+    one = await connect_queries()
+    # From two portfolios on, a combined view: its past figures read the ledgers and the FX history, in fixed queries.
+    await database_sync_to_async(portfolios)("Second")
+    small = await connect_queries()
+    assert small == one + 3  # the ledgers, the FX pairs, the FX closes
+    await database_sync_to_async(portfolios)("Third", "Fourth")
     assert await connect_queries() == small
 
 
@@ -406,3 +409,85 @@ async def test_a_dashboard_that_missed_prices_while_the_hub_was_away_gets_a_fres
             assert rows_by_key((await receive(ws, timeout=5))["portfolios"][0])["AAPL"]["price"] == "230"
     finally:
         await redis.aclose()
+
+
+def _euro_and_history(alice: Any, alice_portfolio: Portfolio, *, closes: dict[str, str]) -> Portfolio:
+    """Alice's USD portfolio with a past of every kind on two days, a EUR one beside it, and EUR/USD daily closes."""
+    aapl = Instrument.objects.get(symbol="AAPL")
+    # Besides the fixture's 25000 deposit (4 January) and 1 USD fee (5 January), on 5 January:
+    record(alice_portfolio, "sell", "5", aapl, price="170", executed_at=T0 + timedelta(hours=1))  # realised 5 × (170 − 150) = 100
+    record(alice_portfolio, "dividend", "10", aapl, price="1", executed_at=T0 + timedelta(hours=1))
+    record(alice_portfolio, "interest", "4", executed_at=T0 + timedelta(hours=1))
+    euro = services.portfolio_create(owner_id=alice.pk, name="Alice euro", base_currency="EUR")  # sorts first: the view is in EUR
+    record(euro, "deposit", "1000", currency="EUR", executed_at=T0)
+    fx = Instrument.objects.get(symbol="EUR/USD")
+    for day, close in closes.items():
+        DailyClose.objects.create(instrument=fx, date=date.fromisoformat(day), close=D(close), source="test")
+    return euro
+
+
+PAST = ("realised_pnl", "dividends", "interest", "fees", "net_deposits")
+
+
+async def test_past_figures_in_the_combined_view_are_converted_at_their_days_rates(alice: Any, alice_portfolio: Portfolio) -> None:
+    # EUR/USD closed at 1.25 on 4 January (1 USD = 0.80 EUR) and 2.00 on 5 January (0.50 EUR); live it is 1.10.
+    await database_sync_to_async(_euro_and_history)(alice, alice_portfolio, closes={"2026-01-04": "1.25", "2026-01-05": "2.00"})
+    async with stream(alice) as ws:
+        await ws.connect()
+        snapshot = await receive(ws)
+    combined = snapshot["combined"]
+    assert combined["currency"] == "EUR"
+    # 25000 USD × 0.80 + 1000 EUR; 100 USD, 10 USD, 4 USD and the 1 USD fee of 5 January × 0.50.
+    assert {name: combined["totals"][name] for name in PAST} == {
+        "realised_pnl": "50.00",
+        "dividends": "5.00",
+        "interest": "2.00",
+        "fees": "0.50",
+        "net_deposits": "21000.00",
+    }
+    assert combined["past_fx"] == []  # every day had its close
+    # A portfolio's own view is untouched: in its base currency, as the ledger booked it.
+    usd = next(p for p in snapshot["portfolios"] if p["id"] == alice_portfolio.pk)["totals"]
+    assert {name: usd[name] for name in PAST} == {
+        "realised_pnl": "100.00",
+        "dividends": "10.00",
+        "interest": "4.00",
+        "fees": "1.00",
+        "net_deposits": "25000.00",
+    }
+
+
+async def test_an_fx_tick_moves_the_combined_market_value_but_not_its_past_figures(alice: Any, alice_portfolio: Portfolio) -> None:
+    await database_sync_to_async(_euro_and_history)(alice, alice_portfolio, closes={"2026-01-04": "1.25", "2026-01-05": "2.00"})
+    async with stream(alice) as ws:
+        await ws.connect()
+        before = (await receive(ws))["combined"]["totals"]
+        await price("EUR/USD", "1.25", seq=1)
+        after = (await receive(ws))["combined"]["totals"]
+    # Live figures move with FX: 5 AAPL × 200 + 0.5 BTC × 60000 = 31000 USD, at 1.10 then at 1.25.
+    assert (before["market_value"], after["market_value"]) == ("28181.82", "24800.00")
+    assert {name: after[name] for name in PAST} == {name: before[name] for name in PAST}  # past figures do not
+
+
+async def test_past_figures_without_a_close_of_their_day_convert_at_todays_rate_and_say_so(alice: Any, alice_portfolio: Portfolio) -> None:
+    # No close before 5 January: the 25000 USD deposit of 4 January waits for today's rate, and the view says so.
+    await database_sync_to_async(_euro_and_history)(alice, alice_portfolio, closes={"2026-01-05": "2.00"})
+    async with stream(alice) as ws:
+        await ws.connect()
+        combined = (await receive(ws))["combined"]
+        # 25000 / 1.10 = 22727.27 + 1000
+        assert combined["totals"]["net_deposits"] == "23727.27"
+        assert combined["totals"]["fees"] == "0.50"
+        [note] = combined["past_fx"]
+        assert note == {
+            "portfolio": alice_portfolio.pk,
+            "name": "Alice growth",
+            "pair": "USD/EUR",
+            "from": "2026-01-04",
+            "to": "2026-01-04",
+            "days": 1,
+            "message": "converted at today's rate: no USD/EUR history on 2026-01-04",
+        }
+        await price("EUR/USD", "1.25", seq=1)
+        totals = (await receive(ws))["combined"]["totals"]
+    assert (totals["net_deposits"], totals["fees"]) == ("21000.00", "0.50")  # 25000 / 1.25 + 1000: that part is live

@@ -27,7 +27,8 @@ def book_from(portfolio_id: int, base: str, entries: list[Entry]) -> PortfolioBo
     return PortfolioBook(portfolio_id, f"P{portfolio_id}", base, lines, cash, flows)
 
 
-def ledgers() -> list[PortfolioBook]:
+def ledger_entries() -> tuple[list[Entry], list[Entry]]:
+    """The entries of a USD portfolio and of a EUR one."""
     usd = [
         Entry("deposit", T0, "USD", quantity=D(50000)),
         Entry("buy", T0, "USD", "AAPL", D(10), D(150), D(1)),
@@ -40,6 +41,11 @@ def ledgers() -> list[PortfolioBook]:
         Entry("buy", T0, "EUR", "SAP", D(8), D(210)),
         Entry("sell", T0, "EUR", "SAP", D(3), D(230), D(1)),
     ]
+    return usd, eur
+
+
+def ledgers() -> list[PortfolioBook]:
+    usd, eur = ledger_entries()
     return [book_from(1, "USD", usd), book_from(2, "EUR", eur)]
 
 

@@ -32,6 +32,8 @@ export function viewModel(raw, currencyFallback) {
     allocation: raw.allocation || {},
     rows,
     series,
+    // Combined view only, from snapshots: past figures converted at today's rate for want of FX history.
+    pastFx: Array.isArray(raw.past_fx) ? raw.past_fx : [],
     lastLiveAt: null, // when the newest live point was appended; null: the head is history
   };
   syncWeights(view);

@@ -1,6 +1,7 @@
 // The totals: the total value, day change and unrealised P&L cards, the figures below them
-// (realised P&L, dividends & interest, fees, cash, net deposits) and the note naming
-// what the server left out of the totals.
+// (realised P&L, dividends & interest, fees, cash, net deposits), the note naming
+// what the server left out of the totals and, in the combined view, the note naming
+// past figures converted at today's rate for want of FX history.
 
 import { el, flash, setSignClass, setText } from "./dom.js";
 import { addDecimals, formatMoney, formatPercent, isMissing, signOf } from "./format.js";
@@ -36,6 +37,7 @@ export function createTotals() {
   const deposits = figure("Net deposits", "net-deposits");
   const figures = el("dl", { class: "figures card" }, realised.box, dividends.box, fees.box, cash.box, deposits.box);
   const missing = el("p", { class: "totals-note", "data-testid": "totals-missing", role: "note", hidden: true });
+  const pastFx = el("p", { class: "totals-note", "data-testid": "past-fx-note", role: "note", hidden: true });
 
   /** The totals on screen, to flash what moved. */
   let shown = null;
@@ -97,8 +99,12 @@ export function createTotals() {
       return `${label} (${MISSING_REASONS[m.reason] || String(m.reason || "unknown").replace(/_/g, " ")})`;
     });
     setText(missing, parts.length ? `Left out of totals: ${parts.join(", ")}` : "");
+
+    const notes = Array.isArray(view.pastFx) ? view.pastFx : [];
+    pastFx.hidden = notes.length === 0;
+    setText(pastFx, notes.map((n) => `Past figures of ${n.name || `portfolio ${n.portfolio}`} ${n.message}.`).join(" "));
     shown = { ...t };
   }
 
-  return { nodes: [kpis, figures, missing], render };
+  return { nodes: [kpis, figures, missing, pastFx], render };
 }
