@@ -126,30 +126,33 @@ def daily_values_rebuild(*, portfolio: Portfolio, since: date | None = None, tod
     The whole ledger is replayed (the book at `since` depends on everything before it); only rows from `since`
     are rewritten, in one transaction, and rows outside the ledger's days go. A ledger that does not fold is
     logged and leaves the rows as they were."""
-    try:
-        days = daily_values_compute(portfolio=portfolio, today=today)
-    except LedgerError as exc:
-        log.error("daily values of portfolio %s not rebuilt: %s", portfolio.pk, exc)
-        return Rebuilt(0, 0, error=str(exc))
-    kept = [d for d in days if since is None or d.day >= since]
-    rows = [
-        DailyValue(
-            portfolio=portfolio,
-            date=d.day,
-            value=d.value,
-            net_flow=d.net_flow,
-            inflow=d.inflow,
-            complete=d.complete,
-            missing=" ".join(d.missing)[:200],
-        )
-        for d in kept
-    ]
-    stale = DailyValue.objects.filter(portfolio=portfolio)
-    if since is not None and days:  # (an empty Q() ORed with a condition is just the condition: not "every row")
-        stale = stale.filter(Q(date__gte=since) | Q(date__lt=days[0].day) | Q(date__gt=days[-1].day))
-    elif since is not None:
-        stale = stale.filter(date__gte=since)
+    # One rebuild of a portfolio at a time: two ledger changes committed together each rebuild after commit, and
+    # their deletes and inserts must not interleave (on PostgreSQL the second insert hit the unique date).
     with db_transaction.atomic():
+        Portfolio.objects.select_for_update().filter(pk=portfolio.pk).first()
+        try:
+            days = daily_values_compute(portfolio=portfolio, today=today)
+        except LedgerError as exc:
+            log.error("daily values of portfolio %s not rebuilt: %s", portfolio.pk, exc)
+            return Rebuilt(0, 0, error=str(exc))
+        kept = [d for d in days if since is None or d.day >= since]
+        rows = [
+            DailyValue(
+                portfolio=portfolio,
+                date=d.day,
+                value=d.value,
+                net_flow=d.net_flow,
+                inflow=d.inflow,
+                complete=d.complete,
+                missing=" ".join(d.missing)[:200],
+            )
+            for d in kept
+        ]
+        stale = DailyValue.objects.filter(portfolio=portfolio)
+        if since is not None and days:  # (an empty Q() ORed with a condition is just the condition: not "every row")
+            stale = stale.filter(Q(date__gte=since) | Q(date__lt=days[0].day) | Q(date__gt=days[-1].day))
+        elif since is not None:
+            stale = stale.filter(date__gte=since)
         stale.delete()
         DailyValue.objects.bulk_create(rows, batch_size=1000)
     return Rebuilt(len(rows), sum(not d.complete for d in kept))
