@@ -3,7 +3,6 @@ enforces exactly the rules the rest of the app does."""
 
 from __future__ import annotations
 
-import codecs
 import io
 from decimal import Decimal
 from typing import Any
@@ -24,11 +23,8 @@ from django.utils.text import slugify
 
 from marketdata.admin import ReadOnlyAdmin, amount
 from portfolio import csvio, services
+from portfolio.forms import csv_upload_checked, draft_from, megabytes
 from portfolio.models import CashBalance, Holding, Kind, Portfolio, Transaction
-
-# An upload is streamed (bounded memory) but checked within the request, on its thread: PORTFOLIO_IMPORT_MAX_BYTES
-# bounds how long that takes; bigger ledgers go through `manage.py import_transactions`.
-_UTF8_CHECK_CHUNK = 64 * 1024
 
 
 def money(value: Decimal | None, currency: str = "") -> str:
@@ -106,11 +102,10 @@ class CashInline(ShownInline):
         return money(obj.amount, obj.currency)
 
 
-def _megabytes(size: int) -> str:
-    return f"{size / 2**20:.1f}".removesuffix(".0")
-
-
 class CsvImportForm(forms.Form):
+    """An upload is streamed (bounded memory) but checked within the request, on its thread: PORTFOLIO_IMPORT_MAX_BYTES
+    bounds how long that takes; bigger ledgers go through `manage.py import_transactions`."""
+
     file = forms.FileField(label="CSV file")
     dry_run = forms.BooleanField(
         label="Dry run", required=False, initial=True, help_text="Check every row and preview the result, but write nothing."
@@ -118,26 +113,10 @@ class CsvImportForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["file"].help_text = f"Columns: {csvio.HEADER}. UTF-8, at most {_megabytes(settings.PORTFOLIO_IMPORT_MAX_BYTES)} MB."
+        self.fields["file"].help_text = f"Columns: {csvio.HEADER}. UTF-8, at most {megabytes(settings.PORTFOLIO_IMPORT_MAX_BYTES)} MB."
 
     def clean_file(self) -> UploadedFile:
-        """The upload, once it is known to be within the size limit and UTF-8 throughout (read in chunks, not whole)."""
-        upload: UploadedFile = self.cleaned_data["file"]
-        limit = settings.PORTFOLIO_IMPORT_MAX_BYTES
-        if (upload.size or 0) > limit:
-            raise ValidationError(
-                f"The file is {(upload.size or 0) / 2**20:.1f} MB; the limit is {_megabytes(limit)} MB. "
-                "Split it, or import it with manage.py import_transactions."
-            )
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        try:
-            for chunk in upload.chunks(_UTF8_CHECK_CHUNK):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise ValidationError("The file is not UTF-8 text: save it as “CSV UTF-8”.") from None
-        upload.seek(0)
-        return upload
+        return csv_upload_checked(self.cleaned_data["file"], too_big="Split it, or import it with manage.py import_transactions.")
 
 
 @admin.register(Portfolio)
@@ -289,18 +268,7 @@ class TransactionForm(forms.ModelForm):
                 self.fields[name].initial = None
 
     def draft(self) -> services.Draft:
-        data = self.cleaned_data
-        return services.Draft(
-            kind=data["kind"],
-            executed_at=data["executed_at"],
-            quantity=data["quantity"],
-            instrument=data.get("instrument"),
-            currency=data.get("currency") or "",
-            price=Decimal(1) if data.get("price") is None else data["price"],
-            fee=data.get("fee") or Decimal(0),
-            fx_rate=data.get("fx_rate"),
-            note=data.get("note", ""),
-        )
+        return draft_from(self.cleaned_data)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

@@ -3,6 +3,8 @@ messages reach the user unchanged (the admin shows the same ones)."""
 
 from __future__ import annotations
 
+import codecs
+from collections.abc import Mapping
 from datetime import date, datetime, time
 from decimal import Decimal
 from functools import cache
@@ -10,7 +12,9 @@ from typing import Any
 from zoneinfo import available_timezones
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -18,6 +22,45 @@ from marketdata.models import Instrument
 from portfolio import services
 from portfolio.ledger import plain
 from portfolio.models import Kind, Portfolio, Transaction
+
+_UTF8_CHECK_CHUNK = 64 * 1024
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f}".removesuffix(".0")
+
+
+def csv_upload_checked(upload: UploadedFile, *, too_big: str) -> UploadedFile:
+    """A CSV upload once it is within PORTFOLIO_IMPORT_MAX_BYTES and UTF-8 throughout (read in chunks, not whole);
+    `too_big` ends the size error (where else the file can go). For the admin's import and the app's wizard."""
+    limit = settings.PORTFOLIO_IMPORT_MAX_BYTES
+    if (upload.size or 0) > limit:
+        raise ValidationError(f"The file is {(upload.size or 0) / 2**20:.1f} MB; the limit is {megabytes(limit)} MB. {too_big}")
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for chunk in upload.chunks(_UTF8_CHECK_CHUNK):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise ValidationError("The file is not UTF-8 text: save it as “CSV UTF-8”.") from None
+    upload.seek(0)
+    return upload
+
+
+def draft_from(data: Mapping[str, Any]) -> services.Draft:
+    """A ledger draft from a recording form's cleaned data (the admin's and the app's): empty price 1 (cash), fee 0."""
+    return services.Draft(
+        kind=data["kind"],
+        executed_at=data["executed_at"],
+        quantity=data["quantity"],
+        instrument=data.get("instrument"),
+        currency=data.get("currency") or "",
+        price=Decimal(1) if data.get("price") is None else data["price"],
+        fee=data.get("fee") or Decimal(0),
+        fx_rate=data.get("fx_rate"),
+        note=data.get("note", ""),
+    )
+
 
 # Which inputs each kind uses (docs/accounting.md, "The ledger"); the others are hidden and their values ignored.
 _CASH_FIELDS = ("quantity", "fee", "currency", "fx_rate")
@@ -174,18 +217,7 @@ class EntryForm(forms.ModelForm):
         return data
 
     def draft(self) -> services.Draft:
-        data = self.cleaned_data
-        return services.Draft(
-            kind=data["kind"],
-            executed_at=data["executed_at"],
-            quantity=data["quantity"],
-            instrument=data.get("instrument"),
-            currency=data.get("currency") or "",
-            price=Decimal(1) if data.get("price") is None else data["price"],
-            fee=data.get("fee") or Decimal(0),
-            fx_rate=data.get("fx_rate"),
-            note=data.get("note", ""),
-        )
+        return draft_from(self.cleaned_data)
 
     def other_side(self) -> Portfolio | None:
         counterparty: Portfolio | None = self.cleaned_data.get("counterparty")

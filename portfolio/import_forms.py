@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 from typing import Any
 
 from django import forms
@@ -13,9 +12,8 @@ from django.core.files.uploadedfile import UploadedFile
 from portfolio import csvio, wizard
 from portfolio.brokers import PRESETS, ColumnMapping, MappingError
 from portfolio.brokers.generic import OUR_COLUMNS, REQUIRED
+from portfolio.forms import csv_upload_checked, megabytes
 from portfolio.models import Kind
-
-_UTF8_CHECK_CHUNK = 64 * 1024
 
 DATE_FORMATS = (
     ("", "ISO 8601 with an offset or Z (2025-03-14T15:30:00Z)"),
@@ -43,10 +41,6 @@ COLUMN_HELP = {
 }
 
 
-def megabytes(size: int) -> str:
-    return f"{size / 2**20:.1f}".removesuffix(".0")
-
-
 class UploadForm(forms.Form):
     file = forms.FileField(label="CSV file")
 
@@ -59,23 +53,9 @@ class UploadForm(forms.Form):
         self.fields["file"].widget.attrs["accept"] = ".csv,text/csv,text/plain"
 
     def clean_file(self) -> UploadedFile:
-        """The upload, once it is known to be within the size limit and UTF-8 throughout (read in chunks, not whole)."""
-        upload: UploadedFile = self.cleaned_data["file"]
-        limit = settings.PORTFOLIO_IMPORT_MAX_BYTES
-        if (upload.size or 0) > limit:
-            raise ValidationError(
-                f"The file is {(upload.size or 0) / 2**20:.1f} MB; the limit is {megabytes(limit)} MB. "
-                "Split it, or ask staff to import it with manage.py import_transactions."
-            )
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        try:
-            for chunk in upload.chunks(_UTF8_CHECK_CHUNK):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise ValidationError("The file is not UTF-8 text: save it as “CSV UTF-8”.") from None
-        upload.seek(0)
-        return upload
+        return csv_upload_checked(
+            self.cleaned_data["file"], too_big="Split it, or ask staff to import it with manage.py import_transactions."
+        )
 
 
 class FormatForm(forms.Form):
