@@ -14,21 +14,13 @@ from django.contrib.auth import get_user_model
 
 from tests.conftest import ARTIFACTS
 from tests.e2e.conftest import BROWSER_TEST, log_in
+from tests.e2e.pages import SIZES, shoot
 from tests.servers import live_stack
 
 pytestmark = BROWSER_TEST
 
 SHOTS = ARTIFACTS / "import"
-SIZES = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 SAMPLE = Path(__file__).resolve().parent.parent / "portfolio" / "brokers" / "samples" / "trading212.csv"
-
-
-def shoot(page: Any, name: str) -> None:
-    """The page at both sizes (full height), then back to the desktop size."""
-    for size, viewport in SIZES.items():
-        page.set_viewport_size(viewport)
-        page.screenshot(path=str(SHOTS / f"import-{name}-{size}.png"), full_page=True)
-    page.set_viewport_size(SIZES["desktop"])
 
 
 @pytest.fixture
@@ -61,7 +53,7 @@ def test_a_new_user_imports_a_broker_export_fixing_its_bad_row_in_the_wizard(
 
         # 1. Upload.
         expect(page.get_by_test_id("import-upload")).to_be_visible()
-        shoot(page, "upload")
+        shoot(page, SHOTS, "import-upload")
         page.set_input_files("#id_file", str(SAMPLE))
         page.get_by_role("button", name="Upload and detect").click()
 
@@ -69,10 +61,10 @@ def test_a_new_user_imports_a_broker_export_fixing_its_bad_row_in_the_wizard(
         expect(page.get_by_test_id("import-detected")).to_contain_text("It looks like a Trading 212 export.")
         expect(page.locator('input[name="format"][value="trading212"]')).to_be_checked()
         expect(page.get_by_test_id("import-mapping")).to_be_hidden()
-        shoot(page, "format")
+        shoot(page, SHOTS, "import-format")
         page.get_by_label("Map the columns myself").check()
         expect(page.get_by_test_id("import-mapping")).to_be_visible()
-        shoot(page, "mapping")
+        shoot(page, SHOTS, "import-mapping")
         page.locator('input[name="format"][value="trading212"]').check()
         page.get_by_role("button", name="Check the file").click()
 
@@ -84,7 +76,7 @@ def test_a_new_user_imports_a_broker_export_fixing_its_bad_row_in_the_wizard(
         action = page.locator('input[name="c-10-0"]')
         expect(action).to_have_value("Stock split open")
         expect(action).to_have_attribute("aria-invalid", "true")
-        shoot(page, "problems")
+        shoot(page, SHOTS, "import-problems")
 
         # 4. Fixed in the browser: the row is a buy of 6 more AAPL. Checked again, without uploading again.
         action.fill("Market buy")
@@ -96,13 +88,13 @@ def test_a_new_user_imports_a_broker_export_fixing_its_bad_row_in_the_wizard(
         expect(holdings).to_contain_text("12")  # 10 bought, 4 sold, 6 bought on the fixed line
         expect(holdings).to_contain_text("SAP")
         expect(page.get_by_test_id("import-rows")).to_contain_text("Trading 212 Market buy")
-        shoot(page, "ready")
+        shoot(page, SHOTS, "import-ready")
         page.get_by_test_id("import-run").click()
 
         # Imported, all at once: the transactions page says so.
         expect(page.locator(".message-success")).to_contain_text("Imported Trading 212: 9 rows read, 1 skipped")
         expect(page.locator('tr[data-kind="buy"]')).to_have_count(3)
-        shoot(page, "done")
+        shoot(page, SHOTS, "import-done")
 
         # The dashboard values the holdings live.
         page.get_by_role("link", name="Dashboard").click()
@@ -114,5 +106,5 @@ def test_a_new_user_imports_a_broker_export_fixing_its_bad_row_in_the_wizard(
         value = row.locator('[data-field="market_value"]')
         first = value.inner_text()
         expect(value).not_to_have_text(first, timeout=15_000)
-        shoot(page, "dashboard")
+        shoot(page, SHOTS, "import-dashboard")
         context.close()

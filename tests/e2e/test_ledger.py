@@ -14,20 +14,12 @@ from django.contrib.auth import get_user_model
 
 from tests.conftest import ARTIFACTS
 from tests.e2e.conftest import BROWSER_TEST, log_in, wait_for_js
+from tests.e2e.pages import SIZES, shoot
 from tests.servers import live_stack
 
 pytestmark = BROWSER_TEST
 
 SHOTS = ARTIFACTS / "ledger"
-SIZES = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
-
-
-def shoot(page: Any, name: str) -> None:
-    """The page at both sizes (full height), then back to the desktop size."""
-    for size, viewport in SIZES.items():
-        page.set_viewport_size(viewport)
-        page.screenshot(path=str(SHOTS / f"{name}-{size}.png"), full_page=True)
-    page.set_viewport_size(SIZES["desktop"])
 
 
 @pytest.fixture
@@ -51,12 +43,12 @@ def test_a_new_user_builds_a_portfolio_without_the_admin_and_sees_it_valued_live
 
         # The dashboard's empty state leads to the new portfolio form.
         expect(page.locator("#empty-state")).to_be_visible(timeout=10_000)
-        shoot(page, "dashboard-empty")
+        shoot(page, SHOTS, "dashboard-empty")
         page.get_by_test_id("empty-create").click()
         page.fill("#id_name", "My money")
         expect(page.locator("#id_base_currency")).to_have_value("USD")
         expect(page.locator("#id_time_zone")).to_have_value("UTC")
-        shoot(page, "portfolio-create")
+        shoot(page, SHOTS, "portfolio-create")
         page.get_by_role("button", name="Create portfolio").click()
 
         # A new portfolio starts with a deposit: no instrument, no price to fill.
@@ -79,7 +71,7 @@ def test_a_new_user_builds_a_portfolio_without_the_admin_and_sees_it_valued_live
         assert page.get_attribute("#id_currency", "placeholder") == "USD"
         page.fill("#id_quantity", "10")
         page.fill("#id_price", "250")
-        shoot(page, "transaction-record")
+        shoot(page, SHOTS, "transaction-record")
         page.get_by_role("button", name="Record", exact=True).click()
         buy = page.locator('tr[data-kind="buy"]')
         expect(buy).to_contain_text("AAPL")
@@ -89,20 +81,20 @@ def test_a_new_user_builds_a_portfolio_without_the_admin_and_sees_it_valued_live
         buy.get_by_role("link", name="Edit").click()
         expect(page.locator("#id_quantity")).to_have_value("10")
         expect(page.locator("#id_price")).to_have_value("250")  # an edit keeps the recorded price
-        shoot(page, "transaction-edit")
+        shoot(page, SHOTS, "transaction-edit")
         page.fill("#id_quantity", "12")
         page.get_by_role("button", name="Save changes").click()
         expect(page.locator(".message-success")).to_contain_text("Replaced “Buy 10 AAPL @ 250” with “Buy 12 AAPL @ 250”")
         expect(page.locator('tr[data-kind="buy"]')).to_have_count(1)
         expect(page.locator('tr[data-kind="buy"]')).to_contain_text("3,000.00 USD")
-        shoot(page, "transactions")
+        shoot(page, SHOTS, "transactions")
         page.locator('tr[data-kind="deposit"]').get_by_role("link", name="Delete").click()
-        shoot(page, "transaction-delete")
+        shoot(page, SHOTS, "transaction-delete")
         page.goto(f"{base}/portfolios/")
-        shoot(page, "portfolios")
+        shoot(page, SHOTS, "portfolios")
         page.get_by_role("link", name="Delete My money").click()
         expect(page.get_by_test_id("lost")).to_contain_text("2 transactions (its whole ledger)")
-        shoot(page, "portfolio-delete")
+        shoot(page, SHOTS, "portfolio-delete")
 
         # The dashboard values the holding live: 12 AAPL, a market value that moves with the feed.
         page.get_by_role("link", name="Dashboard").click()
@@ -115,5 +107,5 @@ def test_a_new_user_builds_a_portfolio_without_the_admin_and_sees_it_valued_live
         first = value.inner_text()
         assert "$" in first, first
         expect(value).not_to_have_text(first, timeout=15_000)
-        shoot(page, "dashboard")
+        shoot(page, SHOTS, "dashboard")
         context.close()

@@ -22,13 +22,13 @@ from portfolio import services
 from portfolio.performance import daily_values_rebuild, performance_for
 from tests.conftest import ARTIFACTS
 from tests.e2e.conftest import BROWSER_TEST, log_in, wait_for_js
+from tests.e2e.pages import SIZES, ratio_text, shoot
 from tests.e2e.test_csp import REPORT_VIOLATIONS
 from tests.servers import live_stack
 
 pytestmark = BROWSER_TEST
 
 SHOTS = ARTIFACTS / "performance"
-SIZES = {"desktop": {"width": 1440, "height": 900}, "phone": {"width": 390, "height": 844}}
 D = Decimal
 
 
@@ -42,11 +42,6 @@ def close_of(symbol: str, ago: int) -> Decimal:
 
 def at(ago: int) -> datetime:
     return datetime.combine(timezone.now().date() - timedelta(days=ago), time(15, 0), tzinfo=timezone.get_fixed_timezone(0))
-
-
-def ratio_text(ratio: float) -> str:
-    """What the dashboard shows for a ratio (formatPercent of the % to two places, en-US)."""
-    return f"{ratio * 100:+.2f} %" if round(ratio * 100, 2) != 0 else "0.00 %"
 
 
 @pytest.fixture
@@ -81,14 +76,6 @@ def pat(demo: dict[str, int]) -> dict[str, Any]:
     # What the endpoint computes for 1M with SPY, worked out before the browser's event loop starts in this thread.
     month = performance_for(portfolio=savings, range_name="1M", benchmark="SPY")
     return {"savings": savings, "fresh": fresh, "month": month}
-
-
-def shoot(page: Any, name: str) -> None:
-    for size, viewport in SIZES.items():
-        page.set_viewport_size(viewport)
-        page.wait_for_timeout(150)  # the charts redraw on the resize observer's next frame
-        page.screenshot(path=str(SHOTS / f"{name}-{size}.png"), full_page=True)
-    page.set_viewport_size(SIZES["desktop"])
 
 
 def test_a_user_reads_the_ranges_returns_and_a_benchmark_on_the_value_chart(
@@ -143,7 +130,7 @@ def test_a_user_reads_the_ranges_returns_and_a_benchmark_on_the_value_chart(
         expect(chart.locator("path.chart-line")).to_have_attribute("data-points", str(len(month["series"])))
         expect(chart.locator(".chart-title")).to_have_text("Value")
 
-        shoot(page, "performance-1m")
+        shoot(page, SHOTS, "performance-1m", redraw_ms=150)
 
         # A benchmark: the chart turns to % since the range start, with SPY's line beside the portfolio's.
         page.select_option("#perf-benchmark", "SPY")
@@ -159,7 +146,7 @@ def test_a_user_reads_the_ranges_returns_and_a_benchmark_on_the_value_chart(
         chart.locator(".chart-overlay").hover(position={"x": 300, "y": 100})
         expect(chart.locator(".chart-tooltip-compare")).to_contain_text("SPY")
         page.mouse.move(0, 0)
-        shoot(page, "performance-1m-benchmark")
+        shoot(page, SHOTS, "performance-1m-benchmark", redraw_ms=150)
 
         # Keyboard: arrows move along the ranges.
         page.get_by_role("button", name="1M", exact=True).focus()
@@ -191,7 +178,7 @@ def test_a_user_reads_the_ranges_returns_and_a_benchmark_on_the_value_chart(
             "No daily history yet: it builds up from tonight", timeout=10_000
         )
         expect(page.get_by_test_id("perf-twr")).to_be_hidden()  # no dashes for figures that cannot exist yet
-        shoot(page, "performance-empty")
+        shoot(page, SHOTS, "performance-empty", redraw_ms=150)
 
         # Reloaded: each tab's range and benchmark are remembered.
         page.reload()

@@ -202,7 +202,7 @@ def test_our_own_csv_is_detected_previewed_without_writing_and_imported_all_at_o
     holdings = re.search(r'data-testid="import-holdings".*?</section>', page, re.S).group(0)  # type: ignore[union-attr]
     assert "AAPL" in holdings and ">1<" in holdings and ">150<" in holdings
     cash = re.search(r'data-testid="import-cash".*?</section>', page, re.S).group(0)  # type: ignore[union-attr]
-    assert ">859<" in cash  # 1000 - 301 + 160
+    assert ">859.00<" in cash  # 1000 - 301 + 160, as money
     assert "first buy" in page and "2026-01-03T14:30:00Z" in page
     assert not Transaction.objects.exists()  # a preview is a dry run
 
