@@ -167,6 +167,8 @@ class EntryForm(forms.ModelForm):
         if editing:
             for name in ("quantity", "price", "fee", "fx_rate"):  # 10, not 10.0000000000
                 self.initial[name] = plain(getattr(self.instance, name))
+            if self.instance.currency == portfolio.base_currency:
+                self.initial["fx_rate"] = None  # stored as 1; the form asks for it only across currencies
             counterpart = self.instance.counterpart
             self.initial.setdefault("counterparty", counterpart.portfolio_id if counterpart else None)
         else:

@@ -376,6 +376,7 @@ def test_editing_a_buy_replaces_it_and_rebuilds_the_holding(
     buy = _aapl_buy(alice_portfolio, instruments)
     page = alice_client.get(url("transaction_edit", alice_portfolio.pk, buy.pk)).content.decode()
     assert 'name="quantity" value="10"' in page and 'name="price" value="150"' in page
+    assert 'name="fx_rate" value=' not in page  # a same-currency entry's stored rate of 1 is not asked for
     channel = listen_group(groups.user_group(alice.pk))
 
     with django_capture_on_commit_callbacks(execute=True):
