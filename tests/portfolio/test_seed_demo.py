@@ -1,4 +1,5 @@
 import re
+from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
 from typing import Any
@@ -12,8 +13,9 @@ from django.test import Client
 from django.utils import timezone
 
 from marketdata import selectors
-from marketdata.models import AssetClass, Candle, Feed, Instrument, Quote, SymbolAlias
-from portfolio.models import Holding, Portfolio, Transaction
+from marketdata.models import AssetClass, Candle, DailyClose, Feed, Instrument, Quote, SymbolAlias
+from portfolio.models import DailyValue, Holding, Portfolio, Transaction
+from portfolio.performance import performance_for
 
 D = Decimal
 pytestmark = pytest.mark.django_db
@@ -39,6 +41,7 @@ def counts() -> dict[str, int]:
         "candles": Candle.objects.count(),
         "aliases": SymbolAlias.objects.count(),
         "feeds": Feed.objects.count(),
+        "daily closes": DailyClose.objects.count(),
     }
 
 
@@ -62,10 +65,26 @@ def test_seeding_twice_creates_everything_once() -> None:
         "candles": 12,
         "aliases": 6,
         "feeds": 1,
+        "daily closes": 12 * 215,
     }
     assert counts() == after_first
-    assert first.startswith("seed_demo: 12 new instruments, 22 new transactions.")
-    assert second.startswith("seed_demo: 0 new instruments, 0 new transactions.")
+    assert first.startswith("seed_demo: 12 new instruments, 2580 new daily closes, 22 new transactions.")
+    assert second.startswith("seed_demo: 0 new instruments, 0 new daily closes, 0 new transactions.")
+
+
+def test_the_demo_has_a_daily_history_so_every_range_and_the_past_fx_work_from_the_start() -> None:
+    seed()
+    yesterday = timezone.now().date() - timedelta(days=1)
+    for quote in Quote.objects.select_related("instrument"):
+        last = DailyClose.objects.filter(instrument=quote.instrument).latest("date")
+        assert (last.date, last.close) == (yesterday, quote.reference_price), quote.instrument.symbol
+    for portfolio in Portfolio.objects.filter(owner__username=settings.DEMO_USERNAME):
+        days = DailyValue.objects.filter(portfolio=portfolio)
+        first_entry = portfolio.transactions.earliest("executed_at").executed_at.date()
+        assert days.count() == (yesterday - first_entry).days + 1, portfolio.name
+        assert not days.filter(complete=False).exists(), portfolio.name
+        result = performance_for(portfolio=portfolio, range_name="1Y")
+        assert result["twr"] is not None and result["mwr"] is not None
 
 
 def test_seed_prints_credentials_that_log_in(client: Client) -> None:

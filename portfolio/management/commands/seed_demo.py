@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+import itertools
+import math
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,9 +15,10 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from marketdata.models import AssetClass, Candle, Feed, FeedKind, Instrument, Quote, SymbolAlias
+from marketdata.models import AssetClass, Candle, DailyClose, Feed, FeedKind, Instrument, Quote, SymbolAlias
 from portfolio import services
 from portfolio.models import Portfolio
+from portfolio.performance import daily_values_rebuild
 
 D = Decimal
 NEW_YORK, FRANKFURT = "America/New_York", "Europe/Berlin"
@@ -74,6 +77,41 @@ PORTFOLIOS: dict[tuple[str, str], list[tuple[Any, ...]]] = {
 }
 
 
+# Daily closes the demo starts with (source "seed"), so the value chart's 1W-Max ranges, the returns, the benchmark and
+# the combined view's past FX have history from the first `make run`: days ago -> close, joined geometrically, the
+# last anchor being the day before the starting price's reference. Unadjusted for NVDA's 2:1 split 40 days ago.
+HISTORY_DAYS = 215
+CLOSE_ANCHORS: dict[str, dict[int, Decimal]] = {
+    "AAPL": {200: D("198.40"), 130: D("205.10"), 60: D("232.75")},
+    "MSFT": {180: D("410.10")},
+    "BTC-USD": {150: D("61250.00"), 90: D("58300.00"), 20: D("94100.00")},
+    "ETH-USD": {120: D("2480.00")},
+    "SPY": {90: D("560.30")},
+    "NVDA": {45: D("257.80"), 41: D("334.00"), 40: D("167.00")},
+    "SAP": {110: D("228.40")},
+    "SOL-USD": {7: D("139.20")},
+    "EUR/USD": {140: D("1.0870"), 130: D("1.0858"), 90: D("1.1093"), 60: D("1.0983")},
+}
+SEED_SOURCE = "seed"
+
+
+def demo_closes(symbol: str, reference: Decimal, *, today: date) -> list[tuple[date, Decimal]]:
+    """The demo's daily closes of `symbol`: through its anchors (a -15 % start when it has none that early) to
+    `reference` yesterday, geometric between anchors, with a small deterministic wiggle; quantized like `reference`."""
+    anchors = {1: reference, **CLOSE_ANCHORS.get(symbol, {})}
+    anchors.setdefault(HISTORY_DAYS, min(anchors.values()) * D("0.85"))
+    points = sorted(anchors.items(), reverse=True)  # oldest first
+    closes = []
+    for (older, start), (newer, end) in itertools.pairwise(points):
+        for days in range(older, newer, -1):
+            share = (older - days) / (older - newer)
+            level = float(start) * (float(end) / float(start)) ** share
+            wiggle = 1 + 0.012 * math.sin(days * 0.9 + len(symbol)) if days not in anchors else 1
+            closes.append((today - timedelta(days=days), D(repr(level * wiggle)).quantize(reference)))
+    closes.append((today - timedelta(days=1), reference))
+    return closes
+
+
 class Command(BaseCommand):
     help = "Create the demo user, a staff user, instruments with starting prices and a demo portfolio (safe to re-run)."
 
@@ -82,9 +120,13 @@ class Command(BaseCommand):
             demo = self._user(settings.DEMO_USERNAME, settings.DEMO_PASSWORD, staff=False)
             self._user(settings.ADMIN_USERNAME, settings.ADMIN_PASSWORD, staff=True)
             created = self._instruments()
+            closes = self._daily_closes()
             entries = sum(self._portfolio(demo, name, currency, ledger) for (name, currency), ledger in PORTFOLIOS.items())
+        if closes:  # (new portfolios are rebuilt after their import's commit anyway; this covers a re-run)
+            for portfolio in Portfolio.objects.filter(owner=demo):
+                daily_values_rebuild(portfolio=portfolio)
         self.stdout.write(
-            f"seed_demo: {created} new instruments, {entries} new transactions. "
+            f"seed_demo: {created} new instruments, {closes} new daily closes, {entries} new transactions. "
             f"Log in as {settings.DEMO_USERNAME} / {settings.DEMO_PASSWORD}; "
             f"admin as {settings.ADMIN_USERNAME} / {settings.ADMIN_PASSWORD}"
         )
@@ -122,6 +164,21 @@ class Command(BaseCommand):
         for alias, source, symbol in ALIASES:
             SymbolAlias.objects.get_or_create(alias=alias, source=source, defaults={"instrument": Instrument.objects.get(symbol=symbol)})
         return created
+
+    def _daily_closes(self) -> int:
+        """The demo instruments' daily history, where they have none yet (a re-run adds nothing)."""
+        today = timezone.now().date()
+        rows = []
+        for instrument in Instrument.objects.filter(symbol__in=[row[0] for row in INSTRUMENTS]).select_related("quote"):
+            if instrument.daily_closes.exists():
+                continue
+            reference = instrument.quote.reference_price or instrument.quote.price
+            rows += [
+                DailyClose(instrument=instrument, date=day, close=close, source=SEED_SOURCE)
+                for day, close in demo_closes(instrument.symbol, reference, today=today)
+            ]
+        DailyClose.objects.bulk_create(rows, batch_size=1000)
+        return len(rows)
 
     def _portfolio(self, owner: Any, name: str, currency: str, ledger: list[tuple[Any, ...]]) -> int:
         portfolio = Portfolio.objects.filter(owner=owner, name=name).first()
