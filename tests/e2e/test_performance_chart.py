@@ -51,6 +51,7 @@ def pat(demo: dict[str, int]) -> dict[str, Any]:
     user = get_user_model().objects.create_user("pat", password="pat-pass-123")
     instruments = {i.symbol: i for i in Instrument.objects.filter(symbol__in=["AAPL", "SPY"])}
     for symbol, instrument in instruments.items():
+        DailyClose.objects.filter(instrument=instrument).delete()  # the demo's seeded history makes way for these
         DailyClose.objects.bulk_create(
             DailyClose(instrument=instrument, date=timezone.now().date() - timedelta(days=ago), close=close_of(symbol, ago), source="csv")
             for ago in range(1, 71)

@@ -110,6 +110,7 @@ def gus(demo: dict[str, int]) -> Any:
     and from `manage.py import_prices` (a vendor's file); written here as an imported file's rows (source "csv"), so
     the worker's own closes of yesterday do not replace them while the test runs."""
     for instrument in Instrument.objects.filter(symbol__in=["AAPL", "MSFT"]):
+        DailyClose.objects.filter(instrument=instrument).delete()  # the demo's seeded history makes way for these
         DailyClose.objects.bulk_create(
             DailyClose(instrument=instrument, date=day(ago), close=close_of(instrument.symbol, ago), source="csv") for ago in range(1, 36)
         )
