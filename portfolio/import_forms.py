@@ -138,7 +138,8 @@ class FormatForm(forms.Form):
             timezone=mapping.get("timezone") or time_zone,
             decimal=mapping.get("decimal", "."),
             thousands=mapping.get("thousands", ""),
-            kinds="\n".join(f"{k} = {v}" for k, v in (mapping.get("kinds") or {}).items()),
+            # Sorted: a JSON column keeps no key order on PostgreSQL (jsonb), so the order typed in is not kept anyway.
+            kinds="\n".join(f"{k} = {v}" for k, v in sorted((mapping.get("kinds") or {}).items())),
         )
         return initial
 
