@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP goes to Django, WebSockets through origin check → session auth → router.
+"""ASGI entry point: HTTP goes to Django, WebSockets through origin check → connection cap → session auth → router.
 
 The origin check depends on the path (config/origins.py): /ws/v1/market lets
 bots without an Origin header in, every other WebSocket path needs one; an
