@@ -345,22 +345,7 @@ class TransactionAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Transaction, form: forms.ModelForm, change: bool) -> None:
         assert isinstance(form, TransactionForm)
         draft, counterparty = form.draft(), form.cleaned_data.get("counterparty")
-        if counterparty is None:
-            saved = services.transaction_record(portfolio=obj.portfolio, draft=draft)
-        else:
-            source, destination = (obj.portfolio, counterparty) if draft.kind == Kind.TRANSFER_OUT else (counterparty, obj.portfolio)
-            sent, received = services.transfer_record(
-                source=source,
-                destination=destination,
-                executed_at=draft.executed_at,
-                quantity=draft.quantity,
-                instrument=draft.instrument,
-                currency=draft.currency,
-                source_fx_rate=draft.fx_rate if source == obj.portfolio else None,
-                destination_fx_rate=draft.fx_rate if destination == obj.portfolio else None,
-                note=draft.note,
-            )
-            saved = sent if source == obj.portfolio else received
+        saved = services.entry_record(portfolio=obj.portfolio, draft=draft, counterparty=counterparty)
         obj.pk = saved.pk
         obj.refresh_from_db()  # the form left defaults (price, currency, FX rate) blank; the log entry shows the saved row
 
