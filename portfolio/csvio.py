@@ -250,7 +250,10 @@ def parse(lines: Iterable[str], *, instruments: Mapping[str, Instrument], proble
     `instruments` maps each known symbol to its instrument.
     """
     header: list[str] | None = None
-    for line, cells in _records(lines, problems):
+    for line, cells in csv_records(lines):
+        if isinstance(cells, Malformed):
+            problems.add([Problem(line, "", cells.message)])
+            break
         if header is None:
             header = [c.strip() for c in cells]
             if header:
@@ -276,9 +279,17 @@ def parse(lines: Iterable[str], *, instruments: Mapping[str, Instrument], proble
         problems.add([Problem(1, "", f"the file is empty: the first line must be the header {HEADER}")])
 
 
-def _records(lines: Iterable[str], problems: ProblemLog) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank records with the physical line each starts on; a malformed file ends with its problem."""
-    reader = csv.reader(lines, strict=True)
+@dataclass(frozen=True)
+class Malformed:
+    """Where a CSV file stops being CSV, and why (`message`)."""
+
+    message: str
+
+
+def csv_records(lines: Iterable[str], delimiter: str = ",") -> Iterator[tuple[int, list[str] | Malformed]]:
+    """Non-blank records with the physical line each starts on (a UTF-8 byte-order mark dropped from line 1);
+    a malformed file ends with its line and `Malformed`. The one CSV reader of the importer, the presets and the wizard."""
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     end = 0  # the physical line the previous record ended on
     while True:
         try:
@@ -286,13 +297,15 @@ def _records(lines: Iterable[str], problems: ProblemLog) -> Iterator[tuple[int, 
         except StopIteration:
             return
         except UnicodeDecodeError:
-            problems.add([Problem(end + 1, "", "the file is not UTF-8 text")])
+            yield end + 1, Malformed("the file is not UTF-8 text")
             return
         except csv.Error as exc:
-            problems.add([Problem(end + 1, "", f"not valid CSV: {exc}")])
+            yield end + 1, Malformed(f"not valid CSV: {exc}")
             return
         start, end = end + 1, reader.line_num
         if any(c.strip() for c in cells):
+            if start == 1 and cells:
+                cells[0] = cells[0].removeprefix("\ufeff")
             yield start, cells
 
 

@@ -100,18 +100,10 @@ def edited_lines(lines: Iterable[str], edits: Mapping[int, Mapping[str, Any]], d
 
 def records(lines: Iterable[str], delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
     """Non-blank records with the line each starts on; stops quietly at malformed CSV (the importer reports it)."""
-    reader = csv.reader(lines, delimiter=delimiter, strict=True)
-    end = 0
-    while True:
-        try:
-            cells = next(reader)
-        except (StopIteration, csv.Error, UnicodeDecodeError):
+    for line, cells in csvio.csv_records(lines, delimiter):
+        if isinstance(cells, csvio.Malformed):
             return
-        start, end = end + 1, reader.line_num
-        if any(c.strip() for c in cells):
-            if start == 1 and cells:
-                cells[0] = cells[0].removeprefix("\ufeff")
-            yield start, cells
+        yield line, cells
 
 
 # --- Detecting the format ----------------------------------------------------------

@@ -68,7 +68,7 @@ class BrokerFile:
     placeholders: set[int] = field(default_factory=set)  # our line numbers
 
     def ledger_lines(self) -> Iterator[str]:
-        records = _records(self.lines, self.delimiter, self.problems)
+        records = csvio.csv_records(self.lines, self.delimiter)
         header = _find_header(records, self.preset, self.problems)
         if header is None:
             return
@@ -76,7 +76,8 @@ class BrokerFile:
         self.source_line[0] = self.header_line
         yield csvio.HEADER + "\n"
         for line, cells in records:
-            if cells is None:  # the file ended in a malformed record (its problem is logged): keep the import from passing
+            if isinstance(cells, csvio.Malformed):  # the file ends in a malformed record: keep the import from passing
+                self.problems.add([Problem(line, "", cells.message)])
                 self.source_line.append(line)
                 self.placeholders.add(len(self.source_line))
                 yield _PLACEHOLDER + "\n"
@@ -165,33 +166,12 @@ def _text(text: str) -> str:
     return f"'{text}" if quoted else text
 
 
-def _records(lines: Iterable[str], delimiter: str, problems: ProblemLog) -> Iterator[tuple[int, list[str] | None]]:
-    """Non-blank records with the physical line each starts on; a malformed file ends with its problem and (line, None)."""
-    reader = csv.reader(lines, delimiter=delimiter, strict=True)
-    end = 0
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except UnicodeDecodeError:
-            problems.add([Problem(end + 1, "", "the file is not UTF-8 text")])
-            yield end + 1, None
-            return
-        except csv.Error as exc:
-            problems.add([Problem(end + 1, "", f"not valid CSV: {exc}")])
-            yield end + 1, None
-            return
-        start, end = end + 1, reader.line_num
-        if any(c.strip() for c in cells):
-            if start == 1 and cells:
-                cells[0] = cells[0].removeprefix("\ufeff")
-            yield start, cells
-
-
-def _find_header(records: Iterator[tuple[int, list[str] | None]], preset: RowPreset, problems: ProblemLog) -> tuple[int, list[str]] | None:
+def _find_header(
+    records: Iterator[tuple[int, list[str] | csvio.Malformed]], preset: RowPreset, problems: ProblemLog
+) -> tuple[int, list[str]] | None:
     for _, (line, cells) in zip(range(HEADER_SEARCH_LINES), records, strict=False):
-        if cells is None:
+        if isinstance(cells, csvio.Malformed):
+            problems.add([Problem(line, "", cells.message)])
             return None
         names = [c.strip() for c in cells]
         if preset.detect(names):
