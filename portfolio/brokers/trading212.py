@@ -79,22 +79,10 @@ class Trading212(RowPreset):
         symbol = ctx.symbol(row.get("Ticker"), row.get("ISIN"), source=self.source)
         fx = ctx.fx_for(currency, inverse(rate) if account == ctx.base_currency and currency != account else None)
         if trade is None:  # a dividend: the tax withheld is its fee
-            tax = _in_currency(_withholding(row), currency, account, rate, "Withholding tax")
-            return [
-                LedgerRow(
-                    kind="dividend",
-                    executed_at=executed_at,
-                    quantity=shares,
-                    symbol=symbol,
-                    price=price,
-                    fee=tax or None,
-                    currency=currency,
-                    fx_rate=fx,
-                    note=text,
-                )
-            ]
-        fee = sum((_in_currency([f], currency, account, rate, column) for column, f in _fees(row, account)), Decimal(0))
-        kind = trade.group(2).lower()
+            kind, fee = "dividend", _in_currency(_withholding(row), currency, account, rate, "Withholding tax")
+        else:
+            kind = trade.group(2).lower()
+            fee = sum((_in_currency([f], currency, account, rate, column) for column, f in _fees(row, account)), Decimal(0))
         return [
             LedgerRow(
                 kind=kind,
