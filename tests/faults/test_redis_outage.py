@@ -127,13 +127,13 @@ async def test_a_redis_restart_under_a_replay_loses_no_worker_and_clients_recove
             redis.start()
             up = time.monotonic()
 
-            seen = len(market.frames)
+            # Counted from Redis's return for both clients: either may be first to get the new epoch.
+            seen, dash_seen = len(market.frames), len(dashboard.frames)
             market_back = await until(
                 lambda: any(f["epoch"] not in before for _, f in market.frames[seen:] if "epoch" in f),
                 20,
                 "the market client on a new epoch",
             )
-            dash_seen = len(dashboard.frames)
 
             def dashboard_fresh() -> bool:
                 return any(
