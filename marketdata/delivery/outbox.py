@@ -47,6 +47,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from marketdata.delivery.outage import OUTAGE
+
 log = logging.getLogger(__name__)
 
 SERVER_BUFFER_BYTES = 65536  # under daphne, the writer waits while Twisted holds more than this for the socket
@@ -129,10 +131,24 @@ _detached: set[asyncio.Task[None]] = set()
 
 def close_detached(close: Coroutine[Any, Any, None]) -> None:
     """Close a slow socket past its outbox (dropped by then): the close frame follows only what the server
-    already buffered for it. Its own task, since the connection's tasks are being cancelled."""
+    already buffered for it. Its own task, since the connection's tasks are being cancelled.
+
+    Also runs other clean-up of a connection that is gone (leaving a group); its failure is logged here,
+    since nobody awaits the task (Redis being down at that moment is expected, and only a warning)."""
     task = asyncio.ensure_future(close)
     _detached.add(task)
-    task.add_done_callback(_detached.discard)
+    task.add_done_callback(_detached_done)
+
+
+def _detached_done(task: asyncio.Task[None]) -> None:
+    _detached.discard(task)
+    if task.cancelled() or task.exception() is None:
+        return
+    exc = task.exception()
+    if isinstance(exc, OUTAGE):
+        log.warning("clean-up of a closed connection failed: %s: %s", type(exc).__name__, exc)
+    else:
+        log.error("clean-up of a closed connection failed", exc_info=exc)
 
 
 class Outbox:
