@@ -8,12 +8,23 @@ consumer, and daphne answers the handshake with HTTP 500 or closes an open socke
 during the handshake, since daphne cannot answer a WebSocket handshake with a 503 (it does not
 implement the ASGI "websocket.http.response" extension; a refused handshake is always 403).
 Clients reconnect with backoff (docs/websocket-api.md, "Close codes").
+
+The consumer's channel-layer receive is wrapped so that cancelling it returns at once
+(`_prompt_receive`). Seen under daphne after a Redis restart: the channels-redis receive of
+the connection holding the layer's receive lock went on after it was cancelled, until
+cancelled again (daphne's kill, ~15 s later); Channels waits for that task before the
+consumer can finish, so a handshake that failed on the outage was answered by nobody, the
+client's handshake timed out, and the instance lived on. Now the consumer goes at once, and
+the receive left behind is cancelled again every RECANCEL_SECONDS until it ends.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from config.closecodes import CLOSE_TRY_AGAIN_LATER
@@ -23,6 +34,7 @@ log = logging.getLogger(__name__)
 
 OUTAGE = (*REDIS_DOWN, *DATABASE_DOWN)
 LOG_EVERY_SECONDS = 10.0
+RECANCEL_SECONDS = 1.0
 
 
 class _Closes:
@@ -76,8 +88,53 @@ class _Tracking:
         await self.real_send(message)
 
 
+_left_behind: set[asyncio.Task[Any]] = set()
+
+
+async def _prompt_receive(receive: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """`receive()`, but cancelling this returns at once, whatever the receive does with its own cancellation."""
+    task = asyncio.ensure_future(receive())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.cancel()
+        if not task.done():
+            reaper = asyncio.ensure_future(_until_cancelled(task))
+            _left_behind.add(reaper)
+            reaper.add_done_callback(_left_behind.discard)
+        raise
+
+
+async def _until_cancelled(task: asyncio.Task[Any]) -> None:
+    started = time.monotonic()
+    while not task.done():
+        await asyncio.wait([task], timeout=RECANCEL_SECONDS)
+        if not task.done():
+            task.cancel()
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("a channel-layer receive left behind ended with %r", task.exception())
+    if time.monotonic() - started > RECANCEL_SECONDS:
+        log.warning("a channel-layer receive ignored its cancellation for %.1f s", time.monotonic() - started)
+
+
+def receives_left_behind() -> int:
+    """Channel-layer receives of finished consumers that have not ended yet."""
+    return len(_left_behind)
+
+
 class ClosesOnOutage:
     """Mix into an `AsyncWebsocketConsumer` (first): an outage of Redis or the database closes the socket with 1013."""
+
+    _channel_receive: Callable[[], Awaitable[dict[str, Any]]]
+
+    @property
+    def channel_receive(self) -> Callable[[], Awaitable[dict[str, Any]]]:
+        return self._channel_receive
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        # Channels sets it in `__call__`, and waits for it when the consumer ends: it must end when cancelled.
+        self._channel_receive = functools.partial(_prompt_receive, receive)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         tracking = _Tracking(send)

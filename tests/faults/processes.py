@@ -143,7 +143,8 @@ class Socket:
                 code = 0
             except websockets.exceptions.ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else 1006
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, websockets.exceptions.InvalidHandshake) as exc:
+                # A handshake the server dropped unanswered (InvalidMessage), or that timed out: tried again, as clients do.
                 self.failures.append(f"{type(exc).__name__}: {exc}")
                 code = 0
             if code and not stop.is_set():
