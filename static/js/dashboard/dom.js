@@ -26,20 +26,43 @@ export function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
 
+// A mark shows for FLASH_MS; a cell is marked at most once per FLASH_EVERY_MS, so at four ticks a
+// second a price gets a short mark every few seconds rather than a tint that never goes away.
 const FLASH_MS = 1000;
+const FLASH_EVERY_MS = 3000;
 const flashTimers = new WeakMap();
 
-/** Restart the flash animation on `node` if the value moved. */
-export function flash(node, oldValue, newValue) {
+/** Whether changed values flash: the user's setting (prefs.js) and the OS's reduced-motion wish. */
+export function flashEnabled() {
+  const prefs = window.livefolioPrefs;
+  if (prefs) return prefs.flashEnabled();
+  return !(window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches);
+}
+
+/**
+ * Mark `node` as changed, tinted by the direction of ITS change (`flash-up` / `flash-down`), when what it
+ * shows changed: `textBefore` is its text before this render, so a value that moved by less than its
+ * last shown digit does not flash. The mark is a faint tint and an edge line (app.css) that leave the
+ * text's own colour (its sign) alone. A cell marked less than FLASH_EVERY_MS ago is not marked again.
+ */
+export function flash(node, oldValue, newValue, textBefore = null) {
   if (isMissing(oldValue) || isMissing(newValue)) return;
+  if (textBefore !== null && node.textContent === textBefore) return;
   const before = Number(oldValue);
   const after = Number(newValue);
   if (Number.isNaN(before) || Number.isNaN(after) || before === after) return;
-  node.classList.remove("flash-up", "flash-down");
-  void node.offsetWidth; // reflow, so re-adding the class replays the animation
+  if (!flashEnabled() || flashTimers.has(node)) return;
   node.classList.add(after > before ? "flash-up" : "flash-down");
   // A timer rather than animationend: that event never fires in hidden tabs or with
   // animations disabled, and a leftover class would swallow the next flash.
-  clearTimeout(flashTimers.get(node));
-  flashTimers.set(node, setTimeout(() => node.classList.remove("flash-up", "flash-down"), FLASH_MS + 50));
+  flashTimers.set(
+    node,
+    setTimeout(() => {
+      node.classList.remove("flash-up", "flash-down");
+      flashTimers.set(
+        node,
+        setTimeout(() => flashTimers.delete(node), FLASH_EVERY_MS - FLASH_MS),
+      );
+    }, FLASH_MS),
+  );
 }
