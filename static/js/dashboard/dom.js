@@ -26,10 +26,11 @@ export function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
 
-// A mark shows for FLASH_MS; a cell is marked at most once per FLASH_EVERY_MS, so at four ticks a
-// second a price gets a short mark every few seconds rather than a tint that never goes away.
+// A mark shows for FLASH_MS; then the cell rests 1.5–3.5 s (random, so cells that tick together drift
+// apart instead of flashing in step) before it can be marked again. At four ticks a second a price
+// gets a short mark every few seconds rather than a tint that never goes away.
 const FLASH_MS = 1000;
-const FLASH_EVERY_MS = 3000;
+const REST_MS = [1500, 3500];
 const flashTimers = new WeakMap();
 
 /** Whether changed values flash: the user's setting (prefs.js) and the OS's reduced-motion wish. */
@@ -43,7 +44,7 @@ export function flashEnabled() {
  * Mark `node` as changed, tinted by the direction of ITS change (`flash-up` / `flash-down`), when what it
  * shows changed: `textBefore` is its text before this render, so a value that moved by less than its
  * last shown digit does not flash. The mark is a faint tint and an edge line (app.css) that leave the
- * text's own colour (its sign) alone. A cell marked less than FLASH_EVERY_MS ago is not marked again.
+ * text's own colour (its sign) alone. A cell still marked or resting (REST_MS) is not marked again.
  */
 export function flash(node, oldValue, newValue, textBefore = null) {
   if (isMissing(oldValue) || isMissing(newValue)) return;
@@ -61,7 +62,7 @@ export function flash(node, oldValue, newValue, textBefore = null) {
       node.classList.remove("flash-up", "flash-down");
       flashTimers.set(
         node,
-        setTimeout(() => flashTimers.delete(node), FLASH_EVERY_MS - FLASH_MS),
+        setTimeout(() => flashTimers.delete(node), REST_MS[0] + Math.random() * (REST_MS[1] - REST_MS[0])),
       );
     }, FLASH_MS),
   );
