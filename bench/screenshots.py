@@ -53,6 +53,9 @@ def shoot_dashboard(page: Any, base: str, portfolio_id: int, path: Path) -> None
     total = f'[data-testid="total-value"][data-portfolio-id="{portfolio_id}"]'
     first = page.locator(total).inner_text()
     wait_js(page, "([selector, first]) => document.querySelector(selector).textContent !== first", [total, first])
+    # The first update after a snapshot marks every cell that moved at once; the shot waits for that wave
+    # to fade (each cell then rests a random while, dom.js), to show the page as it usually looks.
+    wait_js(page, "document.querySelectorAll('.flash-up, .flash-down').length <= 2")
     page.screenshot(path=str(path), full_page=True)
 
 

@@ -17,6 +17,7 @@
   var THEMES = ["auto", "light", "dark"];
   var root = document.documentElement;
   var media = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
+  var lessMotion = window.matchMedia ? window.matchMedia("(prefers-reduced-motion: reduce)") : null;
 
   function read(key) {
     try {
@@ -85,7 +86,7 @@
     /** Whether changed values should flash now (the setting, and the OS's reduced-motion wish). */
     flashEnabled: function () {
       if (root.getAttribute("data-flash") === "off") return false;
-      return !(window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches);
+      return !(lessMotion && lessMotion.matches);
     },
   };
 })();
