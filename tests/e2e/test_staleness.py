@@ -82,4 +82,19 @@ def test_the_dashboard_and_an_instrument_page_turn_stale_after_the_same_silence(
         # The same words on both, from the same rule.
         for text in texts.values():
             assert re.fullmatch(r"Stale — no prices for \d+ s", text.strip()), texts
+
+        # Prices from a replay (as the server marks them, `price_replay`): Live again, and when they stop,
+        # the badge says the replay went quiet rather than that the feed broke.
+        status = dashboard.locator("#connection-status")
+        dashboard.evaluate(
+            """() => {
+              const d = window.livefolioDashboard;
+              const view = d.views.get(d.selectedView);
+              const row = [...view.rows.values()].find((r) => r.kind !== "cash");
+              d.applyFrame({type: "update", portfolios: [{id: view.id, rows: [{key: row.key, price_replay: true}]}]});
+              d.tick();
+            }"""
+        )
+        expect(status).to_have_attribute("data-state", "live")
+        expect(status).to_have_text(re.compile(r"Stale — replay sent no prices for \d+ s"), timeout=5_000)
         context.close()
