@@ -82,6 +82,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "config.context_processors.live_pages",
             ],
         },
     },
@@ -220,6 +221,11 @@ PORTFOLIO_COALESCE_MS = env_int("PORTFOLIO_COALESCE_MS", 200, minimum=0)
 # --- CSV import in the admin (docs/csv-format.md) ------------------------------
 # Largest CSV the admin's import page takes, in bytes; bigger files: manage.py import_transactions (no limit).
 PORTFOLIO_IMPORT_MAX_BYTES = env_int("PORTFOLIO_IMPORT_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
+
+# --- Live pages in the browser -------------------------------------------------
+# Every live page (dashboard, instrument pages) says "Stale" once no price has arrived for this long
+# while connected: one rule, one threshold (static/js/staleness.js; base.html hands it to the pages).
+LIVE_STALE_AFTER_MS = env_int("LIVE_STALE_AFTER_MS", 10_000, minimum=500)
 
 # --- Market-data WebSocket API (/ws/v1/market) --------------------------------
 # Whether connections without a user (no session, no token) may read market channels.

@@ -52,7 +52,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         {
             "has_portfolios": active_portfolios_for_user(user=request.user).exists(),
             "archived_count": portfolios_for_user(user=request.user).filter(archived_at__isnull=False).count(),
-            "live_config": {"url": "/ws/portfolio/", "staleAfterMs": 10_000, "coalesceMs": settings.PORTFOLIO_COALESCE_MS},
+            "live_config": {"url": "/ws/portfolio/", "coalesceMs": settings.PORTFOLIO_COALESCE_MS},
             "performance_config": _performance_config(request),
         },
     )

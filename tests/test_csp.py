@@ -75,7 +75,11 @@ def test_the_new_token_page_loads_its_script_from_a_file(staff_client: Client) -
     html = staff_client.post("/profile/", {"name": "bot"}, HTTP_HOST="localhost").content.decode()
 
     assert 'id="copy-token"' in html
-    assert re.findall(r"<script\b[^>]*>", html) == ['<script type="module" src="/static/js/profile.js">']
+    assert re.findall(r"<script\b[^>]*>", html) == [
+        '<script src="/static/js/prefs.js">',  # every page: the theme before the first paint (base.html)
+        '<script type="module" src="/static/js/prefs-menu.js">',
+        '<script type="module" src="/static/js/profile.js">',
+    ]
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda path: path.name)

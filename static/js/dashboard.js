@@ -11,7 +11,7 @@
 //
 // This module applies the frames and wires the parts of the page, one module each in
 // dashboard/: tabs.js (the view bar), totals.js, chart-cards.js, holdings.js and
-// status.js (the connection and Replay badges); model.js keeps the views' data;
+// status.js (the Replay badge; ../staleness.js draws the connection badge); model.js keeps the views' data;
 // format.js, dom.js and storage.js are the helpers they share.
 
 import { LiveSocket } from "./livesocket.js";
@@ -19,7 +19,8 @@ import { createChartCards } from "./dashboard/chart-cards.js";
 import { el } from "./dashboard/dom.js";
 import { createHoldings } from "./dashboard/holdings.js";
 import { COMBINED, mergeView, viewModel } from "./dashboard/model.js";
-import { createConnectionStatus, renderReplayBadge } from "./dashboard/status.js";
+import { anyReplayPrice, renderReplayBadge } from "./dashboard/status.js";
+import { createConnectionStatus, pageStaleAfterMs } from "./staleness.js";
 import { createViewBar } from "./dashboard/tabs.js";
 import { createTotals } from "./dashboard/totals.js";
 
@@ -36,7 +37,8 @@ export function createDashboard({
   now = () => Date.now(),
   send = () => false,
 }) {
-  const staleAfterMs = Number(config.staleAfterMs) || 10_000;
+  // One threshold for every live page (staleness.js): <body data-stale-after-ms>, from LIVE_STALE_AFTER_MS.
+  const staleAfterMs = Number(config.staleAfterMs) || pageStaleAfterMs();
 
   const state = {
     /** id → view model (see viewModel); tab order in `order`. */
@@ -154,14 +156,14 @@ export function createDashboard({
     if (!frame || typeof frame !== "object") return;
     switch (frame.type) {
       case "snapshot":
-        status.frameArrived();
         renderSnapshot(frame);
+        status.pricesArrived({ replay: anyReplayPrice(state.views) });
         status.render();
         renderReplayBadge(state.views);
         break;
       case "update":
-        status.frameArrived();
         applyUpdate(frame);
+        status.pricesArrived({ replay: anyReplayPrice(state.views) });
         status.render();
         renderReplayBadge(state.views);
         break;

@@ -15,14 +15,15 @@
 // Rendering is batched to one animation frame; the page object is `window.livefolioInstrument`.
 
 import { createCandleChart, htmlEl as el } from "./charts.js";
+import { flash, flashEnabled } from "./dashboard/dom.js";
 import { addDecimals, formatAxisMoney, formatClock, formatMoney, formatPercent } from "./dashboard/format.js";
 import { MarketClient } from "./market-api.js";
+import { createConnectionStatus } from "./staleness.js";
 
 const DEFAULT_LOGIN_URL = "/accounts/login/";
 const TAPE_LENGTH = 50;
 // Closed candles kept (the snapshot brings 120), plus the open one.
 const CANDLES_KEPT = 240;
-const FLASH_MS = 1000;
 const BOOK_STATES = new Set(["synced", "out_of_sync", "none"]);
 const BOOK_OUT_OF_SYNC = "Book out of sync with the exchange — waiting for a fresh snapshot";
 const BOOK_BACK_IN_SYNC = "Order book back in sync with the exchange.";
@@ -80,20 +81,9 @@ function setText(node, text) {
 
 const flashTimers = new WeakMap();
 
-function flash(node, before, after) {
-  if (isMissing(before) || isMissing(after)) return;
-  const a = Number(before);
-  const b = Number(after);
-  if (Number.isNaN(a) || Number.isNaN(b) || a === b) return;
-  node.classList.remove("flash-up", "flash-down");
-  void node.offsetWidth; // restart the animation
-  node.classList.add(b > a ? "flash-up" : "flash-down");
-  clearTimeout(flashTimers.get(node));
-  flashTimers.set(node, setTimeout(() => node.classList.remove("flash-up", "flash-down"), FLASH_MS + 50));
-}
-
 /** A neutral highlight: this value changed (a level's size; green and red already mean bid and ask). */
 function pulse(node) {
+  if (!flashEnabled()) return;
   node.classList.remove("is-changed");
   void node.offsetWidth;
   node.classList.add("is-changed");
@@ -224,9 +214,10 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
 
   function renderTicker() {
     const t = ticker || {};
+    const lastBefore = ui.last.textContent;
     setText(ui.last, money(t.last));
     ui.last.dataset.value = t.last ?? "";
-    flash(ui.last, shownLast, t.last);
+    flash(ui.last, shownLast, t.last, lastBefore);
     shownLast = t.last ?? null;
     setText(ui.change, isMissing(t.change) ? "—" : money(t.change, { signed: true }));
     setSignClass(ui.change, t.change);
@@ -277,7 +268,7 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
         // New rows light up briefly; in a burst only the top few, not a wall of colour.
         tr = el(
           "tr",
-          { class: index < 6 ? "tape-row is-new" : "tape-row", "data-side": trade.side || "unknown" },
+          { class: index < 6 && flashEnabled() ? "tape-row is-new" : "tape-row", "data-side": trade.side || "unknown" },
           el("td", { class: "tape-time num", text: formatClock(trade.ts), title: new Date(trade.ts).toISOString() }),
           el("td", { class: "tape-price num" }),
           el("td", { class: "tape-size num" }),
@@ -390,7 +381,22 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
     trades = [...fresh.reverse(), ...trades].slice(0, TAPE_LENGTH);
   }
 
+  /** Market data arrived: the stale clock starts again (a replayed session's prices say so in their ticker). */
+  function pricesArrived() {
+    status.pricesArrived({ replay: session !== "" || (ticker !== null && ticker.replay === true) });
+  }
+
   function onSnapshot(ch, data, meta) {
+    applySnapshot(ch, data, meta);
+    pricesArrived();
+  }
+
+  function onUpdate(ch, data, meta) {
+    applyUpdate(ch, data, meta);
+    pricesArrived();
+  }
+
+  function applySnapshot(ch, data, meta) {
     switch (ch) {
       case names.ticker:
         // An empty snapshot (no data in this epoch yet) keeps the stored quote on screen.
@@ -421,7 +427,7 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
     }
   }
 
-  function onUpdate(ch, data, meta) {
+  function applyUpdate(ch, data, meta) {
     switch (ch) {
       case names.ticker:
         ticker = { ...data };
@@ -456,55 +462,22 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
     console.warn(`Livefolio market error ${frame.code}: ${frame.message}`);
   }
 
-  // ---- connection indicator (as the dashboard's: Connecting / Live / Reconnecting in N s / Stale)
+  // ---- connection indicator: the rule every live page shares (staleness.js)
 
-  let connection = "connecting";
-  let retryAt = null;
   let client = null;
-
-  function indicatorView() {
-    const t = now();
-    switch (connection) {
-      case "live": {
-        // The server sends a heartbeat every heartbeat_ms: silence past one means frames are not getting through.
-        const staleAfter = (client ? client.heartbeatMs : 15_000) + 5_000;
-        const last = client ? client.lastFrameAt : null;
-        if (last !== null && t - last > staleAfter) return { state: "stale", text: `Stale — no data for ${Math.floor((t - last) / 1000)} s` };
-        return { state: "live", text: "Live" };
-      }
-      case "reconnecting": {
-        const secs = retryAt === null ? 0 : Math.max(0, Math.ceil((retryAt - t) / 1000));
-        return { state: "reconnecting", text: secs > 0 ? `Reconnecting in ${secs} s…` : "Reconnecting…" };
-      }
-      case "unauthenticated":
-        return { state: "stale", text: "Signed out — redirecting to log in…" };
-      case "stopped":
-        return { state: "stale", text: "Disconnected" };
-      default:
-        return { state: "connecting", text: "Connecting…" };
-    }
-  }
-
-  function renderIndicator() {
-    const { state, text } = indicatorView();
-    if (indicator && indicator.dataset.state !== state) indicator.dataset.state = state;
-    if (root.dataset.connection !== state) root.dataset.connection = state;
-    if (indicator) setText(indicator.querySelector(".status-text") || indicator, text);
-  }
+  const status = createConnectionStatus({ root, indicator, now });
 
   function onState({ state, retryAt: at }) {
-    connection = state;
-    retryAt = at ?? null;
-    renderIndicator();
+    status.setConnectionState(state, { retryAt: at ?? null });
     if (state === "unauthenticated") window.location.assign(root.dataset.loginUrl || DEFAULT_LOGIN_URL);
   }
 
   function tick() {
-    renderIndicator();
+    status.render();
   }
 
   render();
-  renderIndicator();
+  status.render();
 
   return {
     names,
@@ -517,7 +490,7 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
       client = marketClient;
     },
     get state() {
-      return indicatorView().state;
+      return status.view().state;
     },
     get candles() {
       return candles;

@@ -47,7 +47,7 @@ def test_dashboard_carries_the_live_config_and_connection_status(client: Client,
 
     assert response.status_code == 200
     html = response.content.decode()
-    assert _live_config(html) == {"url": "/ws/portfolio/", "staleAfterMs": 10_000, "coalesceMs": django_settings.PORTFOLIO_COALESCE_MS}
+    assert _live_config(html) == {"url": "/ws/portfolio/", "coalesceMs": django_settings.PORTFOLIO_COALESCE_MS}
     assert re.search(r'<div id="connection-status" class="status" data-state="connecting" role="status">', html)
     assert " hidden" in _empty_state_tag(html)
     assert '<span class="topbar-user" data-testid="username">alice</span>' in html

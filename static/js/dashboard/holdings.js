@@ -1,10 +1,13 @@
 // The holdings table: one row per position, then cash rows, with a column for each field.
 // Rows are kept by key and only the cells whose data changed are re-rendered, so a price
 // update flashes the cells that moved instead of rebuilding the table.
+// Each column header is a sort button (sort.js: by the numbers, remembered, re-sorted calmly);
+// on a phone (app.css, below 700 px) each row is drawn as a card and a select sorts instead.
 
 import { el, flash, setSignClass, setText } from "./dom.js";
 import { assetClassLabel, currencyName, formatAge, formatClock, formatMoney, formatPercent, formatQuantity, isMissing, toNumber } from "./format.js";
 import { orderedRows } from "./model.js";
+import { RESORT_MS, SORT_KEYS, loadSort, nextSort, saveSort, sortRows } from "./sort.js";
 
 /** A status reason for a missing number, shown as a tooltip. */
 function missingTitle(row, viewCurrency, field) {
@@ -131,6 +134,7 @@ const COLUMNS = [
   {
     field: "unrealised_pnl",
     label: "Unrealised P&L",
+    short: "P&L",
     numeric: true,
     flash: "unrealised_pnl",
     deps: ["unrealised_pnl", "unrealised_pnl_pct", "status", "kind", "currency"],
@@ -159,17 +163,47 @@ export function createHoldings({ now, staleAfterMs }) {
   /** What is on screen: key → {tr, cells, data}. */
   const shownRows = new Map();
 
+  /** The sort on screen (null: the server's order), and the keys in the order last worked out. */
+  let sort = loadSort();
+  let order = null;
+  let resortDue = true;
+  let lastView = null;
+
   const headRow = el("tr");
   const currencyHeads = [];
+  const sortHeads = new Map(); // field → th
   for (const col of COLUMNS) {
-    const th = el("th", { scope: "col", class: col.numeric ? `num col-${col.field}` : `col-${col.field}`, text: col.label });
+    const th = el("th", { scope: "col", class: col.numeric ? `num col-${col.field}` : `col-${col.field}` });
+    const button = el("button", { type: "button", class: "sort-btn", "data-sort": col.field, "data-testid": `sort-${col.field}` }, el("span", { text: col.label }));
     if (col.currencyHeader) {
       const ccy = el("span", { class: "th-ccy" });
-      th.append(ccy);
+      button.append(ccy);
       currencyHeads.push(ccy);
     }
+    button.append(el("span", { class: "sort-icon", "aria-hidden": "true" }));
+    button.addEventListener("click", () => chooseSort(nextSort(sort, col.field)));
+    th.append(button);
+    sortHeads.set(col.field, th);
     headRow.append(th);
   }
+  // Phones have no header row to tap (each row is a card): the same sort, from a select.
+  const sortSelect = el(
+    "select",
+    { class: "select", id: "holdings-sort", "data-testid": "holdings-sort" },
+    el("option", { value: "", text: "Default order" }),
+    ...COLUMNS.flatMap((col) => {
+      const words = SORT_KEYS[col.field].text ? ["A–Z", "Z–A"] : ["high to low", "low to high"];
+      return [
+        el("option", { value: `${col.field}:${SORT_KEYS[col.field].text ? "ascending" : "descending"}`, text: `${col.label}, ${words[0]}` }),
+        el("option", { value: `${col.field}:${SORT_KEYS[col.field].text ? "descending" : "ascending"}`, text: `${col.label}, ${words[1]}` }),
+      ];
+    }),
+  );
+  sortSelect.addEventListener("change", () => {
+    const [field, direction] = sortSelect.value.split(":");
+    chooseSort(field ? { field, direction } : null);
+  });
+  const sortBox = el("label", { class: "holdings-sort", htmlFor: "holdings-sort" }, el("span", { text: "Sort" }), sortSelect);
   const tbody = el("tbody");
   const table = el("table", { class: "holdings", "data-testid": "holdings" }, el("thead", {}, headRow), tbody);
   const scroller = el("div", { class: "table-scroll", tabIndex: 0, role: "region", "aria-label": "Holdings" }, table);
@@ -178,7 +212,7 @@ export function createHoldings({ now, staleAfterMs }) {
   const card = el(
     "section",
     { class: "card holdings-card", "aria-labelledby": "holdings-title" },
-    el("header", { class: "card-head" }, el("h2", { class: "card-title", id: "holdings-title", text: "Holdings" }), holdingsMeta),
+    el("header", { class: "card-head" }, el("h2", { class: "card-title", id: "holdings-title", text: "Holdings" }), holdingsMeta, sortBox),
     scroller,
     emptyRows,
   );
@@ -215,6 +249,7 @@ export function createHoldings({ now, staleAfterMs }) {
       const cell = el(isHead ? "th" : "td", {
         class: col.numeric ? `num col-${col.field}` : `col-${col.field}`,
         "data-field": col.field,
+        "data-label": isHead ? undefined : col.short || col.label, // the label of a phone card's figure (app.css)
         scope: isHead ? "row" : undefined,
       });
       col.render(cell, row, ctx);
@@ -227,8 +262,11 @@ export function createHoldings({ now, staleAfterMs }) {
   function updateRow(entry, row, ctx, { animate }) {
     for (const col of COLUMNS) {
       if (!col.deps.some((field) => entry.data[field] !== row[field])) continue;
-      col.render(entry.cells[col.field], row, ctx);
-      if (animate && col.flash) flash(entry.cells[col.field], entry.data[col.flash], row[col.flash]);
+      const cell = entry.cells[col.field];
+      const textBefore = cell.textContent;
+      col.render(cell, row, ctx);
+      // Only a cell whose shown value changed, by the direction of its own change.
+      if (animate && col.flash) flash(cell, entry.data[col.flash], row[col.flash], textBefore);
     }
     entry.tr.dataset.status = row.status || "ok";
     entry.data = { ...row };
@@ -237,11 +275,13 @@ export function createHoldings({ now, staleAfterMs }) {
   /** Bring the table in line with the view: update, add, remove and order rows by key. */
   function render(view, { animate, sameView }) {
     const ctx = rowContext(view);
+    lastView = view;
     if (!sameView) {
       shownRows.clear();
       tbody.replaceChildren();
+      resortDue = true;
     }
-    const rows = orderedRows(view);
+    const rows = rowsInOrder(view);
     const seen = new Set();
     const nodes = [];
     for (const row of rows) {
@@ -282,10 +322,59 @@ export function createHoldings({ now, staleAfterMs }) {
     scroller.hidden = rows.length === 0;
   }
 
+  /** The view's rows in the order to show: the server's, or the sort's as last worked out (sort.js says when). */
+  function rowsInOrder(view) {
+    const rows = orderedRows(view);
+    if (!sort) {
+      order = null;
+      return rows;
+    }
+    const keys = new Set(rows.map((row) => String(row.key)));
+    const sameRows = order !== null && order.length === keys.size && order.every((key) => keys.has(key));
+    if (resortDue || !sameRows) {
+      order = sortRows(rows, sort).map((row) => String(row.key));
+      resortDue = false;
+    }
+    return order.map((key) => view.rows.get(key));
+  }
+
+  function renderSortState() {
+    for (const [field, th] of sortHeads) {
+      if (sort && sort.field === field) th.setAttribute("aria-sort", sort.direction);
+      else th.removeAttribute("aria-sort");
+    }
+    sortSelect.value = sort ? `${sort.field}:${sort.direction}` : "";
+  }
+
+  function chooseSort(next) {
+    sort = next;
+    saveSort(sort);
+    resortDue = true;
+    renderSortState();
+    if (lastView) render(lastView, { animate: false, sameView: true });
+  }
+
+  // The calm re-sort: values drift, so the order is worked out again now and then, but never while the
+  // user's pointer or focus is on the table (a row must not move away from under them).
+  setInterval(() => {
+    if (!sort || !lastView || table.matches(":hover") || table.contains(document.activeElement)) return;
+    resortDue = true;
+    render(lastView, { animate: false, sameView: true });
+  }, RESORT_MS);
+  renderSortState();
+
   /** Once a second: each shown price's age tooltip and stale mark. */
   function refreshPriceAges() {
     for (const entry of shownRows.values()) refreshPriceAge(entry.cells.price);
   }
 
-  return { card, render, refreshPriceAges, forget: () => shownRows.clear() };
+  return {
+    card,
+    render,
+    refreshPriceAges,
+    forget: () => shownRows.clear(),
+    get sort() {
+      return sort;
+    },
+  };
 }

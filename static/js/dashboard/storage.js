@@ -7,6 +7,8 @@ export const STORAGE_KEYS = {
   // Per tab: "livefolio.range.<view id>" and "livefolio.benchmark.<view id>".
   range: "livefolio.range",
   benchmark: "livefolio.benchmark",
+  // The holdings table's sort, "<field>:<ascending|descending>" (dashboard/sort.js).
+  holdingsSort: "livefolio.holdingsSort",
 };
 
 export function storageGet(key) {

@@ -34,6 +34,9 @@ export function createViewBar({ state, send, onSwitch }) {
       if (tab) selectView(tab.dataset.viewId, { focus: false });
     });
     tabs.addEventListener("keydown", onTabKey);
+    // Tabs that do not fit scroll sideways; the edge with more tabs behind it fades (app.css).
+    tabs.addEventListener("scroll", updateOverflow, { passive: true });
+    if (window.ResizeObserver) new ResizeObserver(updateOverflow).observe(tabs);
     currencySelect.addEventListener("change", () => chooseCurrency(currencySelect.value));
 
     ui = { tabs, panel, currencyBox, currencySelect, currencyHint };
@@ -41,6 +44,26 @@ export function createViewBar({ state, send, onSwitch }) {
   }
 
   // ---- tabs
+
+  function updateOverflow() {
+    if (!ui) return;
+    const { tabs } = ui;
+    const room = tabs.scrollWidth - tabs.clientWidth;
+    const left = room > 1 && tabs.scrollLeft > 1;
+    const right = room > 1 && tabs.scrollLeft < room - 1;
+    if (tabs.dataset.moreLeft !== String(left)) tabs.dataset.moreLeft = String(left);
+    if (tabs.dataset.moreRight !== String(right)) tabs.dataset.moreRight = String(right);
+  }
+
+  /** The selected tab, scrolled into the rail's view when the rail scrolls. */
+  function revealSelected() {
+    const tab = document.getElementById(`view-tab-${state.selectedId}`);
+    if (!tab || !ui) return;
+    const { tabs } = ui;
+    if (tab.offsetLeft < tabs.scrollLeft) tabs.scrollLeft = tab.offsetLeft - 8;
+    else if (tab.offsetLeft + tab.offsetWidth > tabs.scrollLeft + tabs.clientWidth) tabs.scrollLeft = tab.offsetLeft + tab.offsetWidth - tabs.clientWidth + 8;
+    updateOverflow();
+  }
 
   function renderTabs() {
     const nodes = state.order.map((id) => {
@@ -65,6 +88,7 @@ export function createViewBar({ state, send, onSwitch }) {
     });
     ui.tabs.replaceChildren(...nodes);
     ui.panel.setAttribute("aria-labelledby", `view-tab-${state.selectedId}`);
+    revealSelected();
   }
 
   function onTabKey(event) {

@@ -52,6 +52,8 @@ export function createTotals() {
     for (const node of [total.value, dayChange.value, unrealised.value, realised.value, dividends.value, fees.value, cash.value, deposits.value]) {
       node.dataset.portfolioId = id;
     }
+    // What each flashing figure showed before: only a figure whose shown text changes flashes.
+    const textBefore = new Map([total.value, dayChange.value, unrealised.value, realised.value, cash.value].map((node) => [node, node.textContent]));
 
     setText(total.value, money(t.total_value));
     setText(
@@ -84,11 +86,11 @@ export function createTotals() {
     setText(deposits.value, money(t.net_deposits));
 
     if (animate) {
-      flash(total.value, prev.total_value, t.total_value);
-      flash(dayChange.value, prev.day_change, t.day_change);
-      flash(unrealised.value, prev.unrealised_pnl, t.unrealised_pnl);
-      flash(realised.value, prev.realised_pnl, t.realised_pnl);
-      flash(cash.value, prev.cash, t.cash);
+      flash(total.value, prev.total_value, t.total_value, textBefore.get(total.value));
+      flash(dayChange.value, prev.day_change, t.day_change, textBefore.get(dayChange.value));
+      flash(unrealised.value, prev.unrealised_pnl, t.unrealised_pnl, textBefore.get(unrealised.value));
+      flash(realised.value, prev.realised_pnl, t.realised_pnl, textBefore.get(realised.value));
+      flash(cash.value, prev.cash, t.cash, textBefore.get(cash.value));
     }
 
     const reasons = Array.isArray(t.missing) ? t.missing : [];
