@@ -218,7 +218,10 @@ export function createCandleChart({ symbol, session = null, formats, fetchFn = (
       byTime.clear();
       for (const c of closes) byTime.set(c.start / 1000, { start: c.start, close: c.close, closeOnly: true, closed: true });
       for (const bar of bars) byTime.set(bar.start / 1000, bar);
-      if (bars.length + closes.length) chart.timeScale().scrollToRealTime();
+      // The latest bars at a readable width: up to 120 of them, and room for 30 however few there are yet.
+      const count = bars.length + closes.length;
+      const slots = Math.min(Math.max(count, 30), 120);
+      if (count) chart.timeScale().setVisibleLogicalRange({ from: count - slots, to: count + 3 });
     } else {
       for (const bucket of [...dirty].sort((a, b) => a - b)) {
         const bar = barAt(bucket);
