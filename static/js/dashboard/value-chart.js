@@ -78,7 +78,8 @@ export function createValueChart(options = {}) {
       handleScroll: false,
       handleScale: false,
       rightPriceScale: { scaleMargins: { top: 0.12, bottom: 0.08 } },
-      timeScale: { rightOffset: 0 },
+      // Up to the whole width between two points: the library's default stops at half, which would leave a young line short.
+      timeScale: { rightOffset: 0, maxBarSpacing: 10_000 },
       localization: { priceFormatter: (n) => format.tick(n, step) },
     },
     recolour: () => colour(),
@@ -148,10 +149,14 @@ export function createValueChart(options = {}) {
   function fit() {
     const n = seriesData(points).length;
     if (!n) return;
-    if (n === 1) chart.timeScale().fitContent();
-    else chart.timeScale().setVisibleLogicalRange({ from: 0, to: n - 1 });
+    // The library puts a range's `from` half a bar in from the edge, hence the 0.5s. It keeps a lone point whole, half
+    // a bar from the edge: that bar is narrow (room for 40 more points, which the live line will grow into).
+    chart.timeScale().setVisibleLogicalRange(n === 1 ? { from: 0, to: 40 } : { from: 0.5, to: n - 1.5 });
+    // For the browser tests: where the visible range starts, and the first point's x in the plot.
     const range = chart.timeScale().getVisibleLogicalRange();
     root.dataset.visibleFrom = range ? range.from.toFixed(2) : "";
+    const x = chart.timeScale().logicalToCoordinate(0);
+    root.dataset.firstX = x === null ? "" : String(Math.round(x));
   }
 
   // Shown after being hidden (a tab, a range), or resized: the whole series again, once the library has resized.
