@@ -133,7 +133,9 @@ export function createValueChart(options = {}) {
       min = Math.min(min, v);
       max = Math.max(max, v);
     }
-    step = n ? niceStep((max - min || Math.abs(max) * 0.01 || 1) / 4) : 1;
+    // The axis labels' rounding: the library picks its ticks (often 8 to 12 over the range), so round to a
+    // twelfth of it, or neighbouring labels read the same.
+    step = n ? niceStep((max - min || Math.abs(max) * 0.01 || 1) / 12) : 1;
     colour();
     main.applyOptions({ pointMarkersVisible: n === 1 });
     main.setData(seriesData(points));
@@ -149,9 +151,12 @@ export function createValueChart(options = {}) {
   function fit() {
     const n = seriesData(points).length;
     if (!n) return;
-    // The library puts a range's `from` half a bar in from the edge, hence the 0.5s. It keeps a lone point whole, half
-    // a bar from the edge: that bar is narrow (room for 40 more points, which the live line will grow into).
-    chart.timeScale().setVisibleLogicalRange(n === 1 ? { from: 0, to: 40 } : { from: 0.5, to: n - 1.5 });
+    // The library puts a range's `from` half a bar in from the edge, hence the 0.5s. It will not start a range past
+    // the first point's middle while there are fewer than three: a lone point gets a narrow slot at the edge (room
+    // for the 40 the live line grows into), two points the library's own fit (a quarter in from each edge).
+    if (n === 1) chart.timeScale().setVisibleLogicalRange({ from: 0, to: 40 });
+    else if (n === 2) chart.timeScale().fitContent();
+    else chart.timeScale().setVisibleLogicalRange({ from: 0.5, to: n - 1.5 });
     // For the browser tests: where the visible range starts, and the first point's x in the plot.
     const range = chart.timeScale().getVisibleLogicalRange();
     root.dataset.visibleFrom = range ? range.from.toFixed(2) : "";
