@@ -133,9 +133,9 @@ export function createValueChart(options = {}) {
       min = Math.min(min, v);
       max = Math.max(max, v);
     }
-    // The axis labels' rounding: the library picks its ticks (often 8 to 12 over the range), so round to a
-    // twelfth of it, or neighbouring labels read the same.
-    step = n ? niceStep((max - min || Math.abs(max) * 0.01 || 1) / 12) : 1;
+    // The axis labels' rounding: the library picks its own ticks (at 2.5s and 5s too), so round finely enough
+    // that 12.5 never reads 13 and neighbours never read the same: a fortieth of the range.
+    step = n ? niceStep((max - min || Math.abs(max) * 0.01 || 1) / 40) : 1;
     colour();
     main.applyOptions({ pointMarkersVisible: n === 1 });
     main.setData(seriesData(points));
