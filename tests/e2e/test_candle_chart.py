@@ -1,7 +1,8 @@
 """In a real browser: the instrument page's candle chart (static/js/candle-chart.js, lightweight-charts). With 90
 stored minutes of BTC-USD, switching to 5m draws 5-minute bars added up from them (the page's bars and the endpoint
 it fetched agree, to the decimal), the choice is remembered after a reload, the mouse wheel zooms in, a drag pans,
-and the crosshair's bar is read out in the legend.
+and the crosshair's bar is read out in the legend. Its colours follow the --chart-* custom properties when the
+document fires livefolio:themechange and when the system's colour scheme changes.
 
 Screenshots at 1440x900 and 390x844 go to test-artifacts/candles/."""
 
@@ -134,5 +135,18 @@ def test_candles_switch_to_five_minutes_zoom_pan_and_read_out_the_hovered_bar(
 
         page.evaluate(f"{PAGE}.chart.chart.timeScale().fitContent()")
         shoot(page, SHOTS, "candles-5m", redraw_ms=200)
+
+        # Theming: the colours are the CSS custom properties, read again when the app says the theme changed...
+        up_colour = f"{PAGE}.chart.chart.panes()[0].getSeries()[0].options().upColor"
+        assert page.evaluate(up_colour) == "rgba(22, 163, 107, 1)"  # --chart-up's light default, #16a36b
+        page.evaluate("document.documentElement.style.setProperty('--chart-up', 'rgb(0, 0, 255)')")
+        assert page.evaluate(up_colour) == "rgba(22, 163, 107, 1)"  # nothing said the theme changed yet
+        page.evaluate("document.dispatchEvent(new Event('livefolio:themechange'))")
+        assert page.evaluate(up_colour) == "rgba(0, 0, 255, 1)"
+        # ...and when the system's colour scheme changes.
+        page.evaluate("document.documentElement.style.setProperty('--chart-up', 'oklch(0.7 0.2 30)')")
+        page.emulate_media(color_scheme="dark")
+        wait_for_js(page, f"{up_colour} !== 'rgba(0, 0, 255, 1)'")
+        assert page.evaluate(f"/^rgba\\(\\d+, \\d+, \\d+, 1\\)$/.test({up_colour})")  # any CSS colour, as rgba for the canvas
         assert problems == []
         context.close()
