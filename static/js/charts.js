@@ -14,12 +14,11 @@ import {
   CrosshairMode,
   HistogramSeries,
   LineSeries,
-  LineStyle,
   TickMarkType,
   createChart,
 } from "../vendor/lightweight-charts.mjs";
 
-export { AreaSeries, CandlestickSeries, HistogramSeries, LineSeries, LineStyle };
+export { AreaSeries, CandlestickSeries, HistogramSeries, LineSeries };
 
 export const THEME_EVENT = "livefolio:themechange";
 
