@@ -60,8 +60,9 @@ function fold(start, parts) {
 }
 
 /**
- * The chart card. `formats`: price(s) and volume(s) of decimal strings for the legend, axis(n, decimals) for the price scale. Call `setMinutes`
- * with a candles snapshot, `addMinute` with each update, then `render()` (instrument.js batches it to a frame).
+ * The chart card. `formats`: price(s) and volume(s) of decimal strings for the legend, axis(n, decimals) for the
+ * price scale. Call `setMinutes` with a candles snapshot, `addMinute` with each update, then `render()`
+ * (instrument.js batches it to a frame).
  */
 export function createCandleChart({ symbol, session = null, formats, fetchFn = (...args) => window.fetch(...args) }) {
   let timeframe = TIMEFRAMES.some(([key]) => key === storageGet(STORAGE_KEY)) ? storageGet(STORAGE_KEY) : "1m";
@@ -71,12 +72,13 @@ export function createCandleChart({ symbol, session = null, formats, fetchFn = (
   let lastMinute = null; // the newest stored minute the server's bars include
   const minutes = new Map(); // the live channel's one-minute candles, start → candle
   let bars = []; // what is drawn, oldest first
-  let dirty = new Set(); // buckets whose bar changed since the last render; "all" when everything did
-  let everything = true;
+  let dirty = new Set(); // buckets whose bar changed since the last render
+  let everything = true; // or: redraw every bar (a snapshot, a timeframe's history, a late minute in a gap)
   let loaded = session !== null; // a session page has no stored history to wait for
   let request = null;
   let hovered = null;
   let precision = 2;
+  let volumeColours = { up: "", down: "" };
 
   // ---- DOM: a head with the title, the timeframe buttons and the legend; the plot
 
@@ -115,15 +117,15 @@ export function createCandleChart({ symbol, session = null, formats, fetchFn = (
   chart.panes()[1].setStretchFactor(1);
 
   function colour(t) {
+    volumeColours = { up: withAlpha(t.up, 0.45), down: withAlpha(t.down, 0.45) };
     candles.applyOptions({ upColor: t.up, downColor: t.down, borderUpColor: t.up, borderDownColor: t.down, wickUpColor: t.up, wickDownColor: t.down });
     closeLine.applyOptions({ color: t.text });
     if (bars.length) volume.setData(bars.map(volumeOf));
   }
 
   function volumeOf(bar) {
-    const t = theme();
     const up = Number(bar.close) >= Number(bar.open);
-    return { time: bar.start / 1000, value: Number(bar.volume) || 0, color: withAlpha(up ? t.up : t.down, 0.45) };
+    return { time: bar.start / 1000, value: Number(bar.volume) || 0, color: up ? volumeColours.up : volumeColours.down };
   }
 
   const candleOf = (bar) => ({ time: bar.start / 1000, open: Number(bar.open), high: Number(bar.high), low: Number(bar.low), close: Number(bar.close) });
