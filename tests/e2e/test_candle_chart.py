@@ -2,7 +2,8 @@
 stored minutes of BTC-USD, switching to 5m draws 5-minute bars added up from them (the page's bars and the endpoint
 it fetched agree, to the decimal), the choice is remembered after a reload, the mouse wheel zooms in, a drag pans,
 and the crosshair's bar is read out in the legend. Its colours follow the --chart-* custom properties when the
-document fires livefolio:themechange and when the system's colour scheme changes.
+document fires livefolio:themechange and when the system's colour scheme changes. With the synthetic feed running,
+the live minutes keep the current 5-minute bar moving.
 
 Screenshots at 1440x900 and 390x844 go to test-artifacts/candles/."""
 
@@ -149,4 +150,47 @@ def test_candles_switch_to_five_minutes_zoom_pan_and_read_out_the_hovered_bar(
         wait_for_js(page, f"{up_colour} !== 'rgba(0, 0, 255, 1)'")
         assert page.evaluate(f"/^rgba\\(\\d+, \\d+, \\d+, 1\\)$/.test({up_colour})")  # any CSS colour, as rgba for the canvas
         assert problems == []
+        context.close()
+
+
+def test_live_minutes_keep_the_current_five_minute_bar_moving(
+    demo: dict[str, int], browser: Any, redis_url: str, layer_prefix: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    with live_stack(redis_url=redis_url, layer_prefix=layer_prefix, logs=tmp_path) as base_url:  # the synthetic feed runs
+        context = browser.new_context(viewport=SIZES["desktop"], locale="en-US", timezone_id="UTC")
+        context.add_init_script("localStorage.setItem('livefolio.instrument.timeframe', '5m')")  # chosen on an earlier visit
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        log_in(page, base_url, settings.DEMO_USERNAME, settings.DEMO_PASSWORD, next_path="/market/BTC-USD/")
+        chart = page.locator(CHART)
+        expect(page.get_by_role("button", name="5m", exact=True)).to_have_attribute("aria-pressed", "true", timeout=15_000)
+        expect(chart).to_have_attribute("data-loaded", "5m", timeout=10_000)
+
+        # The open minute changes several times a second; the chart's last bar changes with it.
+        wait_for_js(page, f"{PAGE}.candles.length > 0 && {PAGE}.chart.bars.length > 0", timeout=15_000)
+        close = chart.get_attribute("data-last-close") or ""
+        expect(chart).not_to_have_attribute("data-last-close", close, timeout=10_000)
+
+        # The last bar is the 5-minute bucket of the newest live minute: its close (once the frame after the minute's
+        # message is drawn), and every live minute's extremes in that bucket inside its own (stored minutes before
+        # `last_minute` may widen it further).
+        # Checked in one go in the page, polled: a trade may land between two reads, and the bar follows a frame later.
+        follows = f"""() => {{
+            const minute = {PAGE}.candles[{PAGE}.candles.length - 1];
+            const bar = {PAGE}.chart.bars[{PAGE}.chart.bars.length - 1];
+            const bucket = Math.floor(minute.start / 300000) * 300000;
+            const inBucket = {PAGE}.candles.filter(c => Math.floor(c.start / 300000) * 300000 === bucket);
+            return bar.start === bucket && bucket % 300000 === 0
+                && Number(bar.close) === Number(minute.close)
+                && inBucket.every(c => Number(bar.high) >= Number(c.high) && Number(bar.low) <= Number(c.low));
+        }}"""
+        wait_for_js(page, follows, timeout=5_000)
+        # And again once the minute has moved on: the bar keeps following.
+        close = chart.get_attribute("data-last-close") or ""
+        expect(chart).not_to_have_attribute("data-last-close", close, timeout=10_000)
+        wait_for_js(page, follows, timeout=5_000)
+        assert errors == []
         context.close()
