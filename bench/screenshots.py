@@ -47,8 +47,8 @@ def shoot_dashboard(page: Any, base: str, portfolio_id: int, path: Path) -> None
     wait_js(page, "document.querySelector('#connection-status')?.dataset.state === 'live'")
     page.locator(f'[data-testid="view-tab"][data-view-id="{portfolio_id}"]').click()
     wait_js(page, "document.querySelectorAll('[data-testid=holdings] tbody tr').length > 3")
-    # The value chart drawn (an SVG line today; a canvas once charts move to lightweight-charts).
-    wait_js(page, "!!document.querySelector('[data-testid=value-chart] path.chart-line, [data-testid=value-chart] canvas')")
+    # The value chart drawn (lightweight-charts draws on canvases).
+    wait_js(page, "!!document.querySelector('[data-testid=value-chart] canvas')")
     # Values moved at least once since the snapshot: the page is live, not just drawn.
     total = f'[data-testid="total-value"][data-portfolio-id="{portfolio_id}"]'
     first = page.locator(total).inner_text()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -11,6 +12,7 @@ from django.db.models import Exists, OuterRef, QuerySet, Subquery
 
 from marketdata.models import ALWAYS_OPEN, ApiToken, Candle, DailyClose, Instrument, Quote, SymbolAlias
 from marketdata.symbols import SymbolMap
+from marketdata.timeframes import TIMEFRAMES, Bar, aggregate, bucket_start
 from marketdata.worker.references import LOOKBACK, MARGIN, Mark, MarketHours, References
 
 
@@ -73,6 +75,47 @@ def candles_recent(*, symbol: str, limit: int = 120) -> list[Candle]:
     """The latest `limit` closed one-minute candles of `symbol`, oldest first."""
     rows = Candle.objects.filter(instrument__symbol=symbol).order_by("-start")[:limit]
     return list(reversed(rows))
+
+
+# The most bars one timeframe request returns: 500 minutes, ~42 hours of 5m, ~5 days of 15m, ~3 weeks of 1h, 500 days.
+CANDLE_BARS_MAX = 500
+
+
+@dataclass(frozen=True)
+class CandleHistory:
+    """What is stored of one instrument in one timeframe, oldest first.
+
+    `bars` add up the stored one-minute candles (kept HISTORY_RETENTION_DAYS); `last_minute` is the start of the
+    newest one they include, so a page adds only later minutes from the live channel. On 1d, `closes` are the
+    daily closes of the days before the first bar: a close and nothing else (no open, high, low or volume is
+    stored for them), for the page to draw as a line, not as candles it would have to make up.
+    """
+
+    timeframe: str
+    bars: list[Bar]
+    closes: list[tuple[date, Decimal]]
+    last_minute: datetime | None
+
+
+def candles_for_timeframe(*, instrument: Instrument, timeframe: str, limit: int = CANDLE_BARS_MAX) -> CandleHistory:
+    """The last `limit` bars of `timeframe` (a key of TIMEFRAMES) up to the newest stored candle; two queries (three on 1d)."""
+    if timeframe not in TIMEFRAMES:
+        raise ValueError(f"unknown timeframe {timeframe!r}: use one of {', '.join(TIMEFRAMES)}")
+    interval = TIMEFRAMES[timeframe]
+    stored = Candle.objects.filter(instrument=instrument)
+    newest = stored.order_by("-start").values_list("start", flat=True).first()
+    bars: list[Bar] = []
+    if newest is not None:
+        since = bucket_start(newest, interval) - (limit - 1) * interval
+        rows = stored.filter(start__gte=since).order_by("start").values_list("start", "open", "high", "low", "close", "volume", "trades")
+        bars = aggregate((Bar(*row) for row in rows), interval)
+    closes: list[tuple[date, Decimal]] = []
+    if timeframe == "1d" and len(bars) < limit:
+        older = DailyClose.objects.filter(instrument=instrument)
+        if bars:
+            older = older.filter(date__lt=bars[0].start.date())
+        closes = list(reversed(older.order_by("-date").values_list("date", "close")[: limit - len(bars)]))
+    return CandleHistory(timeframe, bars, closes, newest)
 
 
 def tokens_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[ApiToken]:

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time
+
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from marketdata import services
 from marketdata.api.channels import session_check
 from marketdata.events import to_epoch_ms
 from marketdata.models import ApiToken, Instrument, Quote
-from marketdata.selectors import tokens_for_user
+from marketdata.selectors import CANDLE_BARS_MAX, candles_for_timeframe, tokens_for_user
+from marketdata.timeframes import TIMEFRAMES
 from marketdata.worker.market import wire
 
 MARKET_WS_PATH = "/ws/v1/market"
@@ -139,4 +143,51 @@ def instrument(request: SignedInRequest, symbol: str) -> HttpResponse:
                 "session": session,
             },
         },
+    )
+
+
+@login_required
+@require_GET
+def instrument_candles(request: SignedInRequest, symbol: str) -> JsonResponse:
+    """GET /market/<symbol>/candles/?tf=1m|5m|15m|1h|1d (default 1m): the stored history of the instrument page's chart.
+
+    At most CANDLE_BARS_MAX bars, oldest first, each `{start (epoch ms), open, high, low, close, volume, trades,
+    closed}` with decimals as strings; `last_minute` (epoch ms or null) is the newest stored minute they include:
+    the page adds the live channel's later minutes to them. On 1d, `closes` are `{start, close}` of the days
+    before the first bar, which have a daily close only. Signed-in users, as the page; an unknown symbol is a 404
+    and an unknown timeframe a 400, both with an `error` saying which.
+    """
+    instrument = Instrument.objects.filter(symbol=symbol).first()
+    if instrument is None:
+        return JsonResponse({"error": f"Unknown symbol {symbol!r}."}, status=404)
+    timeframe = request.GET.get("tf", "1m")
+    if timeframe not in TIMEFRAMES:
+        return JsonResponse({"error": f"Unknown timeframe {timeframe[:20]!r}: use one of {', '.join(TIMEFRAMES)}."}, status=400)
+    history = candles_for_timeframe(instrument=instrument, timeframe=timeframe)
+    interval = TIMEFRAMES[timeframe]
+    now = timezone.now()
+    return JsonResponse(
+        {
+            "symbol": instrument.symbol,
+            "tf": timeframe,
+            "interval_ms": int(interval.total_seconds() * 1000),
+            "max_bars": CANDLE_BARS_MAX,
+            "last_minute": None if history.last_minute is None else to_epoch_ms(history.last_minute),
+            "bars": [
+                {
+                    "start": to_epoch_ms(bar.start),
+                    "open": wire(bar.open),
+                    "high": wire(bar.high),
+                    "low": wire(bar.low),
+                    "close": wire(bar.close),
+                    "volume": wire(bar.volume),
+                    "trades": bar.trades,
+                    "closed": bar.start + interval <= now,
+                }
+                for bar in history.bars
+            ],
+            "closes": [
+                {"start": to_epoch_ms(datetime.combine(day, time(), tzinfo=UTC)), "close": wire(close)} for day, close in history.closes
+            ],
+        }
     )

@@ -3,7 +3,8 @@
 // Four channels of the market-data API v1, each throttled to `throttleMs` (250 ms: at most
 // four frames a second per channel, and the latest value always arrives):
 //   ticker:SYM          last price, bid/ask, day change → the header
-//   candles:SYM@1m      the last 120 closed minutes and the open one → the candlestick chart
+//   candles:SYM@1m      the last 120 closed minutes and the open one → the candlestick chart (candle-chart.js), which
+//                       adds them up into the chosen timeframe after the stored history it fetches
 //   trades:SYM          the last 50 trades, then every trade → the tape
 //   book:SYM@depth=N    the top N levels, then changed levels + checksum → the depth view; the book's
 //                       state (synced | out_of_sync | none) and the source's update id → its notice and footer
@@ -14,9 +15,10 @@
 //
 // Rendering is batched to one animation frame; the page object is `window.livefolioInstrument`.
 
-import { createCandleChart, htmlEl as el } from "./charts.js";
+import { createCandleChart } from "./candle-chart.js";
+import { htmlEl as el } from "./charts.js";
 import { flash, flashEnabled } from "./dashboard/dom.js";
-import { addDecimals, formatAxisMoney, formatClock, formatMoney, formatPercent } from "./dashboard/format.js";
+import { addDecimals, formatClock, formatMoney, formatPercent } from "./dashboard/format.js";
 import { MarketClient } from "./market-api.js";
 import { createConnectionStatus } from "./staleness.js";
 
@@ -171,7 +173,15 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
     tape: root.querySelector('[data-testid="trades"] tbody'),
     tapeEmpty: q("trades-empty"),
   };
-  const chart = createCandleChart({ title: "Price · 1-minute candles", emptyText: "Waiting for the first trade" });
+  const chart = createCandleChart({
+    symbol,
+    session: config.session || null,
+    formats: {
+      price: (v) => formatFixed(v, columnDigits([v], 2, 8)),
+      axis: (n, digits) => formatFixed(n.toFixed(digits), digits),
+      volume: (v) => formatFixed(v, Math.min(4, Math.max(0, decimalsOf(v)))),
+    },
+  });
   root.querySelector("#candle-card").append(chart.root);
 
   // One row per level, made once: asks from the worst shown down to the best, then bids from the best.
@@ -239,12 +249,7 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
   }
 
   function renderCandles() {
-    chart.setData(candles, {
-      price: (v) => formatFixed(v, columnDigits([v], 2, 8)),
-      tick: (n, step) => formatAxisMoney(n, currency, step),
-      volume: (v) => formatFixed(v, Math.min(4, Math.max(0, decimalsOf(v)))),
-      time: (ts) => formatClock(ts, { seconds: false }),
-    });
+    chart.render();
   }
 
   function renderTrades() {
@@ -414,6 +419,7 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
       case names.candles:
         candles = [];
         for (const candle of Array.isArray(data.candles) ? data.candles : []) upsertCandle(candle);
+        chart.setMinutes(candles);
         schedule("candles");
         break;
       case names.book:
@@ -439,7 +445,10 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
         schedule("trades");
         break;
       case names.candles:
-        if (data.candle) upsertCandle(data.candle);
+        if (data.candle) {
+          upsertCandle(data.candle);
+          chart.addMinute(data.candle);
+        }
         schedule("candles");
         break;
       case names.book:
@@ -492,9 +501,12 @@ export function createInstrumentPage({ root, indicator, config, now = () => Date
     get state() {
       return status.view().state;
     },
+    /** The channel's one-minute candles (the last 240). */
     get candles() {
       return candles;
     },
+    /** The price chart: its `timeframe`, `intervalMs` and the `bars` drawn. */
+    chart,
     get trades() {
       return trades;
     },

@@ -43,8 +43,8 @@ def test_demo_user_watches_values_move_and_sees_an_admin_trade_arrive(
         expect(total).not_to_have_text(first, timeout=15_000)
 
         # Both charts render and move with the prices.
-        line = page.locator('[data-testid="value-chart"] path.chart-line')
-        expect(line).to_be_visible(timeout=15_000)
+        line = page.locator('[data-testid="value-chart"]')
+        expect(line.locator("canvas").first).to_be_visible(timeout=15_000)
         points = int(line.get_attribute("data-points") or 0)
         expect(line).not_to_have_attribute("data-points", str(points), timeout=15_000)
         slice_ = page.locator('[data-testid="allocation-chart"] path.alloc-slice').first

@@ -60,7 +60,8 @@ def test_the_instrument_page_follows_a_replayed_session_and_resumes_after_a_drop
         trades = page.locator('[data-testid="trades"] tbody tr')
         expect(page.get_by_test_id("book-empty")).to_be_visible()
         expect(page.get_by_test_id("trades-empty")).to_be_visible()
-        candles_before = int(chart.get_attribute("data-candles") or 0)  # the seeded reference minute, a day back
+        expect(chart).to_have_attribute("data-loaded", "1m")  # the stored history: the seeded reference minute, a day back
+        bars_before = int(chart.get_attribute("data-candles") or 0)
 
         log = tmp_path / "replay_feed.log"
         replay = manage(
@@ -80,9 +81,9 @@ def test_the_instrument_page_follows_a_replayed_session_and_resumes_after_a_drop
             expect(book).to_have_attribute("data-checksum", "ok")
             expect(trades).to_have_count(50, timeout=15_000)
             expect(last_price).not_to_have_text("$87,350.00", timeout=10_000)
-            wait_for_js(page, f"{PAGE}.candles.length > {candles_before}", timeout=10_000)
+            wait_for_js(page, f"{PAGE}.chart.bars.length > {bars_before}", timeout=10_000)
 
-            # ...and moves: the tape, the book, the open candle, the header.
+            # ...and moves: the tape, the book, the open candle (the live minutes, added to the stored history), the header.
             tape = page.locator('[data-testid="trades"]')
             newest = tape.get_attribute("data-newest") or ""
             expect(tape).not_to_have_attribute("data-newest", newest, timeout=10_000)
@@ -95,7 +96,7 @@ def test_the_instrument_page_follows_a_replayed_session_and_resumes_after_a_drop
             expect(page.locator("#replay-badge")).to_be_visible()  # the ticker says the prices are replayed
             # A minute closes and the next one opens: the chart gains candles during the session.
             shown = int(chart.get_attribute("data-candles") or 0)
-            wait_for_js(page, f"{PAGE}.candles.length > {shown}", timeout=15_000)
+            wait_for_js(page, f"{PAGE}.chart.bars.length > {shown}", timeout=15_000)
 
             # The network drops mid-session: the page reconnects and resumes every channel where it was.
             resumes = stat(page, "recovered") + stat(page, "notRecovered")

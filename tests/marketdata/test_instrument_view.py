@@ -1,15 +1,19 @@
-"""The instrument page, /market/<symbol>/: signed-in users only, any instrument symbol (slashes and carets too), 404 otherwise."""
+"""The instrument page, /market/<symbol>/: signed-in users only, any instrument symbol (slashes and carets too), 404 otherwise;
+and its chart's history, /market/<symbol>/candles/?tf=."""
 
 import json
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.urls import reverse
 
-from marketdata.models import AssetClass, Instrument, SymbolAlias
+from marketdata.models import AssetClass, Candle, DailyClose, Instrument, SymbolAlias
 
 pytestmark = pytest.mark.django_db
+D = Decimal
 
 
 def config_of(html: str) -> dict[str, Any]:
@@ -142,3 +146,62 @@ def test_an_inactive_instrument_still_has_its_page(client: Client, alice: Any, i
 
     assert response.status_code == 200
     assert ">inactive</span>" in response.content.decode()
+
+
+# ---- GET /market/<symbol>/candles/?tf=: the chart's stored history
+
+
+def test_anonymous_visitors_get_no_candles_but_the_log_in_page(client: Client, instruments: dict[str, Instrument]) -> None:
+    response = client.get("/market/BTC-USD/candles/?tf=5m")
+
+    assert (response.status_code, response["Location"]) == (302, "/accounts/login/?next=/market/BTC-USD/candles/%3Ftf%3D5m")
+
+
+def test_candles_come_in_the_asked_timeframe_as_decimal_strings_with_the_newest_minute(
+    client: Client, alice: Any, instruments: dict[str, Instrument]
+) -> None:
+    start = datetime(2026, 3, 2, 9, 58, tzinfo=UTC)
+    Candle.objects.bulk_create(
+        Candle(instrument=instruments["EUR/USD"], start=start + timedelta(minutes=n), open=D("1.1"), high=D("1.12") + n, low=D("1.09"),
+               close=D("1.105") + n, volume=D("2.5"), trades=2)
+        for n in range(4)
+    )  # fmt: skip
+    client.force_login(alice)
+
+    response = client.get(reverse("marketdata:instrument_candles", args=["EUR/USD"]), {"tf": "5m"})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert {k: body[k] for k in ("symbol", "tf", "interval_ms", "max_bars", "closes")} == {
+        "symbol": "EUR/USD", "tf": "5m", "interval_ms": 300_000, "max_bars": 500, "closes": []
+    }  # fmt: skip
+    assert body["last_minute"] == int((start + timedelta(minutes=3)).timestamp() * 1000)
+    assert body["bars"] == [
+        {"start": int(datetime(2026, 3, 2, 9, 55, tzinfo=UTC).timestamp() * 1000), "open": "1.1", "high": "2.12", "low": "1.09",
+         "close": "2.105", "volume": "5", "trades": 4, "closed": True},
+        {"start": int(datetime(2026, 3, 2, 10, 0, tzinfo=UTC).timestamp() * 1000), "open": "1.1", "high": "4.12", "low": "1.09",
+         "close": "4.105", "volume": "5", "trades": 4, "closed": True},
+    ]  # fmt: skip
+
+
+def test_the_daily_timeframe_carries_older_days_as_closes_only(client: Client, alice: Any, instruments: dict[str, Instrument]) -> None:
+    DailyClose.objects.create(instrument=instruments["AAPL"], date=date(2026, 3, 1), close=D("201.5"), source="csv")
+    client.force_login(alice)
+
+    body = client.get("/market/AAPL/candles/?tf=1d").json()
+
+    assert (body["bars"], body["last_minute"]) == ([], None)
+    assert body["closes"] == [{"start": int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000), "close": "201.5"}]
+
+
+def test_an_unknown_timeframe_is_a_400_and_an_unknown_symbol_a_404_saying_which(
+    client: Client, alice: Any, instruments: dict[str, Instrument]
+) -> None:
+    client.force_login(alice)
+
+    bad_tf = client.get("/market/AAPL/candles/?tf=2m")
+    unknown = client.get("/market/NOPE/candles/?tf=5m")
+
+    assert (bad_tf.status_code, bad_tf.json()) == (400, {"error": "Unknown timeframe '2m': use one of 1m, 5m, 15m, 1h, 1d."})
+    assert (unknown.status_code, unknown.json()) == (404, {"error": "Unknown symbol 'NOPE'."})
+    assert client.post("/market/AAPL/candles/").status_code == 405

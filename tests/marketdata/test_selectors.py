@@ -1,4 +1,4 @@
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from marketdata import selectors
-from marketdata.models import AssetClass, Candle, Instrument, SymbolAlias
+from marketdata.models import AssetClass, Candle, DailyClose, Instrument, SymbolAlias
 
 D = Decimal
 NEW_YORK = ZoneInfo("America/New_York")
@@ -100,3 +100,59 @@ def test_recent_candles_are_the_latest_of_that_symbol_oldest_first() -> None:
     assert [(c.start, c.close) for c in recent] == [(NOW + timedelta(minutes=n), D(100 + n)) for n in (2, 3, 4)]
     assert len(selectors.candles_recent(symbol="AAPL")) == 5
     assert selectors.candles_recent(symbol="NOPE") == []
+
+
+def test_candles_for_a_timeframe_add_up_the_stored_minutes_into_utc_buckets(django_assert_num_queries: Any) -> None:
+    aapl, msft = instrument("AAPL", AssetClass.EQUITY), instrument("MSFT", AssetClass.EQUITY)
+    t = datetime(2026, 3, 2, 9, 58, tzinfo=UTC)
+    # 09:58 .. 10:07: closes 100 .. 109; open = close - 1, high = close + 2, low = close - 3 (see `candles`).
+    candles(aapl, *[(t + timedelta(minutes=n), str(100 + n)) for n in range(10)])
+    candles(msft, *[(t + timedelta(minutes=n), "400") for n in range(30)])
+
+    with django_assert_num_queries(2):
+        history = selectors.candles_for_timeframe(instrument=aapl, timeframe="5m")
+
+    assert [(b.start.strftime("%H:%M"), b.open, b.high, b.low, b.close) for b in history.bars] == [
+        ("09:55", D(99), D(103), D(97), D(101)),  # 09:58 and 09:59
+        ("10:00", D(101), D(108), D(99), D(106)),  # 10:00 .. 10:04
+        ("10:05", D(106), D(111), D(104), D(109)),  # 10:05 .. 10:07
+    ]
+    assert history.last_minute == t + timedelta(minutes=9)
+    assert history.closes == []
+
+
+def test_candles_for_a_timeframe_are_bounded_to_the_last_bars_before_the_newest_minute() -> None:
+    aapl = instrument("AAPL", AssetClass.EQUITY)
+    t = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    candles(aapl, *[(t + timedelta(minutes=n), str(100 + n)) for n in range(60)])
+
+    history = selectors.candles_for_timeframe(instrument=aapl, timeframe="15m", limit=2)
+
+    assert [b.start.strftime("%H:%M") for b in history.bars] == ["09:30", "09:45"]
+    assert history.bars[0].open == D(129)  # the 09:30 minute's, not an older one's
+
+
+def test_daily_bars_come_from_the_minutes_and_older_days_from_their_daily_close_only() -> None:
+    aapl = instrument("AAPL", AssetClass.EQUITY)
+    t = datetime(2026, 3, 2, 23, 59, tzinfo=UTC)
+    candles(aapl, *[(t + timedelta(minutes=n), str(100 + n)) for n in range(3)])  # 2 March 23:59, 3 March 00:00 and 00:01
+    for day, close in ((1, "90"), (2, "95"), (3, "99")):  # 1 and 2 March before the candles; 3 March has them
+        DailyClose.objects.create(instrument=aapl, date=date(2026, 3, day), close=D(close), source="csv")
+
+    history = selectors.candles_for_timeframe(instrument=aapl, timeframe="1d")
+
+    assert [(b.start.date(), b.open, b.close) for b in history.bars] == [
+        (date(2026, 3, 2), D(99), D(100)),
+        (date(2026, 3, 3), D(100), D(102)),
+    ]
+    assert history.closes == [(date(2026, 3, 1), D(90))]
+
+
+def test_without_candles_a_timeframe_has_no_bars_and_1d_has_the_daily_closes() -> None:
+    aapl = instrument("AAPL", AssetClass.EQUITY)
+    DailyClose.objects.create(instrument=aapl, date=date(2026, 3, 1), close=D("90"), source="csv")
+
+    assert selectors.candles_for_timeframe(instrument=aapl, timeframe="1h") == selectors.CandleHistory("1h", [], [], None)
+    assert selectors.candles_for_timeframe(instrument=aapl, timeframe="1d").closes == [(date(2026, 3, 1), D(90))]
+    with pytest.raises(ValueError, match="unknown timeframe '2m': use one of 1m, 5m, 15m, 1h, 1d"):
+        selectors.candles_for_timeframe(instrument=aapl, timeframe="2m")

@@ -1,12 +1,13 @@
 // The two chart cards: the view's value over time (live, or over a range: performance.js) and its
-// allocation donut. The charts themselves (../charts.js) know numbers, not money; this passes them the
-// view's formatting.
+// allocation donut. The charts themselves (value-chart.js, allocation.js) know numbers, not money; this passes
+// them the view's formatting.
 
-import { createAllocationChart, createValueChart } from "../charts.js";
+import { createAllocationChart } from "./allocation.js";
 import { el } from "./dom.js";
 import { formatAxisMoney, formatClock, formatMoney, formatPercent } from "./format.js";
 import { createPerformance } from "./performance.js";
 import { STORAGE_KEYS, storageGet, storageSet } from "./storage.js";
+import { createValueChart } from "./value-chart.js";
 
 export function createChartCards() {
   const valueChart = createValueChart({ title: "Value" });

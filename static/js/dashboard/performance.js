@@ -9,11 +9,11 @@
 // The range and the benchmark are remembered per tab. The "All portfolios" tab keeps the live line only:
 // the endpoint is per portfolio.
 
-import { createValueChart } from "../charts.js";
 import { el, setSignClass, setText } from "./dom.js";
 import { formatMoney, formatPercent } from "./format.js";
 import { COMBINED } from "./model.js";
 import { STORAGE_KEYS, storageGet, storageSet } from "./storage.js";
+import { createValueChart } from "./value-chart.js";
 
 export const RANGES = [
   ["1D", "1D", "Today, live, minute by minute"],
