@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.management.base import CommandError
 from django.utils.module_loading import import_string
 
+from config.metrics import WorkerMetrics
 from marketdata import selectors
 from marketdata.delivery import streams
 from marketdata.feeds import Feed
@@ -79,15 +80,18 @@ def worker_build(
     if sandbox:
         references = References(selectors.references_load(now=datetime.now(UTC)).markets)
         nothing = _store_nothing
-        return Worker(
+        worker = Worker(
             **common, references=references, store_quotes=nothing, store_candles=nothing, prune_candles=nothing, tape=False, session=sandbox
         )
-    return Worker(
-        **common,
-        references=selectors.references_load(now=datetime.now(UTC)),
-        minute_hooks=minute_hooks(),
-        retention=timedelta(days=settings.HISTORY_RETENTION_DAYS),
-    )
+    else:
+        worker = Worker(
+            **common,
+            references=selectors.references_load(now=datetime.now(UTC)),
+            minute_hooks=minute_hooks(),
+            retention=timedelta(days=settings.HISTORY_RETENTION_DAYS),
+        )
+    worker.metrics = WorkerMetrics(command, per_symbol=not sandbox)
+    return worker
 
 
 def symbols_wanted(symbols: SymbolMap, names: Iterable[str] | None) -> set[str] | None:
