@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, CommandParser
 from django.utils.module_loading import import_string
+from prometheus_client import start_http_server
 
 from config.metrics import WorkerMetrics
 from marketdata import selectors
@@ -92,6 +93,29 @@ def worker_build(
         )
     worker.metrics = WorkerMetrics(command, per_symbol=not sandbox)
     return worker
+
+
+def metrics_arguments(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="Serve this worker's Prometheus metrics at http://ADDRESS:PORT/metrics (default: none; on the web servers' "
+        "machine they share PROMETHEUS_MULTIPROC_DIR instead: docs/operations.md).",
+    )
+    parser.add_argument(
+        "--metrics-address", default="127.0.0.1", help="The address --metrics-port binds (default 127.0.0.1: this machine only)."
+    )
+
+
+def metrics_serve(*, port: int | None, address: str) -> str | None:
+    """Serve this process's metrics on `address:port` (a thread of prometheus_client's); the URL, or None without a port."""
+    if port is None:
+        return None
+    try:
+        start_http_server(port, addr=address)
+    except OSError as exc:
+        raise CommandError(f"--metrics-port {port} on {address}: {exc}") from exc
+    return f"http://{address}:{port}/metrics"
 
 
 def symbols_wanted(symbols: SymbolMap, names: Iterable[str] | None) -> set[str] | None:
