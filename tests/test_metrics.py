@@ -4,17 +4,22 @@ by reason."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
+from contextlib import AsyncExitStack
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import websockets
 from django.conf import settings as django_settings
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -24,7 +29,9 @@ from marketdata.delivery import fanout
 from marketdata.worker.book import OrderBook
 from marketdata.worker.loop import WorkerStats
 from marketdata.worker.outage import Outage
+from tests.conftest import until
 from tests.marketdata.api.test_consumer import connect
+from tests.servers import Daphne, process, stack_env
 
 DASHBOARD_JSON = Path(django_settings.BASE_DIR) / "docs" / "deploy" / "grafana-livefolio.json"
 
@@ -304,3 +311,73 @@ async def test_a_flood_of_frames_is_dropped_then_closed_4429_and_both_are_counte
     metrics.sync()
     assert value("livefolio_ws_closes_total", endpoint="market", reason="rate_limited") == closes + 1
     assert value("livefolio_ws_dropped_frames_total", endpoint="market", reason="rate_limited") >= dropped + 9
+
+
+# -- the real processes: two daphne and a feed worker on one machine -----------------------
+
+
+def scrape(base: str) -> dict[str, float]:
+    """GET /metrics (from this machine, no token), as {'name{labels}': value}."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:  # noqa: S310 (a loopback URL of our own)
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, number = line.rpartition(" ")
+            samples[name] = float(number)
+    return samples
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+async def test_one_scrape_of_one_daphne_sums_both_daphnes_and_the_worker_and_forgets_a_killed_one(
+    instruments: Any, synthetic_feed: Any, redis_url: str, layer_prefix: str, tmp_path: Path
+) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = {**stack_env(redis_url=redis_url, layer_prefix=layer_prefix), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    a, b = Daphne(env=env, logs=tmp_path / "a"), Daphne(env=env, logs=tmp_path / "b")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a.start()
+    b.start()
+    connections = 'livefolio_ws_connections{endpoint="market"}'
+
+    async def scraped(condition: Any) -> dict[str, float]:
+        samples: dict[str, float] = {}
+
+        async def met() -> bool:
+            nonlocal samples
+            samples = await asyncio.to_thread(scrape, a.url)
+            return bool(condition(samples))
+
+        await until(met, timeout=20, what="the scrape to show it")
+        return samples
+
+    try:
+        with process([sys.executable, "manage.py", "run_feeds"], env, tmp_path / "run_feeds.log"):
+            async with AsyncExitStack() as stack:
+                for base in (a.url, b.url):
+                    ws = await stack.enter_async_context(websockets.connect(base.replace("http", "ws", 1) + "/ws/v1/market"))
+                    assert json.loads(await ws.recv())["type"] == "hello"
+                    await ws.send(json.dumps({"op": "subscribe", "id": 1, "channels": ["ticker:BTC-USD"]}))
+                samples = await scraped(
+                    lambda s: (
+                        s.get(connections) == 2
+                        and s.get('livefolio_worker_windows_total{worker="run_feeds"}', 0) > 0
+                        and s.get("livefolio_hub_deliveries_total", 0) >= 2
+                    )
+                )
+                assert samples['livefolio_ws_subscriptions{endpoint="market"}'] == 2
+                assert samples["livefolio_hub_connected"] == 2  # one hub per daphne, both connected
+                assert samples['livefolio_feed_last_update_timestamp_seconds{symbol="BTC-USD"}'] > time.time() - 10
+                assert samples['livefolio_worker_leases_held{worker="run_feeds"}'] >= 1
+                assert b.proc is not None
+                b.proc.kill()  # kill -9: nothing of b's runs any more, and nobody told the metrics
+                b.proc.wait()
+                b.proc = None
+                samples = await scraped(lambda s: s.get(connections) == 1)
+                assert samples["livefolio_hub_connected"] == 1
+    finally:
+        a.stop()
+        b.stop()
