@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -107,15 +108,23 @@ def metrics_arguments(parser: CommandParser) -> None:
     )
 
 
-def metrics_serve(*, port: int | None, address: str) -> str | None:
-    """Serve this process's metrics on `address:port` (a thread of prometheus_client's); the URL, or None without a port."""
+@contextmanager
+def metrics_served(*, port: int | None, address: str, say: Callable[[str], object]) -> Iterator[None]:
+    """Serve this process's metrics on `address:port` (a thread of prometheus_client's) for the block; nothing without a port."""
     if port is None:
-        return None
+        yield
+        return
     try:
-        start_http_server(port, addr=address)
+        server, thread = start_http_server(port, addr=address)
     except OSError as exc:
         raise CommandError(f"--metrics-port {port} on {address}: {exc}") from exc
-    return f"http://{address}:{port}/metrics"
+    say(f"metrics at http://{address}:{port}/metrics")
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def symbols_wanted(symbols: SymbolMap, names: Iterable[str] | None) -> set[str] | None:

@@ -19,7 +19,7 @@ from marketdata import selectors
 from marketdata.api.channels import session_check
 from marketdata.feeds.files import EXCHANGE, RECEIVE, FeedError, FileSource, Problems, clock_summary
 from marketdata.feeds.registry import file_sources, formats
-from marketdata.management.base import metrics_arguments, metrics_serve, symbols_wanted, until_stopped, worker_build
+from marketdata.management.base import metrics_arguments, metrics_served, symbols_wanted, until_stopped, worker_build
 from marketdata.symbols import SymbolMap
 from marketdata.worker.leases import LeaseRefused
 from marketdata.worker.loop import Worker, WorkerStats
@@ -145,11 +145,13 @@ class Command(BaseCommand):
         self.stdout.write(f"replay_feed: {files} at {pace}, epoch {worker.hub.epoch}; Ctrl-C to stop")
         if sandbox:
             self.stdout.write(f"replay_feed: sandbox {sandbox}, nothing live touched; watch it at /market/<symbol>/?session={sandbox}")
-        if url := metrics_serve(port=options["metrics_port"], address=options["metrics_address"]):
-            self.stdout.write(f"replay_feed: metrics at {url}")
         started = time.monotonic()
+        served = metrics_served(
+            port=options["metrics_port"], address=options["metrics_address"], say=lambda line: self.stdout.write(f"replay_feed: {line}")
+        )
         try:
-            asyncio.run(until_stopped(lambda stop: self._run(worker, stop, progress=not options["no_progress"])))
+            with served:
+                asyncio.run(until_stopped(lambda stop: self._run(worker, stop, progress=not options["no_progress"])))
         except FeedError as exc:
             raise CommandError(f"stopped at a bad line (--strict): {exc}") from exc
         except LeaseRefused as exc:

@@ -12,7 +12,7 @@ from marketdata import selectors
 from marketdata.feeds import Feed
 from marketdata.feeds.configured import Merged, feed_build
 from marketdata.feeds.files import FeedError
-from marketdata.management.base import metrics_arguments, metrics_serve, until_stopped, worker_build
+from marketdata.management.base import metrics_arguments, metrics_served, until_stopped, worker_build
 from marketdata.models import Feed as FeedRow
 from marketdata.models import FeedKind
 
@@ -55,7 +55,8 @@ class Command(BaseCommand):
         )
         names = ", ".join(f"{row.name} ({row.kind})" for row in rows)
         self.stdout.write(f"run_feeds: {names}; epoch {worker.hub.epoch}; Ctrl-C to stop")
-        if url := metrics_serve(port=options["metrics_port"], address=options["metrics_address"]):
-            self.stdout.write(f"run_feeds: metrics at {url}")
-        stats = asyncio.run(until_stopped(worker.run, duration=options["duration"]))
+        with metrics_served(
+            port=options["metrics_port"], address=options["metrics_address"], say=lambda line: self.stdout.write(f"run_feeds: {line}")
+        ):
+            stats = asyncio.run(until_stopped(worker.run, duration=options["duration"]))
         self.stdout.write(f"run_feeds: stopped: {stats.summary()}")
