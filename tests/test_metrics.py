@@ -381,3 +381,12 @@ async def test_one_scrape_of_one_daphne_sums_both_daphnes_and_the_worker_and_for
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_multiprocess_dir_set_after_prometheus_client_was_imported_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    assert metrics.multiprocess_dir() == ""  # the tests run in per-process mode
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with pytest.raises(ImproperlyConfigured, match="before the process starts"):
+        metrics.multiprocess_dir()

@@ -15,6 +15,7 @@ from django.utils.module_loading import import_string
 from prometheus_client import start_http_server
 
 from config.metrics import WorkerMetrics
+from config.metrics import multiprocess_dir as metrics_dir
 from marketdata import selectors
 from marketdata.delivery import streams
 from marketdata.feeds import Feed
@@ -63,6 +64,7 @@ def worker_build(
     portfolio history in the database, no tape for `record_feed`, no day-change reference from the
     stored candles (only from the minutes the session itself replays).
     """
+    metrics_dir()  # PROMETHEUS_MULTIPROC_DIR set after prometheus_client was imported: refuse to start (config/metrics.py)
     leases = None
     if streams.redis_target() is not None:
         # A session's fence counters expire with the rest of its keys.
