@@ -35,7 +35,6 @@ from collections import Counter as Tally
 from collections.abc import Iterable
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -193,6 +192,8 @@ def multiprocess_dir() -> str:
     """PROMETHEUS_MULTIPROC_DIR, or "" in per-process mode; refuses a half-configured process."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
     if bool(path) != bool(getattr(values.ValueClass, "_multiprocess", False)):
+        from django.core.exceptions import ImproperlyConfigured  # here: the API's session imports this module without Django
+
         raise ImproperlyConfigured(
             "PROMETHEUS_MULTIPROC_DIR must be in the environment before the process starts (prometheus_client reads it once, "
             "at import): set it in the service's environment or .env, not at run time"
@@ -395,7 +396,8 @@ def _tick(loop: asyncio.AbstractEventLoop) -> None:
 
 
 class WorkerMetrics:
-    """A worker's `WorkerStats`, its outages and its books, moved into the metrics after each publish.
+    """A worker's `WorkerStats`, its outages and its books, moved into the metrics at most once a second (it is asked
+    after each publish) and when it stops.
 
     `worker`: the command (run_feeds, replay_feed); `per_symbol`: report feed staleness and book state per symbol
     (not for a replay sandbox, whose symbols are not the live ones).
@@ -406,20 +408,28 @@ class WorkerMetrics:
         self.per_symbol = per_symbol
         self._seen: dict[str, int] = {}
         self._books: dict[str, tuple[bool, int, int]] = {}
+        self._published: dict[str, float] = {}  # symbol → when it was last published, not yet in the metrics
+        self._synced_at = float("-inf")
 
     def published(self, symbols: Iterable[str]) -> None:
-        """These symbols were just published live (their staleness starts again)."""
+        """These symbols were just published live (their staleness starts again at the next sync)."""
         if self.per_symbol:
-            now = time.time()
-            for symbol in symbols:
-                FEED_LAST_UPDATE.labels(symbol).set(now)
+            self._published.update(dict.fromkeys(symbols, time.time()))
 
     def publish_took(self, seconds: float) -> None:
         WORKER_PUBLISH.labels(self.worker).observe(seconds)
 
-    def sync(self, worker: Any) -> None:
-        """Move what `worker` (a `marketdata.worker.loop.Worker`) counted since the last call into the metrics."""
+    def sync(self, worker: Any, *, force: bool = False) -> None:
+        """Move what `worker` (a `marketdata.worker.loop.Worker`) counted since the last sync into the metrics: at most
+        once per SYNC_SECONDS unless `force`."""
+        now = time.monotonic()
+        if not force and now - self._synced_at < SYNC_SECONDS:
+            return
+        self._synced_at = now
         name, stats, seen = self.worker, worker.stats, self._seen
+        published, self._published = self._published, {}
+        for symbol, at in published.items():
+            FEED_LAST_UPDATE.labels(symbol).set(at)
         for metric, key, value in (
             (WORKER_EVENTS, "events", stats.events),
             (WORKER_WINDOWS, "windows", stats.windows),

@@ -197,7 +197,7 @@ def test_worker_metrics_count_windows_drops_errors_leases_and_book_state() -> No
     worker.stats.undelivered += 7
     worker.redis_outage.failed(ConnectionError("refused"), what="publishing")
     worker.db_outage.failed(OSError("gone"), what="storing quotes")
-    watched.sync(worker)
+    watched.sync(worker, force=True)
     assert value("livefolio_worker_windows_total", worker="run_feeds") == before["windows"] + 5
     assert value("livefolio_worker_dropped_messages_total", worker="run_feeds", reason="redis_down") == before["dropped"] + 7
     assert value("livefolio_redis_errors_total", component="worker") == before["redis"] + 1
@@ -206,7 +206,10 @@ def test_worker_metrics_count_windows_drops_errors_leases_and_book_state() -> No
     assert value("livefolio_book_synced", symbol="TESTBOOK") == 0  # no snapshot yet
     book._synced = True
     book.losses = 1
-    watched.sync(worker)
+    worker.stats.windows += 1
+    watched.sync(worker)  # within a second of the last: nothing yet
+    assert value("livefolio_worker_windows_total", worker="run_feeds") == before["windows"] + 5
+    watched.sync(worker, force=True)
     assert value("livefolio_book_synced", symbol="TESTBOOK") == 1
     assert value("livefolio_book_sync_losses_total", symbol="TESTBOOK") >= 1
     watched.stopped()
@@ -214,9 +217,12 @@ def test_worker_metrics_count_windows_drops_errors_leases_and_book_state() -> No
 
 
 def test_a_published_symbol_gets_its_last_update_time_unless_it_is_a_sandbox() -> None:
-    metrics.WorkerMetrics("replay_feed", per_symbol=False).published(["SANDBOXED"])
+    sandbox, live = metrics.WorkerMetrics("replay_feed", per_symbol=False), metrics.WorkerMetrics("run_feeds")
+    sandbox.published(["SANDBOXED"])
+    sandbox.sync(fake_worker({}), force=True)
     assert REGISTRY.get_sample_value("livefolio_feed_last_update_timestamp_seconds", {"symbol": "SANDBOXED"}) is None
-    metrics.WorkerMetrics("run_feeds").published(["STALE-TEST"])
+    live.published(["STALE-TEST"])
+    live.sync(fake_worker({}), force=True)
     assert value("livefolio_feed_last_update_timestamp_seconds", symbol="STALE-TEST") > 1.7e9
 
 

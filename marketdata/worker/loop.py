@@ -287,7 +287,7 @@ class Worker:
             await self.flush_quotes()
             if self.leases is not None:
                 await self.leases.release()
-            self.metrics.sync(self)
+            self.metrics.sync(self, force=True)
             self.metrics.stopped()
         return self.stats
 
