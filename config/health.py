@@ -177,5 +177,5 @@ class Probes:
                 await _json(send, status, {"error": why}, extra)
                 return
             metrics.sync()  # this process's counts, on its own loop; the files are read in a thread
-            body = await asyncio.to_thread(metrics.exposition_unsynced)
+            body = await asyncio.to_thread(metrics.exposition)
             await _respond(send, 200, body, CONTENT_TYPE_LATEST)

@@ -6,7 +6,7 @@ to a socket costs. So the hot paths count in plain integers, once per process: t
 `HubStats`, and an `EndpointTally` per endpoint that every outbox, the connection cap and the hub's
 subscriptions add to (an integer add per frame). `sync()` moves what changed into the Prometheus
 metrics, once a second on each server process's event loop (`ensure_sync`), and before every
-scrape. The feed worker syncs its `WorkerStats` after each publish (`WorkerMetrics`). Rare events
+scrape. The feed worker moves its `WorkerStats` at most once a second, after a publish (`WorkerMetrics`). Rare events
 (a close, an outage) update their metric directly.
 
 **Several processes on one machine** (N daphne processes, the feed workers): with
@@ -26,7 +26,6 @@ published live; replay sandboxes are left out).
 from __future__ import annotations
 
 import asyncio
-import glob
 import os
 import re
 import time
@@ -227,12 +226,6 @@ def reap_dead_processes(path: str) -> list[int]:
     return sorted(dead)
 
 
-def clear_multiprocess_dir(path: str) -> None:
-    """Empty the directory of metric files, as prometheus_client asks before the processes sharing it start."""
-    for name in glob.glob(os.path.join(path, "*.db")):
-        os.remove(name)
-
-
 def registry() -> CollectorRegistry:
     """What `/metrics` exposes: every process's metrics on this machine (multiprocess mode), or this process's own."""
     path = multiprocess_dir()
@@ -245,13 +238,8 @@ def registry() -> CollectorRegistry:
 
 
 def exposition() -> bytes:
-    """The text a scrape gets: this process's counts synced first, so nothing it counted is left out."""
-    sync()
-    return exposition_unsynced()
-
-
-def exposition_unsynced() -> bytes:
-    """The text of `registry()` as it is (safe off the event loop: it reads files and metric values only)."""
+    """The text a scrape gets (call `sync()` first, on the event loop, so that this process's latest counts are in it).
+    Safe off the event loop: it reads files and metric values only."""
     return generate_latest(registry())
 
 
