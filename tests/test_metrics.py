@@ -396,3 +396,58 @@ def test_a_multiprocess_dir_set_after_prometheus_client_was_imported_is_refused(
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     with pytest.raises(ImproperlyConfigured, match="before the process starts"):
         metrics.multiprocess_dir()
+
+
+async def test_a_slow_consumer_close_is_counted_with_the_frames_it_dropped() -> None:
+    from marketdata.delivery.outbox import Outbox
+
+    stuck = asyncio.get_running_loop().create_future()  # the server never takes the first frame
+
+    async def send(message: dict[str, Any]) -> None:
+        await stuck
+
+    async def close(code: int) -> None:
+        pass
+
+    slow: list[str] = []
+    box = Outbox(send=send, close=close, on_slow=slow.append, limit=100, slow_seconds=5, tally=metrics.endpoint_tally("portfolio"))
+    metrics.sync()
+    closes = value("livefolio_ws_closes_total", endpoint="portfolio", reason="slow_consumer")
+    dropped = value("livefolio_ws_dropped_frames_total", endpoint="portfolio", reason="slow_consumer")
+    for _ in range(4):  # the first is with the server; three wait, 600 characters past the hard limit of 400
+        box.put("x" * 200)
+    assert slow, "the outbox did not find the connection slow"
+    metrics.sync()
+    assert value("livefolio_ws_closes_total", endpoint="portfolio", reason="slow_consumer") == closes + 1
+    assert value("livefolio_ws_dropped_frames_total", endpoint="portfolio", reason="slow_consumer") == dropped + 3
+    stuck.cancel()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_capacity_and_unauthenticated_closes_are_counted_by_endpoint_and_reason(instruments: Any, settings: Any) -> None:
+    from channels.testing import WebsocketCommunicator
+
+    from config.asgi import application
+    from tests.marketdata.api.test_consumer import HOST, ORIGIN
+
+    def closes(endpoint: str, reason: str) -> float:
+        return value("livefolio_ws_closes_total", endpoint=endpoint, reason=reason)
+
+    capacity, unauthenticated = closes("market", "capacity"), closes("portfolio", "auth_failed")
+    dashboard = WebsocketCommunicator(application, "/ws/portfolio/", headers=[HOST, ORIGIN])  # no session
+    try:
+        assert (await dashboard.connect(timeout=5))[0]
+        assert (await dashboard.receive_output(timeout=3))["code"] == 4401
+    finally:
+        await dashboard.disconnect()
+    assert closes("portfolio", "auth_failed") == unauthenticated + 1
+    settings.WS_MAX_CONNECTIONS = 1
+    async with connect() as first:
+        assert first.hello["type"] == "hello"
+        refused = WebsocketCommunicator(application, "/ws/v1/market", headers=[HOST, ORIGIN])
+        try:
+            assert (await refused.connect(timeout=5))[0]
+            assert (await refused.receive_output(timeout=3))["code"] == 1013
+        finally:
+            await refused.disconnect()
+    assert closes("market", "capacity") == capacity + 1
