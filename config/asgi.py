@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP goes to Django, WebSockets through origin check → connection cap → session auth → router.
+"""ASGI entry point: HTTP goes to Django (after the probes: /healthz, /readyz, /metrics), WebSockets through origin check → connection cap → session auth → router.
 
 The origin check depends on the path (config/origins.py): /ws/v1/market lets
 bots without an Origin header in, every other WebSocket path needs one; an
@@ -18,8 +18,9 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from config import closecodes, uploads  # noqa: E402
+from config import closecodes, metrics, uploads  # noqa: E402
 from config.capacity import ConnectionCap  # noqa: E402
+from config.health import Probes  # noqa: E402
 from config.origins import OriginCheckByPath, SameOriginValidator  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
@@ -37,9 +38,12 @@ sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
 # At most WS_MAX_CONNECTIONS open WebSockets per process, both paths, counted past the origin check (config/capacity.py).
 websocket_app = ConnectionCap(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 
+metrics.multiprocess_dir()  # PROMETHEUS_MULTIPROC_DIR set after prometheus_client was imported: refuse to start
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # /healthz, /readyz and /metrics are answered before Django (no host check, redirect, session or axes: config/health.py).
+        "http": Probes(django_asgi_app),  # type: ignore[arg-type]  # Django types its scope a dict
         "websocket": OriginCheckByPath(
             # The market API serves bots too: a browser's Origin is checked, a missing one (a bot's) is not.
             {"/ws/v1/market": SameOriginValidator(websocket_app, allow_missing=True)},

@@ -24,6 +24,7 @@ from typing import Any
 
 from django.conf import settings
 
+from config import metrics
 from config.closecodes import CLOSE_TRY_AGAIN_LATER
 
 log = logging.getLogger(__name__)
@@ -89,15 +90,21 @@ class ConnectionCap:
             await self.app(scope, receive, send)
             return
         limit = settings.WS_MAX_CONNECTIONS
+        tally = metrics.endpoint_tally(metrics.endpoint_of_path(scope.get("path", "")))
+        metrics.ensure_sync()
         if self.open >= limit:
             refusals.note("process", f"{self.open} open, WS_MAX_CONNECTIONS={limit}; closed with {CLOSE_TRY_AGAIN_LATER}")
+            metrics.ws_closed(tally.endpoint, "capacity")
             await refuse(receive, send, CLOSE_TRY_AGAIN_LATER)
             return
         self.open += 1
+        tally.connections += 1
+        tally.opened += 1
         try:
             await self.app(scope, receive, send)
         finally:
             self.open -= 1
+            tally.connections -= 1
 
 
 async def refuse(receive: Receive, send: Send, code: int, frame: str | None = None) -> None:

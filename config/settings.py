@@ -6,6 +6,7 @@ Each variable is listed in `.env.example` and the README. Readers live in
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -281,6 +282,15 @@ AXES_RESET_ON_SUCCESS = False
 AXES_ENABLE_ACCESS_FAILURE_LOG = True
 # Log lines name the username and the address (a password is always masked).
 AXES_SENSITIVE_PARAMETERS: list[str] = []
+
+# --- Metrics and health (config/metrics.py, config/health.py; docs/operations.md, "Metrics and health") ----
+# /metrics needs `Authorization: Bearer <this>`; empty: it answers only requests from this machine not through a proxy.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Where the processes of one machine (daphne, the workers) keep their metrics so that any one /metrics sums them all.
+# prometheus_client reads the variable itself, once, at import: it must be in the environment before the process starts.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
+if PROMETHEUS_MULTIPROC_DIR and not (os.path.isdir(PROMETHEUS_MULTIPROC_DIR) and os.access(PROMETHEUS_MULTIPROC_DIR, os.W_OK)):
+    raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR!r} is not a writable directory")
 
 LOGGING = {
     "version": 1,

@@ -35,6 +35,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from config import metrics
 from marketdata.delivery import history, outbox, streams
 from marketdata.delivery.fanout import Update, encode_frame
 from marketdata.delivery.flusher import flusher
@@ -91,6 +92,7 @@ class PortfolioConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
 
     live: LivePortfolios
     book: LiveBook
+    endpoint = "portfolio"  # what its frames, subscriptions and closes are counted under (config/metrics.py)
     _outbox: outbox.Outbox | None = None
     _tickers: frozenset[str] = frozenset()  # the hub channels followed
     _closing: bool = False
@@ -139,6 +141,7 @@ class PortfolioConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
             # Accept first so the browser sees the reason (a refused handshake is only 1006).
             await self.accept()
             await self.close(code=CLOSE_NOT_AUTHENTICATED)
+            metrics.ws_closed(self.endpoint, "auth_failed")
             return
         self._tasks: set[asyncio.Task[None]] = set()
         self._lost: set[str] = set()  # symbols whose prices the hub may have lost, for the pending resync
@@ -151,7 +154,7 @@ class PortfolioConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
         self.live, self.book = live, live.book
         await self._follow()
         await self.accept()
-        self._outbox = outbox.for_socket(self.base_send, close=self._close_socket, on_slow=self._slow)
+        self._outbox = outbox.for_socket(self.base_send, close=self._close_socket, on_slow=self._slow, endpoint=self.endpoint)
         self._put(self.book.snapshot())
 
     async def disconnect(self, code: int) -> None:

@@ -79,3 +79,19 @@ def test_channel_layer_socket_timeout_outlasts_the_blocking_pop() -> None:
 
     host = PRODUCTION_LAYER["CONFIG"]["hosts"][0]
     assert host["socket_timeout"] > RedisChannelLayer.brpop_timeout
+
+
+def test_a_metrics_directory_that_is_not_there_refuses_to_start(tmp_path: object) -> None:
+    import subprocess
+    import sys
+
+    missing = f"{tmp_path}/no-such-dir"
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={"DJANGO_SETTINGS_MODULE": "config.settings", "PROMETHEUS_MULTIPROC_DIR": missing, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        cwd=settings.BASE_DIR,
+    )
+    assert result.returncode != 0
+    assert f"PROMETHEUS_MULTIPROC_DIR={missing!r} is not a writable directory" in result.stderr

@@ -47,7 +47,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from config import capacity, lockout
+from config import capacity, lockout, metrics
 from config.closecodes import CLOSE_TRY_AGAIN_LATER
 from config.proxies import scope_client_address
 from marketdata import services
@@ -113,6 +113,7 @@ class MarketConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
     """One `/ws/v1/market` connection; also a sink of its process's market hub (`fanout.Sink`)."""
 
     session: Session
+    endpoint = "market"  # what its frames, subscriptions and closes are counted under (config/metrics.py)
     _closing: bool = False
     _counted: bool = False
     _tasks: set[asyncio.Task[None]] = frozenset()  # type: ignore[assignment]  # until connect makes the set
@@ -158,7 +159,7 @@ class MarketConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
             return
         symbols = await database_sync_to_async(_instrument_symbols)()
         await self.accept()
-        box = self._outbox = outbox.for_socket(self.base_send, close=self._close_socket, on_slow=self._slow)
+        box = self._outbox = outbox.for_socket(self.base_send, close=self._close_socket, on_slow=self._slow, endpoint=self.endpoint)
         self.session = Session(
             send=box.put,
             limits=limits_from_settings(),
@@ -258,6 +259,7 @@ class MarketConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
         """Close with `code` once the frames queued before it are sent."""
         if self._closing:
             return
+        metrics.ws_closed_with(self.endpoint, code)
         self._stop()
         if self._outbox is not None:
             self._outbox.close(code)
@@ -285,10 +287,12 @@ class MarketConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
             limit, code = settings.MARKET_WS_ANONYMOUS_PER_ADDRESS, CLOSE_TOO_MANY_CONNECTIONS
             message = f"{address} already has {limit} anonymous connections: authenticate, or close one first."
             capacity.refusals.note("anonymous address", f"{address} holds MARKET_WS_ANONYMOUS_PER_ADDRESS={limit}; closed with {code}")
+            metrics.ws_closed(self.endpoint, "too_many_connections")
         else:
             limit, code = settings.MARKET_WS_ANONYMOUS_MAX, CLOSE_TRY_AGAIN_LATER
             message = f"The server holds its {limit} anonymous connections: try again later, or authenticate."
             capacity.refusals.note("anonymous process", f"MARKET_WS_ANONYMOUS_MAX={limit} reached; closed with {code}")
+            metrics.ws_closed(self.endpoint, "capacity")
         self._closing = True
         await self.accept()
         await self.send(text_data=encode_frame({"type": "error", "code": "too_many_connections", "message": message}))
@@ -306,7 +310,9 @@ class MarketConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
             admitted = self.session.queue_full(settings.MARKET_WS_MAX_QUEUED_REQUESTS, text_data)
         if admitted is True:
             self._jobs.put_nowait(lambda: self._handle(text_data, bytes_data))
-        elif admitted is not False:
+        elif admitted is False:
+            metrics.endpoint_tally(self.endpoint).dropped["rate_limited"] += 1
+        else:
             self._close(admitted)
 
     async def _work(self) -> None:

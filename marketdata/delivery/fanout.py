@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from typing import Any, Protocol
 import orjson
 import redis.asyncio as aioredis
 
+from config import metrics
 from marketdata import groups
 from marketdata.api.channels import channel_parse
 from marketdata.events import PriceUpdate
@@ -66,10 +68,13 @@ def encode_update(message: Message) -> str:
     return orjson.dumps({"type": "update", **message}).decode()
 
 
-def encode_payload(messages: Sequence[Message], fence: int | None = None) -> bytes:
+def encode_payload(messages: Sequence[Message], fence: int | None = None, at: float | None = None) -> bytes:
     """What the worker publishes for one symbol and window: the messages, and the fencing token of the
-    worker's lease on the symbol (`marketdata.worker.leases`; None without leases)."""
-    return orjson.dumps({"fence": fence, "messages": messages})
+    worker's lease on the symbol (`marketdata.worker.leases`; None without leases); `at`: when it was
+    published (Unix time), for the fan-out lag the hubs report (config/metrics.py)."""
+    if at is None:
+        return orjson.dumps({"fence": fence, "messages": messages})
+    return orjson.dumps({"fence": fence, "messages": messages, "at": at})
 
 
 class Update:
@@ -161,6 +166,7 @@ class LocalHub:
         self._confirms: dict[bytes, deque[asyncio.Future[None] | None]] = {}
         self._heard = 0.0
         self.connection_id: int | None = None  # Redis's CLIENT ID of the current connection
+        metrics.hub_created(self)  # its stats reach Prometheus once a second, not per message
 
     # -- maps ---------------------------------------------------------------------------------
 
@@ -202,6 +208,7 @@ class LocalHub:
             if sink not in sinks:
                 sinks[sink] = None
                 added.append((topic, name))
+                metrics.sink_tally(sink).subscriptions += 1
             if topic.ready is not None and not topic.ready.done():
                 waits.add(topic.ready)
         if not waits:
@@ -239,6 +246,7 @@ class LocalHub:
         if sinks is None or sink not in sinks:
             return
         del sinks[sink]
+        metrics.sink_tally(sink).subscriptions -= 1
         if not sinks:
             del topic.routes[name]
         if not topic.routes and self._topics.get(topic.key) is topic:
@@ -281,6 +289,9 @@ class LocalHub:
                     )
                 return
             topic.fence = fence
+        at = decoded.get("at")
+        if at.__class__ is float:
+            metrics.lag_observed(time.time() - at)
         stats.payloads += 1
         stats.messages += len(messages)
         for message in messages:

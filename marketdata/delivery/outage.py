@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from config import metrics
 from config.closecodes import CLOSE_TRY_AGAIN_LATER
 from marketdata.worker.outage import DATABASE_DOWN, REDIS_DOWN
 
@@ -46,6 +47,8 @@ class _Closes:
 
 
 def _note(path: str, exc: BaseException) -> None:
+    metrics.ws_closed(metrics.endpoint_of_path(path), "outage")
+    (metrics.DATABASE_ERRORS if isinstance(exc, DATABASE_DOWN) else metrics.REDIS_ERRORS).labels("web").inc()
     _Closes.count += 1
     _Closes.unlogged += 1
     now = time.monotonic()

@@ -47,6 +47,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from config import metrics
 from marketdata.delivery.outage import OUTAGE
 
 log = logging.getLogger(__name__)
@@ -109,13 +110,18 @@ class _Close:
     code: int
 
 
-def for_socket(base_send: Any, *, close: Callable[[int], Awaitable[None]], on_slow: Callable[[str], None]) -> Outbox:
+def for_socket(
+    base_send: Any, *, close: Callable[[int], Awaitable[None]], on_slow: Callable[[str], None], endpoint: str = "other"
+) -> Outbox:
     """A consumer's outbox: on the ASGI server's own `send` beneath `base_send`, bounded by
-    MARKET_WS_SEND_BUFFER_BYTES for MARKET_WS_SLOW_SECONDS, seeing the server's buffer where it can."""
+    MARKET_WS_SEND_BUFFER_BYTES for MARKET_WS_SLOW_SECONDS, seeing the server's buffer where it can.
+    Its frames are counted under `endpoint` (config/metrics.py)."""
     from django.conf import settings
 
+    metrics.ensure_sync()
     send = server_send(base_send)
     return Outbox(
+        tally=metrics.endpoint_tally(endpoint),
         send=send,
         close=close,
         on_slow=on_slow,
@@ -175,8 +181,10 @@ class Outbox:
         limit: int,
         slow_seconds: float,
         backlog: Callable[[], int] | None = None,
+        tally: metrics.EndpointTally | None = None,
     ) -> None:
         self._send = send
+        self._tally = tally if tally is not None else metrics.endpoint_tally("other")  # frames and characters sent
         self._close = close
         self._on_slow = on_slow
         self.limit = limit
@@ -315,6 +323,9 @@ class Outbox:
         back), the writer task sees it through and queued frames wait behind it.
         """
         if isinstance(item, str):
+            tally = self._tally  # plain integers: Prometheus hears of them once a second (config/metrics.py)
+            tally.frames += 1
+            tally.sent += len(item)
             coroutine: Coroutine[Any, Any, None] = self._send({"type": "websocket.send", "text": item})  # type: ignore[assignment]
         else:
             coroutine = self._close(item.code)  # type: ignore[assignment]
@@ -376,7 +387,10 @@ class Outbox:
         self._timer = asyncio.get_running_loop().call_later(SAMPLE_SECONDS, self._sample)
 
     def _slow(self, reason: str) -> None:
+        dropped = sum(isinstance(item, str) for item in self._frames) + len(self._batch)
         self.abandon()
+        self._tally.dropped["slow_consumer"] += dropped
+        metrics.ws_closed(self._tally.endpoint, "slow_consumer")
         self._on_slow(reason)
 
 

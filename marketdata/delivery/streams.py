@@ -23,6 +23,7 @@ channel layer's keys. It exists only with a Redis channel layer.
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -86,16 +87,17 @@ async def publish_market_window(
     """`publish_market` for every symbol of a window: one PUBLISH each (on `groups.market_key(symbol, session)`), in one
     round trip. `fences`: the publisher's fencing token per symbol (`marketdata.worker.leases`), carried in each payload."""
     fences = fences or {}
+    at = time.time()  # when it was published: the hubs report the lag from here to their receipt
     redis = _redis()
     if redis is None:
         hub = market_hub()
         for symbol, messages in window.items():
-            hub.publish_local(groups.market_key(symbol, session), fanout.encode_payload(messages, fences.get(symbol)))
+            hub.publish_local(groups.market_key(symbol, session), fanout.encode_payload(messages, fences.get(symbol), at))
         return
     client, prefix = redis
     async with client.pipeline(transaction=False) as pipe:
         for symbol, messages in window.items():
-            payload = fanout.encode_payload(messages, fences.get(symbol))
+            payload = fanout.encode_payload(messages, fences.get(symbol), at)
             pipe.publish(groups.live_channel(prefix, groups.market_key(symbol, session)), payload)
         await pipe.execute()
 
@@ -128,6 +130,13 @@ def market_hub() -> fanout.LocalHub:
     if hub is None:
         hub = _local_hubs[layer] = fanout.LocalHub()
     return hub
+
+
+def market_hub_if_any() -> fanout.LocalHub | None:
+    """This event loop's Redis hub if one was made (for /readyz: it says whether it is connected); None otherwise."""
+    if redis_target() is None:
+        return None
+    return _hubs.get(asyncio.get_running_loop())
 
 
 def notify_user_on_commit(user_id: int, event: dict[str, Any]) -> None:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, CommandParser
 from django.utils.module_loading import import_string
+from prometheus_client import start_http_server
 
+from config.metrics import WorkerMetrics
+from config.metrics import multiprocess_dir as metrics_dir
 from marketdata import selectors
 from marketdata.delivery import streams
 from marketdata.feeds import Feed
@@ -60,6 +64,7 @@ def worker_build(
     portfolio history in the database, no tape for `record_feed`, no day-change reference from the
     stored candles (only from the minutes the session itself replays).
     """
+    metrics_dir()  # PROMETHEUS_MULTIPROC_DIR set after prometheus_client was imported: refuse to start (config/metrics.py)
     leases = None
     if streams.redis_target() is not None:
         # A session's fence counters expire with the rest of its keys.
@@ -79,15 +84,49 @@ def worker_build(
     if sandbox:
         references = References(selectors.references_load(now=datetime.now(UTC)).markets)
         nothing = _store_nothing
-        return Worker(
+        worker = Worker(
             **common, references=references, store_quotes=nothing, store_candles=nothing, prune_candles=nothing, tape=False, session=sandbox
         )
-    return Worker(
-        **common,
-        references=selectors.references_load(now=datetime.now(UTC)),
-        minute_hooks=minute_hooks(),
-        retention=timedelta(days=settings.HISTORY_RETENTION_DAYS),
+    else:
+        worker = Worker(
+            **common,
+            references=selectors.references_load(now=datetime.now(UTC)),
+            minute_hooks=minute_hooks(),
+            retention=timedelta(days=settings.HISTORY_RETENTION_DAYS),
+        )
+    worker.metrics = WorkerMetrics(command, per_symbol=not sandbox)
+    return worker
+
+
+def metrics_arguments(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="Serve this worker's Prometheus metrics at http://ADDRESS:PORT/metrics (default: none; on the web servers' "
+        "machine they share PROMETHEUS_MULTIPROC_DIR instead: docs/operations.md).",
     )
+    parser.add_argument(
+        "--metrics-address", default="127.0.0.1", help="The address --metrics-port binds (default 127.0.0.1: this machine only)."
+    )
+
+
+@contextmanager
+def metrics_served(*, port: int | None, address: str, say: Callable[[str], object]) -> Iterator[None]:
+    """Serve this process's metrics on `address:port` (a thread of prometheus_client's) for the block; nothing without a port."""
+    if port is None:
+        yield
+        return
+    try:
+        server, thread = start_http_server(port, addr=address)
+    except OSError as exc:
+        raise CommandError(f"--metrics-port {port} on {address}: {exc}") from exc
+    say(f"metrics at http://{address}:{port}/metrics")
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def symbols_wanted(symbols: SymbolMap, names: Iterable[str] | None) -> set[str] | None:

@@ -69,6 +69,7 @@ from types import MappingProxyType
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from config.metrics import WorkerMetrics
 from marketdata import groups, services
 from marketdata.delivery import streams
 from marketdata.delivery.history import Fenced, MarketStore, market_store
@@ -131,6 +132,9 @@ class WorkerStats:
     lost: dict[str, str] = field(default_factory=dict)  # symbols whose lease was lost → who holds it now
     undelivered: int = 0  # market messages dropped because Redis was unreachable (live and history)
     restated: int = 0  # times every symbol was published afresh under a new epoch, once Redis was back
+    windows: int = 0  # conflation windows closed
+    lease_losses: int = 0  # leases lost to another producer
+    lease_dropped: int = 0  # messages left unpublished when their symbol's lease was lost
     unstored_quotes: int = 0  # quote rows that could not be written when tried (kept and retried; the newest wins)
     symbols: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
@@ -231,6 +235,8 @@ class Worker:
         self._tape_checked = float("-inf")
         self._tape_n = 0
         self.stats = WorkerStats()
+        # Prometheus (config/metrics.py), synced after each publish; `worker_build` names it after its command.
+        self.metrics = WorkerMetrics("worker", per_symbol=not session)
         first, cap = float(settings.MARKETDATA_RETRY_SECONDS), float(settings.MARKETDATA_RETRY_MAX_SECONDS)
         self.redis_outage = Outage("Redis", first=first, cap=cap)
         self.db_outage = Outage("the database", first=first, cap=cap)
@@ -281,6 +287,8 @@ class Worker:
             await self.flush_quotes()
             if self.leases is not None:
                 await self.leases.release()
+            self.metrics.sync(self, force=True)
+            self.metrics.stopped()
         return self.stats
 
     async def _ingest(self) -> None:
@@ -379,6 +387,11 @@ class Worker:
                     log.warning("%s: the lease of %s ended; publishing it now", symbol, self._waiting.pop(symbol))
                     self._regain(symbol)
 
+    @property
+    def held_symbols(self) -> frozenset[str]:
+        """The symbols whose lease this worker holds."""
+        return frozenset(self._held)
+
     def _store(self) -> MarketStore:
         if self._market_history is None:
             self._market_history = market_store()
@@ -407,6 +420,8 @@ class Worker:
         self.stats.lost[symbol] = holder
         dropped = self._unpublished.pop(symbol, [])
         self._unpublished_n -= len(dropped)
+        self.stats.lease_losses += 1
+        self.stats.lease_dropped += len(dropped)
         if self.standby:
             self._waiting[symbol] = holder
         log.warning("lost the lease of %s to %s: no longer publishing it (%d messages dropped)", symbol, holder, len(dropped))
@@ -508,6 +523,7 @@ class Worker:
         """Drain the hub and build the window's messages; synchronous, so no event can slip in between."""
         self._drain()
         batch, self._outbox = self._outbox, []
+        self.stats.windows += 1
         window = self.market.build(self.hub, batch, minute=self._minute)
         for update in batch:
             self.stats.broadcasts += 1
@@ -523,9 +539,12 @@ class Worker:
             await self._flush_tape()
             window, self._unpublished, self._unpublished_n = self._unpublished, {}, 0
             if window:
+                started = time.perf_counter()
                 await self._publish_market(window)
+                self.metrics.publish_took(time.perf_counter() - started)
             if time.monotonic() - self._last_flush >= self.quote_flush:
                 await self.flush_quotes()
+            self.metrics.sync(self)
 
     async def flush_window(self) -> None:
         """End of a conflation window: publish one ticker (a price) per changed symbol, and tape its events."""
@@ -606,6 +625,7 @@ class Worker:
             fences = None if leases is None else {symbol: leases.tokens[self._key(symbol)] for symbol in window}
             await streams.publish_market_window(window, fences, session=self.market.session)
             self.stats.market_messages += len(messages)
+            self.metrics.published(window)
 
     async def flush_quotes(self) -> None:
         """Write the latest quote of every symbol that changed; the database down: kept (the newest per symbol), and

@@ -36,6 +36,7 @@ class Outage:
         self.delay = first
         self.next_try = 0.0
         self.outages = 0  # outages over the run
+        self.failures = 0  # failed tries over the run (config/metrics.py counts them)
         self.dropped = 0  # items dropped during the current outage
         self.dropped_total = 0  # over the run
         self.last_seconds = 0.0  # how long the last outage lasted
@@ -51,6 +52,7 @@ class Outage:
     def failed(self, exc: BaseException, *, what: str) -> None:
         """A try failed: start the outage (one warning), or back off further."""
         now = self.clock()
+        self.failures += 1
         if self.since is None:
             self.since = now
             self.outages += 1

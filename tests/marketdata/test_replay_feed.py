@@ -1,6 +1,7 @@
 """`replay_feed` end to end on real Binance data: the live path, a summary, and bad input reported, never hidden."""
 
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from io import StringIO
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from prometheus_client import REGISTRY
 
 from marketdata.models import Candle, Instrument, Quote, SymbolAlias
 from tests.conftest import AGGTRADES, listen, needs_aggtrades
@@ -129,3 +131,19 @@ def test_the_summary_names_the_clock_and_how_far_receive_time_runs_behind(btc_al
     assert summary["span"] == "2024-05-01 10:00:00 to 2024-05-01 10:00:00"
 
     assert replay_feed(str(capture), "--speed", "max", "--clock", "receive")["clock"].startswith("receive; ")
+
+
+def test_a_replay_reports_its_progress_and_windows_to_prometheus(btc_alias: SymbolAlias) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    read, windows = sample("livefolio_replay_read_events_total"), sample("livefolio_worker_windows_total", worker="replay_feed")
+    running = sample("livefolio_replay_running")
+
+    replay_feed(str(AGGTRADES), "--speed", "max")
+
+    assert sample("livefolio_replay_read_events_total") == read + 5000
+    last_second = datetime(2026, 1, 1, 0, 12, 19, tzinfo=UTC).timestamp()  # the file's last trade, as the summary says
+    assert last_second <= sample("livefolio_replay_position_timestamp_seconds") < last_second + 1
+    assert sample("livefolio_worker_windows_total", worker="replay_feed") > windows
+    assert sample("livefolio_replay_running") == running  # running during the replay only

@@ -6,6 +6,9 @@ before the run can be drained afterwards without waiting on any loop.
 """
 
 import re
+import threading
+import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
@@ -19,6 +22,7 @@ from marketdata.feeds.configured import DEFAULT_START_PRICE, synthetic_instrumen
 from marketdata.models import AssetClass, Candle, Feed, FeedKind, Instrument, Quote
 from marketdata.worker.references import minute_of
 from tests.conftest import T0, listen
+from tests.servers import free_port
 
 SUMMARY = re.compile(
     r"^run_feeds: stopped: (?P<events>\d+) events in [\d.]+ s, (?P<broadcasts>\d+) broadcasts across (?P<symbols>\d+) symbols, "
@@ -270,3 +274,29 @@ def test_a_stored_price_of_zero_or_below_restarts_from_the_default(db: None, pri
 def test_an_instrument_without_a_quote_starts_from_the_default(db: None) -> None:
     bare = Instrument.objects.create(symbol="NEW", name="New", asset_class=AssetClass.EQUITY, quote_currency="USD")
     assert synthetic_instrument(bare).start_price == DEFAULT_START_PRICE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_metrics_port_serves_the_workers_metrics_while_it_runs_and_stops_with_it(instruments: dict[str, Instrument]) -> None:
+    feed()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    out: list[str] = []
+    runner = threading.Thread(target=lambda: out.extend(run_feeds("--duration", "4", "--metrics-port", str(port))))
+    runner.start()
+    seen = ""
+    deadline = time.monotonic() + 10
+    try:
+        while 'livefolio_worker_windows_total{worker="run_feeds"}' not in seen and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    seen = response.read().decode()
+            except OSError:
+                time.sleep(0.1)  # not listening yet: the command is still starting
+    finally:
+        runner.join(timeout=20)
+    assert 'livefolio_worker_windows_total{worker="run_feeds"}' in seen, seen[:500]
+    assert 'livefolio_feed_last_update_timestamp_seconds{symbol="AAPL"}' in seen
+    assert f"run_feeds: metrics at {url}" in out
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=2)

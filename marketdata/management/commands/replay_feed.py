@@ -14,11 +14,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from config.metrics import ReplayMetrics
 from marketdata import selectors
 from marketdata.api.channels import session_check
 from marketdata.feeds.files import EXCHANGE, RECEIVE, FeedError, FileSource, Problems, clock_summary
 from marketdata.feeds.registry import file_sources, formats
-from marketdata.management.base import symbols_wanted, until_stopped, worker_build
+from marketdata.management.base import metrics_arguments, metrics_served, symbols_wanted, until_stopped, worker_build
 from marketdata.symbols import SymbolMap
 from marketdata.worker.leases import LeaseRefused
 from marketdata.worker.loop import Worker, WorkerStats
@@ -102,6 +103,7 @@ class Command(BaseCommand):
             "no quotes, candles or portfolio history stored, no tape for record_feed. Safe on a production install.",
         )
         parser.add_argument("--no-progress", action="store_true", help="No progress bar (it shows only on a terminal anyway).")
+        metrics_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         sandbox: str = options["sandbox"] or ""
@@ -144,8 +146,12 @@ class Command(BaseCommand):
         if sandbox:
             self.stdout.write(f"replay_feed: sandbox {sandbox}, nothing live touched; watch it at /market/<symbol>/?session={sandbox}")
         started = time.monotonic()
+        served = metrics_served(
+            port=options["metrics_port"], address=options["metrics_address"], say=lambda line: self.stdout.write(f"replay_feed: {line}")
+        )
         try:
-            asyncio.run(until_stopped(lambda stop: self._run(worker, stop, progress=not options["no_progress"])))
+            with served:
+                asyncio.run(until_stopped(lambda stop: self._run(worker, stop, progress=not options["no_progress"])))
         except FeedError as exc:
             raise CommandError(f"stopped at a bad line (--strict): {exc}") from exc
         except LeaseRefused as exc:
@@ -155,12 +161,19 @@ class Command(BaseCommand):
     async def _run(self, worker: Worker, stop: asyncio.Event, *, progress: bool) -> WorkerStats:
         bar = tqdm(desc="replaying", unit=" events", file=sys.stderr, disable=not progress or not sys.stderr.isatty(), leave=False)
         run = asyncio.create_task(worker.run(stop))
+        replay = worker.feed.stats if isinstance(worker.feed, Replay) else None
+        progress_metrics = ReplayMetrics()
         try:
             while not run.done():
                 await asyncio.wait({run}, timeout=0.25)
                 bar.update(worker.stats.events - bar.n)
+                if replay is not None:
+                    progress_metrics.progress(read=replay.read, position=replay.last)
         finally:
             bar.close()
+            if replay is not None:
+                progress_metrics.progress(read=replay.read, position=replay.last)
+            progress_metrics.stopped()
         return await run
 
     @staticmethod

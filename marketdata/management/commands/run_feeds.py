@@ -12,7 +12,7 @@ from marketdata import selectors
 from marketdata.feeds import Feed
 from marketdata.feeds.configured import Merged, feed_build
 from marketdata.feeds.files import FeedError
-from marketdata.management.base import until_stopped, worker_build
+from marketdata.management.base import metrics_arguments, metrics_served, until_stopped, worker_build
 from marketdata.models import Feed as FeedRow
 from marketdata.models import FeedKind
 
@@ -29,6 +29,7 @@ class Command(BaseCommand):
             action="store_true",
             help="Take the symbols another worker publishes (it stops publishing them); by default wait for them as a standby.",
         )
+        metrics_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         rows = list(FeedRow.objects.filter(name__in=options["feed"]) if options["feed"] else FeedRow.objects.filter(enabled=True))
@@ -54,5 +55,8 @@ class Command(BaseCommand):
         )
         names = ", ".join(f"{row.name} ({row.kind})" for row in rows)
         self.stdout.write(f"run_feeds: {names}; epoch {worker.hub.epoch}; Ctrl-C to stop")
-        stats = asyncio.run(until_stopped(worker.run, duration=options["duration"]))
+        with metrics_served(
+            port=options["metrics_port"], address=options["metrics_address"], say=lambda line: self.stdout.write(f"run_feeds: {line}")
+        ):
+            stats = asyncio.run(until_stopped(worker.run, duration=options["duration"]))
         self.stdout.write(f"run_feeds: stopped: {stats.summary()}")
