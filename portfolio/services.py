@@ -24,16 +24,17 @@ from typing import IO, Any
 
 import pycountry
 from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
 from django.db import connection as db_connection
 from django.db import transaction as db_transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from marketdata.delivery import streams
-from marketdata.groups import PORTFOLIO_RELOAD_EVENT
+from marketdata.groups import ALERT_FIRED_EVENT, PORTFOLIO_RELOAD_EVENT
 from marketdata.models import Instrument
 from portfolio.ledger import NEEDS_INSTRUMENT, ONE, ZERO, Book, Entry, LedgerError, book_from_ledger, plain
-from portfolio.models import CashBalance, Holding, Kind, Portfolio, Transaction
+from portfolio.models import Alert, AlertKind, CashBalance, Holding, Kind, Notification, Portfolio, Transaction, WatchlistItem
 from portfolio.performance import daily_values_rebuild_on_commit
 
 # Clocks disagree a little; a trade stamped a minute ahead is still "now".
@@ -651,3 +652,155 @@ def transaction_replace(*, transaction: Transaction, draft: Draft, counterparty:
             except LedgerProblems as exc:
                 raise ValidationError(f"Deleting this entry would break a later one. {exc.problems[0].message}") from None
     return saved
+
+
+# ---------------------------------------------------------------- watchlist and alerts
+
+
+def watchlist_changed(*, user_id: int) -> None:
+    """The user's open dashboards read the watchlist again after commit (with the books: `portfolio.reload`)."""
+    streams.notify_user_on_commit(user_id, {"type": PORTFOLIO_RELOAD_EVENT})
+
+
+def watchlist_add(*, user: Any, instrument: Instrument) -> WatchlistItem:
+    """Follow an instrument on the dashboard (again: nothing changes); the user's open dashboards reload."""
+    item, created = WatchlistItem.objects.get_or_create(user=user, instrument=instrument)
+    if created:
+        watchlist_changed(user_id=user.pk)
+    return item
+
+
+def watchlist_remove(*, user: Any, instrument_id: int) -> bool:
+    """Stop following an instrument; False when it was not on the user's watchlist."""
+    deleted, _ = WatchlistItem.objects.filter(user=user, instrument_id=instrument_id).delete()
+    if deleted:
+        watchlist_changed(user_id=user.pk)
+    return bool(deleted)
+
+
+def alert_check(*, kind: str, threshold: Decimal, window_minutes: int = 0, hysteresis: Decimal = ZERO) -> None:
+    """Raise ValidationError (by field) unless these make an alert the feed worker can evaluate."""
+    errors: dict[str, str] = {}
+    if kind not in AlertKind.values:
+        errors["kind"] = f"Unknown kind {kind!r}: one of {', '.join(AlertKind.values)}."
+    elif kind == AlertKind.MOVE_PCT:
+        if threshold == 0:
+            errors["threshold"] = "A move needs a percentage other than 0 (5 = rises by 5 %, -5 = falls by 5 %)."
+        if window_minutes < 1:
+            errors["window_minutes"] = "A move is measured over at least one minute."
+    elif threshold <= 0:
+        errors["threshold"] = "A price threshold must be above 0."
+    if hysteresis < 0:
+        errors["hysteresis"] = "Hysteresis cannot be negative."
+    if errors:
+        raise ValidationError(errors)
+
+
+def alert_create(
+    *,
+    user: Any,
+    instrument: Instrument,
+    kind: str,
+    threshold: Decimal,
+    window_minutes: int = 0,
+    hysteresis: Decimal = ZERO,
+    email: bool = False,
+) -> Alert:
+    """A new, armed alert; the feed workers reload their alert index after commit."""
+    alert_check(kind=kind, threshold=threshold, window_minutes=window_minutes, hysteresis=hysteresis)
+    alert = Alert.objects.create(
+        user=user,
+        instrument=instrument,
+        kind=kind,
+        threshold=threshold,
+        window_minutes=window_minutes if kind == AlertKind.MOVE_PCT else 0,
+        hysteresis=hysteresis,
+        email=email,
+    )
+    streams.alerts_changed_on_commit()
+    return alert
+
+
+def alert_saved(*, alert: Alert) -> None:
+    """After the admin saved an alert: the feed workers reload (an admin edit is a change like any other)."""
+    streams.alerts_changed_on_commit()
+
+
+def alert_set_active(*, alert: Alert, active: bool) -> Alert:
+    """Pause or resume an alert (resumed armed: it fires at the next crossing)."""
+    alert.active = active
+    if active:
+        alert.armed = True
+    alert.save(update_fields=["active", "armed"])
+    streams.alerts_changed_on_commit()
+    return alert
+
+
+def alert_delete(*, alert: Alert) -> None:
+    alert.delete()
+    streams.alerts_changed_on_commit()
+
+
+def notification_wire(notification: Notification, *, symbol: str = "") -> dict[str, Any]:
+    """A notification as the `alert` frame of /ws/portfolio/ carries it (docs/websocket-api.md): money as strings."""
+    return {
+        "id": notification.pk,
+        "alert_id": notification.alert_id,
+        "symbol": symbol,
+        "message": notification.message,
+        "value": plain(notification.value),
+        "fired_at": notification.fired_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "read": notification.read_at is not None,
+    }
+
+
+def _alert_message(alert: Alert, value: Decimal) -> str:
+    if alert.kind == AlertKind.MOVE_PCT:
+        return f"{alert.describe()}: moved {value.normalize():+f}%"
+    return f"{alert.describe()}: now {value.normalize():f}"
+
+
+def alert_fire(*, alert_id: int, value: Decimal, fired_at: datetime) -> Notification | None:
+    """Record one firing, once: only an alert still armed and active fires (a conditional UPDATE, so two workers, a
+    reload racing a firing, or a restart never fire it twice). The notification goes to the user's open dashboards
+    after commit. None when it had fired already (or was paused or deleted meanwhile)."""
+    with db_transaction.atomic():
+        if not Alert.objects.filter(pk=alert_id, armed=True, active=True).update(armed=False, fired_at=fired_at):
+            return None
+        alert = Alert.objects.select_related("instrument").get(pk=alert_id)
+        notification = Notification.objects.create(
+            user_id=alert.user_id, alert=alert, fired_at=fired_at, message=_alert_message(alert, value)[:200], value=value
+        )
+        wire = notification_wire(notification, symbol=alert.instrument.symbol)
+        streams.notify_user_on_commit(alert.user_id, {"type": ALERT_FIRED_EVENT, "notification": wire})
+    return notification
+
+
+def alert_rearm(*, alert_id: int) -> bool:
+    """The value moved back past the threshold by the hysteresis: the alert may fire again."""
+    return bool(Alert.objects.filter(pk=alert_id, armed=False, active=True).update(armed=True))
+
+
+def notification_email_send(*, notification_id: int) -> bool:
+    """Email a notification to its user through Django's email backend (EMAIL_BACKEND), once; False when there is
+    nothing to send (no address, alert without email, sent already). Raises what the backend raises (the caller retries)."""
+    notification = Notification.objects.select_related("user", "alert").get(pk=notification_id)
+    address = getattr(notification.user, "email", "")
+    if notification.emailed or notification.alert is None or not notification.alert.email or not address:
+        return False
+    send_mail(
+        subject=f"Livefolio alert: {notification.message}"[:150],
+        message=f"{notification.message}\n\nFired at {notification.fired_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC.\n",
+        from_email=None,
+        recipient_list=[address],
+    )
+    Notification.objects.filter(pk=notification_id).update(emailed=True)
+    return True
+
+
+def notifications_mark_read(*, user: Any, ids: Iterable[int] | None = None) -> int:
+    """Mark the user's notifications read (these, or all); how many changed."""
+    rows = Notification.objects.filter(user=user, read_at=None)
+    if ids is not None:
+        rows = rows.filter(pk__in=list(ids))
+    return rows.update(read_at=timezone.now())

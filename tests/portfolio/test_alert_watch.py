@@ -1,0 +1,202 @@
+"""`portfolio.alert_watch`: alerts in the feed worker — from memory on the tick path, reloaded on change, each
+firing recorded once off the tick path, retried through outages, and announced to its owner only."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from marketdata import groups
+from marketdata.events import PriceUpdate, Trade
+from marketdata.models import Instrument
+from marketdata.worker.loop import Worker
+from portfolio import selectors, services
+from portfolio.alert_watch import AlertWatch
+from portfolio.alerts import PRICE_ABOVE, AlertIndex, Crossing, Rule
+from portfolio.models import AlertKind, Notification
+from tests.conftest import listen_group, received
+
+D = Decimal
+T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+
+class Bursts:
+    """A feed: bursts of BTC-USD trades, a pause (longer than a window) after each."""
+
+    name = "bursts"
+
+    def __init__(self, *bursts: list[str], pause: float = 0.03) -> None:
+        self.bursts = bursts
+        self.pause = pause
+
+    async def __aiter__(self) -> Any:
+        n = 0
+        for burst in self.bursts:
+            for price in burst:
+                n += 1
+                yield Trade("BTC-USD", T0 + timedelta(milliseconds=n), D(price), D(1), "test")
+            await asyncio.sleep(self.pause)
+
+
+async def no_store(_: Any) -> int:
+    return 0
+
+
+def worker(feed: Any, watch: AlertWatch) -> Worker:
+    return Worker(feed=feed, conflation=0.01, quote_flush=60, epoch="a", store_quotes=no_store, store_candles=no_store, watchers=[watch])
+
+
+@pytest.mark.django_db
+def test_evaluating_a_windows_prices_with_alerts_loaded_makes_no_database_query(alice: Any, instruments: dict[str, Instrument]) -> None:
+    for i in range(50):
+        services.alert_create(user=alice, instrument=instruments["BTC-USD"], kind=AlertKind.PRICE_ABOVE, threshold=D(60_000 + i * 10))
+    services.alert_create(user=alice, instrument=instruments["AAPL"], kind=AlertKind.MOVE_PCT, threshold=D(1), window_minutes=5)
+    watch = AlertWatch()
+    watch.index = AlertIndex(selectors.alert_rules_active())  # what a reload loads (in this thread's transaction)
+    assert len(watch.index) == 51
+    w = worker(Bursts(), watch)
+    with CaptureQueriesContext(connection) as queries:
+        for i in range(200):
+            w.hub.apply(Trade("BTC-USD", T0 + timedelta(seconds=2 * i), D(59_900 + i * 3), D(1), "test"))
+            w.hub.apply(Trade("AAPL", T0 + timedelta(seconds=2 * i), D(200 + i), D(1), "test"))
+            w._drain()  # the end of a window: what the worker does on the tick path
+    assert len(queries) == 0, [q["sql"] for q in queries]
+    assert watch._crossings.qsize() == 50 + 1  # every BTC threshold up to 60,497, and AAPL's move (queued, not written)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_run_records_a_crossing_once_and_tells_its_owner_only(alice: Any, bob: Any, instruments: dict[str, Instrument]) -> None:
+    btc = instruments["BTC-USD"]
+    mine = services.alert_create(user=alice, instrument=btc, kind=AlertKind.PRICE_ABOVE, threshold=D("60100"), hysteresis=D("50"))
+    services.alert_create(user=bob, instrument=btc, kind=AlertKind.PRICE_ABOVE, threshold=D("70000"))
+    alice_hears, bob_hears = listen_group(groups.user_group(alice.pk)), listen_group(groups.user_group(bob.pk))
+    watch = AlertWatch(check_seconds=0.01)
+
+    async def run() -> None:
+        await watch.reload_if_changed()
+        # Up through 60,100 (fires), down to 60,080 (not past the hysteresis: stays disarmed), up again: nothing more.
+        await worker(Bursts(["60000", "60050"], ["60120"], ["60080"], ["60200"], ["60300"]), watch).run(asyncio.Event())
+
+    async_to_sync(run)()
+    notes = list(Notification.objects.filter(user=alice))
+    assert [(n.alert_id, n.value, n.message) for n in notes] == [(mine.pk, D("60120"), "BTC-USD at or above 60100: now 60120")]
+    assert not Notification.objects.filter(user=bob).exists()
+    mine.refresh_from_db()
+    assert (mine.armed, mine.fired_at) == (False, notes[0].fired_at)
+    events = [e for e in received(alice_hears) if e["type"] == groups.ALERT_FIRED_EVENT]
+    assert [e["notification"]["message"] for e in events] == ["BTC-USD at or above 60100: now 60120"]
+    assert events[0]["notification"]["value"] == "60120" and events[0]["notification"]["symbol"] == "BTC-USD"
+    assert [e for e in received(bob_hears) if e["type"] == groups.ALERT_FIRED_EVENT] == []
+    assert (watch.stats.fired, watch.stats.duplicates) == (1, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_worker_or_a_stale_reload_cannot_fire_an_alert_twice(alice: Any, instruments: dict[str, Instrument]) -> None:
+    alert = services.alert_create(user=alice, instrument=instruments["AAPL"], kind=AlertKind.PRICE_BELOW, threshold=D("100"))
+    first = services.alert_fire(alert_id=alert.pk, value=D("99"), fired_at=T0)
+    again = services.alert_fire(alert_id=alert.pk, value=D("98"), fired_at=T0 + timedelta(seconds=1))
+    assert first is not None and again is None
+    assert Notification.objects.count() == 1
+    assert services.alert_rearm(alert_id=alert.pk) is True
+    assert services.alert_fire(alert_id=alert.pk, value=D("97"), fired_at=T0 + timedelta(seconds=2)) is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_change_to_alerts_makes_the_worker_reload_its_index(alice: Any, instruments: dict[str, Instrument]) -> None:
+    watch = AlertWatch()
+
+    async def reload() -> bool:
+        return await watch.reload_if_changed()
+
+    async_to_sync(reload)()
+    assert async_to_sync(reload)() is False  # nothing changed: nothing read
+    alert = services.alert_create(user=alice, instrument=instruments["AAPL"], kind=AlertKind.PRICE_ABOVE, threshold=D("250"))
+    assert async_to_sync(reload)() is True
+    assert list(watch.index.rules) == [alert.pk]
+    services.alert_set_active(alert=alert, active=False)
+    assert async_to_sync(reload)() is True
+    assert len(watch.index) == 0
+
+
+@pytest.mark.django_db
+def test_paused_alerts_are_not_loaded_and_resumed_ones_come_back_armed(alice: Any, instruments: dict[str, Instrument]) -> None:
+    alert = services.alert_create(user=alice, instrument=instruments["AAPL"], kind=AlertKind.PRICE_ABOVE, threshold=D("250"))
+    services.alert_fire(alert_id=alert.pk, value=D("251"), fired_at=T0)
+    assert [r.armed for r in selectors.alert_rules_active()] == [False]
+    services.alert_set_active(alert=alert, active=False)
+    assert selectors.alert_rules_active() == []
+    services.alert_set_active(alert=alert, active=True)
+    assert [r.armed for r in selectors.alert_rules_active()] == [True]
+
+
+def crossing(alert_id: int = 1) -> Crossing:
+    return Crossing(alert_id, True, "X", D("101"), D("101"), T0)
+
+
+async def test_a_database_outage_while_firing_is_retried_and_logged_never_raised(caplog: pytest.LogCaptureFixture) -> None:
+    attempts: list[int] = []
+
+    async def fire(c: Crossing) -> int | None:
+        attempts.append(c.alert_id)
+        if len(attempts) < 3:
+            raise ConnectionError("database is down")
+        return 0
+
+    async def version() -> str:
+        return "1"
+
+    async def load() -> list[Rule]:
+        return [Rule(1, "X", PRICE_ABOVE, D("100"))]
+
+    watch = AlertWatch(fire=fire, version=version, load=load, retry_first=0.01)
+    running = asyncio.create_task(watch.run())
+    try:
+        await asyncio.wait_for(watch.loaded.wait(), 5)
+        watch.observe([PriceUpdate("X", 1, "e", D("101"), None, None, T0, "test", 1)])
+        await watch.close()
+    finally:
+        running.cancel()
+    assert attempts == [1, 1, 1]
+    assert (watch.stats.fired, watch.stats.write_failures) == (1, 2)
+    assert "recording alert 1 failed; retrying" in caplog.text
+
+
+async def test_an_email_that_keeps_failing_is_given_up_after_its_attempts_and_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("portfolio.alert_watch.EMAIL_ATTEMPTS", 3)
+    sent: list[int] = []
+
+    async def fire(c: Crossing) -> int | None:
+        return 42  # recorded, to be emailed as notification 42
+
+    async def email(notification_id: int) -> bool:
+        sent.append(notification_id)
+        raise OSError("connection refused")
+
+    async def version() -> str:
+        return ""
+
+    async def load() -> list[Rule]:
+        return []
+
+    watch = AlertWatch(fire=fire, email=email, version=version, load=load, retry_first=0.01)
+    running = asyncio.create_task(watch.run())
+    try:
+        await asyncio.wait_for(watch.loaded.wait(), 5)
+        watch._crossings.put_nowait(crossing())
+        with caplog.at_level(logging.WARNING):
+            await watch.close()
+    finally:
+        running.cancel()
+    assert sent == [42, 42, 42]
+    assert (watch.stats.fired, watch.stats.emails, watch.stats.email_failures) == (1, 0, 1)
+    assert "gave up emailing notification 42 after 3 attempts" in caplog.text
