@@ -21,6 +21,9 @@ import { createHoldings } from "./dashboard/holdings.js";
 import { COMBINED, mergeView, viewModel } from "./dashboard/model.js";
 import { createConnectionStatus, renderReplayBadge } from "./dashboard/status.js";
 import { createViewBar } from "./dashboard/tabs.js";
+import { createAlerts } from "./dashboard/alerts.js";
+import { createToasts } from "./dashboard/toast.js";
+import { createWatchlist } from "./dashboard/watchlist.js";
 import { createTotals } from "./dashboard/totals.js";
 
 const DEFAULT_LOGIN_URL = "/accounts/login/?next=/";
@@ -166,6 +169,7 @@ export function createDashboard({
         renderReplayBadge(state.views);
         break;
       case "pong":
+      case "alert": // alerts.js shows it
         break;
       case "error":
         handleError(frame);
@@ -243,10 +247,23 @@ export function boot() {
   });
   setInterval(dashboard.tick, 1000);
 
+  // The watchlist and alerts cards read the same stream (dashboard/watchlist.js, dashboard/alerts.js).
+  const watchlist = createWatchlist(document.getElementById("watchlist"));
+  const alerts = createAlerts({
+    toasts: createToasts(document.getElementById("toasts")),
+    list: document.getElementById("notification-list"),
+    permissionButton: document.getElementById("notify-permission"),
+  });
+  const onFrame = (frame) => {
+    dashboard.applyFrame(frame);
+    watchlist.applyFrame(frame);
+    alerts.applyFrame(frame);
+  };
+
   if (config.url) {
     socket = new LiveSocket(config.url, {
       onState: dashboard.handleSocketState,
-      onMessage: dashboard.applyFrame,
+      onMessage: onFrame,
     });
     socket.start();
   }

@@ -1,0 +1,64 @@
+// Alerts that fire: the `alert` frames of /ws/portfolio/ become a toast, a new first line in the notifications
+// list (#notification-list), and — once the user allowed it with the "Browser notifications" button, never
+// asked on load — a system notification through the browser's Notification API.
+
+import { el } from "./dom.js";
+
+function utcStamp(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return iso || "";
+  return `${date.toISOString().slice(0, 19).replace("T", " ")} UTC`;
+}
+
+export function createAlerts({ toasts, list, permissionButton, NotificationImpl = window.Notification }) {
+  const supported = typeof NotificationImpl === "function";
+
+  function renderPermission() {
+    if (!permissionButton) return;
+    // Offered only while the browser can still ask; "denied" can be undone in the browser's settings only.
+    permissionButton.hidden = !supported || NotificationImpl.permission !== "default";
+  }
+
+  permissionButton?.addEventListener("click", async () => {
+    if (!supported) return;
+    try {
+      await NotificationImpl.requestPermission();
+    } catch (err) {
+      console.warn("Livefolio: notification permission", err);
+    }
+    renderPermission();
+  });
+  renderPermission();
+
+  function addToList(note) {
+    if (!list) return;
+    list.querySelector(".notification-none")?.remove();
+    const item = el(
+      "li",
+      { class: "notification is-unread is-new", "data-testid": "notification" },
+      el("span", { class: "notification-message", text: note.message }),
+      el("time", { class: "notification-time", text: utcStamp(note.fired_at) }),
+    );
+    item.querySelector("time").setAttribute("datetime", note.fired_at || "");
+    list.prepend(item);
+  }
+
+  function notifyBrowser(note) {
+    if (!supported || NotificationImpl.permission !== "granted") return;
+    try {
+      new NotificationImpl(`Livefolio: ${note.symbol || "alert"}`, { body: note.message, tag: `livefolio-alert-${note.id}` });
+    } catch (err) {
+      console.warn("Livefolio: could not show a browser notification", err);
+    }
+  }
+
+  return {
+    applyFrame(frame) {
+      if (!frame || frame.type !== "alert" || !frame.notification) return;
+      const note = frame.notification;
+      toasts.show({ title: "Alert", body: note.message, kind: "alert" });
+      addToList(note);
+      notifyBrowser(note);
+    },
+  };
+}
