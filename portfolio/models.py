@@ -280,6 +280,11 @@ class Alert(models.Model):
     def __str__(self) -> str:
         return self.describe()
 
+    @property
+    def hysteresis_text(self) -> str:
+        """The hysteresis as written (500, not 5E+2), with its unit."""
+        return f"{self.hysteresis.normalize():f}" + (" points" if self.kind == AlertKind.MOVE_PCT else "")
+
     def describe(self) -> str:
         symbol = self.instrument.symbol
         threshold = f"{self.threshold.normalize():f}"

@@ -696,6 +696,17 @@ def alert_check(*, kind: str, threshold: Decimal, window_minutes: int = 0, hyste
         raise ValidationError(errors)
 
 
+# An alert's hysteresis when none is given: a fraction of its threshold (0.5 % of a price; 0.5 points of a 5 % move),
+# so a price hovering at the threshold fires it once, not at every tick that crosses back.
+DEFAULT_HYSTERESIS = Decimal("0.005")
+DEFAULT_MOVE_HYSTERESIS = Decimal("0.1")
+
+
+def alert_hysteresis_default(*, kind: str, threshold: Decimal) -> Decimal:
+    share = DEFAULT_MOVE_HYSTERESIS if kind == AlertKind.MOVE_PCT else DEFAULT_HYSTERESIS
+    return (abs(threshold) * share).quantize(_PLACES)
+
+
 def alert_create(
     *,
     user: Any,
@@ -703,10 +714,13 @@ def alert_create(
     kind: str,
     threshold: Decimal,
     window_minutes: int = 0,
-    hysteresis: Decimal = ZERO,
+    hysteresis: Decimal | None = None,
     email: bool = False,
 ) -> Alert:
-    """A new, armed alert; the feed workers reload their alert index after commit."""
+    """A new, armed alert; the feed workers reload their alert index after commit. `hysteresis` None: the default
+    (`alert_hysteresis_default`); 0 re-arms as soon as the value is back on the other side."""
+    if hysteresis is None:
+        hysteresis = alert_hysteresis_default(kind=kind, threshold=threshold)
     alert_check(kind=kind, threshold=threshold, window_minutes=window_minutes, hysteresis=hysteresis)
     alert = Alert.objects.create(
         user=user,

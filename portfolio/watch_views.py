@@ -3,7 +3,6 @@ dashboard (its live parts update from the stream: a watchlist change reloads it,
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -34,9 +33,21 @@ class WatchForm(forms.Form):
 class AlertForm(forms.Form):
     instrument = forms.ModelChoiceField(queryset=_instruments(), empty_label="Choose an instrument…")
     kind = forms.ChoiceField(choices=AlertKind.choices)
-    threshold = forms.DecimalField(max_digits=28, decimal_places=10, help_text="A price; for a move, a % (-5 = falls by 5 %).")
+    threshold = forms.DecimalField(
+        max_digits=28,
+        decimal_places=10,
+        help_text="A price; for a move, a % (-5 = falls by 5 %).",
+        widget=forms.NumberInput(attrs={"step": "any"}),
+    )
     window_minutes = forms.IntegerField(min_value=0, required=False, initial=15, label="Window (min)")
-    hysteresis = forms.DecimalField(min_value=0, max_digits=28, decimal_places=10, required=False, initial=0)
+    hysteresis = forms.DecimalField(
+        min_value=0,
+        max_digits=28,
+        decimal_places=10,
+        required=False,
+        help_text="How far back the value must go to re-arm; empty: 0.5 % of a price, a tenth of a move.",
+        widget=forms.NumberInput(attrs={"placeholder": "default", "step": "any"}),
+    )
     email = forms.BooleanField(required=False, label="Email me too")
 
 
@@ -105,7 +116,7 @@ def alert_create(request: SignedInRequest) -> HttpResponse:
             kind=data["kind"],
             threshold=data["threshold"],
             window_minutes=data.get("window_minutes") or 0,
-            hysteresis=data.get("hysteresis") or Decimal(0),
+            hysteresis=data.get("hysteresis"),  # None: the default
             email=data["email"],
         )
     except ValidationError as exc:
