@@ -39,6 +39,7 @@ MOVE_PCT = "move_pct"
 KINDS = (PRICE_ABOVE, PRICE_BELOW, MOVE_PCT)
 HUNDRED = Decimal(100)
 PCT_PLACES = Decimal("0.0001")
+ONE_MINUTE = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,22 +155,34 @@ class Series:
 
 @dataclass(slots=True)
 class MinuteCloses:
-    """A symbol's last price per minute (event time), for moves over at most `keep` minutes."""
+    """A symbol's last price per minute (event time), for moves over at most `keep` minutes.
+
+    Per price only a comparison with the open minute's end (datetime arithmetic is kept to the first price of
+    each minute); the move bases of the minute are worked out then, once, as a factor per window."""
 
     keep: int
+    windows: tuple[int, ...] = ()
     minutes: list[datetime] = field(default_factory=list)
     prices: list[Decimal] = field(default_factory=list)
+    end: datetime | None = None  # of the open minute (the last in `minutes`)
+    bases: list[tuple[int, Decimal, Decimal] | None] = field(default_factory=list)  # per window: (window, base, 100 / base)
 
-    def observe(self, ts: datetime, price: Decimal) -> datetime:
+    def observe(self, ts: datetime, price: Decimal) -> None:
+        end = self.end
+        if end is not None and ts < end:
+            if ts >= self.minutes[-1]:
+                self.prices[-1] = price
+            return  # (an older price than the open minute's: kept out of the closes)
         minute = ts.replace(second=0, microsecond=0)
-        if self.minutes and self.minutes[-1] == minute:
-            self.prices[-1] = price
-        elif not self.minutes or minute > self.minutes[-1]:
-            self.minutes.append(minute)
-            self.prices.append(price)
-            if len(self.minutes) > 2 * (self.keep + 1):  # trimmed in halves: amortised O(1)
-                del self.minutes[: self.keep + 1], self.prices[: self.keep + 1]
-        return minute
+        self.minutes.append(minute)
+        self.prices.append(price)
+        self.end = minute + ONE_MINUTE
+        if len(self.minutes) > 2 * (self.keep + 1):  # trimmed in halves: amortised O(1)
+            del self.minutes[: self.keep + 1], self.prices[: self.keep + 1]
+        self.bases = []
+        for window in self.windows:
+            base = self.before(minute - timedelta(minutes=window))
+            self.bases.append(None if not base else (window, base, HUNDRED / base))
 
     def before(self, minute: datetime) -> Decimal | None:
         """The last price of `minute` or the latest minute before it that has one."""
@@ -209,10 +222,11 @@ class AlertIndex:
             series = entry.moves.get(rule.window_minutes)
             if series is None:
                 series = entry.moves[rule.window_minutes] = Series()
-            keep = max(entry.moves)
             if entry.closes is None:
-                entry.closes = MinuteCloses(keep)
-            entry.closes.keep = keep
+                entry.closes = MinuteCloses(0)
+            entry.closes.keep = max(entry.moves)
+            entry.closes.windows = tuple(sorted(entry.moves))
+            entry.closes.end = None  # the bases of the new window are worked out with the next price
         else:
             if entry.price is None:
                 entry.price = Series()
@@ -233,14 +247,16 @@ class AlertIndex:
                 out.extend(Crossing(i, False, symbol, price, price, ts) for i in rearmed)
         closes = entry.closes
         if closes is not None:
-            minute = closes.observe(ts, price)
-            for window, series in entry.moves.items():
-                base = closes.before(minute - timedelta(minutes=window))
-                if base is None or not base:
-                    continue
-                move = ((price - base) * HUNDRED / base).quantize(PCT_PLACES)
-                fired, rearmed = series.evaluate(move, rules)
+            closes.observe(ts, price)
+            moves = entry.moves
+            for known in closes.bases:
+                if known is None:
+                    continue  # no price that old yet
+                window, base, factor = known
+                move = (price - base) * factor
+                fired, rearmed = moves[window].evaluate(move, rules)
                 if fired or rearmed:
+                    move = move.quantize(PCT_PLACES)
                     out.extend(Crossing(i, True, symbol, move, price, ts) for i in fired)
                     out.extend(Crossing(i, False, symbol, move, price, ts) for i in rearmed)
         return out
