@@ -31,6 +31,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from marketdata.delivery import streams
+from marketdata.events import to_epoch_ms
 from marketdata.groups import ALERT_FIRED_EVENT, PORTFOLIO_RELOAD_EVENT
 from marketdata.models import Instrument
 from portfolio.ledger import NEEDS_INSTRUMENT, ONE, ZERO, Book, Entry, LedgerError, book_from_ledger, plain
@@ -763,7 +764,7 @@ def notification_wire(notification: Notification, *, symbol: str = "") -> dict[s
         "symbol": symbol,
         "message": notification.message,
         "value": plain(notification.value),
-        "fired_at": notification.fired_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "fired_at": to_epoch_ms(notification.fired_at),
         "read": notification.read_at is not None,
     }
 

@@ -536,7 +536,7 @@ async def test_an_alert_that_fires_reaches_its_owners_dashboard_and_nobody_elses
             "AAPL",
             "AAPL at or above 210: now 210.5",
             "210.5",
-            "2026-01-05T14:30:00Z",
+            1767623400000,  # 2026-01-05 14:30 UTC
             False,
         )
         assert await bob_ws.receive_nothing(timeout=0.3)

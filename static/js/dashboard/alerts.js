@@ -4,9 +4,10 @@
 
 import { el } from "./dom.js";
 
-function utcStamp(iso) {
-  const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) return iso || "";
+/** Epoch ms as the page lists notifications: "2026-01-05 14:30:00 UTC". */
+function utcStamp(ms) {
+  const date = new Date(ms);
+  if (Number.isNaN(date.getTime())) return "";
   return `${date.toISOString().slice(0, 19).replace("T", " ")} UTC`;
 }
 
@@ -39,7 +40,7 @@ export function createAlerts({ toasts, list, permissionButton, NotificationImpl 
       el("span", { class: "notification-message", text: note.message }),
       el("time", { class: "notification-time", text: utcStamp(note.fired_at) }),
     );
-    item.querySelector("time").setAttribute("datetime", note.fired_at || "");
+    if (Number.isFinite(note.fired_at)) item.querySelector("time").setAttribute("datetime", new Date(note.fired_at).toISOString());
     list.prepend(item);
   }
 
