@@ -79,3 +79,18 @@ def test_channel_layer_socket_timeout_outlasts_the_blocking_pop() -> None:
 
     host = PRODUCTION_LAYER["CONFIG"]["hosts"][0]
     assert host["socket_timeout"] > RedisChannelLayer.brpop_timeout
+
+
+def test_email_over_both_starttls_and_tls_refuses_to_start() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={"DJANGO_SETTINGS_MODULE": "config.settings", "EMAIL_USE_TLS": "true", "EMAIL_USE_SSL": "true", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        cwd=settings.BASE_DIR,
+    )
+    assert result.returncode != 0
+    assert "EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive" in result.stderr
