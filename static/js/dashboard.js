@@ -253,6 +253,7 @@ export function boot() {
     toasts: createToasts(document.getElementById("toasts")),
     list: document.getElementById("notification-list"),
     permissionButton: document.getElementById("notify-permission"),
+    alertsCard: document.getElementById("alerts"),
   });
   const onFrame = (frame) => {
     dashboard.applyFrame(frame);

@@ -100,6 +100,9 @@ def test_a_replayed_price_crossing_an_alert_shows_a_toast_records_a_notification
         expect(page.locator('#watchlist tr[data-symbol="ETH-USD"] td[data-field="price"]')).to_contain_text("2,975.00")
 
         page.select_option("#alert_instrument", value=str(ids["btc"]))
+        expect(page.locator("#alert_window_minutes")).to_be_hidden()  # a price alert has no window
+        page.select_option("#alert_kind", value="move_pct")
+        expect(page.locator("#alert_window_minutes")).to_be_visible()
         page.select_option("#alert_kind", value="price_above")
         page.fill("#alert_threshold", THRESHOLD)
         page.check("#alert_email")
@@ -122,7 +125,13 @@ def test_a_replayed_price_crossing_an_alert_shows_a_toast_records_a_notification
             expect(toast.first).to_be_visible(timeout=30_000)
             expect(toast.first).to_contain_text("BTC-USD at or above 87750: now 8775")
             expect(page.locator('[data-testid="notification"]').first).to_contain_text("BTC-USD at or above 87750")
+            expect(page.locator('[data-testid="alert-row"] .alert-state')).to_have_text("Fired · email")
             page.screenshot(path=str(ARTIFACTS / "alerts-toast.png"), full_page=False)
+            page.set_viewport_size({"width": 390, "height": 844})
+            page.locator("#notifications").scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "alerts-toast-phone.png"), full_page=False)
+            page.locator("#alerts").screenshot(path=str(ARTIFACTS / "alerts-card-phone.png"))
+            page.set_viewport_size({"width": 1440, "height": 900})
             assert replay.wait(timeout=60) == 0, log.read_text()
         finally:
             if replay.poll() is None:

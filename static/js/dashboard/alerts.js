@@ -11,8 +11,25 @@ function utcStamp(ms) {
   return `${date.toISOString().slice(0, 19).replace("T", " ")} UTC`;
 }
 
-export function createAlerts({ toasts, list, permissionButton, NotificationImpl = window.Notification }) {
+export function createAlerts({ toasts, list, permissionButton, alertsCard = null, NotificationImpl = window.Notification }) {
   const supported = typeof NotificationImpl === "function";
+
+  // The window field matters for moves only.
+  const kind = alertsCard?.querySelector("#alert_kind");
+  const windowField = alertsCard?.querySelector("#alert_window_minutes")?.closest(".field");
+  if (kind && windowField) {
+    const sync = () => {
+      windowField.hidden = kind.value !== "move_pct";
+    };
+    kind.addEventListener("change", sync);
+    sync();
+  }
+
+  /** The alert's line in the Alerts card says it fired (until the page is loaded again). */
+  function markFired(note) {
+    const state = alertsCard?.querySelector(`[data-alert-id="${Number(note.alert_id)}"] .alert-state`);
+    if (state) state.textContent = state.textContent.replace(/^(Armed|Fired)/, "Fired");
+  }
 
   function renderPermission() {
     if (!permissionButton) return;
@@ -59,6 +76,7 @@ export function createAlerts({ toasts, list, permissionButton, NotificationImpl 
       const note = frame.notification;
       toasts.show({ title: "Alert", body: note.message, kind: "alert" });
       addToList(note);
+      markFired(note);
       notifyBrowser(note);
     },
   };
