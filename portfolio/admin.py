@@ -388,17 +388,20 @@ class HoldingAdmin(HoldingFigures, ReadOnlyAdmin, admin.ModelAdmin):
 class AlertAdminForm(forms.ModelForm):
     class Meta:
         model = Alert
-        fields = ["user", "instrument", "kind", "threshold", "window_minutes", "hysteresis", "email", "active"]
+        fields = ["user", "kind", "instrument", "portfolio", "threshold", "window_minutes", "hysteresis", "email", "active"]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        if {"kind", "threshold"} <= data.keys():
+        if {"kind", "threshold", "user"} <= data.keys():
             # The rules the page and the services apply (`services.alert_check`), field by field.
             services.alert_check(
                 kind=data["kind"],
                 threshold=data["threshold"],
                 window_minutes=data.get("window_minutes") or 0,
                 hysteresis=data.get("hysteresis") or Decimal(0),
+                instrument=data.get("instrument"),
+                portfolio=data.get("portfolio"),
+                user_id=data["user"].pk,
             )
         return data
 
@@ -408,8 +411,8 @@ class AlertAdmin(admin.ModelAdmin):
     form = AlertAdminForm
     list_display = ["__str__", "user", "kind", "threshold", "hysteresis", "email", "active", "armed", "fired_at"]
     list_filter = ["kind", "active", "armed", "email"]
-    search_fields = ["user__username", "instrument__symbol"]
-    autocomplete_fields = ["user", "instrument"]
+    search_fields = ["user__username", "instrument__symbol", "portfolio__name"]
+    autocomplete_fields = ["user", "instrument", "portfolio"]
     readonly_fields = ["armed", "fired_at", "created_at"]
     actions = ["pause", "resume"]
 

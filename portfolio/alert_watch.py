@@ -28,6 +28,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from functools import partial
 
 from asgiref.sync import sync_to_async
@@ -36,7 +38,9 @@ from channels.db import database_sync_to_async
 from marketdata.delivery import streams
 from marketdata.events import PriceUpdate
 from portfolio import selectors, services
-from portfolio.alerts import AlertIndex, Crossing, Rule
+from portfolio.alerts import AlertIndex, Crossing, Rule, portfolio_key
+from portfolio.live import View, price_apply
+from portfolio.selectors import Market, PortfolioBook
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,53 @@ class AlertStats:
 
 async def _load_rules() -> list[Rule]:
     return await database_sync_to_async(selectors.alert_rules_active)()
+
+
+async def _load_portfolios(portfolio_ids: set[int]) -> tuple[list[PortfolioBook], Market]:
+    return await database_sync_to_async(selectors.portfolio_views_load)(portfolio_ids=portfolio_ids)
+
+
+PORTFOLIO_PREFIX = "@portfolio:"
+# Rows left out of a total for these reasons make the total no measure of the portfolio: not evaluated then.
+_NOT_VALUED = frozenset({"no_price", "no_rate"})
+
+
+class PortfolioValues:
+    """The portfolios that have alerts, revalued from the worker's own prices: per window, each portfolio a changed
+    price touches gives its total value and day change (%) once — never per tick, never a query."""
+
+    def __init__(self, books: list[PortfolioBook], market: Market) -> None:
+        self.market = market
+        self.views = [View(book, market) for book in books]
+        self.by_symbol: dict[str, list[View]] = {}
+        for view in self.views:
+            for symbol in view.symbols:
+                self.by_symbol.setdefault(symbol, []).append(view)
+
+    def observe(self, updates: Sequence[PriceUpdate]) -> list[tuple[int, Decimal | None, Decimal | None, datetime]]:
+        """(portfolio id, total value or None, day change % or None, time of the window's newest price) per touched portfolio."""
+        touched: dict[int, View] = {}
+        changed: set[str] = set()
+        newest: datetime | None = None
+        prices = self.market.prices
+        by_symbol = self.by_symbol
+        for update in updates:
+            views = by_symbol.get(update.symbol)
+            if views is not None and price_apply(prices, update):
+                changed.add(update.symbol)
+                newest = update.ts if newest is None or update.ts > newest else newest
+                for view in views:
+                    touched[int(view.id)] = view
+        out = []
+        for pid, view in touched.items():
+            view.revalue(view.affected(changed))
+            totals = view.totals()
+            reasons = {reason for _, reason in totals.missing}
+            value = None if reasons & _NOT_VALUED else totals.total_value
+            day = None if reasons else totals.day_change_pct
+            assert newest is not None
+            out.append((pid, value, day, newest))
+        return out
 
 
 async def _fire(crossing: Crossing) -> int | None:
@@ -100,6 +151,7 @@ class AlertWatch:
         *,
         check_seconds: float = ALERTS_CHECK_SECONDS,
         load: Callable[[], Awaitable[list[Rule]]] = _load_rules,
+        load_portfolios: Callable[[set[int]], Awaitable[tuple[list[PortfolioBook], Market]]] = _load_portfolios,
         version: Callable[[], Awaitable[str]] = streams.alerts_version,
         fire: Callable[[Crossing], Awaitable[int | None]] = _fire,
         rearm: Callable[[Crossing], Awaitable[None]] = _rearm,
@@ -108,6 +160,8 @@ class AlertWatch:
     ) -> None:
         self.check_seconds = check_seconds
         self.index = AlertIndex()
+        self.portfolios: PortfolioValues | None = None  # the portfolios with alerts, while there are any
+        self._load_portfolios = load_portfolios
         self.version: str | None = None
         self.loaded = asyncio.Event()
         self.stats = AlertStats()
@@ -124,7 +178,15 @@ class AlertWatch:
         index = self.index
         if not index.symbols:
             return
-        for crossing in index.observe_updates(updates):
+        crossings = index.observe_updates(updates)
+        portfolios = self.portfolios
+        if portfolios is not None:
+            for pid, value, day, ts in portfolios.observe(updates):
+                if value is not None:
+                    crossings.extend(index.observe(portfolio_key(pid, "value"), value, ts))
+                if day is not None:
+                    crossings.extend(index.observe(portfolio_key(pid, "day"), day, ts))
+        for crossing in crossings:
             self._crossings.put_nowait(crossing)
 
     # -- beside the loop -----------------------------------------------------------------------
@@ -147,7 +209,10 @@ class AlertWatch:
         if version == self.version:
             return False
         rules = await self._load()
-        self.index = AlertIndex(rules)
+        ids = {int(rule.symbol.split(":")[1]) for rule in rules if rule.symbol.startswith(PORTFOLIO_PREFIX)}
+        portfolios = PortfolioValues(*await self._load_portfolios(ids)) if ids else None
+        # Swapped in together, between two windows (no await in between).
+        self.index, self.portfolios = AlertIndex(rules), portfolios
         self.version = version
         self.stats.reloads += 1
         self.loaded.set()

@@ -16,6 +16,11 @@ disarmed "above" re-arm levels, and the same for "below"; a value fires a
 prefix or suffix of an armed list and re-arms a prefix or suffix of a disarmed
 one, so nothing is compared that cannot change.
 
+Portfolio alerts are "above" / "below" rules on a portfolio's series
+(`portfolio_key`): its total value, or its day change in % (signed like a
+move), which the worker feeds in once per window in which a price it holds
+moved.
+
 A move of W minutes is (price - base) / base × 100 in %, where base is the last
 price of the minute W minutes before the current one (event time: a replay
 gives the same moves). A positive threshold is an "above" rule on that series
@@ -36,7 +41,13 @@ from marketdata.events import PriceUpdate
 PRICE_ABOVE = "price_above"
 PRICE_BELOW = "price_below"
 MOVE_PCT = "move_pct"
-KINDS = (PRICE_ABOVE, PRICE_BELOW, MOVE_PCT)
+# On a portfolio: its `portfolio_key` series, fed per window by `portfolio.alert_watch` (value, day change in %).
+PORTFOLIO_VALUE_ABOVE = "portfolio_value_above"
+PORTFOLIO_VALUE_BELOW = "portfolio_value_below"
+DAY_CHANGE_PCT = "day_change_pct"
+KINDS = (PRICE_ABOVE, PRICE_BELOW, MOVE_PCT, PORTFOLIO_VALUE_ABOVE, PORTFOLIO_VALUE_BELOW, DAY_CHANGE_PCT)
+_ABOVE = frozenset({PRICE_ABOVE, PORTFOLIO_VALUE_ABOVE})
+_SIGNED = frozenset({MOVE_PCT, DAY_CHANGE_PCT})  # a positive threshold is "above", a negative one "below"
 HUNDRED = Decimal(100)
 PCT_PLACES = Decimal("0.0001")
 ONE_MINUTE = timedelta(minutes=1)
@@ -56,7 +67,16 @@ class Rule:
 
     @property
     def above(self) -> bool:
-        return self.kind == PRICE_ABOVE or (self.kind == MOVE_PCT and self.threshold > 0)
+        return self.kind in _ABOVE or (self.kind in _SIGNED and self.threshold > 0)
+
+
+def portfolio_key(portfolio_id: int, what: str) -> str:
+    """The index's series of one portfolio's `value` or `day` (day change in %): like a symbol, never one."""
+    return f"@portfolio:{int(portfolio_id)}:{what}"
+
+
+def portfolio_series(kind: str) -> str:
+    return "day" if kind == DAY_CHANGE_PCT else "value"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from marketdata.models import AssetClass, Instrument, Quote
-from portfolio.alerts import Rule
+from portfolio.alerts import Rule, portfolio_key, portfolio_series
 from portfolio.daily import CloseHistory
 from portfolio.ledger import Entry, LedgerError
 from portfolio.models import Alert, CashBalance, Holding, Notification, Portfolio, PortfolioValue, Transaction, WatchlistItem
@@ -177,21 +177,40 @@ def watchlist_for_user(*, user: AbstractBaseUser | AnonymousUser) -> list[Instru
 def alerts_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Alert]:
     if not user.is_authenticated:
         return Alert.objects.none()
-    return Alert.objects.filter(user_id=user.pk).select_related("instrument").order_by("instrument__symbol", "id")
+    return Alert.objects.filter(user_id=user.pk).select_related("instrument", "portfolio").order_by("id")
 
 
 def notifications_recent(*, user: AbstractBaseUser | AnonymousUser, limit: int = 20) -> list[Notification]:
     if not user.is_authenticated:
         return []
-    return list(Notification.objects.filter(user_id=user.pk).select_related("alert__instrument").order_by("-fired_at", "-id")[:limit])
+    return list(Notification.objects.filter(user_id=user.pk).select_related("alert").order_by("-fired_at", "-id")[:limit])
 
 
 def alert_rules_active() -> list[Rule]:
-    """Every active alert as the feed worker's index holds it (`portfolio.alerts`); one query."""
+    """Every active alert as the feed worker's index holds it (`portfolio.alerts`); one query. A portfolio alert's
+    "symbol" is its portfolio's series (`portfolio.alerts.portfolio_key`)."""
     rows = Alert.objects.filter(active=True).values_list(
-        "id", "instrument__symbol", "kind", "threshold", "hysteresis", "window_minutes", "armed"
+        "id", "instrument__symbol", "portfolio_id", "kind", "threshold", "hysteresis", "window_minutes", "armed"
     )
-    return [Rule(pk, symbol, kind, threshold, hysteresis, window, armed) for pk, symbol, kind, threshold, hysteresis, window, armed in rows]
+    return [
+        Rule(
+            pk,
+            symbol if portfolio is None else portfolio_key(portfolio, portfolio_series(kind)),
+            kind,
+            threshold,
+            hysteresis,
+            window,
+            armed,
+        )
+        for pk, symbol, portfolio, kind, threshold, hysteresis, window, armed in rows
+    ]
+
+
+def portfolio_views_load(*, portfolio_ids: Iterable[int]) -> tuple[list[PortfolioBook], Market]:
+    """The books of these portfolios and the market they need (latest stored prices), for the feed worker's portfolio
+    alerts (`portfolio.alert_watch`): a fixed number of queries, whatever they hold."""
+    books = books_for_portfolios(Portfolio.objects.filter(pk__in=list(portfolio_ids)).order_by("pk"))
+    return books, market_for(symbols={line.symbol for book in books for line in book.lines})
 
 
 def watchlist_live_load(*, user: AbstractBaseUser | AnonymousUser) -> tuple[list[Instrument], dict[str, Price]]:

@@ -35,7 +35,18 @@ from marketdata.events import to_epoch_ms
 from marketdata.groups import ALERT_FIRED_EVENT, PORTFOLIO_RELOAD_EVENT
 from marketdata.models import Instrument
 from portfolio.ledger import NEEDS_INSTRUMENT, ONE, ZERO, Book, Entry, LedgerError, book_from_ledger, plain
-from portfolio.models import Alert, AlertKind, CashBalance, Holding, Kind, Notification, Portfolio, Transaction, WatchlistItem
+from portfolio.models import (
+    PORTFOLIO_ALERT_KINDS,
+    Alert,
+    AlertKind,
+    CashBalance,
+    Holding,
+    Kind,
+    Notification,
+    Portfolio,
+    Transaction,
+    WatchlistItem,
+)
 from portfolio.performance import daily_values_rebuild_on_commit
 
 # Clocks disagree a little; a trade stamped a minute ahead is still "now".
@@ -547,6 +558,9 @@ def portfolio_rebuild(*, portfolio: Portfolio, book: Book | None = None) -> Book
 
 def _announce(portfolio: Portfolio) -> None:
     streams.notify_user_on_commit(portfolio.owner_id, {"type": PORTFOLIO_RELOAD_EVENT, "portfolio_id": portfolio.pk})
+    if Alert.objects.filter(portfolio=portfolio, active=True).exists():
+        # The feed workers hold this portfolio's book for its alerts: they load it again.
+        streams.alerts_changed_on_commit()
 
 
 def portfolio_delete(*, portfolio: Portfolio) -> None:
@@ -679,18 +693,41 @@ def watchlist_remove(*, user: Any, instrument_id: int) -> bool:
     return bool(deleted)
 
 
-def alert_check(*, kind: str, threshold: Decimal, window_minutes: int = 0, hysteresis: Decimal = ZERO) -> None:
-    """Raise ValidationError (by field) unless these make an alert the feed worker can evaluate."""
+def alert_check(
+    *,
+    kind: str,
+    threshold: Decimal,
+    window_minutes: int = 0,
+    hysteresis: Decimal = ZERO,
+    instrument: Instrument | None = None,
+    portfolio: Portfolio | None = None,
+    user_id: int | None = None,
+) -> None:
+    """Raise ValidationError (by field) unless these make an alert the feed worker can evaluate: a price or a move on
+    an instrument, or a value or a day change of one of the user's portfolios."""
     errors: dict[str, str] = {}
+    on_portfolio = kind in PORTFOLIO_ALERT_KINDS
     if kind not in AlertKind.values:
         errors["kind"] = f"Unknown kind {kind!r}: one of {', '.join(AlertKind.values)}."
-    elif kind == AlertKind.MOVE_PCT:
+    elif on_portfolio:
+        if portfolio is None:
+            errors["portfolio"] = "Choose the portfolio this alert watches."
+        elif user_id is not None and portfolio.owner_id != user_id:
+            errors["portfolio"] = "That portfolio is not the alert owner's."
+        if instrument is not None:
+            errors["instrument"] = "A portfolio alert watches a portfolio, not an instrument: leave the instrument empty."
+    else:
+        if instrument is None:
+            errors["instrument"] = "Choose the instrument this alert watches."
+        if portfolio is not None:
+            errors["portfolio"] = "A price or move alert watches an instrument: leave the portfolio empty."
+    if kind in (AlertKind.MOVE_PCT, AlertKind.DAY_CHANGE_PCT):
         if threshold == 0:
-            errors["threshold"] = "A move needs a percentage other than 0 (5 = rises by 5 %, -5 = falls by 5 %)."
-        if window_minutes < 1:
+            errors["threshold"] = "A percentage other than 0 is needed (5 = up by 5 %, -5 = down by 5 %)."
+        if kind == AlertKind.MOVE_PCT and window_minutes < 1:
             errors["window_minutes"] = "A move is measured over at least one minute."
-    elif threshold <= 0:
-        errors["threshold"] = "A price threshold must be above 0."
+    elif kind in AlertKind.values and threshold <= 0:
+        errors["threshold"] = "A value threshold must be above 0." if on_portfolio else "A price threshold must be above 0."
     if hysteresis < 0:
         errors["hysteresis"] = "Hysteresis cannot be negative."
     if errors:
@@ -704,28 +741,39 @@ DEFAULT_MOVE_HYSTERESIS = Decimal("0.1")
 
 
 def alert_hysteresis_default(*, kind: str, threshold: Decimal) -> Decimal:
-    share = DEFAULT_MOVE_HYSTERESIS if kind == AlertKind.MOVE_PCT else DEFAULT_HYSTERESIS
+    share = DEFAULT_MOVE_HYSTERESIS if kind in (AlertKind.MOVE_PCT, AlertKind.DAY_CHANGE_PCT) else DEFAULT_HYSTERESIS
     return (abs(threshold) * share).quantize(_PLACES)
 
 
 def alert_create(
     *,
     user: Any,
-    instrument: Instrument,
     kind: str,
     threshold: Decimal,
+    instrument: Instrument | None = None,
+    portfolio: Portfolio | None = None,
     window_minutes: int = 0,
     hysteresis: Decimal | None = None,
     email: bool = False,
 ) -> Alert:
-    """A new, armed alert; the feed workers reload their alert index after commit. `hysteresis` None: the default
-    (`alert_hysteresis_default`); 0 re-arms as soon as the value is back on the other side."""
+    """A new, armed alert on an instrument or on one of the user's portfolios; the feed workers reload their alert
+    index after commit. `hysteresis` None: the default (`alert_hysteresis_default`); 0 re-arms as soon as the value is
+    back on the other side."""
     if hysteresis is None:
         hysteresis = alert_hysteresis_default(kind=kind, threshold=threshold)
-    alert_check(kind=kind, threshold=threshold, window_minutes=window_minutes, hysteresis=hysteresis)
+    alert_check(
+        kind=kind,
+        threshold=threshold,
+        window_minutes=window_minutes,
+        hysteresis=hysteresis,
+        instrument=instrument,
+        portfolio=portfolio,
+        user_id=user.pk,
+    )
     alert = Alert.objects.create(
         user=user,
         instrument=instrument,
+        portfolio=portfolio,
         kind=kind,
         threshold=threshold,
         window_minutes=window_minutes if kind == AlertKind.MOVE_PCT else 0,
@@ -772,6 +820,10 @@ def notification_wire(notification: Notification, *, symbol: str = "") -> dict[s
 def _alert_message(alert: Alert, value: Decimal) -> str:
     if alert.kind == AlertKind.MOVE_PCT:
         return f"{alert.describe()}: moved {value.normalize():+f}%"
+    if alert.kind == AlertKind.DAY_CHANGE_PCT:
+        return f"{alert.describe()}: {value.normalize():+f}% today"
+    if alert.portfolio is not None:
+        return f"{alert.describe()}: now {value.quantize(Decimal('0.01')):f} {alert.portfolio.base_currency}"
     return f"{alert.describe()}: now {value.normalize():f}"
 
 
@@ -782,11 +834,11 @@ def alert_fire(*, alert_id: int, value: Decimal, fired_at: datetime) -> Notifica
     with db_transaction.atomic():
         if not Alert.objects.filter(pk=alert_id, armed=True, active=True).update(armed=False, fired_at=fired_at):
             return None
-        alert = Alert.objects.select_related("instrument").get(pk=alert_id)
+        alert = Alert.objects.select_related("instrument", "portfolio").get(pk=alert_id)
         notification = Notification.objects.create(
             user_id=alert.user_id, alert=alert, fired_at=fired_at, message=_alert_message(alert, value)[:200], value=value
         )
-        wire = notification_wire(notification, symbol=alert.instrument.symbol)
+        wire = notification_wire(notification, symbol=alert.instrument.symbol if alert.instrument is not None else "")
         streams.notify_user_on_commit(alert.user_id, {"type": ALERT_FIRED_EVENT, "notification": wire})
     return notification
 

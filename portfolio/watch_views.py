@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 
 from marketdata.models import Instrument
 from portfolio import selectors, services
-from portfolio.models import Alert, AlertKind
+from portfolio.models import PORTFOLIO_ALERT_KINDS, Alert, AlertKind, Portfolio
 from portfolio.views import SignedInRequest
 
 NOTIFICATIONS_SHOWN = 20
@@ -31,8 +31,9 @@ class WatchForm(forms.Form):
 
 
 class AlertForm(forms.Form):
-    instrument = forms.ModelChoiceField(queryset=_instruments(), empty_label="Choose an instrument…")
     kind = forms.ChoiceField(choices=AlertKind.choices)
+    instrument = forms.ModelChoiceField(queryset=_instruments(), empty_label="Choose an instrument…", required=False)
+    portfolio = forms.ModelChoiceField(queryset=Portfolio.objects.none(), empty_label="Choose a portfolio…", required=False)
     threshold = forms.DecimalField(
         max_digits=28,
         decimal_places=10,
@@ -50,13 +51,17 @@ class AlertForm(forms.Form):
     )
     email = forms.BooleanField(required=False, label="Email me too")
 
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["portfolio"].queryset = selectors.portfolios_for_user(user=user)  # type: ignore[attr-defined]
+
 
 def dashboard_context(user: Any) -> dict[str, Any]:
     """What the dashboard's watchlist, alerts and notifications cards show when the page loads."""
     notifications = selectors.notifications_recent(user=user, limit=NOTIFICATIONS_SHOWN)
     return {
         "watch_form": WatchForm(auto_id="watch_%s"),
-        "alert_form": AlertForm(auto_id="alert_%s"),
+        "alert_form": AlertForm(auto_id="alert_%s", user=user),
         "watchlist": selectors.watchlist_for_user(user=user),
         "alerts": list(selectors.alerts_for_user(user=user)),
         "notifications": notifications,
@@ -104,15 +109,18 @@ def watchlist_remove(request: SignedInRequest, instrument_id: int) -> HttpRespon
 @login_required
 @require_POST
 def alert_create(request: SignedInRequest) -> HttpResponse:
-    form = AlertForm(request.POST)
+    form = AlertForm(request.POST, user=request.user)
     if not form.is_valid():
         _form_errors(request, "Alert", _errors(form))
         return _back("alerts")
     data = form.cleaned_data
+    on_portfolio = data["kind"] in PORTFOLIO_ALERT_KINDS
     try:
         alert = services.alert_create(
             user=request.user,
-            instrument=data["instrument"],
+            # The form has both selects; the kind says which one counts (the other may hold an earlier choice).
+            instrument=None if on_portfolio else data.get("instrument"),
+            portfolio=data.get("portfolio") if on_portfolio else None,
             kind=data["kind"],
             threshold=data["threshold"],
             window_minutes=data.get("window_minutes") or 0,

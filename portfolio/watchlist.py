@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from marketdata.events import PriceUpdate, to_epoch_ms
 from portfolio.ledger import plain
-from portfolio.live import _newer
+from portfolio.live import price_apply
 from portfolio.valuation import Price
 
 Row = dict[str, object]
@@ -48,13 +48,8 @@ class LiveWatchlist:
 
     def apply(self, update: PriceUpdate) -> bool:
         """Take a watched symbol's price; False when not watched or not newer than the one held."""
-        if update.symbol not in self.watched:
+        if update.symbol not in self.watched or not price_apply(self.prices, update):
             return False
-        current = self.prices.get(update.symbol)
-        if current is not None and not _newer(update.epoch, update.seq, current):
-            return False
-        reference = update.reference if update.reference is not None else (current.reference if current else None)
-        self.prices[update.symbol] = Price(update.price, update.ts, update.seq, update.epoch, reference, update.replay)
         self._changed.add(update.symbol)
         return True
 

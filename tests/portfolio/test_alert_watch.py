@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -19,10 +20,11 @@ from marketdata.events import PriceUpdate, Trade
 from marketdata.models import Instrument
 from marketdata.worker.loop import Worker
 from portfolio import selectors, services
-from portfolio.alert_watch import AlertWatch
+from portfolio.alert_watch import AlertWatch, PortfolioValues
 from portfolio.alerts import PRICE_ABOVE, AlertIndex, Crossing, Rule
 from portfolio.models import AlertKind, Notification
-from tests.conftest import listen_group, received
+from tests.conftest import T0 as LEDGER_T0
+from tests.conftest import listen_group, received, record
 
 D = Decimal
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -200,3 +202,92 @@ async def test_an_email_that_keeps_failing_is_given_up_after_its_attempts_and_lo
     assert sent == [42, 42, 42]
     assert (watch.stats.fired, watch.stats.emails, watch.stats.email_failures) == (1, 0, 1)
     assert "gave up emailing notification 42 after 3 attempts" in caplog.text
+
+
+# ---------------------------------------------------------------- portfolio alerts
+
+
+def update(symbol: str, price: str, seq: int, reference: str | None = None) -> PriceUpdate:
+    return PriceUpdate(
+        symbol,
+        seq,
+        "w",
+        D(price),
+        None,
+        None,
+        T0 + timedelta(seconds=seq),
+        "test",
+        1,
+        reference=None if reference is None else D(reference),
+    )
+
+
+@pytest.mark.django_db
+def test_a_portfolio_value_alert_fires_once_when_prices_take_the_total_past_it_without_a_query(
+    alice: Any, alice_portfolio: Any, instruments: dict[str, Instrument]
+) -> None:
+    # 10 AAPL at 200, 0.5 BTC at 60,000 and 3,499 USD: 35,499 at the stored prices.
+    value = services.alert_create(user=alice, portfolio=alice_portfolio, kind=AlertKind.PORTFOLIO_VALUE_ABOVE, threshold=D("36000"))
+    day = services.alert_create(user=alice, portfolio=alice_portfolio, kind=AlertKind.DAY_CHANGE_PCT, threshold=D("0.3"))
+    watch = AlertWatch()
+    watch.index = AlertIndex(selectors.alert_rules_active())
+    watch.portfolios = PortfolioValues(*selectors.portfolio_views_load(portfolio_ids={alice_portfolio.pk}))
+    with CaptureQueriesContext(connection) as queries:
+        watch.observe([update("AAPL", "250", 1), update("MSFT", "999", 1)])  # 35,999; MSFT is not held
+        first = drain(watch)
+        watch.observe([update("AAPL", "251", 2, reference="240")])  # 36,009; BTC has no reference yet: no day change
+        second = drain(watch)
+        watch.observe([update("AAPL", "252", 3, reference="240"), update("BTC-USD", "60000", 1, reference="60000")])
+        third = drain(watch)  # day change 120 on 35,899: +0.33 %
+    assert len(queries) == 0, [q["sql"] for q in queries]
+    assert first == []
+    assert [(c.alert_id, c.fired, c.value) for c in second] == [(value.pk, True, D("36009.00"))]
+    assert [(c.alert_id, c.fired) for c in third] == [(day.pk, True)]
+    assert third[0].value.quantize(D("0.01")) == D("0.33")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_ledger_change_of_a_portfolio_with_alerts_makes_the_worker_load_its_book_again(
+    alice: Any, alice_portfolio: Any, instruments: dict[str, Instrument]
+) -> None:
+    services.alert_create(user=alice, portfolio=alice_portfolio, kind=AlertKind.PORTFOLIO_VALUE_BELOW, threshold=D("30000"))
+    watch = AlertWatch()
+
+    async def reload() -> bool:
+        return await watch.reload_if_changed()
+
+    assert async_to_sync(reload)() is True
+    assert watch.portfolios is not None
+    assert [v.totals().total_value for v in watch.portfolios.views] == [D("35499.00")]
+    record(alice_portfolio, "withdrawal", "3000", executed_at=LEDGER_T0 + timedelta(days=2))
+    assert async_to_sync(reload)() is True
+    assert [v.totals().total_value for v in watch.portfolios.views] == [D("32499.00")]
+
+
+@pytest.mark.django_db
+def test_a_portfolio_alert_is_only_for_the_owners_portfolio_and_needs_no_instrument(
+    alice: Any, bob: Any, alice_portfolio: Any, instruments: dict[str, Instrument]
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        services.alert_create(user=bob, portfolio=alice_portfolio, kind=AlertKind.PORTFOLIO_VALUE_ABOVE, threshold=D("1"))
+    assert caught.value.message_dict == {"portfolio": ["That portfolio is not the alert owner's."]}
+    with pytest.raises(ValidationError) as caught:
+        services.alert_create(
+            user=alice, portfolio=alice_portfolio, instrument=instruments["AAPL"], kind=AlertKind.DAY_CHANGE_PCT, threshold=D("2")
+        )
+    assert caught.value.message_dict == {
+        "instrument": ["A portfolio alert watches a portfolio, not an instrument: leave the instrument empty."]
+    }
+    with pytest.raises(ValidationError) as caught:
+        services.alert_create(user=alice, kind=AlertKind.PRICE_ABOVE, threshold=D("2"))
+    assert caught.value.message_dict == {"instrument": ["Choose the instrument this alert watches."]}
+    alert = services.alert_create(user=alice, portfolio=alice_portfolio, kind=AlertKind.DAY_CHANGE_PCT, threshold=D("-2"))
+    assert str(alert) == "Alice growth down 2% or more on the day"
+    assert alert.hysteresis == D("0.2")
+
+
+def drain(watch: AlertWatch) -> list[Crossing]:
+    out = []
+    while not watch._crossings.empty():
+        out.append(watch._crossings.get_nowait())
+    return out

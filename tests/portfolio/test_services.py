@@ -781,10 +781,17 @@ def test_watchlist_add_is_idempotent_and_reloads_the_owners_dashboards_only_once
         ({"kind": "move_pct", "threshold": D("5")}, {"window_minutes": ["A move is measured over at least one minute."]}),
         (
             {"kind": "move_pct", "threshold": D("0"), "window_minutes": 5},
-            {"threshold": ["A move needs a percentage other than 0 (5 = rises by 5 %, -5 = falls by 5 %)."]},
+            {"threshold": ["A percentage other than 0 is needed (5 = up by 5 %, -5 = down by 5 %)."]},
         ),
         ({"kind": "price_below", "threshold": D("10"), "hysteresis": D("-1")}, {"hysteresis": ["Hysteresis cannot be negative."]}),
-        ({"kind": "sideways", "threshold": D("10")}, {"kind": ["Unknown kind 'sideways': one of price_above, price_below, move_pct."]}),
+        (
+            {"kind": "sideways", "threshold": D("10")},
+            {
+                "kind": [
+                    "Unknown kind 'sideways': one of price_above, price_below, move_pct, portfolio_value_above, portfolio_value_below, day_change_pct."
+                ]
+            },
+        ),
     ],
 )
 def test_an_alert_that_cannot_be_evaluated_is_refused_field_by_field(

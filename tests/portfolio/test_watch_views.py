@@ -69,3 +69,21 @@ def test_notifications_are_listed_for_their_owner_and_marked_read(alice: Any, bo
     assert Notification.objects.get().read_at is None
     client_for(alice).post(reverse("portfolio:notifications_read"))
     assert Notification.objects.get().read_at is not None
+
+
+def test_a_portfolio_alert_is_set_on_the_page_for_ones_own_portfolio_only(
+    alice: Any, bob: Any, alice_portfolio: Any, bob_portfolio: Any, instruments: dict[str, Instrument]
+) -> None:
+    client = client_for(alice)
+    page = client.get(reverse("portfolio:dashboard")).content.decode()
+    assert f'<option value="{alice_portfolio.pk}">Alice growth</option>' in page
+    assert "Bob income" not in page
+    # The instrument select still holds an earlier choice: a portfolio kind ignores it.
+    post = {"kind": "portfolio_value_below", "portfolio": alice_portfolio.pk, "instrument": instruments["AAPL"].pk, "threshold": "30000"}
+    page = client.post(reverse("portfolio:alert_create"), post, follow=True).content.decode()
+    assert "Alert set: Alice growth value at or below 30000 USD." in page
+    assert (Alert.objects.get().portfolio_id, Alert.objects.get().instrument_id) == (alice_portfolio.pk, None)
+    post["portfolio"] = bob_portfolio.pk
+    page = client.post(reverse("portfolio:alert_create"), post, follow=True).content.decode()
+    assert "Alert: portfolio: Select a valid choice." in page
+    assert Alert.objects.count() == 1

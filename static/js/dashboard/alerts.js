@@ -4,6 +4,8 @@
 
 import { el } from "./dom.js";
 
+const PORTFOLIO_KINDS = new Set(["portfolio_value_above", "portfolio_value_below", "day_change_pct"]);
+
 /** Epoch ms as the page lists notifications: "2026-01-05 14:30:00 UTC". */
 function utcStamp(ms) {
   const date = new Date(ms);
@@ -14,12 +16,17 @@ function utcStamp(ms) {
 export function createAlerts({ toasts, list, permissionButton, alertsCard = null, NotificationImpl = window.Notification }) {
   const supported = typeof NotificationImpl === "function";
 
-  // The window field matters for moves only.
+  // The form shows what the chosen kind needs: an instrument or a portfolio; a window for moves only.
   const kind = alertsCard?.querySelector("#alert_kind");
   const windowField = alertsCard?.querySelector("#alert_window_minutes")?.closest(".field");
-  if (kind && windowField) {
+  const instrumentField = alertsCard?.querySelector('[data-for="instrument"]');
+  const portfolioField = alertsCard?.querySelector('[data-for="portfolio"]');
+  if (kind) {
     const sync = () => {
-      windowField.hidden = kind.value !== "move_pct";
+      const onPortfolio = PORTFOLIO_KINDS.has(kind.value);
+      if (windowField) windowField.hidden = kind.value !== "move_pct";
+      if (instrumentField) instrumentField.hidden = onPortfolio;
+      if (portfolioField) portfolioField.hidden = !onPortfolio;
     };
     kind.addEventListener("change", sync);
     sync();
