@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from marketdata import groups
@@ -291,3 +291,22 @@ def drain(watch: AlertWatch) -> list[Crossing]:
     while not watch._crossings.empty():
         out.append(watch._crossings.get_nowait())
     return out
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_on_the_real_redis_every_worker_sees_a_committed_alert_change_and_only_then(
+    alice: Any, instruments: dict[str, Instrument], redis_layer: dict[str, Any]
+) -> None:
+    workers = [AlertWatch(), AlertWatch()]
+
+    async def reload_all() -> list[bool]:
+        return [await watch.reload_if_changed() for watch in workers]
+
+    async_to_sync(reload_all)()
+    assert async_to_sync(reload_all)() == [False, False]
+    with transaction.atomic():
+        alert = services.alert_create(user=alice, instrument=instruments["AAPL"], kind=AlertKind.PRICE_ABOVE, threshold=D("300"))
+        assert async_to_sync(reload_all)() == [False, False]  # not committed yet: nothing to see
+    assert async_to_sync(reload_all)() == [True, True]
+    assert all(list(watch.index.rules) == [alert.pk] for watch in workers)
