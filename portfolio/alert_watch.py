@@ -31,12 +31,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 
 from marketdata.delivery import streams
 from marketdata.events import PriceUpdate
+from marketdata.worker.outage import DATABASE_DOWN, REDIS_DOWN
 from portfolio import selectors, services
 from portfolio.alerts import AlertIndex, Crossing, Rule, portfolio_key
 from portfolio.live import View, price_apply
@@ -48,7 +50,8 @@ ALERTS_CHECK_SECONDS = 1.0
 RETRY_FIRST_SECONDS = 0.25
 RETRY_CAP_SECONDS = 10.0
 EMAIL_ATTEMPTS = 5
-CLOSE_SECONDS = 10.0  # at the end of a run: how long queued firings get to be written
+CLOSE_SECONDS = 10.0
+OUTAGE = (*REDIS_DOWN, *DATABASE_DOWN)  # at the end of a run: how long queued firings get to be written
 
 
 @dataclass
@@ -152,7 +155,7 @@ class AlertWatch:
         check_seconds: float = ALERTS_CHECK_SECONDS,
         load: Callable[[], Awaitable[list[Rule]]] = _load_rules,
         load_portfolios: Callable[[set[int]], Awaitable[tuple[list[PortfolioBook], Market]]] = _load_portfolios,
-        version: Callable[[], Awaitable[str]] = streams.alerts_version,
+        version: Callable[[], Awaitable[str]] | None = None,
         fire: Callable[[Crossing], Awaitable[int | None]] = _fire,
         rearm: Callable[[Crossing], Awaitable[None]] = _rearm,
         email: Callable[[int], Awaitable[bool]] = _email,
@@ -165,11 +168,15 @@ class AlertWatch:
         self.version: str | None = None
         self.loaded = asyncio.Event()
         self.stats = AlertStats()
-        self._load, self._version, self._fire, self._rearm, self._email = load, version, fire, rearm, email
+        self._load, self._fire, self._rearm, self._email = load, fire, rearm, email
+        self._version = version or self._read_version
+        self._client: Any = None  # its own Redis client for the version (created on first use, in the worker's loop)
+        self._client_loop: asyncio.AbstractEventLoop | None = None
         self._retry_first = retry_first
         self._crossings: asyncio.Queue[Crossing] = asyncio.Queue()
         self._emails: asyncio.Queue[int] = asyncio.Queue()
         self._complained_at = float("-inf")
+        self._down = False  # in an outage of Redis or the database (logged once)
 
     # -- the tick path (once per window) -------------------------------------------------------
 
@@ -202,6 +209,19 @@ class AlertWatch:
                 await self._emails.join()
         except TimeoutError:
             log.error("alerts: %d firings and %d emails not written at shutdown", self._crossings.qsize(), self._emails.qsize())
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.aclose()
+            except Exception:  # closing only: nothing to do about it
+                log.debug("alerts: closing the Redis client failed", exc_info=True)
+
+    async def _read_version(self) -> str:
+        target = streams.redis_target()
+        loop = asyncio.get_running_loop()
+        if target is not None and (self._client is None or self._client_loop is not loop):
+            self._client, self._client_loop = streams.redis_client(target[0]), loop
+        return await streams.alerts_version(self._client)
 
     async def reload_if_changed(self) -> bool:
         """Load the alerts again when their version moved; True when it did. Raises what Redis or the database raise."""
@@ -223,6 +243,10 @@ class AlertWatch:
         while True:
             try:
                 await self.reload_if_changed()
+                self._recovered()
+            except OUTAGE as exc:
+                # The worker logs the outage itself (`marketdata.worker.outage`): one line here, no traceback.
+                self._outage(exc, "cannot reload the alerts")
             except Exception:
                 self._complain("could not reload the alerts; evaluating the ones loaded before")
             await asyncio.sleep(self.check_seconds)
@@ -277,12 +301,27 @@ class AlertWatch:
         while True:
             try:
                 await write()
+                self._recovered()
                 return
+            except OUTAGE as exc:
+                self.stats.write_failures += 1
+                self._outage(exc, f"{what} failed; retrying")
             except Exception:
                 self.stats.write_failures += 1
                 self._complain(f"{what} failed; retrying in {delay:.2f} s")
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_CAP_SECONDS)
+
+    def _outage(self, exc: BaseException, what: str) -> None:
+        """Redis or the database unreachable: a warning at the first failure of an outage, then quiet until it ends."""
+        if not self._down:
+            self._down = True
+            log.warning("alerts: %s (%s: %s); trying again until it answers", what, type(exc).__name__, exc)
+
+    def _recovered(self) -> None:
+        if self._down:
+            self._down = False
+            log.info("alerts: reading and writing alerts again")
 
     def _complain(self, message: str) -> None:
         """Logged with its traceback at most every 10 s (an outage is one story, not a line per retry)."""

@@ -164,12 +164,15 @@ async def _alerts_bump() -> None:
         await redis[0].incr(groups.alerts_version_key(redis[1]))
 
 
-async def alerts_version() -> str:
-    """The alerts version (`alerts_changed_on_commit`): "" until the first change; raises when Redis does not answer."""
+async def alerts_version(client: aioredis.Redis | None = None) -> str:
+    """The alerts version (`alerts_changed_on_commit`): "" until the first change; raises when Redis does not answer.
+
+    `client`: a client of the caller's own on the channel layer's Redis (`redis_client`), so that its connections,
+    broken by an outage, are never the ones another user of this loop's client picks up next."""
     redis = _redis()
     if redis is None:
         return str(_local_alerts_version)
-    return str(await redis[0].get(groups.alerts_version_key(redis[1])) or "")
+    return str(await (client or redis[0]).get(groups.alerts_version_key(redis[1])) or "")
 
 
 # Chunks (one per worker window) the tape keeps; a recorder further behind than this loses data, and says so.
