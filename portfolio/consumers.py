@@ -282,7 +282,10 @@ class PortfolioConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
 
     async def _load_watchlist(self) -> LiveWatchlist:
         instruments, prices = await database_sync_to_async(selectors.watchlist_live_load)(user=self.user)
-        return LiveWatchlist.from_instruments(instruments, prices)
+        watchlist = LiveWatchlist.from_instruments(instruments, prices)
+        # A symbol held as well was followed already: its live price is the book's (newer than the stored quote).
+        watchlist.take_newer(self.book.market.prices)
+        return watchlist
 
     def _snapshot(self) -> Frame:
         frame = self.book.snapshot()

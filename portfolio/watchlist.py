@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from marketdata.events import PriceUpdate, to_epoch_ms
 from portfolio.ledger import plain
-from portfolio.live import price_apply
+from portfolio.live import _newer, price_apply
 from portfolio.valuation import Price
 
 Row = dict[str, object]
@@ -52,6 +52,13 @@ class LiveWatchlist:
             return False
         self._changed.add(update.symbol)
         return True
+
+    def take_newer(self, prices: dict[str, Price]) -> None:
+        """Hold the watched symbols' prices from `prices` where they are newer than the ones held."""
+        for symbol, price in prices.items():
+            current = self.prices.get(symbol)
+            if symbol in self.watched and (current is None or _newer(price.epoch, price.seq, current)):
+                self.prices[symbol] = price
 
     def row(self, symbol: str) -> Row:
         w = self.watched[symbol]

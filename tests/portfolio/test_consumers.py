@@ -540,3 +540,16 @@ async def test_an_alert_that_fires_reaches_its_owners_dashboard_and_nobody_elses
             False,
         )
         assert await bob_ws.receive_nothing(timeout=0.3)
+
+
+async def test_a_held_symbol_added_to_the_watchlist_shows_the_live_price_at_once(
+    alice: Any, alice_portfolio: Portfolio, instruments: Any
+) -> None:
+    async with stream(alice) as ws:
+        assert (await ws.connect())[0]
+        await receive(ws)
+        await price("AAPL", "212", seq=1)  # alice holds AAPL: her book has this price, the stored quote still 200
+        await receive(ws)
+        await database_sync_to_async(services.watchlist_add)(user=alice, instrument=instruments["AAPL"])
+        snapshot = await receive(ws)
+    assert [(r["symbol"], r["price"]) for r in snapshot["watchlist"]] == [("AAPL", "212")]
