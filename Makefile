@@ -67,6 +67,11 @@ IMPORT_ARGS ?= --before-rev f735f56
 bench-import: $(VENV)/.dev-deps
 	$(PY) bench/import_memory.py $(IMPORT_ARGS)
 
+## Benchmark alert evaluation on the feed worker's tick path with 0, 100 and 10,000 alerts (about 30 s; writes bench/results/alerts.*).
+.PHONY: bench-alerts
+bench-alerts: $(VENV)/.dev-deps
+	$(PY) bench/alerts.py $(ALERTS_ARGS)
+
 .PHONY: bench bench-fanout
 
 $(VENV)/.bench-deps: requirements.txt requirements-dev.txt requirements-bench.txt | $(PY)
@@ -74,7 +79,7 @@ $(VENV)/.bench-deps: requirements.txt requirements-dev.txt requirements-bench.tx
 	@touch $@ $(VENV)/.dev-deps $(VENV)/.run-deps
 
 ## Every benchmark: WebSocket fan-out, then replay throughput (writes bench/results/).
-bench: bench-fanout bench-replay
+bench: bench-fanout bench-replay bench-alerts
 
 ## Benchmark WebSocket fan-out: market tickers (naive Channels, Livefolio under daphne and uvicorn, bare websockets) and Livefolio's dashboards (about 21 min; writes bench/results/fanout.*).
 ## FANOUT_ARGS passes options, e.g. FANOUT_ARGS=--quick, "--scenario dashboard", "--livefolio-rev HEAD" or "--before-rev REV" (livefolio-before beside livefolio).

@@ -215,9 +215,27 @@ MARKETDATA_MINUTE_HOOKS = [
     "portfolio.performance.daily_values_record",
 ]
 
+# Built once per feed worker run (not in a sandbox replay), each sees every window's prices from memory
+# (marketdata.worker.loop.PriceWatcher): the alerts (portfolio/alert_watch.py).
+MARKETDATA_PRICE_WATCHERS = ["portfolio.alert_watch.AlertWatch"]
+
 # --- Live portfolio ----------------------------------------------------------
 # Price updates arriving within this window reach the browser as one frame.
 PORTFOLIO_COALESCE_MS = env_int("PORTFOLIO_COALESCE_MS", 200, minimum=0)
+
+# --- Email (alert notifications; Django's email backend) ----------------------
+# The console backend prints mail to the feed worker's output: set the SMTP backend and server in production.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")  # or EMAIL_HOST_PASSWORD_FILE
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive: STARTTLS on a plain port, or TLS from the start")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Livefolio <livefolio@localhost>")
 
 # --- CSV import in the admin (docs/csv-format.md) ------------------------------
 # Largest CSV the admin's import page takes, in bytes; bigger files: manage.py import_transactions (no limit).

@@ -9,6 +9,7 @@ symbol in a replay session).
 from __future__ import annotations
 
 PORTFOLIO_RELOAD_EVENT = "portfolio.reload"  # handled as `portfolio_reload`
+ALERT_FIRED_EVENT = "alert.fired"  # handled as `alert_fired`: a notification for the user's open dashboards
 
 
 def market_key(symbol: str, session: str = "") -> str:
@@ -51,3 +52,8 @@ def fence_key(prefix: str, key: str) -> str:
 def user_group(user_id: int) -> str:
     """Group reaching every live connection of one user (portfolio changes)."""
     return f"user.{int(user_id)}"
+
+
+def alerts_version_key(prefix: str) -> str:
+    """The Redis counter bumped after every committed change to alerts: feed workers reload their index when it moves."""
+    return f"{prefix}:alerts:version"

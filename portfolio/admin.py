@@ -24,7 +24,7 @@ from django.utils.text import slugify
 from marketdata.admin import ReadOnlyAdmin, amount
 from portfolio import csvio, services
 from portfolio.forms import csv_upload_checked, draft_from, megabytes
-from portfolio.models import CashBalance, Holding, Kind, Portfolio, Transaction
+from portfolio.models import Alert, CashBalance, Holding, Kind, Notification, Portfolio, Transaction, WatchlistItem
 
 
 def money(value: Decimal | None, currency: str = "") -> str:
@@ -383,3 +383,88 @@ class HoldingAdmin(HoldingFigures, ReadOnlyAdmin, admin.ModelAdmin):
     @admin.display(description="Owner", ordering="portfolio__owner__username")
     def owner(self, obj: Holding) -> str:
         return str(obj.portfolio.owner)
+
+
+class AlertAdminForm(forms.ModelForm):
+    class Meta:
+        model = Alert
+        fields = ["user", "kind", "instrument", "portfolio", "threshold", "window_minutes", "hysteresis", "email", "active"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if {"kind", "threshold", "user"} <= data.keys():
+            # The rules the page and the services apply (`services.alert_check`), field by field.
+            services.alert_check(
+                kind=data["kind"],
+                threshold=data["threshold"],
+                window_minutes=data.get("window_minutes") or 0,
+                hysteresis=data.get("hysteresis") or Decimal(0),
+                instrument=data.get("instrument"),
+                portfolio=data.get("portfolio"),
+                user_id=data["user"].pk,
+            )
+        return data
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    form = AlertAdminForm
+    list_display = ["__str__", "user", "kind", "threshold", "hysteresis", "email", "active", "armed", "fired_at"]
+    list_filter = ["kind", "active", "armed", "email"]
+    search_fields = ["user__username", "instrument__symbol", "portfolio__name"]
+    autocomplete_fields = ["user", "instrument", "portfolio"]
+    readonly_fields = ["armed", "fired_at", "created_at"]
+    actions = ["pause", "resume"]
+
+    def save_model(self, request: HttpRequest, obj: Alert, form: forms.ModelForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        services.alert_saved(alert=obj)
+
+    def delete_model(self, request: HttpRequest, obj: Alert) -> None:
+        services.alert_delete(alert=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
+        for alert in queryset:
+            services.alert_delete(alert=alert)
+
+    @admin.action(description="Pause the selected alerts")
+    def pause(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
+        for alert in queryset:
+            services.alert_set_active(alert=alert, active=False)
+
+    @admin.action(description="Resume the selected alerts (armed again)")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
+        for alert in queryset:
+            services.alert_set_active(alert=alert, active=True)
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    """Recorded by the feed worker when an alert fires; staff read them, and may delete them."""
+
+    list_display = ["fired_at", "user", "message", "value", "emailed", "read_at"]
+    list_filter = ["emailed", ("read_at", admin.EmptyFieldListFilter)]
+    search_fields = ["user__username", "message"]
+    date_hierarchy = "fired_at"
+    readonly_fields = ["user", "alert", "fired_at", "message", "value", "emailed", "read_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(WatchlistItem)
+class WatchlistItemAdmin(admin.ModelAdmin):
+    list_display = ["user", "instrument", "added_at"]
+    search_fields = ["user__username", "instrument__symbol"]
+    autocomplete_fields = ["user", "instrument"]
+
+    def save_model(self, request: HttpRequest, obj: WatchlistItem, form: forms.ModelForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        services.watchlist_changed(user_id=obj.user_id)
+
+    def delete_model(self, request: HttpRequest, obj: WatchlistItem) -> None:
+        services.watchlist_remove(user=obj.user, instrument_id=obj.instrument_id)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[WatchlistItem]) -> None:
+        for item in queryset.select_related("user"):
+            services.watchlist_remove(user=item.user, instrument_id=item.instrument_id)

@@ -43,6 +43,7 @@ from marketdata.delivery.outage import ClosesOnOutage
 from portfolio import selectors
 from portfolio.live import Frame, LiveBook
 from portfolio.selectors import Market, PortfolioBook
+from portfolio.watchlist import LiveWatchlist
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class PortfolioConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
     live: LivePortfolios
     book: LiveBook
     endpoint = "portfolio"  # what its frames, subscriptions and closes are counted under (config/metrics.py)
+    watchlist: LiveWatchlist
     _outbox: outbox.Outbox | None = None
     _tickers: frozenset[str] = frozenset()  # the hub channels followed
     _closing: bool = False
@@ -152,10 +154,11 @@ class PortfolioConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
         live = await LivePortfolios.open(self.user)
         assert live is not None  # all of a user's portfolios: never refused
         self.live, self.book = live, live.book
+        self.watchlist = await self._load_watchlist()
         await self._follow()
         await self.accept()
         self._outbox = outbox.for_socket(self.base_send, close=self._close_socket, on_slow=self._slow, endpoint=self.endpoint)
-        self._put(self.book.snapshot())
+        self._put(self._snapshot())
 
     async def disconnect(self, code: int) -> None:
         self._stop()
@@ -179,7 +182,7 @@ class PortfolioConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
     async def _follow(self) -> None:
         """Follow exactly the prices the book needs: subscribe first, then take the newest price of each new symbol,
         so none published in between is missed (a price seen twice is dropped by the book)."""
-        wanted = frozenset(ticker_channels(self.book.symbols))
+        wanted = frozenset(ticker_channels(self.book.symbols | self.watchlist.symbols))
         old, self._tickers = self._tickers, wanted
         streams.unsubscribe_market(self, old - wanted)
         added = wanted - old
@@ -187,6 +190,7 @@ class PortfolioConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
             await streams.subscribe_market(self, added)
             for price in await history.latest_prices(channel.partition(":")[2] for channel in added):
                 self.book.apply(price)
+                self.watchlist.apply(price)
 
     def deliver(self, update: Update) -> None:
         """A live ticker of a held symbol (the hub decoded its price once for every dashboard)."""
@@ -195,7 +199,8 @@ class PortfolioConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
         except ValueError:
             log.warning("dashboard: dropped a malformed ticker: %.200r", update.message)
             return
-        if self.book.apply(price) and not self._closing:
+        # Both, always: a symbol may be held and watched.
+        if (self.book.apply(price) | self.watchlist.apply(price)) and not self._closing:
             self._flusher.mark(self)
 
     def missed(self, channels: Sequence[str]) -> None:
@@ -216,9 +221,10 @@ class PortfolioConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
         try:
             for price in await history.latest_prices(symbols, cached=False):
                 self.book.apply(price)
+                self.watchlist.apply(price)
         except Exception:
             log.exception("dashboard: could not read the newest prices after a lost connection; sending what it holds")
-        self._put(self.book.snapshot())
+        self._put(self._snapshot())
 
     def flush(self) -> bool:
         """The flusher's tick: the rows changed since the last frame, with fresh totals, as one frame."""
@@ -228,6 +234,10 @@ class PortfolioConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
         if box.behind:
             return False  # merged into a later frame once the socket catches up
         frame = self.book.take_changes()
+        watched = self.watchlist.take_changes()
+        if watched:
+            frame = frame or {"type": "update", "portfolios": []}
+            frame["watchlist"] = watched
         if frame is not None:
             box.put(encode_frame(frame))
         return True
@@ -260,12 +270,30 @@ class PortfolioConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
             return
         self.book.set_currency(str(currency))
         await self._follow()
-        self._put(self.book.snapshot())
+        self._put(self._snapshot())
 
     async def portfolio_reload(self, event: dict[str, Any]) -> None:
+        """The ledger or the watchlist changed: both are read again (either change is rare)."""
         await self.live.reload()
+        self.watchlist = await self._load_watchlist()
         await self._follow()
-        self._put(self.book.snapshot())
+        self._put(self._snapshot())
+
+    async def alert_fired(self, event: dict[str, Any]) -> None:
+        """One of the user's alerts fired (recorded by the feed worker, `portfolio.services.alert_fire`)."""
+        self._put({"type": "alert", "notification": event["notification"]})
+
+    async def _load_watchlist(self) -> LiveWatchlist:
+        instruments, prices = await database_sync_to_async(selectors.watchlist_live_load)(user=self.user)
+        watchlist = LiveWatchlist.from_instruments(instruments, prices)
+        # A symbol held as well was followed already: its live price is the book's (newer than the stored quote).
+        watchlist.take_newer(self.book.market.prices)
+        return watchlist
+
+    def _snapshot(self) -> Frame:
+        frame = self.book.snapshot()
+        frame["watchlist"] = self.watchlist.snapshot()
+        return frame
 
     # -- sending ---------------------------------------------------------------------------
 

@@ -336,6 +336,17 @@ def _newer(epoch: str, seq: int, current: Price) -> bool:
     return _epoch_order(epoch) > _epoch_order(current.epoch)
 
 
+def price_apply(prices: dict[str, Price], update: PriceUpdate) -> bool:
+    """Hold `update` as its symbol's price unless the one held is as new (`_newer`); a price without a reference keeps
+    the one held. Shared by everything that keeps prices live: books, the watchlist, the worker's portfolio alerts."""
+    current = prices.get(update.symbol)
+    if current is not None and not _newer(update.epoch, update.seq, current):
+        return False
+    reference = update.reference if update.reference is not None else (current.reference if current else None)
+    prices[update.symbol] = Price(update.price, update.ts, update.seq, update.epoch, reference, update.replay)
+    return True
+
+
 class LiveBook:
     """Every view of one user's portfolios, with the prices they need."""
 
@@ -379,12 +390,8 @@ class LiveBook:
 
     def apply(self, update: PriceUpdate) -> bool:
         """Take a price; False when it is not newer than the one held."""
-        prices = self.market.prices
-        current = prices.get(update.symbol)
-        if current is not None and not _newer(update.epoch, update.seq, current):
+        if not price_apply(self.market.prices, update):
             return False
-        reference = update.reference if update.reference is not None else (current.reference if current else None)
-        prices[update.symbol] = Price(update.price, update.ts, update.seq, update.epoch, reference, update.replay)
         self._changed.add(update.symbol)
         return True
 

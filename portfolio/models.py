@@ -225,3 +225,121 @@ class ImportUpload(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.size} bytes) for {self.portfolio_id}"
+
+
+class WatchlistItem(models.Model):
+    """An instrument a user follows on the dashboard without holding it (`portfolio.watchlist`)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="watchlist")
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="watchers")
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["user_id", "added_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["user", "instrument"], name="watchlist_unique_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.instrument}"
+
+
+class AlertKind(models.TextChoices):
+    PRICE_ABOVE = "price_above", "Price at or above"
+    PRICE_BELOW = "price_below", "Price at or below"
+    MOVE_PCT = "move_pct", "Moves by % over a window"
+    PORTFOLIO_VALUE_ABOVE = "portfolio_value_above", "Portfolio value at or above"
+    PORTFOLIO_VALUE_BELOW = "portfolio_value_below", "Portfolio value at or below"
+    DAY_CHANGE_PCT = "day_change_pct", "Portfolio day change by %"
+
+
+PORTFOLIO_ALERT_KINDS = (AlertKind.PORTFOLIO_VALUE_ABOVE, AlertKind.PORTFOLIO_VALUE_BELOW, AlertKind.DAY_CHANGE_PCT)
+
+
+class Alert(models.Model):
+    """A condition on an instrument's price, or on a portfolio's value or day change, evaluated in the feed worker
+    from memory (`portfolio.alerts`).
+
+    It fires once when crossed (`armed` goes False, a `Notification` is recorded) and re-arms only after the value
+    has moved back past the threshold by `hysteresis` (in the threshold's unit: price, or percentage points).
+    Written only through `portfolio.services` (`alert_*`), which tell the workers to reload after commit."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="alerts")
+    instrument = models.ForeignKey(
+        Instrument, on_delete=models.CASCADE, related_name="alerts", null=True, blank=True, help_text="For price and move alerts."
+    )
+    portfolio = models.ForeignKey(
+        Portfolio, on_delete=models.CASCADE, related_name="alerts", null=True, blank=True, help_text="For portfolio alerts."
+    )
+    kind = models.CharField(max_length=24, choices=AlertKind.choices)
+    threshold = decimal_field(
+        help_text="A price, or a portfolio value in its base currency; for a move or a day change, a percentage: "
+        "5 = up by 5 % or more, -5 = down by 5 % or more."
+    )
+    window_minutes = models.PositiveIntegerField(default=0, help_text="For a move: the move is measured over this many minutes.")
+    hysteresis = decimal_field(default=0, validators=[MinValueValidator(0)], help_text="How far back past the threshold re-arms it.")
+    email = models.BooleanField(default=False, help_text="Also send an email when it fires (to the user's address).")
+    active = models.BooleanField(default=True, help_text="Paused alerts are not evaluated.")
+    armed = models.BooleanField(default=True, editable=False, help_text="False from firing until it re-arms.")
+    fired_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["user_id", "id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(hysteresis__gte=0), name="alert_hysteresis_not_negative"),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(kind__in=PORTFOLIO_ALERT_KINDS, instrument__isnull=True, portfolio__isnull=False)
+                    | (~models.Q(kind__in=PORTFOLIO_ALERT_KINDS) & models.Q(instrument__isnull=False, portfolio__isnull=True))
+                ),
+                name="alert_one_target_for_its_kind",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(kind="move_pct") | (models.Q(window_minutes__gt=0) & ~models.Q(threshold=0)),
+                name="alert_move_has_window_and_threshold",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    @property
+    def hysteresis_text(self) -> str:
+        """The hysteresis as written (500, not 5E+2), with its unit."""
+        return f"{self.hysteresis.normalize():f}" + (" points" if self.kind in (AlertKind.MOVE_PCT, AlertKind.DAY_CHANGE_PCT) else "")
+
+    def describe(self) -> str:
+        threshold = f"{self.threshold.normalize():f}"
+        if self.portfolio is not None:
+            name = self.portfolio.name
+            if self.kind == AlertKind.PORTFOLIO_VALUE_ABOVE:
+                return f"{name} value at or above {threshold} {self.portfolio.base_currency}"
+            if self.kind == AlertKind.PORTFOLIO_VALUE_BELOW:
+                return f"{name} value at or below {threshold} {self.portfolio.base_currency}"
+            way = "up" if self.threshold > 0 else "down"
+            return f"{name} {way} {abs(self.threshold).normalize():f}% or more on the day"
+        symbol = self.instrument.symbol if self.instrument is not None else "?"
+        if self.kind == AlertKind.PRICE_ABOVE:
+            return f"{symbol} at or above {threshold}"
+        if self.kind == AlertKind.PRICE_BELOW:
+            return f"{symbol} at or below {threshold}"
+        verb = "rises" if self.threshold > 0 else "falls"
+        return f"{symbol} {verb} {abs(self.threshold).normalize():f}% within {self.window_minutes} min"
+
+
+class Notification(models.Model):
+    """One firing of an alert, recorded by the feed worker (`portfolio.services.alert_fire`)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    alert = models.ForeignKey(Alert, on_delete=models.SET_NULL, null=True, blank=True, related_name="notifications")
+    fired_at = models.DateTimeField(help_text="When the crossing price was stamped (UTC).")
+    message = models.CharField(max_length=200)
+    value = decimal_field(help_text="The price (or move, in %) that crossed the threshold.")
+    emailed = models.BooleanField(default=False, editable=False)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["user_id", "-fired_at", "-id"]
+        indexes = [models.Index(fields=["user", "-fired_at"])]
+
+    def __str__(self) -> str:
+        return self.message

@@ -14,9 +14,10 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from marketdata.models import AssetClass, Instrument, Quote
+from portfolio.alerts import Rule, portfolio_key, portfolio_series
 from portfolio.daily import CloseHistory
 from portfolio.ledger import Entry, LedgerError
-from portfolio.models import CashBalance, Holding, Portfolio, PortfolioValue, Transaction
+from portfolio.models import Alert, CashBalance, Holding, Notification, Portfolio, PortfolioValue, Transaction, WatchlistItem
 from portfolio.pastfx import FlowDay, FxHistory, flow_days
 from portfolio.performance import close_history_load, fx_pairs_all
 from portfolio.valuation import Cash, Flows, Line, Pairs, Price, fx_pair
@@ -161,3 +162,60 @@ def live_books_for_user(*, user: AbstractBaseUser | AnonymousUser, portfolio_id:
     first = min((days[0].day for days in past.values() if days), default=None)
     books = [replace(book, past=past[book.id]) for book in books]
     return books, replace(market, fx_history=fx_history_for(since=first))
+
+
+# ---------------------------------------------------------------- watchlist and alerts
+
+
+def watchlist_for_user(*, user: AbstractBaseUser | AnonymousUser) -> list[Instrument]:
+    """The instruments on the user's watchlist, in the order added."""
+    if not user.is_authenticated:
+        return []
+    return [item.instrument for item in WatchlistItem.objects.filter(user_id=user.pk).select_related("instrument")]
+
+
+def alerts_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Alert]:
+    if not user.is_authenticated:
+        return Alert.objects.none()
+    return Alert.objects.filter(user_id=user.pk).select_related("instrument", "portfolio").order_by("id")
+
+
+def notifications_recent(*, user: AbstractBaseUser | AnonymousUser, limit: int = 20) -> list[Notification]:
+    if not user.is_authenticated:
+        return []
+    return list(Notification.objects.filter(user_id=user.pk).select_related("alert").order_by("-fired_at", "-id")[:limit])
+
+
+def alert_rules_active() -> list[Rule]:
+    """Every active alert as the feed worker's index holds it (`portfolio.alerts`); one query. A portfolio alert's
+    "symbol" is its portfolio's series (`portfolio.alerts.portfolio_key`)."""
+    rows = Alert.objects.filter(active=True).values_list(
+        "id", "instrument__symbol", "portfolio_id", "kind", "threshold", "hysteresis", "window_minutes", "armed"
+    )
+    return [
+        Rule(
+            pk,
+            symbol if portfolio is None else portfolio_key(portfolio, portfolio_series(kind)),
+            kind,
+            threshold,
+            hysteresis,
+            window,
+            armed,
+        )
+        for pk, symbol, portfolio, kind, threshold, hysteresis, window, armed in rows
+    ]
+
+
+def portfolio_views_load(*, portfolio_ids: Iterable[int]) -> tuple[list[PortfolioBook], Market]:
+    """The books of these portfolios and the market they need (latest stored prices), for the feed worker's portfolio
+    alerts (`portfolio.alert_watch`): a fixed number of queries, whatever they hold."""
+    books = books_for_portfolios(Portfolio.objects.filter(pk__in=list(portfolio_ids)).order_by("pk"))
+    return books, market_for(symbols={line.symbol for book in books for line in book.lines})
+
+
+def watchlist_live_load(*, user: AbstractBaseUser | AnonymousUser) -> tuple[list[Instrument], dict[str, Price]]:
+    """The watchlist's instruments with their latest stored prices, for `portfolio.watchlist.LiveWatchlist`; two queries."""
+    instruments = watchlist_for_user(user=user)
+    quotes = Quote.objects.filter(instrument__in=instruments).select_related("instrument")
+    prices = {q.instrument.symbol: Price(q.price, q.exchange_ts, q.seq, q.epoch, q.reference_price) for q in quotes}
+    return instruments, prices

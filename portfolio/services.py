@@ -24,16 +24,29 @@ from typing import IO, Any
 
 import pycountry
 from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
 from django.db import connection as db_connection
 from django.db import transaction as db_transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from marketdata.delivery import streams
-from marketdata.groups import PORTFOLIO_RELOAD_EVENT
+from marketdata.events import to_epoch_ms
+from marketdata.groups import ALERT_FIRED_EVENT, PORTFOLIO_RELOAD_EVENT
 from marketdata.models import Instrument
 from portfolio.ledger import NEEDS_INSTRUMENT, ONE, ZERO, Book, Entry, LedgerError, book_from_ledger, plain
-from portfolio.models import CashBalance, Holding, Kind, Portfolio, Transaction
+from portfolio.models import (
+    PORTFOLIO_ALERT_KINDS,
+    Alert,
+    AlertKind,
+    CashBalance,
+    Holding,
+    Kind,
+    Notification,
+    Portfolio,
+    Transaction,
+    WatchlistItem,
+)
 from portfolio.performance import daily_values_rebuild_on_commit
 
 # Clocks disagree a little; a trade stamped a minute ahead is still "now".
@@ -545,6 +558,9 @@ def portfolio_rebuild(*, portfolio: Portfolio, book: Book | None = None) -> Book
 
 def _announce(portfolio: Portfolio) -> None:
     streams.notify_user_on_commit(portfolio.owner_id, {"type": PORTFOLIO_RELOAD_EVENT, "portfolio_id": portfolio.pk})
+    if Alert.objects.filter(portfolio=portfolio, active=True).exists():
+        # The feed workers hold this portfolio's book for its alerts: they load it again.
+        streams.alerts_changed_on_commit()
 
 
 def portfolio_delete(*, portfolio: Portfolio) -> None:
@@ -651,3 +667,207 @@ def transaction_replace(*, transaction: Transaction, draft: Draft, counterparty:
             except LedgerProblems as exc:
                 raise ValidationError(f"Deleting this entry would break a later one. {exc.problems[0].message}") from None
     return saved
+
+
+# ---------------------------------------------------------------- watchlist and alerts
+
+
+def watchlist_changed(*, user_id: int) -> None:
+    """The user's open dashboards read the watchlist again after commit (with the books: `portfolio.reload`)."""
+    streams.notify_user_on_commit(user_id, {"type": PORTFOLIO_RELOAD_EVENT})
+
+
+def watchlist_add(*, user: Any, instrument: Instrument) -> WatchlistItem:
+    """Follow an instrument on the dashboard (again: nothing changes); the user's open dashboards reload."""
+    item, created = WatchlistItem.objects.get_or_create(user=user, instrument=instrument)
+    if created:
+        watchlist_changed(user_id=user.pk)
+    return item
+
+
+def watchlist_remove(*, user: Any, instrument_id: int) -> bool:
+    """Stop following an instrument; False when it was not on the user's watchlist."""
+    deleted, _ = WatchlistItem.objects.filter(user=user, instrument_id=instrument_id).delete()
+    if deleted:
+        watchlist_changed(user_id=user.pk)
+    return bool(deleted)
+
+
+def alert_check(
+    *,
+    kind: str,
+    threshold: Decimal,
+    window_minutes: int = 0,
+    hysteresis: Decimal = ZERO,
+    instrument: Instrument | None = None,
+    portfolio: Portfolio | None = None,
+    user_id: int | None = None,
+) -> None:
+    """Raise ValidationError (by field) unless these make an alert the feed worker can evaluate: a price or a move on
+    an instrument, or a value or a day change of one of the user's portfolios."""
+    errors: dict[str, str] = {}
+    on_portfolio = kind in PORTFOLIO_ALERT_KINDS
+    if kind not in AlertKind.values:
+        errors["kind"] = f"Unknown kind {kind!r}: one of {', '.join(AlertKind.values)}."
+    elif on_portfolio:
+        if portfolio is None:
+            errors["portfolio"] = "Choose the portfolio this alert watches."
+        elif user_id is not None and portfolio.owner_id != user_id:
+            errors["portfolio"] = "That portfolio is not the alert owner's."
+        if instrument is not None:
+            errors["instrument"] = "A portfolio alert watches a portfolio, not an instrument: leave the instrument empty."
+    else:
+        if instrument is None:
+            errors["instrument"] = "Choose the instrument this alert watches."
+        if portfolio is not None:
+            errors["portfolio"] = "A price or move alert watches an instrument: leave the portfolio empty."
+    if kind in (AlertKind.MOVE_PCT, AlertKind.DAY_CHANGE_PCT):
+        if threshold == 0:
+            errors["threshold"] = "A percentage other than 0 is needed (5 = up by 5 %, -5 = down by 5 %)."
+        if kind == AlertKind.MOVE_PCT and window_minutes < 1:
+            errors["window_minutes"] = "A move is measured over at least one minute."
+    elif kind in AlertKind.values and threshold <= 0:
+        errors["threshold"] = "A value threshold must be above 0." if on_portfolio else "A price threshold must be above 0."
+    if hysteresis < 0:
+        errors["hysteresis"] = "Hysteresis cannot be negative."
+    if errors:
+        raise ValidationError(errors)
+
+
+# An alert's hysteresis when none is given: a fraction of its threshold (0.5 % of a price; 0.5 points of a 5 % move),
+# so a price hovering at the threshold fires it once, not at every tick that crosses back.
+DEFAULT_HYSTERESIS = Decimal("0.005")
+DEFAULT_MOVE_HYSTERESIS = Decimal("0.1")
+
+
+def alert_hysteresis_default(*, kind: str, threshold: Decimal) -> Decimal:
+    share = DEFAULT_MOVE_HYSTERESIS if kind in (AlertKind.MOVE_PCT, AlertKind.DAY_CHANGE_PCT) else DEFAULT_HYSTERESIS
+    return (abs(threshold) * share).quantize(_PLACES)
+
+
+def alert_create(
+    *,
+    user: Any,
+    kind: str,
+    threshold: Decimal,
+    instrument: Instrument | None = None,
+    portfolio: Portfolio | None = None,
+    window_minutes: int = 0,
+    hysteresis: Decimal | None = None,
+    email: bool = False,
+) -> Alert:
+    """A new, armed alert on an instrument or on one of the user's portfolios; the feed workers reload their alert
+    index after commit. `hysteresis` None: the default (`alert_hysteresis_default`); 0 re-arms as soon as the value is
+    back on the other side."""
+    if hysteresis is None:
+        hysteresis = alert_hysteresis_default(kind=kind, threshold=threshold)
+    alert_check(
+        kind=kind,
+        threshold=threshold,
+        window_minutes=window_minutes,
+        hysteresis=hysteresis,
+        instrument=instrument,
+        portfolio=portfolio,
+        user_id=user.pk,
+    )
+    alert = Alert.objects.create(
+        user=user,
+        instrument=instrument,
+        portfolio=portfolio,
+        kind=kind,
+        threshold=threshold,
+        window_minutes=window_minutes if kind == AlertKind.MOVE_PCT else 0,
+        hysteresis=hysteresis,
+        email=email,
+    )
+    streams.alerts_changed_on_commit()
+    return alert
+
+
+def alert_saved(*, alert: Alert) -> None:
+    """After the admin saved an alert: the feed workers reload (an admin edit is a change like any other)."""
+    streams.alerts_changed_on_commit()
+
+
+def alert_set_active(*, alert: Alert, active: bool) -> Alert:
+    """Pause or resume an alert (resumed armed: it fires at the next crossing)."""
+    alert.active = active
+    if active:
+        alert.armed = True
+    alert.save(update_fields=["active", "armed"])
+    streams.alerts_changed_on_commit()
+    return alert
+
+
+def alert_delete(*, alert: Alert) -> None:
+    alert.delete()
+    streams.alerts_changed_on_commit()
+
+
+def notification_wire(notification: Notification, *, symbol: str = "") -> dict[str, Any]:
+    """A notification as the `alert` frame of /ws/portfolio/ carries it (docs/websocket-api.md): money as strings."""
+    return {
+        "id": notification.pk,
+        "alert_id": notification.alert_id,
+        "symbol": symbol,
+        "message": notification.message,
+        "value": plain(notification.value),
+        "fired_at": to_epoch_ms(notification.fired_at),
+        "read": notification.read_at is not None,
+    }
+
+
+def _alert_message(alert: Alert, value: Decimal) -> str:
+    if alert.kind == AlertKind.MOVE_PCT:
+        return f"{alert.describe()}: moved {value.normalize():+f}%"
+    if alert.kind == AlertKind.DAY_CHANGE_PCT:
+        return f"{alert.describe()}: {value.normalize():+f}% today"
+    if alert.portfolio is not None:
+        return f"{alert.describe()}: now {value.quantize(Decimal('0.01')):f} {alert.portfolio.base_currency}"
+    return f"{alert.describe()}: now {value.normalize():f}"
+
+
+def alert_fire(*, alert_id: int, value: Decimal, fired_at: datetime) -> Notification | None:
+    """Record one firing, once: only an alert still armed and active fires (a conditional UPDATE, so two workers, a
+    reload racing a firing, or a restart never fire it twice). The notification goes to the user's open dashboards
+    after commit. None when it had fired already (or was paused or deleted meanwhile)."""
+    with db_transaction.atomic():
+        if not Alert.objects.filter(pk=alert_id, armed=True, active=True).update(armed=False, fired_at=fired_at):
+            return None
+        alert = Alert.objects.select_related("instrument", "portfolio").get(pk=alert_id)
+        notification = Notification.objects.create(
+            user_id=alert.user_id, alert=alert, fired_at=fired_at, message=_alert_message(alert, value)[:200], value=value
+        )
+        wire = notification_wire(notification, symbol=alert.instrument.symbol if alert.instrument is not None else "")
+        streams.notify_user_on_commit(alert.user_id, {"type": ALERT_FIRED_EVENT, "notification": wire})
+    return notification
+
+
+def alert_rearm(*, alert_id: int) -> bool:
+    """The value moved back past the threshold by the hysteresis: the alert may fire again."""
+    return bool(Alert.objects.filter(pk=alert_id, armed=False, active=True).update(armed=True))
+
+
+def notification_email_send(*, notification_id: int) -> bool:
+    """Email a notification to its user through Django's email backend (EMAIL_BACKEND), once; False when there is
+    nothing to send (no address, alert without email, sent already). Raises what the backend raises (the caller retries)."""
+    notification = Notification.objects.select_related("user", "alert").get(pk=notification_id)
+    address = getattr(notification.user, "email", "")
+    if notification.emailed or notification.alert is None or not notification.alert.email or not address:
+        return False
+    send_mail(
+        subject=f"Livefolio alert: {notification.message}"[:150],
+        message=f"{notification.message}\n\nFired at {notification.fired_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC.\n",
+        from_email=None,
+        recipient_list=[address],
+    )
+    Notification.objects.filter(pk=notification_id).update(emailed=True)
+    return True
+
+
+def notifications_mark_read(*, user: Any, ids: Iterable[int] | None = None) -> int:
+    """Mark the user's notifications read (these, or all); how many changed."""
+    rows = Notification.objects.filter(user=user, read_at=None)
+    if ids is not None:
+        rows = rows.filter(pk__in=list(ids))
+    return rows.update(read_at=timezone.now())

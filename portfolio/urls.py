@@ -1,6 +1,6 @@
 from django.urls import path
 
-from portfolio import import_views, performance_views, views
+from portfolio import import_views, performance_views, views, watch_views
 
 app_name = "portfolio"
 urlpatterns = [
@@ -16,6 +16,14 @@ urlpatterns = [
     path("portfolios/<int:portfolio_id>/transactions/<int:transaction_id>/edit/", views.transaction_edit, name="transaction_edit"),
     path("portfolios/<int:portfolio_id>/transactions/<int:transaction_id>/delete/", views.transaction_delete, name="transaction_delete"),
     path("portfolios/<int:portfolio_id>/performance/", performance_views.performance, name="performance"),
+    # The dashboard's watchlist, alerts and notifications (portfolio/watch_views.py)
+    path("watchlist/add/", watch_views.watchlist_add, name="watchlist_add"),
+    path("watchlist/<int:instrument_id>/remove/", watch_views.watchlist_remove, name="watchlist_remove"),
+    path("alerts/new/", watch_views.alert_create, name="alert_create"),
+    path("alerts/<int:alert_id>/pause/", watch_views.alert_pause, name="alert_pause"),
+    path("alerts/<int:alert_id>/resume/", watch_views.alert_resume, name="alert_resume"),
+    path("alerts/<int:alert_id>/delete/", watch_views.alert_delete, name="alert_delete"),
+    path("notifications/read/", watch_views.notifications_read, name="notifications_read"),
     # The import wizard (portfolio/import_views.py)
     path("portfolios/<int:portfolio_id>/import/", import_views.import_upload, name="import_upload"),
     path("portfolios/<int:portfolio_id>/import/<int:upload_id>/format/", import_views.import_format, name="import_format"),

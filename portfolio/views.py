@@ -54,8 +54,15 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "archived_count": portfolios_for_user(user=request.user).filter(archived_at__isnull=False).count(),
             "live_config": {"url": "/ws/portfolio/", "coalesceMs": settings.PORTFOLIO_COALESCE_MS},
             "performance_config": _performance_config(request),
+            **watch_context(request.user),
         },
     )
+
+
+def watch_context(user: Any) -> dict[str, Any]:
+    from portfolio.watch_views import dashboard_context  # it imports this module (SignedInRequest)
+
+    return dashboard_context(user)
 
 
 def _performance_config(request: HttpRequest) -> dict[str, Any]:

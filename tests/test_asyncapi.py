@@ -51,7 +51,7 @@ from tests.portfolio.test_live import START, ledgers, market
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 CLIENT_OPS = {"auth", "subscribe", "unsubscribe", "resume", "ping"}
-DASHBOARD_SERVER_TYPES = {"snapshot", "update", "pong", "error"}
+DASHBOARD_SERVER_TYPES = {"snapshot", "update", "pong", "alert", "error"}
 DASHBOARD_CLIENT_TYPES = {"ping", "view"}
 URI = "urn:livefolio:asyncapi"
 # The official parser (JavaScript), run when node and npm are there; installed once into the system's temp dir.
@@ -697,9 +697,15 @@ async def test_every_frame_the_market_api_sends_fits_the_document(
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_every_frame_the_dashboard_stream_sends_fits_the_document(doc: dict[str, Any], alice: Any, alice_two_portfolios: Any) -> None:
+async def test_every_frame_the_dashboard_stream_sends_fits_the_document(
+    doc: dict[str, Any], alice: Any, alice_two_portfolios: Any, instruments: dict[str, Any]
+) -> None:
     check = frame_checker(doc, "dashboard")
     frames: list[Frame] = []
+    await database_sync_to_async(services.watchlist_add)(user=alice, instrument=instruments["MSFT"])
+    alert = await database_sync_to_async(services.alert_create)(
+        user=alice, instrument=instruments["MSFT"], kind="price_above", threshold=Decimal("401")
+    )
     async with dashboard_stream(alice) as ws:
         assert (await ws.connect())[0]
         client = Client(ws)
@@ -716,7 +722,10 @@ async def test_every_frame_the_dashboard_stream_sends_fits_the_document(doc: dic
         # Every answer first: a snapshot (the `view`'s) sent after the price would fold its change in.
         await collect(client, frames, lambda got: len(got) == 7)
         await dashboard_price("SAP", "231", 1)
+        await dashboard_price("MSFT", "401.5", 1, reference="400")  # a watched symbol: the update's `watchlist`
+        await database_sync_to_async(services.alert_fire)(alert_id=alert.pk, value=Decimal("401.5"), fired_at=T0)
         await collect(client, frames)
+    assert any("watchlist" in frame for frame in frames if frame["type"] == "update")
     for frame in frames:
         assert not (errors := check(frame)), (frame, errors)
     assert {frame["type"] for frame in frames} == DASHBOARD_SERVER_TYPES

@@ -95,3 +95,18 @@ def test_a_metrics_directory_that_is_not_there_refuses_to_start(tmp_path: object
     )
     assert result.returncode != 0
     assert f"PROMETHEUS_MULTIPROC_DIR={missing!r} is not a writable directory" in result.stderr
+
+
+def test_email_over_both_starttls_and_tls_refuses_to_start() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={"DJANGO_SETTINGS_MODULE": "config.settings", "EMAIL_USE_TLS": "true", "EMAIL_USE_SSL": "true", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        cwd=settings.BASE_DIR,
+    )
+    assert result.returncode != 0
+    assert "EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive" in result.stderr

@@ -150,6 +150,40 @@ def notify_user_on_commit(user_id: int, event: dict[str, Any]) -> None:
     transaction.on_commit(lambda: async_to_sync(_layer().group_send)(group, event), robust=True)
 
 
+_local_alerts_version = 0  # without a Redis layer (tests with the in-memory layer): this process's count
+
+
+def alerts_changed_on_commit() -> None:
+    """Once the write commits, bump the alerts version, so every feed worker reloads its alert index (`alerts_version`).
+
+    A counter in Redis rather than a message: a worker that was down, or busy, still sees it has moved."""
+
+    def bump() -> None:
+        global _local_alerts_version
+        _local_alerts_version += 1
+        if redis_target() is not None:
+            async_to_sync(_alerts_bump)()
+
+    transaction.on_commit(bump, robust=True)
+
+
+async def _alerts_bump() -> None:
+    redis = _redis()
+    if redis is not None:
+        await redis[0].incr(groups.alerts_version_key(redis[1]))
+
+
+async def alerts_version(client: aioredis.Redis | None = None) -> str:
+    """The alerts version (`alerts_changed_on_commit`): "" until the first change; raises when Redis does not answer.
+
+    `client`: a client of the caller's own on the channel layer's Redis (`redis_client`), so that its connections,
+    broken by an outage, are never the ones another user of this loop's client picks up next."""
+    redis = _redis()
+    if redis is None:
+        return str(_local_alerts_version)
+    return str(await (client or redis[0]).get(groups.alerts_version_key(redis[1])) or "")
+
+
 # Chunks (one per worker window) the tape keeps; a recorder further behind than this loses data, and says so.
 TAPE_LENGTH = 10_000
 # A recorder renews its claim every second; a worker stops taping this long after the last one went.

@@ -21,7 +21,7 @@ from marketdata.delivery import streams
 from marketdata.feeds import Feed
 from marketdata.symbols import SymbolMap
 from marketdata.worker.leases import Leases, holder_name
-from marketdata.worker.loop import MinuteHook, Worker
+from marketdata.worker.loop import MinuteHook, PriceWatcher, Worker
 from marketdata.worker.references import References
 
 T = TypeVar("T")
@@ -30,6 +30,11 @@ T = TypeVar("T")
 def minute_hooks() -> list[MinuteHook]:
     """The hooks other apps run after each closed minute of event time (settings.MARKETDATA_MINUTE_HOOKS)."""
     return [import_string(path) for path in settings.MARKETDATA_MINUTE_HOOKS]
+
+
+def price_watchers() -> list[PriceWatcher]:
+    """What other apps watch every window's prices with (settings.MARKETDATA_PRICE_WATCHERS): one of each per worker."""
+    return [import_string(path)() for path in settings.MARKETDATA_PRICE_WATCHERS]
 
 
 def conflation_seconds(milliseconds: int) -> float:
@@ -62,7 +67,7 @@ def worker_build(
     `sandbox`: publish into that replay session instead (`replay_feed --sandbox NAME`), touching no live
     state: its own channels, streams, history and leases (`?session=NAME`), and no quotes, candles or
     portfolio history in the database, no tape for `record_feed`, no day-change reference from the
-    stored candles (only from the minutes the session itself replays).
+    stored candles (only from the minutes the session itself replays), no alerts.
     """
     metrics_dir()  # PROMETHEUS_MULTIPROC_DIR set after prometheus_client was imported: refuse to start (config/metrics.py)
     leases = None
@@ -92,6 +97,7 @@ def worker_build(
             **common,
             references=selectors.references_load(now=datetime.now(UTC)),
             minute_hooks=minute_hooks(),
+            watchers=price_watchers(),
             retention=timedelta(days=settings.HISTORY_RETENTION_DAYS),
         )
     worker.metrics = WorkerMetrics(command, per_symbol=not sandbox)

@@ -65,6 +65,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
+from typing import Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -92,6 +93,21 @@ PruneCandles = Callable[[datetime], Awaitable[int]]
 ClosedMinutes = Sequence[tuple[datetime, Mapping[str, PriceUpdate]]]
 # `async def hook(minutes)`: called once per batch of closed minutes (one, live; many, in a fast replay).
 MinuteHook = Callable[[ClosedMinutes], Awaitable[None]]
+
+
+class PriceWatcher(Protocol):
+    """Sees every window's prices (settings.MARKETDATA_PRICE_WATCHERS; `portfolio.alert_watch.AlertWatch`).
+
+    `observe` runs on the tick path, synchronously, once per window with that window's updates: from memory
+    only (no database, no await, no task); what it must write it queues for `run`, which runs beside the loop
+    for the whole run and is cancelled at its end, after `close` had its chance to finish the queued work."""
+
+    def observe(self, updates: Sequence[PriceUpdate]) -> None: ...
+
+    async def run(self) -> None: ...
+
+    async def close(self) -> None: ...
+
 
 PRUNE_EVERY = timedelta(hours=1)
 # On event time, closed windows are published once this many messages are waiting (and on every wall-clock tick).
@@ -182,6 +198,7 @@ class Worker:
         store_quotes: StoreQuotes | None = None,
         references: References | None = None,
         minute_hooks: Sequence[MinuteHook] = (),
+        watchers: Sequence[PriceWatcher] = (),
         store_candles: StoreCandles | None = None,
         prune_candles: PruneCandles | None = None,
         retention: timedelta | None = None,
@@ -199,6 +216,7 @@ class Worker:
         `replay`: updates are marked as replayed. `symbols`: instruments it creates (--create-instruments)
         are stored before any quote or candle of theirs. `tape`: feed a listening `record_feed`.
         `market_history`: the market channels' store (default `market_store()`).
+        `watchers`: see every window's prices (`PriceWatcher`).
         `event_time`: windows on event time (replays), not the wall clock (live feeds).
         `leases`: publish a symbol only while holding its lease; `takeover` takes leases others hold,
         `standby` waits for them instead of stopping with LeaseRefused.
@@ -226,6 +244,7 @@ class Worker:
         self._market_history = market_history
         self.store_quotes = store_quotes or database_sync_to_async(services.quotes_store)
         self.minute_hooks = list(minute_hooks)
+        self.watchers = list(watchers)
         self.store_candles = store_candles or _store_candles
         self.prune_candles = prune_candles or _prune_candles
         self.retention = retention
@@ -259,6 +278,7 @@ class Worker:
         minutes = asyncio.create_task(self._record_minutes())
         stopping = asyncio.create_task(stop.wait())
         keeping = asyncio.create_task(self._keep_leases()) if self.leases is not None else None
+        watching = [asyncio.create_task(watcher.run()) for watcher in self.watchers]
         try:
             while not ingest.done() and not stop.is_set():
                 await asyncio.wait({ingest, stopping}, timeout=self.conflation, return_when=asyncio.FIRST_COMPLETED)
@@ -285,6 +305,11 @@ class Worker:
             finally:
                 minutes.cancel()
             await self.flush_quotes()
+            for watcher in self.watchers:
+                await watcher.close()
+            for task in watching:
+                task.cancel()
+            await asyncio.gather(*watching, return_exceptions=True)
             if self.leases is not None:
                 await self.leases.release()
             self.metrics.sync(self, force=True)
@@ -432,6 +457,11 @@ class Worker:
         updates = self.hub.drain()
         self._outbox.extend(updates)
         self._latest.update((u.symbol, u) for u in updates)
+        for watcher in self.watchers:
+            try:
+                watcher.observe(updates)
+            except Exception:
+                log.exception("price watcher %s failed on %d updates", type(watcher).__qualname__, len(updates))
 
     def _close_minute(self, *, complete: bool) -> None:
         """Synchronous, so no tick of the next minute can slip in before the minute's prices are taken."""

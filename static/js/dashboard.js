@@ -22,6 +22,9 @@ import { COMBINED, mergeView, viewModel } from "./dashboard/model.js";
 import { anyReplayPrice, renderReplayBadge } from "./dashboard/status.js";
 import { createConnectionStatus, pageStaleAfterMs } from "./staleness.js";
 import { createViewBar } from "./dashboard/tabs.js";
+import { createAlerts } from "./dashboard/alerts.js";
+import { createToasts } from "./dashboard/toast.js";
+import { createWatchlist } from "./dashboard/watchlist.js";
 import { createTotals } from "./dashboard/totals.js";
 
 const DEFAULT_LOGIN_URL = "/accounts/login/?next=/";
@@ -168,6 +171,7 @@ export function createDashboard({
         renderReplayBadge(state.views);
         break;
       case "pong":
+      case "alert": // alerts.js shows it
         break;
       case "error":
         handleError(frame);
@@ -245,10 +249,24 @@ export function boot() {
   });
   setInterval(dashboard.tick, 1000);
 
+  // The watchlist and alerts cards read the same stream (dashboard/watchlist.js, dashboard/alerts.js).
+  const watchlist = createWatchlist(document.getElementById("watchlist"));
+  const alerts = createAlerts({
+    toasts: createToasts(document.getElementById("toasts")),
+    list: document.getElementById("notification-list"),
+    permissionButton: document.getElementById("notify-permission"),
+    alertsCard: document.getElementById("alerts"),
+  });
+  const onFrame = (frame) => {
+    dashboard.applyFrame(frame);
+    watchlist.applyFrame(frame);
+    alerts.applyFrame(frame);
+  };
+
   if (config.url) {
     socket = new LiveSocket(config.url, {
       onState: dashboard.handleSocketState,
-      onMessage: dashboard.applyFrame,
+      onMessage: onFrame,
     });
     socket.start();
   }

@@ -392,3 +392,39 @@ def test_a_transfer_to_another_owners_portfolio_is_refused_in_the_admin(
 
     assert response.context["adminform"].form.errors == {"counterparty": ["Pick another portfolio of the same owner."]}
     assert not Transaction.objects.filter(kind__startswith="transfer").exists()
+
+
+def test_staff_create_pause_and_see_alerts_notifications_and_watchlists_in_the_admin(
+    admin_client: Client,
+    alice: Any,
+    alice_portfolio: Portfolio,
+    instruments: dict[str, Instrument],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from portfolio.models import Alert, Notification, WatchlistItem
+
+    post = {
+        "user": alice.pk,
+        "kind": "price_above",
+        "instrument": instruments["AAPL"].pk,
+        "threshold": "0",
+        "window_minutes": "0",
+        "hysteresis": "0",
+    }
+    response = admin_client.post("/admin/portfolio/alert/add/", post)
+    assert response.status_code == 200 and "A price threshold must be above 0." in response.content.decode()
+    post["threshold"] = "250"
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert admin_client.post("/admin/portfolio/alert/add/", post).status_code == 302
+    assert len(callbacks) == 1  # the workers' reload, after commit
+    alert = Alert.objects.get()
+    admin_client.post("/admin/portfolio/alert/", {"action": "pause", "_selected_action": [alert.pk]})
+    alert.refresh_from_db()
+    assert alert.active is False
+    services.watchlist_add(user=alice, instrument=instruments["MSFT"])
+    services.alert_set_active(alert=alert, active=True)
+    services.alert_fire(alert_id=alert.pk, value=Decimal("251"), fired_at=T0)
+    assert "AAPL at or above 250: now 251" in admin_client.get("/admin/portfolio/notification/").content.decode()
+    assert "MSFT" in admin_client.get("/admin/portfolio/watchlistitem/").content.decode()
+    assert admin_client.get("/admin/portfolio/notification/add/").status_code == 403  # recorded by the worker only
+    assert Notification.objects.count() == 1 and WatchlistItem.objects.count() == 1

@@ -491,3 +491,65 @@ async def test_past_figures_without_a_close_of_their_day_convert_at_todays_rate_
         await price("EUR/USD", "1.25", seq=1)
         totals = (await receive(ws))["combined"]["totals"]
     assert (totals["net_deposits"], totals["fees"]) == ("21000.00", "0.50")  # 25000 / 1.25 + 1000: that part is live
+
+
+# ---------------------------------------------------------------- watchlist and alerts
+
+
+async def test_watched_symbols_come_in_the_snapshot_and_move_live(alice: Any, alice_portfolio: Portfolio, instruments: Any) -> None:
+    await database_sync_to_async(services.watchlist_add)(user=alice, instrument=instruments["MSFT"])
+    async with stream(alice) as ws:
+        assert (await ws.connect())[0]
+        snapshot = await receive(ws)
+        assert [(r["symbol"], r["price"], r["name"]) for r in snapshot["watchlist"]] == [("MSFT", "400", "Microsoft Corp.")]
+        await price("MSFT", "410", seq=1, reference="400")
+        update = await receive(ws)
+    assert update["type"] == "update" and update["portfolios"] == []  # alice holds no MSFT
+    assert [(r["symbol"], r["price"], r["day_change"], r["day_change_pct"]) for r in update["watchlist"]] == [("MSFT", "410", "10", "2.50")]
+
+
+async def test_adding_to_the_watchlist_sends_a_fresh_snapshot_with_it(alice: Any, alice_portfolio: Portfolio, instruments: Any) -> None:
+    async with stream(alice) as ws:
+        assert (await ws.connect())[0]
+        assert (await receive(ws))["watchlist"] == []
+        await database_sync_to_async(services.watchlist_add)(user=alice, instrument=instruments["SAP"])
+        snapshot = await receive(ws)
+        assert [r["symbol"] for r in snapshot["watchlist"]] == ["SAP"]
+        await price("SAP", "231", seq=1)
+        assert [r["price"] for r in (await receive(ws))["watchlist"]] == ["231"]
+
+
+async def test_an_alert_that_fires_reaches_its_owners_dashboard_and_nobody_elses(
+    alice: Any, bob: Any, alice_portfolio: Portfolio, bob_portfolio: Portfolio, instruments: Any
+) -> None:
+    alert = await database_sync_to_async(services.alert_create)(
+        user=alice, instrument=instruments["AAPL"], kind="price_above", threshold=D("210")
+    )
+    async with stream(alice) as alice_ws, stream(bob) as bob_ws:
+        assert (await alice_ws.connect())[0] and (await bob_ws.connect())[0]
+        await receive(alice_ws), await receive(bob_ws)
+        await database_sync_to_async(services.alert_fire)(alert_id=alert.pk, value=D("210.5"), fired_at=T0)
+        frame = await receive(alice_ws)
+        assert frame["type"] == "alert"
+        note = frame["notification"]
+        assert (note["symbol"], note["message"], note["value"], note["fired_at"], note["read"]) == (
+            "AAPL",
+            "AAPL at or above 210: now 210.5",
+            "210.5",
+            1767623400000,  # 2026-01-05 14:30 UTC
+            False,
+        )
+        assert await bob_ws.receive_nothing(timeout=0.3)
+
+
+async def test_a_held_symbol_added_to_the_watchlist_shows_the_live_price_at_once(
+    alice: Any, alice_portfolio: Portfolio, instruments: Any
+) -> None:
+    async with stream(alice) as ws:
+        assert (await ws.connect())[0]
+        await receive(ws)
+        await price("AAPL", "212", seq=1)  # alice holds AAPL: her book has this price, the stored quote still 200
+        await receive(ws)
+        await database_sync_to_async(services.watchlist_add)(user=alice, instrument=instruments["AAPL"])
+        snapshot = await receive(ws)
+    assert [(r["symbol"], r["price"]) for r in snapshot["watchlist"]] == [("AAPL", "212")]

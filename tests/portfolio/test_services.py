@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from marketdata import groups
 from marketdata.models import Instrument
 from portfolio import selectors, services
-from portfolio.models import CashBalance, Holding, Kind, Portfolio, Transaction
+from portfolio.models import Alert, CashBalance, Holding, Kind, Portfolio, Transaction
 from portfolio.valuation import NO_RATE, Price, fx_route, route_rate, totals, value_cash, value_holding
 from tests.conftest import T0, listen_group, received, record
+from tests.servers import free_port
 
 D = Decimal
 CENT = D("0.01")
@@ -754,3 +755,87 @@ def test_an_archived_portfolio_leaves_the_live_books_and_comes_back(alice: Any, 
 
     services.portfolio_archive(portfolio=alice_portfolio, archived=False)
     assert [b.id for b in selectors.live_books_for_user(user=alice)[0]] == [alice_portfolio.pk]
+
+
+# ---------------------------------------------------------------- watchlist and alerts
+
+
+def test_watchlist_add_is_idempotent_and_reloads_the_owners_dashboards_only_once(
+    alice: Any, instruments: dict[str, Instrument], django_capture_on_commit_callbacks: Any
+) -> None:
+    heard = listen_group(groups.user_group(alice.pk))
+    with django_capture_on_commit_callbacks(execute=True):
+        services.watchlist_add(user=alice, instrument=instruments["AAPL"])
+        services.watchlist_add(user=alice, instrument=instruments["AAPL"])
+        services.watchlist_add(user=alice, instrument=instruments["SAP"])
+    assert [i.symbol for i in selectors.watchlist_for_user(user=alice)] == ["AAPL", "SAP"]
+    assert [e["type"] for e in received(heard)] == [groups.PORTFOLIO_RELOAD_EVENT] * 2
+    assert services.watchlist_remove(user=alice, instrument_id=instruments["AAPL"].pk) is True
+    assert services.watchlist_remove(user=alice, instrument_id=instruments["AAPL"].pk) is False
+
+
+@pytest.mark.parametrize(
+    ("fields", "errors"),
+    [
+        ({"kind": "price_above", "threshold": D("0")}, {"threshold": ["A price threshold must be above 0."]}),
+        ({"kind": "move_pct", "threshold": D("5")}, {"window_minutes": ["A move is measured over at least one minute."]}),
+        (
+            {"kind": "move_pct", "threshold": D("0"), "window_minutes": 5},
+            {"threshold": ["A percentage other than 0 is needed (5 = up by 5 %, -5 = down by 5 %)."]},
+        ),
+        ({"kind": "price_below", "threshold": D("10"), "hysteresis": D("-1")}, {"hysteresis": ["Hysteresis cannot be negative."]}),
+        (
+            {"kind": "sideways", "threshold": D("10")},
+            {
+                "kind": [
+                    "Unknown kind 'sideways': one of price_above, price_below, move_pct, portfolio_value_above, portfolio_value_below, day_change_pct."
+                ]
+            },
+        ),
+    ],
+)
+def test_an_alert_that_cannot_be_evaluated_is_refused_field_by_field(
+    alice: Any, instruments: dict[str, Instrument], fields: dict[str, Any], errors: dict[str, list[str]]
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        services.alert_create(user=alice, instrument=instruments["AAPL"], **fields)
+    assert caught.value.message_dict == errors
+    assert not Alert.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fired_alert_is_emailed_through_a_real_smtp_server(alice: Any, instruments: dict[str, Instrument], settings: Any) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message as MessageHandler
+
+    class Inbox(MessageHandler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[Any] = []
+
+        def handle_message(self, message: Any) -> None:
+            self.messages.append(message)
+
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT, settings.DEFAULT_FROM_EMAIL = "127.0.0.1", port, "Livefolio <alerts@example.test>"
+        alice.email = "alice@example.test"
+        alice.save()
+        alert = services.alert_create(user=alice, instrument=instruments["BTC-USD"], kind="price_above", threshold=D("61000"), email=True)
+        note = services.alert_fire(alert_id=alert.pk, value=D("61005.5"), fired_at=T0)
+        assert note is not None
+        assert services.notification_email_send(notification_id=note.pk) is True
+        assert services.notification_email_send(notification_id=note.pk) is False  # once
+    finally:
+        controller.stop()
+    assert len(inbox.messages) == 1
+    message = inbox.messages[0]
+    assert message["To"] == "alice@example.test"
+    assert message["From"] == "Livefolio <alerts@example.test>"
+    assert message["Subject"] == "Livefolio alert: BTC-USD at or above 61000: now 61005.5"
+    assert "BTC-USD at or above 61000: now 61005.5" in message.get_payload()
+    assert "Fired at 2026-01-05 14:30:00 UTC." in message.get_payload()
