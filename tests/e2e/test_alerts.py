@@ -1,5 +1,6 @@
 """In a real browser: a signed-in user watches two symbols and sets a price alert; a replayed session crosses it; the
-open dashboard shows the toast, the notification is recorded, and the email reaches a real SMTP server."""
+open dashboard shows the toast, the notification is recorded, and the email reaches a real SMTP server. Then the
+instrument page: the replayed session's candles switched to 5m, and zoomed (issue 15, "Done means")."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from django.contrib.auth import get_user_model
 from marketdata.models import Instrument
 from portfolio.models import Alert, Notification
 from tests.conftest import AGGTRADES, ARTIFACTS, needs_aggtrades
-from tests.e2e.conftest import BROWSER_TEST, log_in
+from tests.e2e.conftest import BROWSER_TEST, log_in, wait_for_js
+from tests.e2e.test_candle_chart import CHART, PAGE, visible
 from tests.servers import free_port, live_stack, manage, stack_env
 
 pytestmark = [*BROWSER_TEST, needs_aggtrades]
@@ -143,6 +145,32 @@ def test_a_replayed_price_crossing_an_alert_shows_a_toast_records_a_notification
         # Dismissable: the close button takes it away.
         toast.first.get_by_role("button", name="Dismiss").click()
         expect(toast).to_have_count(0)
+
+        # The instrument page: the session's minutes as 5-minute candles, then zoomed in with the wheel.
+        page.goto(f"{base}/market/BTC-USD/")
+        chart = page.locator(CHART)
+        expect(chart).to_have_attribute("data-loaded", "1m", timeout=15_000)
+        five_minutes = page.get_by_role("button", name="5m", exact=True)
+        five_minutes.click()
+        expect(five_minutes).to_have_attribute("aria-pressed", "true")
+        expect(chart).to_have_attribute("data-loaded", "5m", timeout=10_000)
+        bars = page.evaluate(f"{PAGE}.chart.bars")
+        # 12 replayed minutes, rebased to now: at least three 5-minute buckets, each on a multiple of 5 minutes (UTC).
+        assert len(bars) >= 3, bars
+        assert all(bar["start"] % 300_000 == 0 for bar in bars), [bar["start"] for bar in bars]
+        assert bars[-1]["close"] == "87759.14", bars[-1]  # the session's last trade
+        plot = chart.locator(".chart-canvas")
+        plot.scroll_into_view_if_needed()
+        box = plot.bounding_box()
+        assert box is not None
+        expect(chart).to_have_attribute("data-visible-to", timeout=5_000)
+        before, shown = visible(page), chart.get_attribute("data-visible-from")
+        page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.4)
+        page.mouse.wheel(0, -600)
+        wait_for_js(page, f"() => document.querySelector('{CHART}').dataset.visibleFrom !== '{shown}'")
+        after = visible(page)
+        assert after[1] - after[0] < before[1] - before[0], (before, after)
+        page.screenshot(path=str(ARTIFACTS / "alerts-instrument-5m-zoomed.png"), full_page=False)
         context.close()
 
     notes = off_the_loop(lambda: list(Notification.objects.filter(user__username=settings.DEMO_USERNAME)))
