@@ -70,9 +70,12 @@ export function withAlpha(colour, alpha) {
   return `rgba(${rgba[0]}, ${rgba[1]}, ${rgba[2]}, ${Math.round(rgba[3] * alpha * 1000) / 1000})`;
 }
 
-/** The chart colours as the CSS says them for `node` now (rgba strings), and its font family. */
-export function readTheme(node = document.documentElement) {
-  const style = getComputedStyle(node);
+/**
+ * The chart colours as the CSS says them for `node` now (rgba strings), and its font family. A node not yet in the
+ * page (a chart being built) has no computed style: the page's body is read instead, which carries the theme.
+ */
+export function readTheme(node = document.body) {
+  const style = getComputedStyle(node.isConnected ? node : document.body);
   const theme = {};
   for (const [key, [name, fallback]] of Object.entries(THEME_VARS)) {
     const rgba = rgbaOf(style.getPropertyValue(name).trim()) || rgbaOf(fallback);

@@ -143,6 +143,13 @@ def test_the_dark_theme_follows_the_system_and_the_toggle_overrides_it_and_is_re
         expect(html).to_have_attribute("data-theme-choice", "auto")
         assert page.evaluate(body_bg) == "rgb(13, 17, 23)"
         assert page.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--chart-up').trim()") == "#3fcf8e"
+        # The charts drawn on that first load have the dark theme's colours too (they once read them off a chart box
+        # not yet in the page, got nothing, and drew the light defaults on the dark page: near-white grid lines).
+        page.goto(f"{base}/market/BTC-USD/")
+        wait_for_js(page, "!!window.livefolioInstrument?.chart?.chart")
+        grid = "window.livefolioInstrument.chart.chart.options().grid.horzLines.color"
+        assert page.evaluate(grid) == "rgba(36, 44, 55, 1)"  # the dark --grid, #242c37
+        page.goto(f"{base}/")
 
         # Light, from the header's control: applied at once, announced once, remembered over a reload.
         page.get_by_test_id("prefs-toggle").click()
