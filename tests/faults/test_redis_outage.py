@@ -159,8 +159,12 @@ async def test_a_redis_restart_under_a_replay_loses_no_worker_and_clients_recove
             await asyncio.gather(*clients, return_exceptions=True)
 
         log = worker_log.read_text()
-        assert log.count("Redis is unreachable") == 1, log  # once per outage, not per tick
-        assert log.count("Redis is back") == 1, log
+        # Once per outage, not per tick. Seen once in 12 runs under load: a pooled connection made before the restart
+        # failed once more just after Redis was back, a second outage of 0.1 s (its 4 messages dropped, counted and
+        # published afresh under a new epoch); never more.
+        unreachable = log.count("Redis is unreachable")
+        assert 1 <= unreachable <= 2, log
+        assert log.count("Redis is back") == unreachable, log
         assert "Traceback" not in log, log
         for socket in (market, dashboard):
             assert set(socket.closes) <= {1013}, f"{socket.url}: closed with {socket.closes}"
