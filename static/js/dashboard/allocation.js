@@ -2,6 +2,8 @@
 // whole). It keeps its nodes and only rewrites attributes, so a live update moves the picture without
 // re-creating anything.
 
+import { htmlEl } from "../charts.js";
+
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 function svgEl(tag, attrs = {}) {
@@ -9,18 +11,6 @@ function svgEl(tag, attrs = {}) {
   for (const [key, value] of Object.entries(attrs)) {
     if (value !== undefined && value !== null) node.setAttribute(key, value);
   }
-  return node;
-}
-
-function htmlEl(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null) continue;
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) if (child) node.append(child);
   return node;
 }
 
