@@ -30,6 +30,7 @@ from urllib.parse import urlencode
 
 import pytest
 from axes.models import AccessAttempt
+from daphne.cli import CommandLineInterface
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from prometheus_client.parser import text_string_to_metric_families
@@ -44,6 +45,7 @@ from tests.servers import Daphne, process, stack_env
 pytestmark = pytest.mark.skipif(nginx_helper.unavailable() is not None, reason=nginx_helper.unavailable() or "")
 
 EXAMPLE = Path(settings.BASE_DIR) / "examples" / "market_client.py"
+LIVESOCKET_JS = Path(settings.BASE_DIR) / "static" / "js" / "livesocket.js"
 BOT_CHANNELS = ["ticker:BTC-USD", "ticker:ETH-USD", "trades:BTC-USD"]
 # Seconds from the kill until a client is current again. Measured 0.3-1.5 s on the 2-core machine under the other
 # helpers' load: the first reconnect waits up to 0.5 s (backoff with jitter), then a handshake and a resume.
@@ -194,6 +196,37 @@ class Bot:
 def price_times(page: Any) -> list[int]:
     """The price timestamps (epoch ms) the dashboard's holdings show."""
     return [int(ts) for ts in page.evaluate("[...document.querySelectorAll('[data-ts]')].map((c) => c.dataset.ts)") if ts]
+
+
+def directive(name: str) -> str:
+    """The one value of `name` in livefolio.conf."""
+    [value] = re.findall(rf"^\s*{name} ([^;]+);", nginx_helper.CONF.read_text(), flags=re.MULTILINE)
+    return value
+
+
+def seconds(value: str) -> float:
+    match = re.fullmatch(r"(\d+)(s|m)?", value)
+    assert match, value
+    return int(match[1]) * (60 if match[2] == "m" else 1)
+
+
+def test_socket_timeouts_outlast_every_keepalive_the_app_sends() -> None:
+    # nginx closes a socket on which nothing passed for these long; each of these sends something sooner.
+    daphne_ping = CommandLineInterface().parser.parse_args(["config.asgi:application"]).ping_interval
+    ping = re.search(r"pingIntervalMs: ([\d_]+)", LIVESOCKET_JS.read_text())
+    assert ping is not None
+    page_ping = int(ping[1].replace("_", "")) / 1000
+    keepalives = {"daphne ping": daphne_ping, "market heartbeat": settings.MARKET_WS_HEARTBEAT_SECONDS, "page ping": page_ping}
+    for timeout in ("proxy_read_timeout", "proxy_send_timeout"):
+        assert seconds(directive(timeout)) >= 2 * max(keepalives.values()), (timeout, keepalives)
+
+
+def test_uploads_up_to_the_apps_limit_pass_nginx() -> None:
+    value = directive("client_max_body_size")
+    assert value.endswith("m")
+    limit = int(value[:-1]) * 1024 * 1024
+    # The file plus the form's other fields and multipart framing; not so far above that nginx stops guarding.
+    assert settings.PORTFOLIO_IMPORT_MAX_BYTES + 64 * 1024 <= limit <= 2 * settings.PORTFOLIO_IMPORT_MAX_BYTES
 
 
 def test_static_files_come_from_nginx_with_their_types_and_plain_http_is_redirected(static_root: Path, tmp_path: Path) -> None:
