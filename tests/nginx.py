@@ -54,6 +54,8 @@ def unavailable() -> str | None:
     """Why nginx cannot run here, or None."""
     if not NGINX.exists():
         return f"Debian's nginx is not installed at {NGINX} (make test installs it where it can)"
+    if shutil.which("openssl") is None:
+        return "openssl is not installed: no certificate can be made for nginx"
     return None
 
 
