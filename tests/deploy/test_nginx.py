@@ -6,7 +6,9 @@ The failover test: a dashboard in Chromium and two example bots, all over TLS th
 it must resume every channel with nothing missed (its seqs run on without a hole), the bot on the other
 daphne must not notice, and the dashboard must reconnect and show prices published after the kill; each
 within RECOVERY_BOUND seconds. Which daphne a socket reached is read from each daphne's own /metrics
-(no PROMETHEUS_MULTIPROC_DIR here, so each counts only itself).
+(no PROMETHEUS_MULTIPROC_DIR here, so each counts only itself). With DEBUG off, every static file the
+page loads comes from nginx: a charting library served with the wrong type (.mjs) would stop the
+dashboard's whole module graph, and the test with it.
 """
 
 from __future__ import annotations
