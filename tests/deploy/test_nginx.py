@@ -49,8 +49,8 @@ pytestmark = pytest.mark.skipif(nginx_helper.unavailable() is not None, reason=n
 EXAMPLE = Path(settings.BASE_DIR) / "examples" / "market_client.py"
 LIVESOCKET_JS = Path(settings.BASE_DIR) / "static" / "js" / "livesocket.js"
 BOT_CHANNELS = ["ticker:BTC-USD", "ticker:ETH-USD", "trades:BTC-USD"]
-# Seconds from the kill until a client is current again. Measured 0.12-0.62 s over 23 runs on the 2-core machine,
-# beside the other helpers' tests and, in 6 of them, two busy loops: the first reconnect waits up to 0.5 s (backoff
+# Seconds from the kill until a client is current again. Measured 0.12-0.62 s over 27 runs on the 2-core machine,
+# beside the other helpers' tests and, in 11 of them, two or three busy loops: the first reconnect waits up to 0.5 s (backoff
 # with jitter), then a handshake and a resume. A second try would add up to 1 s more.
 RECOVERY_BOUND = 5.0
 UPDATE = re.compile(r"^update (\S+) #(\d+)")
