@@ -212,6 +212,9 @@ class Peer:
         self.ready = asyncio.Event()  # first data received
         self.connected = False
         self.connects = 0
+        # Each client from its own loopback address, as users come from their own: nginx passes it on, and the
+        # app's per-address limits (MARKET_WS_ANONYMOUS_PER_ADDRESS, login throttling) see many clients, not one.
+        self.address = f"127.1.{index // 250}.{index % 250 + 1}"
 
     def __hash__(self) -> int:
         return id(self)
@@ -221,7 +224,15 @@ class Peer:
         while not stop.is_set():
             code = "1006"
             try:
-                async with connect(url, additional_headers=headers, ssl=tls, open_timeout=30, max_size=2**22, ping_interval=None) as ws:
+                async with connect(
+                    url,
+                    additional_headers=headers,
+                    ssl=tls,
+                    open_timeout=30,
+                    max_size=2**22,
+                    ping_interval=None,
+                    local_addr=(self.address, 0),
+                ) as ws:
                     self.connected = True
                     self.connects += 1
                     self.board.second(time.time()).connects += 1
@@ -412,7 +423,7 @@ async def main(args: argparse.Namespace, accounts: dict[str, Any]) -> None:
         board.clients.append(bot)
         starting.append(start(bot, market_url, {}))
     for i in range(args.dashboards):
-        dashboard = Dashboard(board, i)
+        dashboard = Dashboard(board, args.bots + i)
         board.clients.append(dashboard)
         headers = {"Cookie": f"{cookie}={users[(args.bots + i) % len(users)]['session']}", "Origin": args.origin}
         starting.append(start(dashboard, portfolio_url, headers))
