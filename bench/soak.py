@@ -156,6 +156,12 @@ def usage(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
+def machine_busy() -> tuple[float, float]:
+    """All CPUs from /proc/stat: (busy jiffies, all jiffies); busy is everything but idle and iowait."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return float(sum(fields) - fields[3] - fields[4]), float(sum(fields))
+
+
 class Sampler(threading.Thread):
     """Every second: CPU % (of one core) and RSS (MB) of each named process; `pids` is read afresh each time."""
 
@@ -168,8 +174,14 @@ class Sampler(threading.Thread):
         self.last: dict[str, tuple[int, float, float]] = {}
 
     def run(self) -> None:
+        machine = machine_busy()
         while not self.stop_event.wait(1.0):
             now = time.time()
+            busy = machine_busy()
+            # Every process on the machine (the soak's and anything else running), in % of one core.
+            share = 100.0 * (busy[0] - machine[0]) / max(busy[1] - machine[1], 1e-6) * (os.cpu_count() or 1)
+            machine = busy
+            self.samples.setdefault("machine", []).append((round(now - self.start_at, 2), round(share, 1), 0.0))
             for name, pid in self.pids().items():
                 if pid is None:
                     continue
@@ -207,7 +219,7 @@ class Redis:
             self.kind = "a primary, a replica and 3 sentinels (tests/redis_topology.py)"
 
     def env(self) -> dict[str, str]:
-        return dict(self.group.env()) if self.group is not None else {"REDIS_URL": self.plain.url}
+        return dict(self.group.env) if self.group is not None else {"REDIS_URL": self.plain.url}
 
     def client(self) -> Any:
         import redis
@@ -218,14 +230,10 @@ class Redis:
     def pids(self) -> dict[str, int | None]:
         if self.group is None:
             return {"redis": self.plain.proc.pid if self.plain.proc is not None else None}
-        found: dict[str, int | None] = {}
-        for i, node in enumerate(self.group.servers):
-            found[f"redis-{i + 1}"] = node.proc.pid if node.proc.poll() is None else None
-        found["sentinels"] = None
-        sentinels = [node.proc.pid for node in self.group.sentinels if node.proc.poll() is None]
-        for i, pid in enumerate(sentinels):
-            found[f"sentinel-{i + 1}"] = pid
-        return found
+        # Named by their role at the start: the primary (redis-1) is the one killed, the replica (redis-2) promoted.
+        nodes = {"redis-1": self.group.primary, "redis-2": self.group.replica}
+        nodes.update({f"sentinel-{i + 1}": node for i, node in enumerate(self.group.sentinels)})
+        return {name: node.proc.pid if node.proc.poll() is None else None for name, node in nodes.items()}
 
     def fault(self) -> dict[str, Any]:
         """Kill the primary (sentinels fail over), or restart the plain server."""
@@ -370,7 +378,7 @@ class Topology:
         found["postgres"] = self.postgres_pid()
         if self.clients is not None:
             found["clients"] = self.clients.pid if self.clients.alive() else None
-        return {k: v for k, v in found.items() if k != "sentinels"}
+        return found
 
     def postgres_pid(self) -> int | None:
         with contextlib.suppress(OSError, ValueError):
@@ -662,15 +670,23 @@ def markdown(report: dict[str, Any]) -> str:
     for row in report["windows"][1:]:
         extra = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row["fault"].items() if k != "at")
         lines.append(f"- **{row['name']}**: {row['what']}" + (f" ({extra})" if extra else ""))
-    lines += ["", "CPU (mean % of one core) and peak RSS (MB) per process, per window:", ""]
-    names = sorted({p for row in report["windows"] for p in row["processes"]})
-    lines.append("| window | " + " | ".join(names) + " |")
-    lines.append("|---|" + "---|" * len(names))
+    lines += [
+        "",
+        f"CPU (mean % of one core; the machine has {os.cpu_count()}) and peak RSS (MB) per process, per window. "
+        "'others' is the machine's busy time that none of the soak's processes used: other work on the machine.",
+        "",
+    ]
+    names = sorted({p for row in report["windows"] for p in row["processes"]} - {"machine"})
+    lines.append("| window | " + " | ".join(names) + " | all of the soak | the whole machine (others) |")
+    lines.append("|---|" + "---|" * (len(names) + 2))
     for row in report["windows"]:
         cells = []
         for p in names:
             figures_ = row["processes"].get(p)
             cells.append(f"{figures_['cpu_pct_mean']:.0f} % / {figures_['rss_mb_max']:.0f}" if figures_ else "–")
+        ours = sum(f["cpu_pct_mean"] for p, f in row["processes"].items() if p != "machine")
+        whole = row["processes"].get("machine", {}).get("cpu_pct_mean")
+        cells += [f"{ours:.0f} %", f"{fmt(whole)} % ({fmt(None if whole is None else max(0.0, whole - ours))} %)"]
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     lines += ["", report.get("notes", ""), ""]
     return "\n".join(lines)
@@ -686,7 +702,7 @@ def plot(report: dict[str, Any], samples: dict[str, list[tuple[float, float, flo
     start = result["start"]
     seconds = result["seconds"]
     t = [s["t"] for s in seconds]
-    fig, (ax_rate, ax_stale, ax_cpu) = plt.subplots(3, 1, figsize=(13, 11), sharex=True)
+    fig, (ax_rate, ax_stale, ax_cpu, ax_rss) = plt.subplots(4, 1, figsize=(13, 14), sharex=True)
     ax_rate.plot(t, [s["bot_updates"] for s in seconds], label="bot updates/s")
     ax_rate.plot(t, [s["dashboard_deliveries"] for s in seconds], label="dashboard price deliveries/s")
     ax_rate.plot(t, [s["expected"] for s in seconds], label="published to bots (seq advance)/s", linestyle=":")
@@ -697,10 +713,16 @@ def plot(report: dict[str, Any], samples: dict[str, list[tuple[float, float, flo
     ax_stale.set_ylabel("staleness, ms (receive − exchange ts)")
     sampler_start = report["sampler_start"]
     for name, series in sorted(samples.items()):
-        ax_cpu.plot([sampler_start + s[0] - start for s in series], [s[1] for s in series], label=name, linewidth=1)
-    ax_cpu.set_ylabel("CPU, % of one core")
-    ax_cpu.set_xlabel("seconds since the clients started")
-    for ax in (ax_rate, ax_stale, ax_cpu):
+        x = [sampler_start + s[0] - start for s in series]
+        if name == "machine":
+            ax_cpu.plot(x, [s[1] for s in series], label="the whole machine", color="black", linewidth=1.5)
+            continue
+        ax_cpu.plot(x, [s[1] for s in series], label=name, linewidth=1)
+        ax_rss.plot(x, [s[2] for s in series], label=name, linewidth=1)
+    ax_cpu.set_ylabel(f"CPU, % of one core (of {os.cpu_count()})")
+    ax_rss.set_ylabel("RSS, MB")
+    ax_rss.set_xlabel("seconds since the clients started")
+    for ax in (ax_rate, ax_stale, ax_cpu, ax_rss):
         for fault in report["run"]["faults"]:
             ax.axvline(fault["at"] - start, color="red", linestyle="--", linewidth=1)
         ax.grid(True, alpha=0.3)
