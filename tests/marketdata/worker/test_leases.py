@@ -167,6 +167,63 @@ async def test_a_takeover_stops_the_holder_publishing_and_its_clients_hear_only_
     streams.unsubscribe_market(tap, ["ticker:BTC-USD"])
 
 
+async def test_a_refusal_tells_when_the_holders_lease_ends_unless_renewed(redis_layer: Any) -> None:
+    holder, standby = leases("holder", ttl=1), leases("standby", ttl=30)
+    await holder.acquire(["BTC-USD"])
+    assert standby.ending(["BTC-USD"]) is None  # never refused: nothing known
+    await standby.acquire(["BTC-USD"])
+    left = standby.ending(["BTC-USD"])
+    assert left is not None and 0.5 < left <= 1  # the holder's TTL, not the standby's own
+    await asyncio.sleep(left + 0.01)  # the moment the lease ends (Redis expires keys to the millisecond) is what is tested
+    assert await standby.acquire(["BTC-USD"]) == {}
+    assert standby.tokens["BTC-USD"] > holder.tokens["BTC-USD"]
+    assert standby.ending(["BTC-USD"]) is None
+
+
+async def test_a_standby_takes_over_when_the_holders_lease_ends_not_a_renewal_period_later(redis_layer: Any) -> None:
+    """The standby's own renewals come every 20 s (a TTL of 60 s): it must wake when the holder's lease ends instead."""
+    holder = leases("hanging holder", ttl=3)
+    await holder.acquire(["BTC-USD"])
+    standby = worker(Ticking(10_000), leases("standby", ttl=60), standby=True)
+    stop = asyncio.Event()
+    running = asyncio.create_task(standby.run(stop))
+    try:
+        await until(lambda: standby.stats.not_held["BTC-USD"] > 0, what="the standby skipping BTC-USD")
+        for _ in range(5):  # alive a while: renewed, and the standby keeps out (a renewal is 2.8 s short of the TTL)
+            await asyncio.sleep(0.2)
+            assert await holder.renew() == []
+        last_renewal = time.monotonic()  # then it hangs
+        await until(lambda: standby.stats.market_messages > 0, timeout=10, what="the standby publishing BTC-USD")
+        took = time.monotonic() - last_renewal
+        assert took <= holder.ttl + 1, f"took over {took:.2f} s after the holder's last renewal (TTL {holder.ttl} s)"
+        assert standby.leases is not None and standby.leases.tokens["BTC-USD"] > holder.tokens["BTC-USD"]
+        [lost] = await holder.renew()  # the holder wakes up: its lease is gone, to the standby
+        assert lost.holder == "standby"
+    finally:
+        stop.set()
+        await running
+
+
+async def test_a_takeover_starts_an_epoch_above_the_one_published_whatever_the_clocks(redis_layer: Any) -> None:
+    """The holder ran on a machine whose clock is ahead: the standby's new epoch still sorts after its epoch."""
+    holder = leases("holder on a fast clock", ttl=1)
+    await holder.acquire(["BTC-USD"])
+    ahead = str(int(time.time() * 1000) + 86_400_000)  # a day ahead
+    message = {"ch": "ticker:BTC-USD", "epoch": ahead, "seq": 1, "ts": 1, "data": {"last": "1"}}
+    await market_store().append([message], fence=holder.fence(["BTC-USD"]))
+    standby = worker(Ticking(10_000), leases("standby", ttl=60), standby=True)
+    stop = asyncio.Event()
+    running = asyncio.create_task(standby.run(stop))
+    try:
+        await until(lambda: standby.stats.market_messages > 0, timeout=10, what="the standby publishing BTC-USD")
+    finally:
+        stop.set()
+        await running
+    epoch, _ = await market_store().head("ticker:BTC-USD")
+    assert epoch == standby.market.epoch_of("BTC-USD")
+    assert int(epoch) > int(ahead)
+
+
 HOLD = """
 import asyncio, sys
 import redis.asyncio as aioredis
