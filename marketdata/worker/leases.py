@@ -187,7 +187,8 @@ class Leases:
         lost = []
         for key, token in list(self.tokens.items()):
             current = await self._script("renew")(keys=self._keys(key), args=[token, self.holder, self.ttl_ms, self.fence_expiry])
-            if current:
+            # Unless forgotten meanwhile (a fenced write, while this awaited Redis, showed it gone: the writer reports it).
+            if current and self.tokens.get(key) == token:
                 del self.tokens[key]
                 lost.append(Lost(key, "" if current == "-" else _holder(current)))
         return lost

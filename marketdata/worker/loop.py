@@ -478,17 +478,24 @@ class Worker:
         self._held.add(symbol)
         self.stats.lost.pop(symbol, None)
 
-    def _lose(self, symbol: str, holder: str) -> None:
-        """Stop publishing a symbol whose lease is gone; what it had not published yet is dropped."""
-        self._held.discard(symbol)
-        self.stats.lost[symbol] = holder
+    def _lose(self, symbol: str, holder: str, *, in_flight: int = 0) -> None:
+        """Stop publishing a symbol whose lease is gone; what it had not published yet is dropped and counted, with
+        `in_flight` messages of a write that was fenced off. The renewal and a fenced write may both find the same
+        loss (they run side by side): it is counted once."""
         dropped = self._unpublished.pop(symbol, [])
         self._unpublished_n -= len(dropped)
+        count = len(dropped) + in_flight
+        self.stats.lease_dropped += count
+        if symbol not in self._held:
+            if count:
+                log.warning("%s: %d more messages dropped (its lease was lost)", symbol, count)
+            return
+        self._held.discard(symbol)
+        self.stats.lost[symbol] = holder
         self.stats.lease_losses += 1
-        self.stats.lease_dropped += len(dropped)
         if self.standby:
             self._waiting[symbol] = holder
-        log.warning("lost the lease of %s to %s: no longer publishing it (%d messages dropped)", symbol, holder, len(dropped))
+        log.warning("lost the lease of %s to %s: no longer publishing it (%d messages dropped)", symbol, holder, count)
 
     # -- windows ------------------------------------------------------------------------------
 
@@ -682,7 +689,9 @@ class Worker:
                 assert leases is not None
                 leases.forget(fenced.keys)
                 for key in fenced.keys:
-                    self._lose(self._symbol(key), await leases.holder_of(key) or "a producer whose lease has ended")
+                    symbol = self._symbol(key)
+                    holder = await leases.holder_of(key) or "a producer whose lease has ended"
+                    self._lose(symbol, holder, in_flight=len(window.get(symbol, ())))
                 continue  # write the rest: each round drops at least one symbol
             except REDIS_DOWN:
                 raise  # Redis is down: publishing would fail too

@@ -224,6 +224,25 @@ async def test_a_takeover_starts_an_epoch_above_the_one_published_whatever_the_c
     assert int(epoch) > int(ahead)
 
 
+async def test_a_lease_forgotten_while_its_renewal_awaits_redis_is_not_reported_lost_again(
+    redis_layer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's fenced write and its renewal run side by side: the write may find a lease gone (and forget it) while
+    the renewal of that same lease is on its way; the renewal must not fail, nor report the loss a second time."""
+    holder, taker = leases("holder"), leases("taker")
+    await holder.acquire(["AAPL", "BTC-USD"])
+    await taker.acquire(["AAPL", "BTC-USD"], takeover=True)
+    script = holder._script
+
+    def forgetting(name: str) -> Any:
+        holder.forget(["AAPL", "BTC-USD"])  # what the fenced write does, here while the renewal awaits Redis
+        return script(name)
+
+    monkeypatch.setattr(holder, "_script", forgetting)
+    assert await holder.renew() == []
+    assert holder.tokens == {}
+
+
 HOLD = """
 import asyncio, sys
 import redis.asyncio as aioredis
