@@ -320,6 +320,7 @@ async def client_follows(pair: Pair, epoch: str, fault_at: float) -> float:
     assert seen[-2:] == [pair.active.epoch, epoch], seen  # once from the old epoch to the new, never back
     new = [f for _, f in pair.client.frames if f.get("epoch") == epoch and f.get("ch") == f"ticker:{WATCHED}"]
     assert new[0]["type"] == "snapshot", new[0]  # the change is announced (docs/websocket-api.md, "Unprompted snapshots")
+    assert at - fault_at <= TAKEOVER + 1, f"the client's first frame of the new epoch came {at - fault_at:.2f} s after the fault"
     return at - fault_at
 
 
