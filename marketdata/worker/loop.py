@@ -491,6 +491,8 @@ class Worker:
                 log.warning("%s: %d more messages dropped (its lease was lost)", symbol, count)
             return
         self._held.discard(symbol)
+        # Its quote not stored yet is older than what the new producer publishes: storing it would take the price back.
+        self._unsaved.pop(symbol, None)
         self.stats.lost[symbol] = holder
         self.stats.lease_losses += 1
         if self.standby:
@@ -601,11 +603,19 @@ class Worker:
         batch, self._outbox = self._outbox, []
         self.stats.windows += 1
         window = self.market.build(self.hub, batch, minute=self._minute)
+        # With leases: a symbol whose lease was lost since its events were applied is the new producer's to publish and
+        # store; what this window holds of it is dropped (and counted).
+        held = None if self.leases is None else self._held
         for update in batch:
+            if held is not None and update.symbol not in held:
+                continue
             self.stats.broadcasts += 1
             self.stats.symbols.add(update.symbol)
             self._unsaved[update.symbol] = update
         for symbol, messages in window.items():
+            if held is not None and symbol not in held:
+                self.stats.lease_dropped += len(messages)
+                continue
             self._unpublished.setdefault(symbol, []).extend(messages)
             self._unpublished_n += len(messages)
 

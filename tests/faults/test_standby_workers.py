@@ -411,6 +411,10 @@ async def test_sigstop_of_the_active_worker_the_standby_takes_over_and_the_resum
             await until(lambda: len(heard.of(WATCHED, since=since)) >= 10, 20, "the new producer's payloads")
             assert {p.fence for p in heard.of(WATCHED, since=since)} == {payload.fence}
             assert pair.active.proc.poll() is None and pair.standby.proc.poll() is None
+            pair.active.proc.terminate()  # stopped as a deployment does: its summary names what it lost
+            assert await asyncio.to_thread(pair.active.proc.wait, 30) == 0, pair.active.text()
+            summary = pair.active.text().splitlines()[-1]
+            assert summary.startswith("run_feeds: stopped: ") and f"; lost {WATCHED} to run_feeds (pid {pair.standby.pid} " in summary
     finally:
         stop.set()
         reading.cancel()

@@ -80,4 +80,5 @@ class Command(BaseCommand):
             port=options["metrics_port"], address=options["metrics_address"], say=lambda line: self.stdout.write(f"run_feeds: {line}")
         ):
             stats = asyncio.run(until_stopped(worker.run, duration=options["duration"]))
-        self.stdout.write(f"run_feeds: stopped: {stats.summary()}")
+        lost = "".join(f"; lost {symbol} to {holder}" for symbol, holder in stats.lost.items())
+        self.stdout.write(f"run_feeds: stopped: {stats.summary()}{lost}")

@@ -71,14 +71,16 @@ def worker(feed: Any, holder: Leases, **options: Any) -> Worker:
     assert target is not None
     own = RedisMarketStore(streams.redis_client(target[0]), target[1])
     return Worker(
-        feed=feed,
-        conflation=0.02,
-        quote_flush=60,
-        store_quotes=no_store,
-        store_candles=no_candles,
-        leases=holder,
-        market_history=own,
-        **options,
+        **{
+            "feed": feed,
+            "conflation": 0.02,
+            "quote_flush": 60,
+            "store_quotes": no_store,
+            "store_candles": no_candles,
+            "leases": holder,
+            "market_history": own,
+            **options,
+        }
     )
 
 
@@ -241,6 +243,28 @@ async def test_a_lease_forgotten_while_its_renewal_awaits_redis_is_not_reported_
     monkeypatch.setattr(holder, "_script", forgetting)
     assert await holder.renew() == []
     assert holder.tokens == {}
+
+
+async def test_a_worker_that_lost_a_symbol_does_not_store_its_older_quote_over_the_new_producers(redis_layer: Any) -> None:
+    stored: list[PriceUpdate] = []
+
+    async def store(updates: Iterable[PriceUpdate]) -> int:
+        stored.extend(updates)
+        return 0
+
+    holder = worker(Ticking(100), leases("holder", ttl=TTL), standby=True, store_quotes=store)  # stores at its end only
+    stop_holder = asyncio.Event()
+    running = asyncio.create_task(holder.run(stop_holder))
+    await until(lambda: holder.stats.market_messages > 3, what="the holder's prices")
+    taker = worker(Ticking(10_000), leases("taker", ttl=TTL), takeover=True)
+    stop_taker = asyncio.Event()
+    taking = asyncio.create_task(taker.run(stop_taker))
+    await until(lambda: "BTC-USD" in holder.stats.lost, timeout=TTL + 2, what="the holder noticing the takeover")
+    stop_holder.set()
+    await running
+    stop_taker.set()
+    await taking
+    assert stored == []  # its last quote of BTC-USD, older than the taker's prices, was not written at its end
 
 
 HOLD = """
