@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ TTL = 2.0
 TAKEOVER = TTL + 2  # the bound the issue sets: lease TTL + 2 s after the active worker died or hung
 SYMBOLS = ("AAPL", "BTC-USD", "EUR/USD", "MSFT", "SAP")  # every active instrument: what the synthetic feed walks
 WATCHED = "BTC-USD"  # the symbol the market client follows
+ROOT = Path(__file__).resolve().parents[2]
 STARTUP = 60  # seconds a worker may take to start and take (or be refused) its leases on a loaded machine
 
 
@@ -335,12 +337,31 @@ def stack(instruments: dict[str, Instrument], synthetic_feed: Any, layer_prefix:
         yield {"redis": redis, "daphne": daphne, "env": env, "prefix": layer_prefix, "logs": tmp_path / "logs"}
 
 
+@contextmanager
+def example_bot(daphne_url: str, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """examples/market_client.py following WATCHED's ticker and trades; stopped with SIGTERM (it prints its summary)."""
+    args = [sys.executable, "examples/market_client.py", "--url", daphne_url.replace("http", "ws", 1) + "/ws/v1/market"]
+    with log.open("wb") as out:
+        bot = subprocess.Popen([*args, f"ticker:{WATCHED}", f"trades:{WATCHED}"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        yield bot
+    finally:
+        if bot.poll() is None:
+            bot.kill()
+            bot.wait(timeout=10)
+
+
 async def test_kill_9_of_the_active_worker_the_standby_publishes_within_ttl_plus_2_s_on_a_new_epoch(stack: dict[str, Any]) -> None:
     stop = asyncio.Event()
     client = market_client(stack["daphne"].url)
     reading = asyncio.create_task(client.run(stop))
+    bot_log = stack["logs"] / "market_client.log"
     try:
-        with feeders(stack["env"], stack["logs"]) as start, listening(stack["redis"].url, stack["prefix"]) as (heard, subscribed):
+        with (
+            example_bot(stack["daphne"].url, stack["env"], bot_log) as bot,
+            feeders(stack["env"], stack["logs"]) as start,
+            listening(stack["redis"].url, stack["prefix"]) as (heard, subscribed),
+        ):
             await subscribed()
             pair = await active_and_standby(start, heard, client)
 
@@ -353,17 +374,24 @@ async def test_kill_9_of_the_active_worker_the_standby_publishes_within_ttl_plus
                 moved = heard.first(symbol, lambda p: p.at > killed and pair.active.epoch not in p.epochs)
                 assert moved is not None and moved.at - killed <= TAKEOVER, symbol
             assert pair.standby.proc.poll() is None
+
+            # The example bot took the new epoch from the unprompted snapshot, and counted no gap.
+            await until(lambda: f"snapshot ticker:{WATCHED} epoch {epoch} " in bot_log.read_text(), 20, "the example bot on the new epoch")
+            bot.terminate()
+            assert await asyncio.to_thread(bot.wait, 15) == 0, bot_log.read_text()
     finally:
         stop.set()
         reading.cancel()
         await asyncio.gather(reading, return_exceptions=True)
+    bot_out = bot_log.read_text()
+    assert re.search(r"^summary: [1-9]\d* updates, 0 gaps, 0 checksum mismatches, 0 reconnects", bot_out, re.MULTILINE), bot_out
     assert not silent_gaps(client), silent_gaps(client)
     assert not client.closes and not client.statuses, (client.closes, client.statuses)
     assert "Traceback" not in pair.standby.text(), pair.standby.text()
     print(
         f"\nFIGURE kill -9 of the active worker (lease TTL {TTL} s): the standby published {payload.at - killed:.2f} s later "
         f"(token {pair.token} -> {payload.fence}, epoch {pair.active.epoch} -> {epoch}); the client's first frame of the "
-        f"new epoch {client_took:.2f} s after the kill, no silent gap"
+        f"new epoch {client_took:.2f} s after the kill, no silent gap; the example bot's {bot_out.strip().splitlines()[-1]}"
     )
 
 
