@@ -21,8 +21,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,20 +109,18 @@ class Heard:
         return next((p for p in self.of(symbol) if condition(p)), None)
 
 
-@contextmanager
-def listening(url: str, prefix: str, symbols: tuple[str, ...] = SYMBOLS) -> Iterator[tuple[Heard, Callable[[], Any]]]:
-    """`Heard` running as a task for the block; yields it and an awaitable that returns once it is subscribed."""
+@asynccontextmanager
+async def listening(url: str, prefix: str, symbols: tuple[str, ...] = SYMBOLS) -> AsyncIterator[Heard]:
+    """`Heard` running for the block, from the moment Redis confirmed its subscriptions."""
     heard = Heard(url, prefix, symbols)
     ready = asyncio.Event()
-    task = asyncio.get_running_loop().create_task(heard.run(ready))
-
-    async def subscribed() -> None:
-        await asyncio.wait_for(ready.wait(), 10)
-
+    task = asyncio.create_task(heard.run(ready))
     try:
-        yield heard, subscribed
+        await asyncio.wait_for(ready.wait(), 10)
+        yield heard
     finally:
         task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 # -- the workers -----------------------------------------------------------------------------------
@@ -357,28 +355,26 @@ async def test_kill_9_of_the_active_worker_the_standby_publishes_within_ttl_plus
     reading = asyncio.create_task(client.run(stop))
     bot_log = stack["logs"] / "market_client.log"
     try:
-        with (
-            example_bot(stack["daphne"].url, stack["env"], bot_log) as bot,
-            feeders(stack["env"], stack["logs"]) as start,
-            listening(stack["redis"].url, stack["prefix"]) as (heard, subscribed),
-        ):
-            await subscribed()
-            pair = await active_and_standby(start, heard, client)
+        with example_bot(stack["daphne"].url, stack["env"], bot_log) as bot, feeders(stack["env"], stack["logs"]) as start:
+            async with listening(stack["redis"].url, stack["prefix"]) as heard:
+                pair = await active_and_standby(start, heard, client)
 
-            pair.active.proc.send_signal(signal.SIGKILL)
-            killed = time.monotonic()
-            payload, epoch = await taken_over(pair, killed)
-            client_took = await client_follows(pair, epoch, killed)
-            await holding(pair.standby, len(SYMBOLS))
-            for symbol in SYMBOLS:  # every symbol moved, each under a higher token than the dead worker's
-                moved = heard.first(symbol, lambda p: p.at > killed and pair.active.epoch not in p.epochs)
-                assert moved is not None and moved.at - killed <= TAKEOVER, symbol
-            assert pair.standby.proc.poll() is None
+                pair.active.proc.send_signal(signal.SIGKILL)
+                killed = time.monotonic()
+                payload, epoch = await taken_over(pair, killed)
+                client_took = await client_follows(pair, epoch, killed)
+                await holding(pair.standby, len(SYMBOLS))
+                for symbol in SYMBOLS:  # every symbol moved, each under a higher token than the dead worker's
+                    moved = heard.first(symbol, lambda p: p.at > killed and pair.active.epoch not in p.epochs)
+                    assert moved is not None and moved.at - killed <= TAKEOVER, symbol
+                assert pair.standby.proc.poll() is None
 
-            # The example bot took the new epoch from the unprompted snapshot, and counted no gap.
-            await until(lambda: f"snapshot ticker:{WATCHED} epoch {epoch} " in bot_log.read_text(), 20, "the example bot on the new epoch")
-            bot.terminate()
-            assert await asyncio.to_thread(bot.wait, 15) == 0, bot_log.read_text()
+                # The example bot took the new epoch from the unprompted snapshot, and counted no gap.
+                await until(
+                    lambda: f"snapshot ticker:{WATCHED} epoch {epoch} " in bot_log.read_text(), 20, "the example bot on the new epoch"
+                )
+                bot.terminate()
+                assert await asyncio.to_thread(bot.wait, 15) == 0, bot_log.read_text()
     finally:
         stop.set()
         reading.cancel()
@@ -401,48 +397,48 @@ async def test_sigstop_of_the_active_worker_the_standby_takes_over_and_the_resum
     reading = asyncio.create_task(client.run(stop))
     daphne_url = stack["daphne"].url
     try:
-        with feeders(stack["env"], stack["logs"]) as start, listening(stack["redis"].url, stack["prefix"]) as (heard, subscribed):
-            await subscribed()
-            pair = await active_and_standby(start, heard, client)
-            fenced_before = await asyncio.to_thread(hub_fenced, daphne_url)
+        with feeders(stack["env"], stack["logs"]) as start:
+            async with listening(stack["redis"].url, stack["prefix"]) as heard:
+                pair = await active_and_standby(start, heard, client)
+                fenced_before = await asyncio.to_thread(hub_fenced, daphne_url)
 
-            os.kill(pair.active.pid, signal.SIGSTOP)  # hung: it misses its renewals, its lease runs out
-            stopped = time.monotonic()
-            try:
-                payload, epoch = await taken_over(pair, stopped)
-                client_took = await client_follows(pair, epoch, stopped)
-                await holding(pair.standby, len(SYMBOLS))
-            finally:
-                os.kill(pair.active.pid, signal.SIGCONT)
-            resumed = time.monotonic()
+                os.kill(pair.active.pid, signal.SIGSTOP)  # hung: it misses its renewals, its lease runs out
+                stopped = time.monotonic()
+                try:
+                    payload, epoch = await taken_over(pair, stopped)
+                    client_took = await client_follows(pair, epoch, stopped)
+                    await holding(pair.standby, len(SYMBOLS))
+                finally:
+                    os.kill(pair.active.pid, signal.SIGCONT)
+                resumed = time.monotonic()
 
-            # At its next renewal (or fenced write) the old holder finds the lease gone, says so, and stands by.
-            lost = f"lost the lease of {WATCHED} to run_feeds (pid {pair.standby.pid} "
-            await until(lambda: lost in pair.active.text(), 15, "the resumed worker noticing it lost the lease")
-            await holding(pair.active, 0)
-            await metric_at_least(pair.active, "livefolio_worker_lease_losses_total", len(SYMBOLS))
+                # At its next renewal (or fenced write) the old holder finds the lease gone, says so, and stands by.
+                lost = f"lost the lease of {WATCHED} to run_feeds (pid {pair.standby.pid} "
+                await until(lambda: lost in pair.active.text(), 15, "the resumed worker noticing it lost the lease")
+                await holding(pair.active, 0)
+                await metric_at_least(pair.active, "livefolio_worker_lease_losses_total", len(SYMBOLS))
 
-            # What the resumed one published with its old token after the takeover (a window in flight when it was
-            # stopped) is dropped by the hubs; so is a payload sent with that token now, as a stale producer would.
-            late = [p for p in heard.of(WATCHED, since=payload.at) if p.fence == pair.token]
-            stale = {"ch": f"ticker:{WATCHED}", "epoch": pair.active.epoch, "seq": 1_000_000, "ts": 1, "data": {"last": "1"}}
-            publisher = aioredis.from_url(stack["redis"].url)
-            try:
-                channel = groups.live_channel(stack["prefix"], WATCHED)
-                assert await publisher.publish(channel, encode_payload([stale], pair.token)) >= 2  # the hub and `heard`
-            finally:
-                await publisher.aclose()
-            fenced = len(late) + 1
-            await until(lambda: hub_fenced(daphne_url) - fenced_before >= fenced, 15, "daphne's hub counting the fenced payloads")
-            # The standby's stream goes on: more payloads after the resumed one noticed, all under the new token.
-            since = time.monotonic()
-            await until(lambda: len(heard.of(WATCHED, since=since)) >= 10, 20, "the new producer's payloads")
-            assert {p.fence for p in heard.of(WATCHED, since=since)} == {payload.fence}
-            assert pair.active.proc.poll() is None and pair.standby.proc.poll() is None
-            pair.active.proc.terminate()  # stopped as a deployment does: its summary names what it lost
-            assert await asyncio.to_thread(pair.active.proc.wait, 30) == 0, pair.active.text()
-            summary = pair.active.text().splitlines()[-1]
-            assert summary.startswith("run_feeds: stopped: ") and f"; lost {WATCHED} to run_feeds (pid {pair.standby.pid} " in summary
+                # What the resumed one published with its old token after the takeover (a window in flight when it was
+                # stopped) is dropped by the hubs; so is a payload sent with that token now, as a stale producer would.
+                late = [p for p in heard.of(WATCHED, since=payload.at) if p.fence == pair.token]
+                stale = {"ch": f"ticker:{WATCHED}", "epoch": pair.active.epoch, "seq": 1_000_000, "ts": 1, "data": {"last": "1"}}
+                publisher = aioredis.from_url(stack["redis"].url)
+                try:
+                    channel = groups.live_channel(stack["prefix"], WATCHED)
+                    assert await publisher.publish(channel, encode_payload([stale], pair.token)) >= 2  # the hub and `heard`
+                finally:
+                    await publisher.aclose()
+                fenced = len(late) + 1
+                await until(lambda: hub_fenced(daphne_url) - fenced_before >= fenced, 15, "daphne's hub counting the fenced payloads")
+                # The standby's stream goes on: more payloads after the resumed one noticed, all under the new token.
+                since = time.monotonic()
+                await until(lambda: len(heard.of(WATCHED, since=since)) >= 10, 20, "the new producer's payloads")
+                assert {p.fence for p in heard.of(WATCHED, since=since)} == {payload.fence}
+                assert pair.active.proc.poll() is None and pair.standby.proc.poll() is None
+                pair.active.proc.terminate()  # stopped as a deployment does: its summary names what it lost
+                assert await asyncio.to_thread(pair.active.proc.wait, 30) == 0, pair.active.text()
+                summary = pair.active.text().splitlines()[-1]
+                assert summary.startswith("run_feeds: stopped: ") and f"; lost {WATCHED} to run_feeds (pid {pair.standby.pid} " in summary
     finally:
         stop.set()
         reading.cancel()
@@ -469,48 +465,48 @@ async def test_symbols_split_across_two_active_workers_with_one_standby_for_both
     --symbols stands by for all five and, when the first is killed, takes its two symbols only."""
     env, logs = stack["env"], stack["logs"]
     mine, theirs = ("AAPL", "BTC-USD"), ("EUR/USD", "MSFT", "SAP")
-    with feeders(env, logs) as start, listening(stack["redis"].url, stack["prefix"]) as (heard, subscribed):
-        await subscribed()
-        first, second = start("first", "--symbols", *mine), start("second", "--symbols", *theirs)
-        await until(lambda: first.started() and second.started(), STARTUP, "both workers' start lines")
-        await holding(first, len(mine))
-        await holding(second, len(theirs))
-        standby = start("standby")
-        await until(standby.started, STARTUP, "the standby's start line")
-        await until(lambda: all(standby.standing_by(s) for s in SYMBOLS), STARTUP, "the standby standing by for every symbol")
-        since = time.monotonic()
-        await until(lambda: all(len(heard.of(s, since=since)) >= 10 for s in SYMBOLS), 20, "payloads of every symbol")
-        owners = {first.epoch: mine, second.epoch: theirs}
-        tokens = {}
-        for symbol in SYMBOLS:  # one producer per symbol: one token and the epoch of the worker it was given to
-            payloads = heard.of(symbol)
-            assert {p.epochs for p in payloads} == {frozenset({epoch}) for epoch, symbols in owners.items() if symbol in symbols}
-            [tokens[symbol]] = {p.fence for p in payloads}
-        for feeder in (first, second):
-            assert not any(feeder.standing_by(s) for s in SYMBOLS), feeder.text()
-        assert standby.metric("livefolio_worker_leases_held") == 0
+    with feeders(env, logs) as start:
+        async with listening(stack["redis"].url, stack["prefix"]) as heard:
+            first, second = start("first", "--symbols", *mine), start("second", "--symbols", *theirs)
+            await until(lambda: first.started() and second.started(), STARTUP, "both workers' start lines")
+            await holding(first, len(mine))
+            await holding(second, len(theirs))
+            standby = start("standby")
+            await until(standby.started, STARTUP, "the standby's start line")
+            await until(lambda: all(standby.standing_by(s) for s in SYMBOLS), STARTUP, "the standby standing by for every symbol")
+            since = time.monotonic()
+            await until(lambda: all(len(heard.of(s, since=since)) >= 10 for s in SYMBOLS), 20, "payloads of every symbol")
+            owners = {first.epoch: mine, second.epoch: theirs}
+            tokens = {}
+            for symbol in SYMBOLS:  # one producer per symbol: one token and the epoch of the worker it was given to
+                payloads = heard.of(symbol)
+                assert {p.epochs for p in payloads} == {frozenset({epoch}) for epoch, symbols in owners.items() if symbol in symbols}
+                [tokens[symbol]] = {p.fence for p in payloads}
+            for feeder in (first, second):
+                assert not any(feeder.standing_by(s) for s in SYMBOLS), feeder.text()
+            assert standby.metric("livefolio_worker_leases_held") == 0
 
-        first.proc.send_signal(signal.SIGKILL)
-        killed = time.monotonic()
+            first.proc.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
 
-        def moved(symbol: str) -> Payload | None:
-            return heard.first(symbol, lambda p: p.fence > tokens[symbol])
+            def moved(symbol: str) -> Payload | None:
+                return heard.first(symbol, lambda p: p.fence > tokens[symbol])
 
-        took = {}
-        for symbol in mine:
-            await until(lambda: moved(symbol) is not None, 30, f"{symbol} taken over")  # noqa: B023
-            payload = moved(symbol)
-            assert payload is not None
-            took[symbol] = payload.at - killed
-            assert took[symbol] <= TAKEOVER, (symbol, took)
-        await holding(standby, len(mine))
-        since = time.monotonic()
-        await until(lambda: all(len(heard.of(s, since=since)) >= 5 for s in SYMBOLS), 20, "payloads of every symbol after the kill")
-        for symbol in theirs:  # the second worker's symbols never moved
-            assert {p.fence for p in heard.of(symbol)} == {tokens[symbol]}, symbol
-        assert second.metric("livefolio_worker_leases_held") == len(theirs)
-        for feeder in (second, standby):
-            assert "Traceback" not in feeder.text(), feeder.text()
+            took = {}
+            for symbol in mine:
+                await until(lambda: moved(symbol) is not None, 30, f"{symbol} taken over")  # noqa: B023
+                payload = moved(symbol)
+                assert payload is not None
+                took[symbol] = payload.at - killed
+                assert took[symbol] <= TAKEOVER, (symbol, took)
+            await holding(standby, len(mine))
+            since = time.monotonic()
+            await until(lambda: all(len(heard.of(s, since=since)) >= 5 for s in SYMBOLS), 20, "payloads of every symbol after the kill")
+            for symbol in theirs:  # the second worker's symbols never moved
+                assert {p.fence for p in heard.of(symbol)} == {tokens[symbol]}, symbol
+            assert second.metric("livefolio_worker_leases_held") == len(theirs)
+            for feeder in (second, standby):
+                assert "Traceback" not in feeder.text(), feeder.text()
     print(
         f"\nFIGURE split with --symbols: {', '.join(mine)} on one worker, {', '.join(theirs)} on another, one standby for both; "
         f"the first killed, its symbols published by the standby {', '.join(f'{s} {t:.2f} s' for s, t in took.items())} later, "
