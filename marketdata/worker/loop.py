@@ -491,8 +491,10 @@ class Worker:
                 log.warning("%s: %d more messages dropped (its lease was lost)", symbol, count)
             return
         self._held.discard(symbol)
-        # Its quote not stored yet is older than what the new producer publishes: storing it would take the price back.
+        # Its quote not stored yet, and its latest price, are older than what the new producer publishes: storing the
+        # one, or valuing portfolios with the other (the minute hooks), would take the price back.
         self._unsaved.pop(symbol, None)
+        self._latest.pop(symbol, None)
         self.stats.lost[symbol] = holder
         self.stats.lease_losses += 1
         if self.standby:
@@ -517,6 +519,9 @@ class Worker:
         # Drained first, so the updates the hooks get carry the minute's last prices.
         self._drain()
         candles = self.hub.take_minute(self._minute)
+        if self.leases is not None:
+            # A symbol lost since: its candle is the new producer's to store (this one's stops where the lease went).
+            candles = [candle for candle in candles if candle.symbol in self._held]
         self.market.minute_closed(candles, self.hub, closed=complete)
         for candle in candles:
             self.references.observe(candle.symbol, candle.start, candle.close)

@@ -245,14 +245,20 @@ async def test_a_lease_forgotten_while_its_renewal_awaits_redis_is_not_reported_
     assert holder.tokens == {}
 
 
-async def test_a_worker_that_lost_a_symbol_does_not_store_its_older_quote_over_the_new_producers(redis_layer: Any) -> None:
+async def test_a_worker_that_lost_a_symbol_does_not_store_its_older_quote_or_candle_over_the_new_producers(redis_layer: Any) -> None:
     stored: list[PriceUpdate] = []
+    candles: list[Candle] = []
 
     async def store(updates: Iterable[PriceUpdate]) -> int:
         stored.extend(updates)
         return 0
 
-    holder = worker(Ticking(100), leases("holder", ttl=TTL), standby=True, store_quotes=store)  # stores at its end only
+    async def store_candles(closed: Sequence[Candle]) -> int:
+        candles.extend(closed)
+        return 0
+
+    # Its quotes are stored at its end only (quote_flush 60 s), and its ticks all fall in one minute, stored at its end.
+    holder = worker(Ticking(100), leases("holder", ttl=TTL), standby=True, store_quotes=store, store_candles=store_candles)
     stop_holder = asyncio.Event()
     running = asyncio.create_task(holder.run(stop_holder))
     await until(lambda: holder.stats.market_messages > 3, what="the holder's prices")
@@ -265,6 +271,7 @@ async def test_a_worker_that_lost_a_symbol_does_not_store_its_older_quote_over_t
     stop_taker.set()
     await taking
     assert stored == []  # its last quote of BTC-USD, older than the taker's prices, was not written at its end
+    assert candles == []  # nor its part of the minute's candle, over the taker's
 
 
 HOLD = """
