@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-import redis.asyncio as aioredis
 
 from config import metrics
+from config.redis_hosts import RedisServer, shard_index
 from marketdata import groups
 from marketdata.api.channels import channel_parse
 from marketdata.events import PriceUpdate
@@ -152,11 +152,11 @@ _Command = tuple[str, bytes, "asyncio.Future[None] | None"]
 class LocalHub:
     """The market channels' live messages for the sinks of this process (see the module docstring).
 
-    `redis`: (address, key prefix) of the server the worker publishes on, or None for the
+    `redis`: (server, key prefix) of the server the worker publishes on, or None for the
     in-process fallback (`publish_local`).
     """
 
-    def __init__(self, redis: tuple[str, str] | None = None, *, socket_timeout: float = 30) -> None:
+    def __init__(self, redis: tuple[RedisServer, str] | None = None, *, socket_timeout: float = 30) -> None:
         self.redis = redis
         self.socket_timeout = socket_timeout
         self.stats = HubStats()
@@ -362,13 +362,12 @@ class LocalHub:
                 self._task = None
                 self.connection_id = None
 
-    async def _session(self, address: str) -> None:
+    async def _session(self, server: RedisServer) -> None:
         """One connection: subscribe to every wanted symbol, then read, write and ping until idle or broken."""
         # RESP2: messages arrive as plain replies, in order with SUBSCRIBE's confirmations (RESP3, redis-py 8's
-        # default, would route them to a push handler instead).
-        client = aioredis.Redis.from_url(
-            address, protocol=2, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout
-        )
+        # default, would route them to a push handler instead). Through Sentinel: on the master named now; after a
+        # failover the old one's connection breaks (or stops answering PINGs) and the next session asks again.
+        client = await server.connect_subscriber(socket_timeout=self.socket_timeout)
         connection = client.connection_pool.make_connection()
         try:
             await connection.connect()
@@ -452,3 +451,55 @@ class LocalHub:
             if silent > 3 * PING_SECONDS:
                 raise ConnectionError(f"Redis has not answered for {silent:.0f} s")
             queue.put_nowait(("PING", b"", None))
+
+
+class ShardedHub:
+    """The hub over several Redis servers (shards): one `LocalHub`, so one subscription connection, per server; each
+    symbol's channels go to the hub of the server that holds it (`streams.shard_of`), where the worker publishes it."""
+
+    def __init__(self, servers: Sequence[RedisServer], prefix: str, *, socket_timeout: float = 30) -> None:
+        self.servers = tuple(servers)
+        self.prefix = prefix
+        self.shards = [LocalHub((server, prefix), socket_timeout=socket_timeout) for server in self.servers]
+
+    def _hub(self, stream: str) -> LocalHub:
+        return self.shards[shard_index(stream.partition("?")[0], len(self.shards))]
+
+    def _split(self, channels: Iterable[str]) -> dict[int, list[str]]:
+        """Channels by shard; every name checked first (ChannelError for a bad one, before any is taken)."""
+        by_hub: dict[int, list[str]] = {}
+        for name in channels:
+            index = shard_index(channel_parse(name).symbol, len(self.shards))
+            by_hub.setdefault(index, []).append(name)
+        return by_hub
+
+    async def subscribe(self, sink: Sink, channels: Iterable[str]) -> None:
+        """As `LocalHub.subscribe`, on every shard concerned at once; all or nothing across them."""
+        parts = list(self._split(channels).items())
+        outcomes = await asyncio.gather(*(self.shards[i].subscribe(sink, names) for i, names in parts), return_exceptions=True)
+        failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failed:
+            for (i, names), outcome in zip(parts, outcomes, strict=True):
+                if not isinstance(outcome, BaseException):
+                    self.shards[i].unsubscribe(sink, names)
+            raise failed[0]
+
+    def unsubscribe(self, sink: Sink, channels: Iterable[str]) -> None:
+        for i, names in self._split(channels).items():
+            self.shards[i].unsubscribe(sink, names)
+
+    def latest_ticker(self, symbol: str) -> Message | None:
+        return self._hub(symbol).latest_ticker(symbol)
+
+    def publish_local(self, stream: str, payload: bytes) -> None:
+        self._hub(stream).publish_local(stream, payload)
+
+    def symbols(self) -> set[str]:
+        return set().union(*(hub.symbols() for hub in self.shards))
+
+    def sinks(self, channel: str | None = None) -> set[Sink]:
+        return set().union(*(hub.sinks(channel) for hub in self.shards))
+
+    @property
+    def connected(self) -> bool:
+        return any(hub.connected for hub in self.shards)
