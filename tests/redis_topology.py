@@ -79,18 +79,21 @@ def _data_server(workdir: Path, name: str, *extra: str) -> Node:
     return Node(port, proc, log)
 
 
-def _sentinel(workdir: Path, name: str, primary_port: int) -> Node:
+def _sentinel(workdir: Path, name: str, primaries: dict[str, int]) -> Node:
+    """A sentinel monitoring each master set of `primaries` (name → the primary's port), quorum 2."""
     binary = redis_server_binary()
     assert binary is not None
     port = free_port()
     config = workdir / f"{name}.conf"  # a sentinel rewrites its own configuration file: it must be writable
-    config.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {workdir}\nlogfile {workdir / (name + '.log')}\n"
-        f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n"
-        f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
-        f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}\n"
-        f"sentinel parallel-syncs {MASTER} 1\n"
-    )
+    text = f"port {port}\nbind 127.0.0.1\ndir {workdir}\nlogfile {workdir / (name + '.log')}\n"
+    for master, primary_port in primaries.items():
+        text += (
+            f"sentinel monitor {master} 127.0.0.1 {primary_port} 2\n"
+            f"sentinel down-after-milliseconds {master} {DOWN_AFTER_MS}\n"
+            f"sentinel failover-timeout {master} {FAILOVER_TIMEOUT_MS}\n"
+            f"sentinel parallel-syncs {master} 1\n"
+        )
+    config.write_text(text)
     proc = subprocess.Popen([binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     _wait_ping(port, proc, name)
     return Node(port, proc, workdir / f"{name}.log")
@@ -178,7 +181,7 @@ def sentinel_group(workdir: Path) -> Iterator[SentinelGroup]:
         stack.callback(replica.kill)
         sentinels = []
         for i in range(3):
-            sentinel = _sentinel(workdir, f"sentinel-{i + 1}", primary.port)
+            sentinel = _sentinel(workdir, f"sentinel-{i + 1}", {MASTER: primary.port})
             stack.callback(sentinel.kill)
             sentinels.append(sentinel)
         group = SentinelGroup(primary, replica, sentinels)
@@ -197,3 +200,23 @@ def plain_shards(workdir: Path, n: int) -> Iterator[list[Node]]:
             stack.callback(node.kill)
             nodes.append(node)
         yield nodes
+
+
+@contextmanager
+def sentinel_shards(workdir: Path, n: int) -> Iterator[tuple[list[Node], str, list[str]]]:
+    """`n` primaries (no replicas), each its own master set, all monitored by the same three sentinels:
+    yields (the primaries, REDIS_SENTINELS, the master names in order)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        primaries = []
+        for i in range(n):
+            node = _data_server(workdir, f"primary-{i}")
+            stack.callback(node.kill)
+            primaries.append(node)
+        names = [f"{MASTER}-{i}" for i in range(n)]
+        sentinels = []
+        for i in range(3):
+            sentinel = _sentinel(workdir, f"sentinel-{i + 1}", dict(zip(names, (p.port for p in primaries), strict=True)))
+            stack.callback(sentinel.kill)
+            sentinels.append(sentinel)
+        yield primaries, ",".join(f"127.0.0.1:{s.port}" for s in sentinels), names
