@@ -1,7 +1,7 @@
 """Where Redis is: one server, a master that Sentinel names, or several of either (shards).
 
-The settings build the channel layer's host list from the environment (`layer_hosts`), in
-channels-redis's own format: `{"address": URL, ...}` for a plain server, and
+The settings build the channel layer's host list from the environment (`configured_servers`, then
+`RedisServer.layer_host` for each), in channels-redis's own format: `{"address": URL, ...}` for a plain server, and
 `{"sentinels": [(host, port), ...], "master_name": NAME, "sentinel_kwargs": {...}, ...}` for a
 master found through Sentinel (channels-redis 4.3's README, "hosts"). Everything else that
 talks to Redis — the fan-out hub, the history, the connection counts, the leases, /readyz —
@@ -16,6 +16,7 @@ the same from run to run; changing the count moves symbols (docs/operations.md).
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,9 +26,13 @@ import redis.asyncio as aioredis
 from django.core.exceptions import ImproperlyConfigured
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # How long a sentinel may take to answer: a dead or hung one must not hold up finding the master for long.
 SENTINEL_TIMEOUT_SECONDS = 2.0
+# A command pool asks the sentinels which master they name at most this often (`_BlockingSentinelPool`).
+MASTER_CHECK_SECONDS = 1.0
 
 
 def parse_sentinels(name: str, value: str) -> tuple[tuple[str, int], ...]:
@@ -48,7 +53,34 @@ def parse_sentinels(name: str, value: str) -> tuple[tuple[str, int], ...]:
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """A pool on the master Sentinel names that waits for a free connection past `max_connections` (redis-py's
-    SentinelConnectionPool raises MaxConnectionsError instead, as its plain pool does)."""
+    SentinelConnectionPool raises MaxConnectionsError instead, as its plain pool does).
+
+    It also asks the sentinels which master they name at most every MASTER_CHECK_SECONDS while in use, and moves
+    connections still open to an old one. redis-py asks only when it opens a connection: after a planned failover
+    (SENTINEL FAILOVER, the old primary still up) pooled connections went on writing to the old primary until the
+    sentinels turned it into a replica, about 10 s later in tests/marketdata/delivery/test_sentinel.py, and every
+    one of those writes was lost."""
+
+    _checked = 0.0
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if now - self._checked >= MASTER_CHECK_SECONDS:
+            self._checked = now
+            try:
+                await self.get_master_address()  # disconnects the idle connections when the master changed
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                pass  # no sentinel answers: the connections held still reach the master they reached
+        connection = await super().get_connection()
+        try:
+            master = self.master_address
+            if master is not None and connection.is_connected and (connection.host, connection.port) != tuple(master):
+                await connection.disconnect()  # in use when the master changed: reconnects to the new one
+                await connection.connect()
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +140,10 @@ class RedisServer:
             "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
             "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
         }
+
+    def sentinel(self) -> Sentinel:
+        """A client of this server's sentinels (close it with `aclose`)."""
+        return self._sentinel()
 
     def _sentinel(self) -> Sentinel:
         return Sentinel(list(self.sentinels), sentinel_kwargs=self._sentinel_kwargs(), password=self.password, db=self.db)

@@ -26,6 +26,11 @@ reconnects with backoff and subscribes again to every symbol still wanted. Messa
 published meanwhile are lost to it: once each symbol is confirmed again, its sinks are told
 (`missed`), and they catch up from the history (`marketdata.api.consumer`).
 
+Through Sentinel (`config.redis_hosts`), each connection goes to the master the sentinels name
+at that moment; the hub also ends a session once they name another (`_follow`, every
+MASTER_CHECK_SECONDS), and waits at most that long between tries. With several Redis servers,
+`ShardedHub` holds one `LocalHub`, so one connection, per server.
+
 Each connection's frames reach the ASGI server through its outbox (`marketdata.delivery.outbox`).
 """
 
@@ -41,9 +46,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config import metrics
-from config.redis_hosts import RedisServer, shard_index
+from config.redis_hosts import MASTER_CHECK_SECONDS, RedisServer, shard_index
 from marketdata import groups
 from marketdata.api.channels import channel_parse
 from marketdata.events import PriceUpdate
@@ -356,7 +363,9 @@ class LocalHub:
                         topic.fence = 0
                     log.warning("market hub: lost its Redis connection (%s: %s); reconnecting in %.1f s", type(exc).__name__, exc, delay)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, RECONNECT_SECONDS[1])
+                    # Through Sentinel a failover names a new master within seconds: try again at least every
+                    # MASTER_CHECK_SECONDS (each try asks the sentinels first), not after the 5 s of the longest wait.
+                    delay = min(delay * 2, MASTER_CHECK_SECONDS if self.redis[0].master else RECONNECT_SECONDS[1])
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
@@ -366,7 +375,7 @@ class LocalHub:
         """One connection: subscribe to every wanted symbol, then read, write and ping until idle or broken."""
         # RESP2: messages arrive as plain replies, in order with SUBSCRIBE's confirmations (RESP3, redis-py 8's
         # default, would route them to a push handler instead). Through Sentinel: on the master named now; after a
-        # failover the old one's connection breaks (or stops answering PINGs) and the next session asks again.
+        # failover the old one's connection breaks, or the sentinels name another (`_follow`), and the next session asks again.
         client = await server.connect_subscriber(socket_timeout=self.socket_timeout)
         connection = client.connection_pool.make_connection()
         try:
@@ -384,7 +393,10 @@ class LocalHub:
                     topic.ready = loop.create_future()
                 queue.put_nowait(("SUBSCRIBE", topic.key, topic.ready))
             self._heard = loop.time()
-            tasks = [asyncio.ensure_future(job) for job in (self._write(connection, queue), self._read(connection), self._watch(queue))]
+            jobs = [self._write(connection, queue), self._read(connection), self._watch(queue)]
+            if server.master:
+                jobs.append(self._follow(server, connection))
+            tasks = [asyncio.ensure_future(job) for job in jobs]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -442,6 +454,23 @@ class LocalHub:
         if topic.stale:
             topic.stale = False
             self._tell_missed(topic)
+
+    async def _follow(self, server: RedisServer, connection: Any) -> None:
+        """Through Sentinel: end the session once the sentinels name another master. A planned failover leaves the
+        old primary up, and its subscribers connected, for about 10 s, while the worker already publishes on the new
+        one (config.redis_hosts, `_BlockingSentinelPool`); the sinks catch up from the history once subscribed again."""
+        sentinel = server.sentinel()
+        try:
+            while True:
+                await asyncio.sleep(MASTER_CHECK_SECONDS)
+                try:
+                    master = await sentinel.discover_master(server.master)
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    continue  # no sentinel answers: the connection held still reaches the master it reached
+                if tuple(master) != (connection.host, connection.port):
+                    raise ConnectionError(f"the sentinels name {master[0]}:{master[1]} as the master now")
+        finally:
+            await sentinel.aclose()
 
     async def _watch(self, queue: asyncio.Queue[_Command]) -> None:
         loop = asyncio.get_running_loop()
