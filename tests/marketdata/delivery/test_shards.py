@@ -4,12 +4,14 @@ read and written as one store."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from config.redis_hosts import configured_servers
@@ -98,3 +100,20 @@ async def test_the_hub_subscribes_on_each_symbols_shard_and_hears_both(shards: l
     assert sorted(m["ch"] for m in tap.take()) == ["ticker:AAPL", "ticker:MSFT"]
     streams.unsubscribe_market(tap, ["ticker:AAPL", "ticker:MSFT"])
     assert hub.symbols() == set()
+
+
+async def test_the_channel_layer_spreads_users_groups_over_both_servers_and_delivers(shards: list[Node], layer_prefix: str) -> None:
+    layer = get_channel_layer()
+    assert layer is not None
+    users = range(1, 41)
+    channels = [await layer.new_channel() for _ in users]
+    for user, channel in zip(users, channels, strict=True):
+        await layer.group_add(groups.user_group(user), channel)
+    for user in users:
+        await layer.group_send(groups.user_group(user), {"type": "portfolio.reload", "user": user})
+    received = [await asyncio.wait_for(layer.receive(channel), 10) for channel in channels]
+    assert [event["user"] for event in received] == list(users)
+    # channels-redis's own sharding (CRC-32 of the group name, low 12 bits): uneven for names this alike, 32 and 8.
+    holding = [len(node.client().keys(f"{layer_prefix}:group:*")) for node in shards]
+    assert holding == [32, 8], holding
+    await layer.flush()
