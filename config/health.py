@@ -7,7 +7,7 @@ nothing of theirs touches the pages' Content-Security-Policy.
 
 - `/healthz`: 200 while the process serves; it checks nothing else (a process whose Redis is
   down is still alive, and restarting it would not help).
-- `/readyz`: 200 when Redis answers a PING, the database a trivial query (each within
+- `/readyz`: 200 when Redis (every server, through Sentinel the master it names now) answers a PING, the database a trivial query (each within
   READY_TIMEOUT_SECONDS), and this process's fan-out hub holds its Redis connection while it
   has subscribers; otherwise 503. The JSON body names each check and how it went.
 - `/metrics`: the Prometheus text (config/metrics.py). With METRICS_TOKEN set it needs
@@ -26,14 +26,15 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import connection
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from config import metrics
+from config.redis_hosts import RedisServer
 from marketdata.delivery import streams
+from marketdata.delivery.fanout import ShardedHub
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,26 @@ async def _json(send: Send, status: int, body: dict[str, Any], extra: tuple[tupl
 
 
 async def _check_redis() -> str:
-    target = streams.redis_target()
-    if target is None:
+    servers = streams.redis_servers()
+    if servers is None:
         return "not used"
-    client = aioredis.Redis.from_url(target[0], socket_timeout=READY_TIMEOUT_SECONDS, socket_connect_timeout=READY_TIMEOUT_SECONDS)
+    outcomes = await asyncio.gather(*(_ping(server) for server in servers), return_exceptions=True)
+    failed = [(server, outcome) for server, outcome in zip(servers, outcomes, strict=True) if isinstance(outcome, BaseException)]
+    if failed:
+        metrics.REDIS_ERRORS.labels("readyz").inc(len(failed))
+        server, exc = failed[0]
+        more = f" (and {len(failed) - 1} more of {len(servers)} servers)" if len(failed) > 1 else ""
+        raise ConnectionError(f"{server}: {type(exc).__name__}: {exc}{more}")
+    return "ok" if len(servers) == 1 else f"ok ({len(servers)} servers)"
+
+
+async def _ping(server: RedisServer) -> None:
+    """A PING on a connection of its own (through Sentinel: to the master the sentinels name now)."""
+    client = await server.connect_subscriber(socket_timeout=READY_TIMEOUT_SECONDS)
     try:
         await client.ping()
     finally:
         await client.aclose()
-    return "ok"
 
 
 def _query_database() -> None:
@@ -92,8 +104,10 @@ async def _check_fanout() -> str:
     hub = streams.market_hub_if_any()
     if hub is None or not hub.symbols():
         return "ok (no subscriptions)"
-    if hub.connection_id is None:
-        raise ConnectionError(f"the hub is reconnecting to Redis ({len(hub.symbols())} streams wanted)")
+    for one in hub.shards if isinstance(hub, ShardedHub) else [hub]:
+        if one.symbols() and one.connection_id is None:
+            where = f" {one.redis[0]}" if isinstance(hub, ShardedHub) and one.redis is not None else ""
+            raise ConnectionError(f"the hub is reconnecting to Redis{where} ({len(one.symbols())} streams wanted)")
     return "ok"
 
 

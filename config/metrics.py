@@ -108,7 +108,8 @@ FANOUT_LAG_MAX = Gauge(
 )
 REDIS_ERRORS = Counter(
     "livefolio_redis_errors_total",
-    "Redis failures seen: worker (a failed write or lease renewal), hub (a lost subscription connection), web (a socket closed on the outage).",
+    "Redis failures seen: worker (a failed write or lease renewal), hub (a lost subscription connection), web (a socket closed on the outage), "
+    "readyz (a server that did not answer /readyz's PING).",
     ["component"],
 )
 DATABASE_ERRORS = Counter(

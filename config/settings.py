@@ -17,6 +17,7 @@ from dotenv import load_dotenv
 
 from config.env import env_bool, env_decimal, env_int, env_list, env_str
 from config.proxies import parse_networks
+from config.redis_hosts import configured_servers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # A local .env fills in what the real environment leaves unset; never overrides it.
@@ -167,7 +168,24 @@ CONTENT_SECURITY_POLICY = {
 }
 
 # --- Redis and the channel layer -------------------------------------------
+# One URL, or several separated by commas: servers the market data is sharded over by symbol (config/redis_hosts.py).
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# High availability: the sentinels ("host:port,host:port") and the master set they monitor (several names separated by
+# commas: shards); REDIS_URL is then not used. REDIS_PASSWORD: the masters' password; REDIS_SENTINEL_PASSWORD: the sentinels'.
+REDIS_SENTINELS = env_str("REDIS_SENTINELS", "")
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "")
+REDIS_SERVERS = configured_servers(
+    {
+        "REDIS_SENTINELS": REDIS_SENTINELS,
+        "REDIS_SENTINEL_MASTER": REDIS_SENTINEL_MASTER,
+        "REDIS_PASSWORD": env_str("REDIS_PASSWORD", ""),
+        "REDIS_SENTINEL_PASSWORD": env_str("REDIS_SENTINEL_PASSWORD", ""),
+    },
+    url=REDIS_URL,
+)
+# Connections each pool opens at most, per process, event loop and server: the channel layer's, and the one for
+# history, counts and leases; past it a command waits for a free connection (up to REDIS_SOCKET_TIMEOUT).
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 100, minimum=4)
 # redis-py 8 made 5 s the default socket timeout. channels-redis blocks in
 # BZPOPMIN for up to 5 s (brpop_timeout), so a 5 s read timeout kills every
 # idle consumer (channels_redis issue 422). The timeout must stay above it.
@@ -178,7 +196,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_SOCKET_TIMEOUT}],
+            "hosts": [
+                server.layer_host(socket_timeout=REDIS_SOCKET_TIMEOUT, max_connections=REDIS_MAX_CONNECTIONS) for server in REDIS_SERVERS
+            ],
             "prefix": CHANNEL_LAYER_PREFIX,
             # A socket that stops reading must not grow an unbounded backlog.
             "capacity": 200,

@@ -83,13 +83,30 @@ async def test_readyz_is_ready_with_redis_and_the_database_up(redis_layer: Any) 
 
 
 async def test_readyz_answers_503_naming_redis_when_redis_is_not_there(redis_layer: Any) -> None:
-    redis_layer["CONFIG"]["hosts"][0]["address"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    from prometheus_client import REGISTRY
+
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    redis_layer["CONFIG"]["hosts"][0]["address"] = nowhere
+    counted = REGISTRY.get_sample_value("livefolio_redis_errors_total", {"component": "readyz"}) or 0.0
     status, _, body = await get("/readyz")
     answer = json.loads(body)
     assert status == 503, answer
     assert answer["status"] == "unavailable"
-    assert answer["checks"]["redis"].startswith("failed: ConnectionError"), answer
+    assert answer["checks"]["redis"].startswith(f"failed: ConnectionError: {nowhere}: "), answer
     assert answer["checks"]["database"] == "ok"
+    assert REGISTRY.get_sample_value("livefolio_redis_errors_total", {"component": "readyz"}) == counted + 1
+
+
+async def test_readyz_checks_every_shard_and_names_the_one_down(redis_layer: Any) -> None:
+    working = redis_layer["CONFIG"]["hosts"][0]
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    redis_layer["CONFIG"]["hosts"] = [working, {**working, "address": nowhere}]
+    status, _, body = await get("/readyz")
+    answer = json.loads(body)
+    assert status == 503 and answer["checks"]["redis"].startswith(f"failed: ConnectionError: {nowhere}: "), answer
+    redis_layer["CONFIG"]["hosts"] = [working]
+    status, _, body = await get("/readyz")
+    assert status == 200, body
 
 
 async def test_readyz_answers_503_naming_the_database_when_it_fails(monkeypatch: pytest.MonkeyPatch) -> None:

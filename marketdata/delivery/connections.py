@@ -12,6 +12,7 @@ import weakref
 
 import redis.asyncio as aioredis
 
+from config.redis_hosts import RedisServer
 from marketdata.delivery import streams
 
 
@@ -45,7 +46,7 @@ class _RedisConnections:
     longer than the entry's time to live. The key itself expires as well.
     """
 
-    def __init__(self, address: str, prefix: str) -> None:
+    def __init__(self, address: RedisServer, prefix: str) -> None:
         self.address = address
         self.prefix = prefix
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
@@ -82,7 +83,7 @@ class _RedisConnections:
 
 
 _memory_connections = _MemoryConnections()
-_redis_connections: dict[tuple[str, str], _RedisConnections] = {}
+_redis_connections: dict[tuple[RedisServer, str], _RedisConnections] = {}
 
 
 def connections() -> _MemoryConnections | _RedisConnections:

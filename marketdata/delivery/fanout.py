@@ -26,6 +26,11 @@ reconnects with backoff and subscribes again to every symbol still wanted. Messa
 published meanwhile are lost to it: once each symbol is confirmed again, its sinks are told
 (`missed`), and they catch up from the history (`marketdata.api.consumer`).
 
+Through Sentinel (`config.redis_hosts`), each connection goes to the master the sentinels name
+at that moment; the hub also ends a session once they name another (`_follow`, every
+MASTER_CHECK_SECONDS), and waits at most that long between tries. With several Redis servers,
+`ShardedHub` holds one `LocalHub`, so one connection, per server.
+
 Each connection's frames reach the ASGI server through its outbox (`marketdata.delivery.outbox`).
 """
 
@@ -41,9 +46,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config import metrics
+from config.redis_hosts import MASTER_CHECK_SECONDS, RedisServer, shard_index
 from marketdata import groups
 from marketdata.api.channels import channel_parse
 from marketdata.events import PriceUpdate
@@ -152,11 +159,11 @@ _Command = tuple[str, bytes, "asyncio.Future[None] | None"]
 class LocalHub:
     """The market channels' live messages for the sinks of this process (see the module docstring).
 
-    `redis`: (address, key prefix) of the server the worker publishes on, or None for the
+    `redis`: (server, key prefix) of the server the worker publishes on, or None for the
     in-process fallback (`publish_local`).
     """
 
-    def __init__(self, redis: tuple[str, str] | None = None, *, socket_timeout: float = 30) -> None:
+    def __init__(self, redis: tuple[RedisServer, str] | None = None, *, socket_timeout: float = 30) -> None:
         self.redis = redis
         self.socket_timeout = socket_timeout
         self.stats = HubStats()
@@ -356,19 +363,20 @@ class LocalHub:
                         topic.fence = 0
                     log.warning("market hub: lost its Redis connection (%s: %s); reconnecting in %.1f s", type(exc).__name__, exc, delay)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, RECONNECT_SECONDS[1])
+                    # Through Sentinel a failover names a new master within seconds: try again at least every
+                    # MASTER_CHECK_SECONDS (each try asks the sentinels first), not after the 5 s of the longest wait.
+                    delay = min(delay * 2, MASTER_CHECK_SECONDS if self.redis[0].master else RECONNECT_SECONDS[1])
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
                 self.connection_id = None
 
-    async def _session(self, address: str) -> None:
+    async def _session(self, server: RedisServer) -> None:
         """One connection: subscribe to every wanted symbol, then read, write and ping until idle or broken."""
         # RESP2: messages arrive as plain replies, in order with SUBSCRIBE's confirmations (RESP3, redis-py 8's
-        # default, would route them to a push handler instead).
-        client = aioredis.Redis.from_url(
-            address, protocol=2, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_timeout
-        )
+        # default, would route them to a push handler instead). Through Sentinel: on the master named now; after a
+        # failover the old one's connection breaks, or the sentinels name another (`_follow`), and the next session asks again.
+        client = await server.connect_subscriber(socket_timeout=self.socket_timeout)
         connection = client.connection_pool.make_connection()
         try:
             await connection.connect()
@@ -385,7 +393,10 @@ class LocalHub:
                     topic.ready = loop.create_future()
                 queue.put_nowait(("SUBSCRIBE", topic.key, topic.ready))
             self._heard = loop.time()
-            tasks = [asyncio.ensure_future(job) for job in (self._write(connection, queue), self._read(connection), self._watch(queue))]
+            jobs = [self._write(connection, queue), self._read(connection), self._watch(queue)]
+            if server.master:
+                jobs.append(self._follow(server, connection))
+            tasks = [asyncio.ensure_future(job) for job in jobs]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -444,6 +455,23 @@ class LocalHub:
             topic.stale = False
             self._tell_missed(topic)
 
+    async def _follow(self, server: RedisServer, connection: Any) -> None:
+        """Through Sentinel: end the session once the sentinels name another master. A planned failover leaves the
+        old primary up, and its subscribers connected, for about 10 s, while the worker already publishes on the new
+        one (config.redis_hosts, `_BlockingSentinelPool`); the sinks catch up from the history once subscribed again."""
+        sentinel = server.sentinel()
+        try:
+            while True:
+                await asyncio.sleep(MASTER_CHECK_SECONDS)
+                try:
+                    master = await sentinel.discover_master(server.master)
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    continue  # no sentinel answers: the connection held still reaches the master it reached
+                if tuple(master) != (connection.host, connection.port):
+                    raise ConnectionError(f"the sentinels name {master[0]}:{master[1]} as the master now")
+        finally:
+            await sentinel.aclose()
+
     async def _watch(self, queue: asyncio.Queue[_Command]) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -452,3 +480,55 @@ class LocalHub:
             if silent > 3 * PING_SECONDS:
                 raise ConnectionError(f"Redis has not answered for {silent:.0f} s")
             queue.put_nowait(("PING", b"", None))
+
+
+class ShardedHub:
+    """The hub over several Redis servers (shards): one `LocalHub`, so one subscription connection, per server; each
+    symbol's channels go to the hub of the server that holds it (`streams.shard_of`), where the worker publishes it."""
+
+    def __init__(self, servers: Sequence[RedisServer], prefix: str, *, socket_timeout: float = 30) -> None:
+        self.servers = tuple(servers)
+        self.prefix = prefix
+        self.shards = [LocalHub((server, prefix), socket_timeout=socket_timeout) for server in self.servers]
+
+    def _hub(self, stream: str) -> LocalHub:
+        return self.shards[shard_index(stream.partition("?")[0], len(self.shards))]
+
+    def _split(self, channels: Iterable[str]) -> dict[int, list[str]]:
+        """Channels by shard; every name checked first (ChannelError for a bad one, before any is taken)."""
+        by_hub: dict[int, list[str]] = {}
+        for name in channels:
+            index = shard_index(channel_parse(name).symbol, len(self.shards))
+            by_hub.setdefault(index, []).append(name)
+        return by_hub
+
+    async def subscribe(self, sink: Sink, channels: Iterable[str]) -> None:
+        """As `LocalHub.subscribe`, on every shard concerned at once; all or nothing across them."""
+        parts = list(self._split(channels).items())
+        outcomes = await asyncio.gather(*(self.shards[i].subscribe(sink, names) for i, names in parts), return_exceptions=True)
+        failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failed:
+            for (i, names), outcome in zip(parts, outcomes, strict=True):
+                if not isinstance(outcome, BaseException):
+                    self.shards[i].unsubscribe(sink, names)
+            raise failed[0]
+
+    def unsubscribe(self, sink: Sink, channels: Iterable[str]) -> None:
+        for i, names in self._split(channels).items():
+            self.shards[i].unsubscribe(sink, names)
+
+    def latest_ticker(self, symbol: str) -> Message | None:
+        return self._hub(symbol).latest_ticker(symbol)
+
+    def publish_local(self, stream: str, payload: bytes) -> None:
+        self._hub(stream).publish_local(stream, payload)
+
+    def symbols(self) -> set[str]:
+        return set().union(*(hub.symbols() for hub in self.shards))
+
+    def sinks(self, channel: str | None = None) -> set[Sink]:
+        return set().union(*(hub.sinks(channel) for hub in self.shards))
+
+    @property
+    def connected(self) -> bool:
+        return any(hub.connected for hub in self.shards)

@@ -74,6 +74,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from config.redis_hosts import RedisServer
 from marketdata import selectors
 from marketdata.api.channels import Channel, channel_parse, in_session
 from marketdata.delivery import streams
@@ -396,7 +397,7 @@ def _xadds(pipe: Any, keys: Sequence[str], args: Sequence[str | int], limit: int
 class RedisMarketStore:
     """The store in Redis, beside the channel layer's keys (see the module doc for the layout)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str, *, address: str = "") -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, *, address: RedisServer | str = "") -> None:
         self.client = client
         self.prefix = prefix
         self.address = address
@@ -569,16 +570,93 @@ async def latest_prices(symbols: Iterable[str], *, cached: bool = True) -> list[
     return [ticker_price(message) for message in found]
 
 
+class ShardedMarketStore:
+    """The store over several Redis servers: each channel's keys on its symbol's server (`streams.shard_of`), where its
+    lease and fence counter are too, so a fenced append still checks and writes on one server.
+
+    A window's append writes each server's part at once. When one part is fenced off, the others may have been written
+    already; the worker then appends the rest of the window again, so a message already written here is skipped
+    (by epoch and seq per channel) instead of being refused by its stream."""
+
+    def __init__(self, stores: Sequence[RedisMarketStore]) -> None:
+        self.stores = list(stores)
+        self._written: dict[str, tuple[str, int]] = {}  # channel → (epoch, seq) of the last message this writer wrote
+
+    def _index(self, channel: str) -> int:
+        return streams.shard_of(channel_parse(channel).market_key)
+
+    def store_of(self, channel: str) -> RedisMarketStore:
+        return self.stores[self._index(channel)]
+
+    def forget(self, channels: Iterable[str]) -> None:
+        for channel in channels:
+            self._written.pop(channel, None)
+            self.store_of(channel).forget([channel])
+
+    async def append(self, messages: Sequence[Message], *, fence: Fence | None = None) -> None:
+        parts: dict[int, list[Message]] = {}
+        for message in messages:
+            written = self._written.get(message["ch"])
+            if written is not None and written[0] == message["epoch"] and message["seq"] <= written[1]:
+                continue
+            parts.setdefault(self._index(message["ch"]), []).append(message)
+        fence = fence or {}
+
+        async def one(index: int, part: list[Message]) -> None:
+            keys = {channel_parse(m["ch"]).market_key for m in part}
+            await self.stores[index].append(part, fence={key: fence[key] for key in keys if key in fence} or None)
+            for message in part:
+                self._written[message["ch"]] = (message["epoch"], message["seq"])
+
+        outcomes = await asyncio.gather(*(one(index, part) for index, part in parts.items()), return_exceptions=True)
+        fenced = [key for outcome in outcomes if isinstance(outcome, Fenced) for key in outcome.keys]
+        if fenced:
+            raise Fenced(fenced)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def head(self, channel: str) -> tuple[str, int]:
+        return await self.store_of(channel).head(channel)
+
+    async def since(self, channel: str, *, epoch: str, seq: int) -> list[Message] | None:
+        return await self.store_of(channel).since(channel, epoch=epoch, seq=seq)
+
+    async def snapshot(self, channel: str) -> Message:
+        return await self.store_of(channel).snapshot(channel)
+
+    async def tickers(self, symbols: Iterable[str]) -> dict[str, Message]:
+        by_store: dict[int, list[str]] = {}
+        for symbol in symbols:
+            by_store.setdefault(streams.shard_of(symbol), []).append(symbol)
+        found: dict[str, Message] = {}
+        for part in await asyncio.gather(*(self.stores[i].tickers(names) for i, names in by_store.items())):
+            found.update(part)
+        return found
+
+
 # -- which one --------------------------------------------------------------------------------
 
 _redis_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisMarketStore] = weakref.WeakKeyDictionary()
+_sharded_stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[ShardedMarketStore, tuple[Any, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
 _memory_stores: weakref.WeakKeyDictionary[Any, MemoryMarketStore] = weakref.WeakKeyDictionary()
 _process_store = MemoryMarketStore()  # without any channel layer
 
 
 def market_store() -> MarketStore:
-    """The store for the configured channel layer: Redis (one client per event loop) or this process's memory."""
+    """The store for the configured channel layer: Redis (one client per event loop; several servers: sharded by
+    symbol) or this process's memory."""
     target = streams.redis_target()
+    servers = streams.redis_servers()
+    if target is not None and servers is not None and len(servers) > 1:
+        loop = asyncio.get_running_loop()
+        known = _sharded_stores.get(loop)
+        if known is None or known[1] != (servers, target[1]):
+            stores = [RedisMarketStore(streams.redis_client(server), target[1], address=server) for server in servers]
+            known = _sharded_stores[loop] = (ShardedMarketStore(stores), (servers, target[1]))
+        return known[0]
     if target is not None:
         address, prefix = target
         loop = asyncio.get_running_loop()

@@ -23,6 +23,7 @@ channel layer's keys. It exists only with a Redis channel layer.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,6 +36,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
+from config import redis_hosts
+from config.redis_hosts import RedisServer
 from marketdata import groups
 from marketdata.delivery import fanout
 
@@ -88,51 +91,73 @@ async def publish_market_window(
     round trip. `fences`: the publisher's fencing token per symbol (`marketdata.worker.leases`), carried in each payload."""
     fences = fences or {}
     at = time.time()  # when it was published: the hubs report the lag from here to their receipt
-    redis = _redis()
+    redis = _maybe_redis()
     if redis is None:
         hub = market_hub()
         for symbol, messages in window.items():
             hub.publish_local(groups.market_key(symbol, session), fanout.encode_payload(messages, fences.get(symbol), at))
         return
-    client, prefix = redis
-    async with client.pipeline(transaction=False) as pipe:
-        for symbol, messages in window.items():
-            payload = fanout.encode_payload(messages, fences.get(symbol), at)
-            pipe.publish(groups.live_channel(prefix, groups.market_key(symbol, session)), payload)
-        await pipe.execute()
+    prefix = redis[1]
+    by_shard: dict[int, list[str]] = {}
+    for symbol in window:
+        by_shard.setdefault(shard_of(symbol), []).append(symbol)
+
+    async def publish(shard: int, symbols: list[str]) -> None:
+        async with _redis(shard)[0].pipeline(transaction=False) as pipe:
+            for symbol in symbols:
+                payload = fanout.encode_payload(window[symbol], fences.get(symbol), at)
+                pipe.publish(groups.live_channel(prefix, groups.market_key(symbol, session)), payload)
+            await pipe.execute()
+
+    if len(by_shard) == 1:
+        [(shard, symbols)] = by_shard.items()
+        await publish(shard, symbols)
+        return
+    # Every shard's round trip at once; the first failure is raised once all have ended (none is left running).
+    outcomes = await asyncio.gather(*(publish(shard, symbols) for shard, symbols in by_shard.items()), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def redis_ping() -> None:
-    """Raise (redis ConnectionError, TimeoutError) unless the channel layer's Redis answers; nothing without one."""
-    redis = _redis()
-    if redis is not None:
-        await redis[0].ping()
+    """Raise (redis ConnectionError, TimeoutError) unless every server of the channel layer's Redis answers; nothing without one."""
+    servers = redis_servers()
+    for shard in range(len(servers or ())):
+        await _redis(shard)[0].ping()
 
 
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, fanout.LocalHub] = weakref.WeakKeyDictionary()
+Hub = fanout.LocalHub | fanout.ShardedHub
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
 _local_hubs: weakref.WeakKeyDictionary[Any, fanout.LocalHub] = weakref.WeakKeyDictionary()
 _process_hub = fanout.LocalHub()  # without any channel layer
 
 
-def market_hub() -> fanout.LocalHub:
-    """This process's hub: on the channel layer's Redis (one per event loop), or in-process beside an in-memory layer."""
-    target = redis_target()
-    if target is not None:
+def market_hub() -> Hub:
+    """This process's hub: on the channel layer's Redis (one per event loop; with several servers, one connection to
+    each, `fanout.ShardedHub`), or in-process beside an in-memory layer."""
+    servers = redis_servers()
+    if servers is not None:
+        target = redis_target()
+        assert target is not None
         loop = asyncio.get_running_loop()
         hub = _hubs.get(loop)
-        if hub is None or hub.redis != target:
-            hub = _hubs[loop] = fanout.LocalHub(target, socket_timeout=settings.REDIS_SOCKET_TIMEOUT)
+        if len(servers) == 1:
+            if not isinstance(hub, fanout.LocalHub) or hub.redis != target:
+                hub = _hubs[loop] = fanout.LocalHub(target, socket_timeout=settings.REDIS_SOCKET_TIMEOUT)
+        elif not isinstance(hub, fanout.ShardedHub) or (hub.servers, hub.prefix) != (servers, target[1]):
+            hub = _hubs[loop] = fanout.ShardedHub(servers, target[1], socket_timeout=settings.REDIS_SOCKET_TIMEOUT)
         return hub
     layer = get_channel_layer()
     if layer is None:
         return _process_hub
-    hub = _local_hubs.get(layer)
-    if hub is None:
-        hub = _local_hubs[layer] = fanout.LocalHub()
-    return hub
+    local = _local_hubs.get(layer)
+    if local is None:
+        local = _local_hubs[layer] = fanout.LocalHub()
+    return local
 
 
-def market_hub_if_any() -> fanout.LocalHub | None:
+def market_hub_if_any() -> Hub | None:
     """This event loop's Redis hub if one was made (for /readyz: it says whether it is connected); None otherwise."""
     if redis_target() is None:
         return None
@@ -168,7 +193,7 @@ def alerts_changed_on_commit() -> None:
 
 
 async def _alerts_bump() -> None:
-    redis = _redis()
+    redis = _maybe_redis()
     if redis is not None:
         await redis[0].incr(groups.alerts_version_key(redis[1]))
 
@@ -178,7 +203,7 @@ async def alerts_version(client: aioredis.Redis | None = None) -> str:
 
     `client`: a client of the caller's own on the channel layer's Redis (`redis_client`), so that its connections,
     broken by an outage, are never the ones another user of this loop's client picks up next."""
-    redis = _redis()
+    redis = _maybe_redis()
     if redis is None:
         return str(_local_alerts_version)
     return str(await (client or redis[0]).get(groups.alerts_version_key(redis[1])) or "")
@@ -189,7 +214,10 @@ TAPE_LENGTH = 10_000
 # A recorder renews its claim every second; a worker stops taping this long after the last one went.
 TAPE_LISTEN_SECONDS = 5
 
-_redis_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[aioredis.Redis, str, str]] = weakref.WeakKeyDictionary()
+# Per event loop: ({shard: client}, the servers, the key prefix) they were made for.
+_redis_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[dict[int, aioredis.Redis], tuple[RedisServer, ...], str]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,58 +228,87 @@ class TapeChunk:
     lines: str
 
 
-def redis_target() -> tuple[str, str] | None:
-    """(address, key prefix) of the channel layer's Redis server; None when the layer is not Redis."""
+def redis_servers() -> tuple[RedisServer, ...] | None:
+    """The channel layer's Redis servers, in order (several: shards, `config.redis_hosts`); None when the layer is not Redis."""
     config: dict[str, Any] = settings.CHANNEL_LAYERS.get("default", {})
     if "redis" not in config.get("BACKEND", "").lower():
         return None
-    host = config["CONFIG"]["hosts"][0]
-    address = host["address"] if isinstance(host, dict) else host
-    return str(address), str(config["CONFIG"].get("prefix", "asgi"))
+    hosts = config["CONFIG"]["hosts"]
+    global _servers_read
+    if _servers_read is None or _servers_read[0] != hosts:
+        _servers_read = (copy.deepcopy(hosts), redis_hosts.servers(hosts))
+    return _servers_read[1]
 
 
-# Connections one client (one per event loop and use) opens at most; commands beyond wait for a free one.
-REDIS_MAX_CONNECTIONS = 100
+_servers_read: tuple[Any, tuple[RedisServer, ...]] | None = None  # (a copy of the hosts list read, its servers)
 
 
-def redis_client(address: str) -> aioredis.Redis:
-    """A client for commands (history, connection counts, tape, publishing).
-
-    Its pool blocks when all its connections are busy: redis-py 8's default pool raises
-    MaxConnectionsError past 100 instead, which failed the subscribes of a burst of
-    reconnecting clients (a restarted server) with `server_error`.
-    """
-    pool = aioredis.BlockingConnectionPool.from_url(
-        address,
-        max_connections=REDIS_MAX_CONNECTIONS,
-        timeout=settings.REDIS_SOCKET_TIMEOUT,
-        socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
-        decode_responses=True,
-    )
-    return aioredis.Redis.from_pool(pool)
-
-
-def _redis() -> tuple[aioredis.Redis, str] | None:
-    """A client on the channel layer's Redis (one per event loop) and the layer's key prefix; None without a Redis layer."""
-    target = redis_target()
-    if target is None:
+def redis_target() -> tuple[RedisServer, str] | None:
+    """(the first server, key prefix) of the channel layer's Redis; None when the layer is not Redis."""
+    servers = redis_servers()
+    if servers is None:
         return None
-    address, prefix = target
+    config: dict[str, Any] = settings.CHANNEL_LAYERS["default"]
+    return servers[0], str(config["CONFIG"].get("prefix", "asgi"))
+
+
+def redis_client(server: RedisServer | str) -> aioredis.Redis:
+    """A client for commands (history, connection counts, tape, publishing), on a server or a URL.
+
+    Its pool holds REDIS_MAX_CONNECTIONS connections and then blocks (up to REDIS_SOCKET_TIMEOUT): redis-py 8's
+    default pool raises MaxConnectionsError past 100 instead, which failed the subscribes of a burst of
+    reconnecting clients (a restarted server) with `server_error`. Through Sentinel, each new connection
+    goes to the master the sentinels name at that moment.
+    """
+    if isinstance(server, str):
+        server = RedisServer(url=server)
+    return server.client(max_connections=settings.REDIS_MAX_CONNECTIONS, timeout=settings.REDIS_SOCKET_TIMEOUT)
+
+
+def shard_of(key: str) -> int:
+    """The server (index into `redis_servers()`) holding a symbol's market data: its live channel, history, snapshots,
+    lease and fence. `key`: a symbol, or a market key (`groups.market_key`: a replay session's streams share their
+    symbol's server). CRC-32 of the symbol modulo the number of servers (`config.redis_hosts.shard_index`)."""
+    servers = redis_servers()
+    return redis_hosts.shard_index(key.partition("?")[0], len(servers) if servers else 1)
+
+
+def _redis(shard: int = 0) -> tuple[aioredis.Redis, str]:
+    """A client on one server of the channel layer's Redis (one per event loop and server) and the layer's key prefix.
+    Raises RuntimeError without a Redis layer."""
+    target = redis_target()
+    servers = redis_servers()
+    if target is None or servers is None:
+        raise RuntimeError("no Redis channel layer")
+    prefix = target[1]
     loop = asyncio.get_running_loop()
     known = _redis_clients.get(loop)
-    if known is None or known[1:] != (address, prefix):
-        known = _redis_clients[loop] = (redis_client(address), address, prefix)
-    return known[0], prefix
+    if known is None or known[1:] != (servers, prefix):
+        known = _redis_clients[loop] = ({}, servers, prefix)
+    client = known[0].get(shard)
+    if client is None:
+        client = known[0][shard] = redis_client(servers[shard])
+    return client, prefix
 
 
-def command_redis() -> tuple[aioredis.Redis, str] | None:
-    """A command client on the channel layer's Redis for this event loop, and the layer's key prefix; None without one."""
-    return _redis()
+def _maybe_redis() -> tuple[aioredis.Redis, str] | None:
+    """`_redis()` on the first server, or None without a Redis layer (what is not per symbol lives there)."""
+    return None if redis_target() is None else _redis()
+
+
+def command_redis(key: str | None = None) -> tuple[aioredis.Redis, str] | None:
+    """A command client for this event loop, and the layer's key prefix; None without a Redis layer.
+
+    `key`: a symbol or market key, for the server holding its data (`shard_of`); None: the first server, where what is
+    not per symbol lives (connection counts, the alerts version, the tape)."""
+    if redis_target() is None:
+        return None
+    return _redis(0 if key is None else shard_of(key))
 
 
 def _tape() -> tuple[aioredis.Redis, str] | None:
     """A Redis client on the channel layer's server, and the tape's key; None without a Redis layer."""
-    redis = _redis()
+    redis = _maybe_redis()
     return None if redis is None else (redis[0], f"{redis[1]}:tape")
 
 

@@ -126,16 +126,19 @@ class Leases:
         # key → when (time.monotonic()) the lease another producer holds ends unless renewed, as of its last refusal
         self.ends: dict[str, float] = {}
         self._redis = redis
-        self._scripts: tuple[aioredis.Redis, dict[str, Any]] | None = None  # registered on this client
+        self._scripts: dict[int, tuple[aioredis.Redis, dict[str, Any]]] = {}  # per client (one per server): its scripts
 
-    def _script(self, name: str) -> Any:
-        client = self._connection()[0]
-        if self._scripts is None or self._scripts[0] is not client:
-            self._scripts = (client, {key: client.register_script(source) for key, source in _SCRIPTS.items()})
-        return self._scripts[1][name]
+    def _script(self, name: str, key: str) -> Any:
+        client = self._connection(key)[0]
+        scripts = self._scripts.get(id(client))
+        if scripts is None or scripts[0] is not client:
+            scripts = self._scripts[id(client)] = (client, {script: client.register_script(source) for script, source in _SCRIPTS.items()})
+        return scripts[1][name]
 
-    def _connection(self) -> tuple[aioredis.Redis, str]:
-        redis = self._redis or streams.command_redis()
+    def _connection(self, key: str | None = None) -> tuple[aioredis.Redis, str]:
+        """The client for `key`'s lease: with several Redis servers, on the one holding its symbol's data
+        (`streams.shard_of`), so the history's fenced writes see its fence counter."""
+        redis = self._redis or streams.command_redis(key)
         if redis is None:
             raise RuntimeError("leases need the Redis channel layer")
         return redis
@@ -160,7 +163,7 @@ class Leases:
         for key in keys:
             if key in self.tokens:
                 continue
-            token, current, *pttl = await self._script("acquire")(
+            token, current, *pttl = await self._script("acquire", key)(
                 keys=self._keys(key), args=[self.holder, self.ttl_ms, int(takeover), self.fence_expiry, self.highest.get(key, 0)]
             )
             if token:
@@ -186,7 +189,7 @@ class Leases:
         """Extend every lease held; the ones that are gone (taken over, or expired and taken) are dropped and returned."""
         lost = []
         for key, token in list(self.tokens.items()):
-            current = await self._script("renew")(keys=self._keys(key), args=[token, self.holder, self.ttl_ms, self.fence_expiry])
+            current = await self._script("renew", key)(keys=self._keys(key), args=[token, self.holder, self.ttl_ms, self.fence_expiry])
             # Unless forgotten meanwhile (a fenced write, while this awaited Redis, showed it gone: the writer reports it).
             if current and self.tokens.get(key) == token:
                 del self.tokens[key]
@@ -195,7 +198,7 @@ class Leases:
 
     async def holder_of(self, key: str) -> str:
         """Who holds the lease of `key` now ("" when nobody does)."""
-        client, _ = self._connection()
+        client, _ = self._connection(key)
         value = await client.get(self._keys(key)[0])
         return "" if value is None else _holder(str(value))
 
@@ -208,7 +211,7 @@ class Leases:
         """Give every lease back, so another producer need not wait for the TTL."""
         for key, token in list(self.tokens.items()):
             try:
-                await self._script("release")(keys=self._keys(key)[:1], args=[token, self.holder])
+                await self._script("release", key)(keys=self._keys(key)[:1], args=[token, self.holder])
             except Exception:
                 log.exception("could not release the lease of %s; it expires in %.0f s", key, self.ttl)
         self.tokens.clear()

@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 from asgiref.sync import SyncToAsync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 
 from config.asgi import application
 from marketdata import groups
@@ -424,5 +425,5 @@ async def test_after_a_lost_redis_connection_the_hub_resubscribes_and_sockets_ca
 async def test_a_burst_of_requests_past_the_redis_pool_waits_instead_of_failing(redis_layer: dict[str, Any]) -> None:
     # A restarted server: every client reconnects and subscribes at once, each reading a snapshot.
     store = market_store()
-    snapshots = await asyncio.gather(*(store.snapshot("ticker:BTC-USD") for _ in range(3 * streams.REDIS_MAX_CONNECTIONS)))
+    snapshots = await asyncio.gather(*(store.snapshot("ticker:BTC-USD") for _ in range(3 * settings.REDIS_MAX_CONNECTIONS)))
     assert {(s["epoch"], s["seq"]) for s in snapshots} == {("", 0)}

@@ -236,9 +236,9 @@ async def test_a_lease_forgotten_while_its_renewal_awaits_redis_is_not_reported_
     await taker.acquire(["AAPL", "BTC-USD"], takeover=True)
     script = holder._script
 
-    def forgetting(name: str) -> Any:
+    def forgetting(name: str, key: str) -> Any:
         holder.forget(["AAPL", "BTC-USD"])  # what the fenced write does, here while the renewal awaits Redis
-        return script(name)
+        return script(name, key)
 
     monkeypatch.setattr(holder, "_script", forgetting)
     assert await holder.renew() == []
