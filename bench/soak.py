@@ -82,7 +82,7 @@ class Schedule:
 
 
 FULL = Schedule(bots=300, dashboards=250, warmup_s=60, settle_s=100, recover_timeout_s=60, lease_ttl_s=10)
-SHORT = Schedule(bots=60, dashboards=40, warmup_s=4, settle_s=8, recover_timeout_s=20, lease_ttl_s=3)
+SHORT = Schedule(bots=60, dashboards=40, warmup_s=4, settle_s=8, recover_timeout_s=40, lease_ttl_s=3)
 
 
 # -- setup, in a child process with Django --------------------------------------------------------------
@@ -564,10 +564,11 @@ class Soak:
             info = self.inject(name, ready["start"])
             self.faults.append(info)
             print(f"soak: {name}: {info.get('what')}; every client current after {info['current'].get('after_s')} s", flush=True)
-            self.pause(info["at"] + self.schedule.settle_s)
+            # At least half the settle time after every client is current again, so "after" has seconds to it.
+            self.pause(max(info["at"] + self.schedule.settle_s, time.time() + self.schedule.settle_s / 2))
         clients.send("quit")
         result = clients.event("result", timeout=120)
-        return {"ready": ready, "clients": result, "faults": self.faults, "measured_from": t0}
+        return {"ready": ready, "clients": result, "faults": self.faults, "measured_from": t0, "bots": self.schedule.bots}
 
 
 # -- the report ------------------------------------------------------------------------------------------------
@@ -628,6 +629,7 @@ def figures(run: dict[str, Any], samples: dict[str, list[tuple[float, float, flo
                 "bot_expected": expected,
                 "bot_by_snapshot": sum(r["by_snapshot"] for r in rows_),
                 "dashboard_deliveries": sum(r["dashboard_deliveries"] for r in rows_),
+                "bytes_per_bot_s": round(sum(r.get("bot_bytes", 0) for r in rows_) / max(1, len(rows_)) / run["bots"]),
                 "processes": processes,
                 "fault": {k: v for k, v in (fault or {}).items() if k not in ("current", "what", "name")},
             }
@@ -652,17 +654,21 @@ def markdown(report: dict[str, Any]) -> str:
         f"dashboards, all through nginx. Lease TTL {s['lease_ttl_s']:g} s. Warm-up {s['warmup_s']:g} s, then each fault "
         f"and {s['settle_s']:g} s until the next.",
         "",
-        "| window | silent gaps | signalled (snapshot / not recovered) | closes → reconnects | every client current after | "
+        "| window | silent gaps | signalled (snapshot / not recovered) | closes → reconnects | current again: first / half / every client | "
         "hit / spared clients, slowest | staleness max during → after (p99 after) | bot updates / published (restated by snapshot) | "
         "dashboard deliveries |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["windows"]:
         current = row["current"] or {}
-        hit = f"{current.get('hit', 0)} ({fmt(current.get('hit_max_s'), '.2f')} s) / {current.get('spared', 0)} ({fmt(current.get('spared_max_s'), '.2f')} s)"
+        hit = (
+            f"{current.get('hit', 0)} ({fmt(current.get('hit_max_s'), '.2f')} s) / "
+            f"{current.get('spared', 0)} ({fmt(current.get('spared_max_s'), '.2f')} s)"
+        )
         lines.append(
             f"| **{row['name']}** | {row['silent_gaps']} | {row['signalled']} | {row['closes']} → {row['connects']} | "
-            f"{fmt(row['current_after_s'], '.2f')} s | {hit if row['current'] else '–'} | "
+            f"{fmt(current.get('first_s'), '.2f')} / {fmt(current.get('p50_s'), '.2f')} / {fmt(row['current_after_s'], '.2f')} s | "
+            f"{hit if row['current'] else '–'} | "
             f"{fmt(row['stale_max_during_ms'])} → {fmt(row['stale_max_after_ms'])} ms ({fmt(row['stale_p99_after_ms'])}) | "
             f"{row['bot_updates']:,} / {row['bot_expected']:,} ({row['bot_by_snapshot']:,}) | {row['dashboard_deliveries']:,} |"
         )
@@ -670,6 +676,12 @@ def markdown(report: dict[str, Any]) -> str:
     for row in report["windows"][1:]:
         extra = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row["fault"].items() if k != "at")
         lines.append(f"- **{row['name']}**: {row['what']}" + (f" ({extra})" if extra else ""))
+    if "slow" in report["schedule"]["faults"]:
+        slow = next(row for row in report["windows"] if row["name"] == "slow")
+        lines.append(
+            f"- The slow client's channels carried about {slow['bytes_per_bot_s']:,} bytes/s (what each bot received of "
+            "the same ticker, trades and candles; BTC-USD's book has no data in an aggTrades file)."
+        )
     lines += [
         "",
         f"CPU (mean % of one core; the machine has {os.cpu_count()}) and peak RSS (MB) per process, per window. "

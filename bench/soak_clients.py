@@ -82,6 +82,7 @@ class Second:
 
     __slots__ = (
         "backwards",
+        "bot_bytes",
         "bot_updates",
         "by_snapshot",
         "closes",
@@ -98,6 +99,7 @@ class Second:
     def __init__(self) -> None:
         self.deliveries = 0
         self.bot_updates = 0
+        self.bot_bytes = 0  # text received by bots: what one more client of the same channels is sent
         self.dashboard_deliveries = 0
         self.stale_max = 0.0
         self.stale: list[float] = []
@@ -117,6 +119,7 @@ class Second:
             "t": t,
             "deliveries": self.deliveries,
             "bot_updates": self.bot_updates,
+            "bot_bytes": self.bot_bytes,
             "dashboard_deliveries": self.dashboard_deliveries,
             "stale_p50_ms": p50,
             "stale_p99_ms": p99,
@@ -189,10 +192,14 @@ class Board:
         times = {peer: at - mark.at_ms / 1000.0 for peer, at in mark.current_at.items()}
         hit = [t for peer, t in times.items() if peer in mark.closed]
         spared = [t for peer, t in times.items() if peer not in mark.closed]
+        ordered = sorted(times.values())
         emit(
             "current",
             name=mark.name,
-            after_s=max(times.values()) if times else 0.0,
+            after_s=ordered[-1] if ordered else 0.0,
+            first_s=ordered[0] if ordered else 0.0,  # the data is back: the first client has some
+            p50_s=ordered[len(ordered) // 2] if ordered else 0.0,
+            p90_s=ordered[int(len(ordered) * 0.9)] if ordered else 0.0,
             hit=len(hit),
             hit_max_s=max(hit) if hit else None,
             spared=len(spared),
@@ -243,7 +250,10 @@ class Peer:
                         async for raw in ws:
                             silence.reschedule(loop.time() + SILENCE_S)
                             attempt = 0
-                            for reply in self.frame(json.loads(raw), time.time()):
+                            now = time.time()
+                            if self.kind == "bot":
+                                self.board.second(now).bot_bytes += len(raw)
+                            for reply in self.frame(json.loads(raw), now):
                                 await ws.send(json.dumps(reply))
                     code = str(ws.close_code) if ws.close_code is not None else "1006"
             except ConnectionClosed as exc:
