@@ -637,6 +637,19 @@ def figures(run: dict[str, Any], samples: dict[str, list[tuple[float, float, flo
     return rows
 
 
+NOTES = """How to read it:
+- Silent gaps: an update that does not follow the bot's last one on its channel (same epoch and the next seq, or seq 1
+  of a new epoch), a heartbeat naming a seq the bot never got, or a `resumed` replay not starting where it asked. A gap
+  the server announced (a snapshot, `resumed` with `recovered: false`) is counted as signalled, not silent.
+- Current again: from the fault until the first, half and every client had data published after it (bots: their
+  ticker channel; dashboards: a held row's price_ts). Hit clients lost their socket; the spared ones' time is the
+  recorded session's own pace (it has quiet spells of up to a second).
+- Staleness: receive time minus the data's exchange time (the replay is rebased, so that is its publication time),
+  the largest per-second max during the recovery and after it, and the largest per-second p99 after it.
+- Published: how far each bot channel's seq moved while the bot held it; as updates plus restated by a snapshot.
+- CPU and RSS from /proc, summed over each process tree (PostgreSQL's shared memory counts once per backend)."""
+
+
 def fmt(value: Any, spec: str = ",.0f") -> str:
     return "–" if value is None else format(value, spec)
 
@@ -700,7 +713,7 @@ def markdown(report: dict[str, Any]) -> str:
         whole = row["processes"].get("machine", {}).get("cpu_pct_mean")
         cells += [f"{ours:.0f} %", f"{fmt(whole)} % ({fmt(None if whole is None else max(0.0, whole - ours))} %)"]
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
-    lines += ["", report.get("notes", ""), ""]
+    lines += ["", NOTES, ""]
     return "\n".join(lines)
 
 
