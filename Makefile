@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 FANOUT_ARGS ?=
 
-.PHONY: run test lint typecheck pytest chromium redis-server clean bench-replay vendor
+.PHONY: run test lint typecheck pytest chromium nginx redis-server clean bench-replay vendor
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit("Livefolio needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
@@ -40,8 +40,8 @@ vendor: $(CHARTS_LIB)
 run: $(VENV)/.run-deps $(CHARTS_LIB)
 	$(PY) -m config.devstack
 
-## Set up (including Debian's chromium and redis-server where possible) and run lint, type checks and the whole suite.
-test: $(VENV)/.dev-deps $(CHARTS_LIB) chromium redis-server lint typecheck pytest
+## Set up (including Debian's chromium, nginx and redis-server where possible) and run lint, type checks and the whole suite.
+test: $(VENV)/.dev-deps $(CHARTS_LIB) chromium nginx redis-server lint typecheck pytest
 
 lint: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff check .
@@ -93,6 +93,15 @@ chromium:
 		echo "Installing Debian's chromium for the browser tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "note: /usr/bin/chromium is missing and cannot be installed here; browser tests will be skipped"; fi
+
+# The proxy recipe's tests (tests/deploy/) run Debian's nginx as the current user on loopback ports; the
+# package's own service is not needed (nor started by the tests).
+nginx:
+	@if [ -x /usr/sbin/nginx ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian's nginx for the proxy tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	else echo "note: /usr/sbin/nginx is missing and cannot be installed here; the nginx tests will be skipped"; fi
 
 # The Sentinel failover and sharding tests run Debian's redis-server, the sentinels too (`redis-server --sentinel`:
 # the redis-sentinel package only adds a service and a link to the same binary, so it is not needed here).

@@ -51,8 +51,11 @@ def synthetic_instrument(instrument: Instrument) -> SyntheticInstrument:
     return SyntheticInstrument(instrument.symbol, start, places=price_places(start, minimum=2 if start >= 10 else 4))
 
 
-def feed_build(row: FeedRow, *, symbols: SymbolMap, instruments: Iterable[Instrument]) -> Feed:
-    """The feed object for a configured feed. `instruments`: the active ones (what a synthetic feed walks)."""
+def feed_build(row: FeedRow, *, symbols: SymbolMap, instruments: Iterable[Instrument], only: set[str] | None = None) -> Feed | None:
+    """The feed object for a configured feed. `instruments`: the active ones (what a synthetic feed walks).
+
+    `only` (`run_feeds --symbols`): a synthetic feed walks these of its instruments only, and is None when it walks
+    none of them; the other kinds are filtered through `symbols.wanted`, which the caller sets."""
     options_check(kind=row.kind, options=row.options, symbols=row.symbol_list)
     opts = row.options
     if row.kind == FeedKind.SYNTHETIC:
@@ -61,6 +64,10 @@ def feed_build(row: FeedRow, *, symbols: SymbolMap, instruments: Iterable[Instru
         missing = sorted(wanted - {i.symbol for i in chosen})
         if missing:
             raise ValueError(f"not an active instrument: {', '.join(missing)}")
+        if only is not None:
+            chosen = [i for i in chosen if i.symbol in only]
+            if not chosen:
+                return None
         return SyntheticFeed(
             instruments=[synthetic_instrument(i) for i in chosen],
             ticks_per_second=float(opts.get("ticks_per_second", settings.SYNTHETIC_TICKS_PER_SECOND)),

@@ -10,7 +10,10 @@ producer is refused and told who holds the lease, or takes it over explicitly
 (`takeover`): a new, higher token. The holder renews every third of the TTL and so
 notices within that time that its lease is gone (taken over, or expired and taken);
 it then stops publishing the symbol. A holder that is killed stops renewing, and the
-lease is free once its TTL has run out.
+lease is free once its TTL has run out. A refusal also tells when the refused lease
+ends unless its holder renews it (`ends`), so a standby can try again at that moment
+rather than up to a renewal period later: it takes over a dead or hung holder within
+the TTL of the holder's last renewal.
 
 Renewing alone cannot stop a holder that hangs past its TTL and then wakes up:
 fencing does. Every write carries the writer's token. The history append checks
@@ -27,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,12 +44,12 @@ from marketdata.delivery import streams
 log = logging.getLogger(__name__)
 
 # KEYS: lease, fence. ARGV: holder, ttl ms, takeover (1/0), fence expiry s (0: never), floor.
-# → {token, ""} when taken, {0, "<token> <holder>"} when refused.
+# → {token, ""} when taken, {0, "<token> <holder>", pttl ms} when refused (pttl: when the holder's lease ends unless renewed).
 # `floor`: the highest token this worker ever held for the key. A Redis that restarted empty has lost its fence
 # counters; starting the counter from the floor keeps the new token above every one the servers have seen.
 _ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
-if current and ARGV[3] ~= '1' then return {0, current} end
+if current and ARGV[3] ~= '1' then return {0, current, redis.call('PTTL', KEYS[1])} end
 if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[5]) then redis.call('SET', KEYS[2], ARGV[5]) end
 local token = redis.call('INCR', KEYS[2])
 if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
@@ -119,6 +123,8 @@ class Leases:
         self.fence_expiry = fence_expiry
         self.tokens: dict[str, int] = {}  # key → the token this worker holds it with
         self.highest: dict[str, int] = {}  # key → the highest token this worker ever held it with (the next one's floor)
+        # key → when (time.monotonic()) the lease another producer holds ends unless renewed, as of its last refusal
+        self.ends: dict[str, float] = {}
         self._redis = redis
         self._scripts: dict[int, tuple[aioredis.Redis, dict[str, Any]]] = {}  # per client (one per server): its scripts
 
@@ -157,24 +163,35 @@ class Leases:
         for key in keys:
             if key in self.tokens:
                 continue
-            token, current = await self._script("acquire", key)(
+            token, current, *pttl = await self._script("acquire", key)(
                 keys=self._keys(key), args=[self.holder, self.ttl_ms, int(takeover), self.fence_expiry, self.highest.get(key, 0)]
             )
             if token:
+                self.ends.pop(key, None)
                 self.tokens[key] = self.highest[key] = int(token)
                 if current:
                     previous[key] = _holder(current)
                     log.warning("took over %s from %s (token %s)", key, _holder(current), token)
             else:
                 refused[key] = _holder(current)
+                # PTTL -1 (no expiry) cannot happen to a lease; if it did, the holder's full TTL is the guess.
+                left = int(pttl[0]) if pttl and int(pttl[0]) >= 0 else self.ttl_ms
+                self.ends[key] = time.monotonic() + left / 1000
         return previous if takeover else refused
+
+    def ending(self, keys: Iterable[str]) -> float | None:
+        """Seconds until the first of these refused leases ends unless its holder renews it (0 when past; None when
+        none of them was refused): when a standby should try again to take over a dead or hung holder."""
+        ends = [self.ends[key] for key in keys if key in self.ends]
+        return None if not ends else max(0.0, min(ends) - time.monotonic())
 
     async def renew(self) -> list[Lost]:
         """Extend every lease held; the ones that are gone (taken over, or expired and taken) are dropped and returned."""
         lost = []
         for key, token in list(self.tokens.items()):
             current = await self._script("renew", key)(keys=self._keys(key), args=[token, self.holder, self.ttl_ms, self.fence_expiry])
-            if current:
+            # Unless forgotten meanwhile (a fenced write, while this awaited Redis, showed it gone: the writer reports it).
+            if current and self.tokens.get(key) == token:
                 del self.tokens[key]
                 lost.append(Lost(key, "" if current == "-" else _holder(current)))
         return lost

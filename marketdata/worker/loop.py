@@ -51,7 +51,8 @@ With `leases` (`marketdata.worker.leases`) the worker publishes a symbol only
 while it holds that symbol's lease, taken when its first event arrives. A symbol
 another producer holds is refused (`LeaseRefused` stops the run), or, for a
 `standby` worker, its events are skipped and counted while the lease is retried
-at every renewal, so it takes over once the holder stops or dies. A lease lost
+at every renewal and at the moment it ends unless renewed, so it takes over within
+the lease TTL once the holder stops, dies or hangs. A lease lost
 (taken over, or fenced off at the history) ends publishing of that symbol.
 """
 
@@ -118,6 +119,8 @@ MINUTE_BACKLOG = 240
 ONE_US = timedelta(microseconds=1)
 # How often the worker asks Redis whether a recorder is listening.
 TAPE_CHECK_SECONDS = 1.0
+# A standby tries to take a lease this long after Redis said it would end (Redis expires keys to the millisecond).
+LEASE_END_MARGIN = 0.01
 
 
 async def _store_candles(candles: Sequence[Candle]) -> int:
@@ -260,6 +263,7 @@ class Worker:
         self.redis_outage = Outage("Redis", first=first, cap=cap)
         self.db_outage = Outage("the database", first=first, cap=cap)
         self._renewing = asyncio.Lock()  # one lease renewal at a time (the renewal loop, and the return of Redis)
+        self._refused = asyncio.Event()  # set when a standby is refused a symbol for the first time (`_keep_leases`)
         self._unsaved: dict[str, PriceUpdate] = {}
         self._last_flush = time.monotonic()
         self._outbox: list[PriceUpdate] = []  # drained, not yet published
@@ -367,6 +371,7 @@ class Worker:
         if not self.standby:
             raise LeaseRefused(refused)
         self._waiting[symbol] = refused[key]
+        self._refused.set()  # the lease keeper learns when this lease ends
         log.warning("%s is published by %s: standing by, and taking over when its lease ends", key, refused[key])
         return False
 
@@ -382,17 +387,34 @@ class Worker:
         return self._symbols[key]
 
     async def _keep_leases(self) -> None:
-        """Renew the leases every third of their TTL: notice the ones lost, and (standby) take the ones freed."""
-        assert self.leases is not None
+        """Renew the leases every third of their TTL: notice the ones lost, and (standby) take the ones freed.
+
+        A standby also wakes when a lease it waits for ends unless its holder renews it (`Leases.ending`, told by each
+        refusal), so it takes over a holder that died or hangs within the TTL of that holder's last renewal, not up to a
+        renewal period later."""
+        leases = self.leases
+        assert leases is not None
+        period = leases.ttl / 3
+        due = time.monotonic() + period  # the next renewal of the leases held
         while True:
-            await asyncio.sleep(self.leases.ttl / 3)
+            self._refused.clear()
+            ending = leases.ending(map(self._key, self._waiting))
+            wait = due - time.monotonic() if ending is None else min(due - time.monotonic(), ending + LEASE_END_MARGIN)
+            try:
+                await asyncio.wait_for(self._refused.wait(), max(0.0, wait))
+                continue  # a symbol was refused meanwhile: when its holder's lease ends may come first
+            except TimeoutError:
+                pass
             try:
                 await self._renew_leases()
             except REDIS_DOWN as exc:
+                leases.ends.clear()  # stale: tried again at the next renewal, not at once
                 # Logged once per outage; the publishing side notices Redis back and renews before it publishes.
                 self.redis_outage.failed(exc, what=f"renewing the leases of {len(self._held)} symbols")
             except Exception:
+                leases.ends.clear()
                 log.exception("could not renew the leases of %d symbols; retrying", len(self._held))
+            due = time.monotonic() + period
 
     async def _renew_leases(self) -> None:
         """Renew every lease held. One that expired with nobody holding it (Redis restarted empty, or this worker could
@@ -403,14 +425,21 @@ class Worker:
                 symbol = self._symbol(lost.key)
                 if not lost.holder and not (await self.leases.acquire([lost.key])):
                     log.warning("the lease of %s had expired with nobody holding it: taken again", lost.key)
-                    self._regain(symbol)
+                    await self._regain(symbol)
                     continue
                 self._lose(symbol, lost.holder or await self.leases.holder_of(lost.key) or "nobody (it expired)")
             if self._waiting:
                 await self.leases.acquire([self._key(symbol) for symbol in self._waiting])
                 for symbol in [s for s in self._waiting if self._key(s) in self.leases.tokens]:
-                    log.warning("%s: the lease of %s ended; publishing it now", symbol, self._waiting.pop(symbol))
-                    self._regain(symbol)
+                    await self._regain(symbol)  # still waiting meanwhile: its events are skipped until the new epoch is set
+                    holder = self._waiting.pop(symbol)
+                    log.warning(
+                        "%s: the lease of %s ended; publishing it now (token %d, epoch %s)",
+                        symbol,
+                        holder,
+                        self.leases.tokens[self._key(symbol)],
+                        self.market.epoch_of(symbol),
+                    )
 
     @property
     def held_symbols(self) -> frozenset[str]:
@@ -422,34 +451,55 @@ class Worker:
             self._market_history = market_store()
         return self._market_history
 
-    def _fresh_epoch(self, symbol: str) -> str:
-        """A new epoch for a symbol's channels: now (ms), and above the one they had, so that whoever compares
-        epochs (a dashboard, `portfolio.live`) takes the new stream for the newer one, whatever its timestamps."""
+    def _fresh_epoch(self, symbol: str, *, above: str = "") -> str:
+        """A new epoch for a symbol's channels: now (ms), and above the one they had (and `above`), so that whoever
+        compares epochs (a dashboard, `portfolio.live`) takes the new stream for the newer one, whatever its timestamps."""
         epoch = int(new_epoch())
-        try:
-            epoch = max(epoch, int(self.market.epoch_of(symbol)) + 1)
-        except ValueError:
-            pass  # an epoch given by the caller that is no number: now it is
+        for before in (self.market.epoch_of(symbol), above):
+            try:
+                epoch = max(epoch, int(before) + 1)
+            except ValueError:
+                pass  # none, or an epoch given by the caller that is no number: now it is
         return str(epoch)
 
-    def _regain(self, symbol: str) -> None:
+    async def _published_epoch(self, symbol: str) -> str:
+        """The epoch the symbol's ticker was last published under, by whichever producer ("" when unknown)."""
+        try:
+            return (await self._store().head(self.market.names(symbol).ticker))[0]
+        except Exception as exc:
+            log.warning("could not read the epoch %s was last published under (%s); taking a new one from the clock", symbol, exc)
+            return ""
+
+    async def _regain(self, symbol: str) -> None:
         """Publish a symbol again (or for the first time) after another producer held it: its channels start over,
-        under a new epoch (which may be older than the other producer's worker epoch otherwise)."""
-        self._store().forget(self.market.restart(symbol, epoch=self._fresh_epoch(symbol)))
+        under a new epoch above the other producer's (whose clock, on another machine, may be ahead of this one's)."""
+        above = await self._published_epoch(symbol)
+        self._store().forget(self.market.restart(symbol, epoch=self._fresh_epoch(symbol, above=above)))
         self._held.add(symbol)
         self.stats.lost.pop(symbol, None)
 
-    def _lose(self, symbol: str, holder: str) -> None:
-        """Stop publishing a symbol whose lease is gone; what it had not published yet is dropped."""
-        self._held.discard(symbol)
-        self.stats.lost[symbol] = holder
+    def _lose(self, symbol: str, holder: str, *, in_flight: int = 0) -> None:
+        """Stop publishing a symbol whose lease is gone; what it had not published yet is dropped and counted, with
+        `in_flight` messages of a write that was fenced off. The renewal and a fenced write may both find the same
+        loss (they run side by side): it is counted once."""
         dropped = self._unpublished.pop(symbol, [])
         self._unpublished_n -= len(dropped)
+        count = len(dropped) + in_flight
+        self.stats.lease_dropped += count
+        if symbol not in self._held:
+            if count:
+                log.warning("%s: %d more messages dropped (its lease was lost)", symbol, count)
+            return
+        self._held.discard(symbol)
+        # Its quote not stored yet, and its latest price, are older than what the new producer publishes: storing the
+        # one, or valuing portfolios with the other (the minute hooks), would take the price back.
+        self._unsaved.pop(symbol, None)
+        self._latest.pop(symbol, None)
+        self.stats.lost[symbol] = holder
         self.stats.lease_losses += 1
-        self.stats.lease_dropped += len(dropped)
         if self.standby:
             self._waiting[symbol] = holder
-        log.warning("lost the lease of %s to %s: no longer publishing it (%d messages dropped)", symbol, holder, len(dropped))
+        log.warning("lost the lease of %s to %s: no longer publishing it (%d messages dropped)", symbol, holder, count)
 
     # -- windows ------------------------------------------------------------------------------
 
@@ -469,6 +519,9 @@ class Worker:
         # Drained first, so the updates the hooks get carry the minute's last prices.
         self._drain()
         candles = self.hub.take_minute(self._minute)
+        if self.leases is not None:
+            # A symbol lost since: its candle is the new producer's to store (this one's stops where the lease went).
+            candles = [candle for candle in candles if candle.symbol in self._held]
         self.market.minute_closed(candles, self.hub, closed=complete)
         for candle in candles:
             self.references.observe(candle.symbol, candle.start, candle.close)
@@ -555,11 +608,19 @@ class Worker:
         batch, self._outbox = self._outbox, []
         self.stats.windows += 1
         window = self.market.build(self.hub, batch, minute=self._minute)
+        # With leases: a symbol whose lease was lost since its events were applied is the new producer's to publish and
+        # store; what this window holds of it is dropped (and counted).
+        held = None if self.leases is None else self._held
         for update in batch:
+            if held is not None and update.symbol not in held:
+                continue
             self.stats.broadcasts += 1
             self.stats.symbols.add(update.symbol)
             self._unsaved[update.symbol] = update
         for symbol, messages in window.items():
+            if held is not None and symbol not in held:
+                self.stats.lease_dropped += len(messages)
+                continue
             self._unpublished.setdefault(symbol, []).extend(messages)
             self._unpublished_n += len(messages)
 
@@ -643,7 +704,9 @@ class Worker:
                 assert leases is not None
                 leases.forget(fenced.keys)
                 for key in fenced.keys:
-                    self._lose(self._symbol(key), await leases.holder_of(key) or "a producer whose lease has ended")
+                    symbol = self._symbol(key)
+                    holder = await leases.holder_of(key) or "a producer whose lease has ended"
+                    self._lose(symbol, holder, in_flight=len(window.get(symbol, ())))
                 continue  # write the rest: each round drops at least one symbol
             except REDIS_DOWN:
                 raise  # Redis is down: publishing would fail too

@@ -12,14 +12,17 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from marketdata.events import Trade
+from marketdata.feeds import native
 from marketdata.feeds.configured import DEFAULT_START_PRICE, synthetic_instrument
-from marketdata.models import AssetClass, Candle, Feed, FeedKind, Instrument, Quote
+from marketdata.models import AssetClass, Candle, Feed, FeedKind, Instrument, Quote, SymbolAlias
 from marketdata.worker.references import minute_of
 from tests.conftest import T0, listen
 from tests.servers import free_port
@@ -300,3 +303,70 @@ def test_metrics_port_serves_the_workers_metrics_while_it_runs_and_stops_with_it
     assert f"run_feeds: metrics at {url}" in out
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=2)
+
+
+# ---------------------------------------------------------------- --symbols: splitting the symbols across workers
+
+
+@pytest.mark.django_db(transaction=True)
+def test_symbols_limits_the_worker_to_those_instruments_named_by_symbol_or_alias(instruments: dict[str, Instrument]) -> None:
+    feed()
+    SymbolAlias.objects.create(alias="BTCUSDT", source="binance", instrument=instruments["BTC-USD"])
+    aapl, msft = listen("AAPL"), listen("MSFT")
+
+    lines = run_feeds("--symbols", "AAPL", "BTCUSDT", "--duration", "0.5")
+
+    assert lines[0].startswith("run_feeds: synthetic (synthetic); epoch "), lines
+    assert lines[1] == "run_feeds: only AAPL, BTC-USD (--symbols); the feeds' other symbols are left out"
+    summary = SUMMARY.fullmatch(lines[-1])
+    assert summary and summary["symbols"] == "2", lines[-1]
+    assert set(Quote.objects.filter(source="synthetic").values_list("instrument__symbol", flat=True)) == {"AAPL", "BTC-USD"}
+    assert aapl.take() and not msft.take()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_symbols_filters_a_recorded_feed_through_the_symbol_map(instruments: dict[str, Instrument], tmp_path: Path) -> None:
+    """Feeds other than the synthetic one are filtered by symbol as their events are resolved (`SymbolMap.wanted`)."""
+    path = tmp_path / "session.jsonl"
+    with path.open("w") as out:
+        for i in range(20):
+            for symbol in ("AAPL", "MSFT", "BTC-USD"):
+                out.write(native.encode(Trade(symbol, T0 + timedelta(seconds=i), Decimal(100 + i), Decimal(1), "file")) + "\n")
+    feed(enabled=False)
+    Feed.objects.create(name="recorded", kind=FeedKind.REPLAY, options={"paths": [str(path)], "speed": "max"}, enabled=True)
+
+    lines = run_feeds("--symbols", "MSFT", "--duration", "10")  # the file ends first
+
+    summary = SUMMARY.fullmatch(lines[-1])
+    assert summary and summary["events"] == "20" and summary["symbols"] == "1", lines[-1]
+    assert list(Quote.objects.filter(source="file").values_list("instrument__symbol", "price")) == [("MSFT", Decimal(119))]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_feed_with_none_of_the_symbols_is_left_out(instruments: dict[str, Instrument]) -> None:
+    feed(enabled=False)
+    feed("walk-a", symbols="AAPL")
+    feed("walk-b", options={"seed": 2, "ticks_per_second": 10}, symbols="BTC-USD, EUR/USD")
+
+    lines = run_feeds("--symbols", "EUR/USD", "--duration", "0.3")
+
+    start = START.fullmatch(lines[0])
+    assert start and start["feeds"] == "walk-b (synthetic)", lines[0]
+    assert list(Quote.objects.filter(source="synthetic").values_list("instrument__symbol", flat=True)) == ["EUR/USD"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--symbols", "AAPL", "NOPE", "TSLA"], "--symbols: no instrument or alias NOPE, TSLA"),
+        (["--symbols", "SAP"], "--symbols: no instrument or alias SAP"),  # inactive: it gets no prices
+        (["--feed", "walk-a", "--symbols", "MSFT"], "--symbols MSFT: none of the feeds (walk-a) has them"),
+    ],
+)
+def test_symbols_nobody_can_publish_are_refused_by_name(instruments: dict[str, Instrument], args: list[str], message: str) -> None:
+    Instrument.objects.filter(symbol="SAP").update(is_active=False)
+    feed()
+    feed("walk-a", symbols="AAPL")
+    with pytest.raises(CommandError, match=f"^{re.escape(message)}$"):
+        run_feeds(*args, "--duration", "1")
+    assert not Quote.objects.filter(source="synthetic").exists()

@@ -71,14 +71,16 @@ def worker(feed: Any, holder: Leases, **options: Any) -> Worker:
     assert target is not None
     own = RedisMarketStore(streams.redis_client(target[0]), target[1])
     return Worker(
-        feed=feed,
-        conflation=0.02,
-        quote_flush=60,
-        store_quotes=no_store,
-        store_candles=no_candles,
-        leases=holder,
-        market_history=own,
-        **options,
+        **{
+            "feed": feed,
+            "conflation": 0.02,
+            "quote_flush": 60,
+            "store_quotes": no_store,
+            "store_candles": no_candles,
+            "leases": holder,
+            "market_history": own,
+            **options,
+        }
     )
 
 
@@ -165,6 +167,111 @@ async def test_a_takeover_stops_the_holder_publishing_and_its_clients_hear_only_
     assert set(epochs[:switch]) == {holder.hub.epoch} and set(epochs[switch:]) == {taker.hub.epoch}
     assert (await market_store().head("ticker:BTC-USD"))[0] == taker.hub.epoch
     streams.unsubscribe_market(tap, ["ticker:BTC-USD"])
+
+
+async def test_a_refusal_tells_when_the_holders_lease_ends_unless_renewed(redis_layer: Any) -> None:
+    holder, standby = leases("holder", ttl=1), leases("standby", ttl=30)
+    await holder.acquire(["BTC-USD"])
+    assert standby.ending(["BTC-USD"]) is None  # never refused: nothing known
+    await standby.acquire(["BTC-USD"])
+    left = standby.ending(["BTC-USD"])
+    assert left is not None and 0.5 < left <= 1  # the holder's TTL, not the standby's own
+    await asyncio.sleep(left + 0.01)  # the moment the lease ends (Redis expires keys to the millisecond) is what is tested
+    assert await standby.acquire(["BTC-USD"]) == {}
+    assert standby.tokens["BTC-USD"] > holder.tokens["BTC-USD"]
+    assert standby.ending(["BTC-USD"]) is None
+
+
+async def test_a_standby_takes_over_when_the_holders_lease_ends_not_a_renewal_period_later(redis_layer: Any) -> None:
+    """The standby's own renewals come every 20 s (a TTL of 60 s): it must wake when the holder's lease ends instead."""
+    holder = leases("hanging holder", ttl=3)
+    await holder.acquire(["BTC-USD"])
+    standby = worker(Ticking(10_000), leases("standby", ttl=60), standby=True)
+    stop = asyncio.Event()
+    running = asyncio.create_task(standby.run(stop))
+    try:
+        await until(lambda: standby.stats.not_held["BTC-USD"] > 0, what="the standby skipping BTC-USD")
+        for _ in range(5):  # alive a while: renewed, and the standby keeps out (a renewal is 2.8 s short of the TTL)
+            await asyncio.sleep(0.2)
+            assert await holder.renew() == []
+        last_renewal = time.monotonic()  # then it hangs
+        await until(lambda: standby.stats.market_messages > 0, timeout=10, what="the standby publishing BTC-USD")
+        took = time.monotonic() - last_renewal
+        assert took <= holder.ttl + 1, f"took over {took:.2f} s after the holder's last renewal (TTL {holder.ttl} s)"
+        assert standby.leases is not None and standby.leases.tokens["BTC-USD"] > holder.tokens["BTC-USD"]
+        [lost] = await holder.renew()  # the holder wakes up: its lease is gone, to the standby
+        assert lost.holder == "standby"
+    finally:
+        stop.set()
+        await running
+
+
+async def test_a_takeover_starts_an_epoch_above_the_one_published_whatever_the_clocks(redis_layer: Any) -> None:
+    """The holder ran on a machine whose clock is ahead: the standby's new epoch still sorts after its epoch."""
+    holder = leases("holder on a fast clock", ttl=1)
+    await holder.acquire(["BTC-USD"])
+    ahead = str(int(time.time() * 1000) + 86_400_000)  # a day ahead
+    message = {"ch": "ticker:BTC-USD", "epoch": ahead, "seq": 1, "ts": 1, "data": {"last": "1"}}
+    await market_store().append([message], fence=holder.fence(["BTC-USD"]))
+    standby = worker(Ticking(10_000), leases("standby", ttl=60), standby=True)
+    stop = asyncio.Event()
+    running = asyncio.create_task(standby.run(stop))
+    try:
+        await until(lambda: standby.stats.market_messages > 0, timeout=10, what="the standby publishing BTC-USD")
+    finally:
+        stop.set()
+        await running
+    epoch, _ = await market_store().head("ticker:BTC-USD")
+    assert epoch == standby.market.epoch_of("BTC-USD")
+    assert int(epoch) > int(ahead)
+
+
+async def test_a_lease_forgotten_while_its_renewal_awaits_redis_is_not_reported_lost_again(
+    redis_layer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's fenced write and its renewal run side by side: the write may find a lease gone (and forget it) while
+    the renewal of that same lease is on its way; the renewal must not fail, nor report the loss a second time."""
+    holder, taker = leases("holder"), leases("taker")
+    await holder.acquire(["AAPL", "BTC-USD"])
+    await taker.acquire(["AAPL", "BTC-USD"], takeover=True)
+    script = holder._script
+
+    def forgetting(name: str, key: str) -> Any:
+        holder.forget(["AAPL", "BTC-USD"])  # what the fenced write does, here while the renewal awaits Redis
+        return script(name, key)
+
+    monkeypatch.setattr(holder, "_script", forgetting)
+    assert await holder.renew() == []
+    assert holder.tokens == {}
+
+
+async def test_a_worker_that_lost_a_symbol_does_not_store_its_older_quote_or_candle_over_the_new_producers(redis_layer: Any) -> None:
+    stored: list[PriceUpdate] = []
+    candles: list[Candle] = []
+
+    async def store(updates: Iterable[PriceUpdate]) -> int:
+        stored.extend(updates)
+        return 0
+
+    async def store_candles(closed: Sequence[Candle]) -> int:
+        candles.extend(closed)
+        return 0
+
+    # Its quotes are stored at its end only (quote_flush 60 s), and its ticks all fall in one minute, stored at its end.
+    holder = worker(Ticking(100), leases("holder", ttl=TTL), standby=True, store_quotes=store, store_candles=store_candles)
+    stop_holder = asyncio.Event()
+    running = asyncio.create_task(holder.run(stop_holder))
+    await until(lambda: holder.stats.market_messages > 3, what="the holder's prices")
+    taker = worker(Ticking(10_000), leases("taker", ttl=TTL), takeover=True)
+    stop_taker = asyncio.Event()
+    taking = asyncio.create_task(taker.run(stop_taker))
+    await until(lambda: "BTC-USD" in holder.stats.lost, timeout=TTL + 2, what="the holder noticing the takeover")
+    stop_holder.set()
+    await running
+    stop_taker.set()
+    await taking
+    assert stored == []  # its last quote of BTC-USD, older than the taker's prices, was not written at its end
+    assert candles == []  # nor its part of the minute's candle, over the taker's
 
 
 HOLD = """
