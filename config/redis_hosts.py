@@ -147,9 +147,6 @@ class RedisServer:
 
     def sentinel(self) -> Sentinel:
         """A client of this server's sentinels (close it with `aclose`)."""
-        return self._sentinel()
-
-    def _sentinel(self) -> Sentinel:
         return Sentinel(list(self.sentinels), sentinel_kwargs=self._sentinel_kwargs(), password=self.password, db=self.db)
 
     def client(self, *, max_connections: int, timeout: float, decode_responses: bool = True) -> aioredis.Redis:
@@ -159,7 +156,7 @@ class RedisServer:
         if not self.master:
             pool = BlockingConnectionPool.from_url(self.url, max_connections=max_connections, timeout=timeout, **options)
             return aioredis.Redis.from_pool(pool)
-        return self._sentinel().master_for(
+        return self.sentinel().master_for(
             self.master, connection_pool_class=_BlockingSentinelPool, max_connections=max_connections, timeout=timeout, **options
         )
 
@@ -177,7 +174,7 @@ class RedisServer:
         }
         if not self.master:
             return aioredis.Redis.from_url(self.url, **options)
-        sentinel = self._sentinel()
+        sentinel = self.sentinel()
         try:
             host, port = await sentinel.discover_master(self.master)
         finally:
