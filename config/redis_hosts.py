@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from django.core.exceptions import ImproperlyConfigured
 from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -37,6 +38,8 @@ MASTER_CHECK_SECONDS = 1.0
 
 def parse_sentinels(name: str, value: str) -> tuple[tuple[str, int], ...]:
     """REDIS_SENTINELS ("host:port,host:port") as (host, port) pairs; a bad entry stops start-up with its text."""
+    from django.core.exceptions import ImproperlyConfigured  # here: the fan-out imports this module without Django
+
     out = []
     for item in (part.strip() for part in value.split(",")):
         if not item:
@@ -139,13 +142,11 @@ class RedisServer:
             "password": self.sentinel_password,
             "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
             "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
+            "retry": _no_retry(),  # a sentinel that is down: ask the next one at once
         }
 
     def sentinel(self) -> Sentinel:
         """A client of this server's sentinels (close it with `aclose`)."""
-        return self._sentinel()
-
-    def _sentinel(self) -> Sentinel:
         return Sentinel(list(self.sentinels), sentinel_kwargs=self._sentinel_kwargs(), password=self.password, db=self.db)
 
     def client(self, *, max_connections: int, timeout: float, decode_responses: bool = True) -> aioredis.Redis:
@@ -155,22 +156,34 @@ class RedisServer:
         if not self.master:
             pool = BlockingConnectionPool.from_url(self.url, max_connections=max_connections, timeout=timeout, **options)
             return aioredis.Redis.from_pool(pool)
-        return self._sentinel().master_for(
+        return self.sentinel().master_for(
             self.master, connection_pool_class=_BlockingSentinelPool, max_connections=max_connections, timeout=timeout, **options
         )
 
     async def connect_subscriber(self, *, socket_timeout: float) -> aioredis.Redis:
         """A client on this server as of now, for one pub/sub session (RESP2); through Sentinel, on the master it names
         now (raises redis ConnectionError, MasterNotFoundError, when no sentinel names one)."""
-        options: dict[str, Any] = {"protocol": 2, "socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
+        # No retries inside: redis-py's client retries a refused connect 10 times with backoff (up to ~5 s); the hub
+        # has its own backoff, and a try must ask the sentinels again (a dead master's port refused for seconds after
+        # they had named the new one).
+        options: dict[str, Any] = {
+            "protocol": 2,
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_timeout,
+            "retry": _no_retry(),
+        }
         if not self.master:
             return aioredis.Redis.from_url(self.url, **options)
-        sentinel = self._sentinel()
+        sentinel = self.sentinel()
         try:
             host, port = await sentinel.discover_master(self.master)
         finally:
             await sentinel.aclose()
         return aioredis.Redis(host=host, port=port, password=self.password, db=self.db, **options)
+
+
+def _no_retry() -> Retry:
+    return Retry(NoBackoff(), 0)
 
 
 def servers(hosts: Sequence[Any]) -> tuple[RedisServer, ...]:
@@ -188,6 +201,8 @@ def shard_index(symbol: str, shards: int) -> int:
 def configured_servers(env: Mapping[str, str], *, url: str) -> tuple[RedisServer, ...]:
     """The servers the settings name: REDIS_SENTINELS and REDIS_SENTINEL_MASTER (one master name, or several
     separated by commas: shards), or else REDIS_URL (one URL, or several: shards). `env`: the settings' values."""
+    from django.core.exceptions import ImproperlyConfigured  # here: the fan-out imports this module without Django
+
     sentinels_text = env.get("REDIS_SENTINELS", "")
     masters = [name.strip() for name in env.get("REDIS_SENTINEL_MASTER", "").split(",") if name.strip()]
     if not sentinels_text.strip():

@@ -73,6 +73,7 @@ from marketdata.delivery.fanout import Update, encode_frame
 from marketdata.delivery.history import market_store
 from marketdata.delivery.outage import OUTAGE, ClosesOnOutage
 from marketdata.models import Instrument
+from marketdata.worker.outage import DATABASE_DOWN
 from portfolio.consumers import LivePortfolios, ticker_channels
 
 __all__ = ["SERVER_MESSAGE_TYPES", "MarketConsumer"]
@@ -588,6 +589,20 @@ class MarketConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
                 await work(sub)
             except asyncio.CancelledError:
                 raise
+            except OUTAGE as exc:
+                # Redis (or the database) failed under the catch-up, as under a request: try again later, on a new
+                # socket, whose subscribe starts from a snapshot. Seen with two Redis servers, one restarted: this
+                # socket's channel-layer receive was on the other one, so nothing else closed it.
+                log.warning(
+                    "catching up %s on market connection %s: %s: %s; closing it with %d",
+                    sub.name,
+                    self.connection_id,
+                    type(exc).__name__,
+                    exc,
+                    CLOSE_TRY_AGAIN_LATER,
+                )
+                (metrics.DATABASE_ERRORS if isinstance(exc, DATABASE_DOWN) else metrics.REDIS_ERRORS).labels("web").inc()
+                self._close(CLOSE_TRY_AGAIN_LATER)
             except Exception:
                 await self._lost_history(sub)
             finally:

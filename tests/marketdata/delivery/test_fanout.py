@@ -422,6 +422,31 @@ async def test_after_a_lost_redis_connection_the_hub_resubscribes_and_sockets_ca
 
 
 @pytest.mark.redis
+async def test_a_catch_up_whose_history_read_fails_on_a_redis_error_closes_the_socket_with_1013(
+    instruments: Any, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As under a request: the client tries again on a new socket (and subscribes from a snapshot). Seen with two Redis
+    servers, one restarted: the history read used a connection the restart had broken, and nothing else closed the
+    socket; the channel was unsubscribed with `server_error` instead, and its prices stopped."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    hub = streams.market_hub()
+    feed = Feed()
+    async with connect() as ws:
+        await ws.subscribe("ticker:BTC-USD")
+        await feed.publish(feed.tick("BTC-USD", "1"))
+        assert (await ws.recv(timeout=5))["seq"] == 1
+        store = type(market_store())
+
+        async def broken(self: Any, channel: str, *, epoch: str, seq: int) -> Any:
+            raise RedisConnectionError("Connection closed by server.")
+
+        monkeypatch.setattr(store, "since", broken)
+        await redis.client_kill_filter(_id=hub.connection_id)  # the hub reconnects and tells the socket to catch up
+        assert await ws.closed_with(timeout=10) == 1013
+
+
+@pytest.mark.redis
 async def test_a_burst_of_requests_past_the_redis_pool_waits_instead_of_failing(redis_layer: dict[str, Any]) -> None:
     # A restarted server: every client reconnects and subscribes at once, each reading a snapshot.
     store = market_store()
