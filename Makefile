@@ -86,6 +86,12 @@ bench: bench-fanout bench-replay bench-alerts
 bench-fanout: $(VENV)/.bench-deps
 	$(PY) bench/fanout.py $(FANOUT_ARGS)
 
+## The soak: nginx, 3 daphne processes, 2 feed workers, Redis, PostgreSQL and 550 clients while faults are injected in
+## turn (about 10 minutes; writes bench/results/soak.*). Run it alone on the machine. make test runs its short variant.
+.PHONY: soak
+soak: $(VENV)/.bench-deps nginx
+	$(PY) bench/soak.py $(SOAK_ARGS)
+
 # Browser tests drive Debian's chromium, never a downloaded browser build.
 chromium:
 	@if [ -x /usr/bin/chromium ]; then :; \

@@ -15,7 +15,9 @@ a local copy of each book, applies every book update and checks the server's che
 on a mismatch it subscribes to the channel again for a fresh snapshot. When the
 connection drops it reconnects with exponential backoff and full jitter, and resumes every
 channel from where it was: each one is either `recovered` (the missed updates are replayed)
-or gets a fresh snapshot. Ctrl-C (or --duration) stops it cleanly with a summary line.
+or gets a fresh snapshot. A `server_error` (the server failed a request, or dropped a channel whose
+history it lost: "subscribe again") is treated the same way: the bot closes, reconnects after the
+backoff and resumes every channel, so no channel is left silently unsubscribed. Ctrl-C (or --duration) stops it cleanly with a summary line.
 
 One line per event, its kind first: hello, authenticated, snapshot, update, gap, checksum,
 epoch, resumed, error, disconnected, summary. For example:
@@ -92,6 +94,10 @@ class Book:
 
     def checksum(self) -> int:
         return book_checksum(*self.top(CHECKSUM_LEVELS))
+
+
+class RetryLater(Exception):
+    """The server answered `server_error`: reconnect after the backoff, then resume everything."""
 
 
 Verdict = Literal["next", "stale", "gap"]
@@ -197,6 +203,10 @@ class Client:
             return self.on_heartbeat(frame)
         if kind == "error":
             self.say(f"error {frame['code']}: {frame['message']}")
+            if frame["code"] == "server_error":
+                # The request was undone, or a channel was unsubscribed (its history failed): retry the whole
+                # connection after the backoff rather than at once against a server that just failed.
+                raise RetryLater(frame["message"])
         return []  # ack (the snapshot that follows restates it), unsubscribed, pong
 
     def on_snapshot(self, frame: Frame) -> list[Frame]:
@@ -326,6 +336,8 @@ async def run(client: Client, url: str, stop: asyncio.Event) -> int:
                 client.say(f"disconnected (code {code}): {FATAL_CLOSES[code]}; giving up")
                 return 2
             reason = f"code {code}"
+        except RetryLater as exc:
+            reason = f"server_error: {exc}"
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             if isinstance(exc, InvalidURI):
                 raise

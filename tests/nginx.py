@@ -34,7 +34,7 @@ pid {dir}/nginx.pid;
 error_log {dir}/error.log notice;
 {user}
 events {{
-    worker_connections 512;
+    worker_connections {worker_connections};
 }}
 http {{
     access_log {dir}/access.log;
@@ -117,8 +117,9 @@ def render(text: str, *, upstreams: list[int], http_port: int, https_port: int, 
 class Nginx:
     """nginx in front of daphne processes on `upstreams`; `https_url` and `http_url` once started."""
 
-    def __init__(self, *, upstreams: list[int], static_root: Path, workdir: Path) -> None:
+    def __init__(self, *, upstreams: list[int], static_root: Path, workdir: Path, worker_connections: int = 512) -> None:
         self.upstreams = upstreams
+        self.worker_connections = worker_connections  # each proxied socket takes two: the client's and daphne's
         self.static_root = static_root
         self.dir = workdir
         self.http_port = free_port()
@@ -158,7 +159,7 @@ class Nginx:
         # As root, nginx's workers would switch to `nobody`, who may not read the test's files: stay who we are.
         user = f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
         main = self.dir / "nginx.conf"
-        main.write_text(MAIN.format(dir=self.dir, user=user))
+        main.write_text(MAIN.format(dir=self.dir, user=user, worker_connections=self.worker_connections))
         return main
 
     def start(self, timeout: float = 15) -> None:

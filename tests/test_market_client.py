@@ -148,6 +148,21 @@ def test_hello_auth_then_after_a_reconnect_resume_what_is_known_and_subscribe_th
     assert any(line.startswith("resumed ticker:X snapshot") for line in lines)
 
 
+def test_a_server_error_makes_the_bot_reconnect_and_resume_every_channel() -> None:
+    # Also the one without an id: "'ticker:X' lost its history and was unsubscribed; subscribe again."
+    bot, lines = client("ticker:X", "trades:X")
+    bot.handle(HELLO)
+    bot.handle(snapshot("ticker:X", 7, TICKER))
+    bot.handle(snapshot("trades:X", 3, {"trades": []}))
+    with pytest.raises(mc.RetryLater):
+        bot.handle({"type": "error", "code": "server_error", "message": "'ticker:X' lost its history and was unsubscribed"})
+    assert any(line.startswith("error server_error") for line in lines)
+    bot.disconnected()
+    [resume] = bot.handle(HELLO)
+    assert resume["op"] == "resume" and set(resume["channels"]) == {"ticker:X", "trades:X"}
+    assert bot.handle({"type": "error", "code": "unknown_channel", "message": "no"}) == []  # the client's own mistake: no retry
+
+
 # ---------------------------------------------------------------- books
 
 
