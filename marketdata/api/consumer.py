@@ -653,7 +653,7 @@ class MarketConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
         log.exception("resync of %s on %s", sub.name, self.connection_id)
         if self.session.subs.get(sub.name) is sub:
             await self._uninstall([sub])
-            self.session.error("server_error", f"{sub.name!r} lost its history and was unsubscribed; subscribe again.")
+            self.session.error("server_error", f"{sub.name!r} lost its history and was unsubscribed; subscribe again.", channel=sub.name)
 
     async def _fill(self, sub: MarketSub) -> bool:
         """One try at what follows the client's state: the missed messages, else a snapshot past it. False: the channel is gone."""

@@ -203,10 +203,13 @@ class Session:
         if not self.closed:
             self._out(encode_frame(frame))
 
-    def error(self, code: str, message: str, request_id: int | str | None = None) -> None:
+    def error(self, code: str, message: str, request_id: int | str | None = None, *, channel: str | None = None) -> None:
+        """An `error` frame: about a request (`request_id`), a channel the server dropped (`channel`), or the socket."""
         frame: Frame = {"type": "error", "code": code, "message": message}
         if request_id is not None:
             frame["id"] = request_id
+        if channel is not None:
+            frame["ch"] = channel
         self.send(frame)
 
     def reply(self, request: Request, frame: Frame) -> None:

@@ -422,6 +422,29 @@ async def test_a_gap_neither_live_nor_the_history_can_fill_is_never_crossed_sile
         assert ((await ws.recv())["type"], await ws.nothing()) == ("update", True)
 
 
+async def test_a_channel_whose_catch_up_fails_is_dropped_with_an_error_that_names_it(
+    instruments: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not an outage (that closes the socket, 1013) but a bug or a corrupt history entry: the channel is unsubscribed,
+    and the error says which one, so a client with several channels knows what to subscribe again."""
+
+    async def broken(self: Any, sub: Any) -> None:
+        raise ValueError("a corrupt history entry")
+
+    monkeypatch.setattr(MarketConsumer, "_resync", broken)
+    feed = Feed()
+    async with connect() as ws:
+        await ws.subscribe("ticker:BTC-USD")
+        await feed.publish(feed.tick("BTC-USD", "1"))
+        assert (await ws.recv())["seq"] == 1
+        feed.tick("BTC-USD", "2")  # lost: the next one is a gap, and its catch-up fails
+        await feed.publish(feed.tick("BTC-USD", "3"))
+        error = await ws.recv()
+        assert (error["type"], error["code"], error.get("ch")) == ("error", "server_error", "ticker:BTC-USD")
+        await feed.publish(feed.tick("BTC-USD", "4"))
+        assert await ws.nothing()  # unsubscribed: nothing more on it
+
+
 async def test_symbols_are_read_once_on_connect_and_never_per_subscribe(instruments: Any) -> None:
     with count_queries() as queries:
         async with connect() as ws:
