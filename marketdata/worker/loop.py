@@ -407,6 +407,9 @@ class Worker:
                 pass
             try:
                 await self._renew_leases()
+                if not self._held:
+                    # Nothing held, so nothing published that would notice Redis back (`_redis_back`): this renewal did.
+                    self.redis_outage.recovered()
             except REDIS_DOWN as exc:
                 leases.ends.clear()  # stale: tried again at the next renewal, not at once
                 # Logged once per outage; the publishing side notices Redis back and renews before it publishes.

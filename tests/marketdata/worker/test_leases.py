@@ -206,6 +206,25 @@ async def test_a_standby_takes_over_when_the_holders_lease_ends_not_a_renewal_pe
         await running
 
 
+async def test_a_standby_holding_nothing_reports_redis_back_at_its_next_renewal(redis_layer: Any) -> None:
+    """It publishes nothing, so only its lease renewals talk to Redis: the first that succeeds ends the outage (the
+    soak saw "Redis is back after 50.2 s" from a standby, for a Redis back within 0.3 s, at its first later write)."""
+    holder = leases("holder", ttl=30)
+    await holder.acquire(["BTC-USD"])
+    standby = worker(Ticking(10_000), leases("standby", ttl=0.6), standby=True)
+    stop = asyncio.Event()
+    running = asyncio.create_task(standby.run(stop))
+    try:
+        await until(lambda: standby.stats.not_held["BTC-USD"] > 0, what="the standby skipping BTC-USD")
+        standby.redis_outage.failed(ConnectionError("Redis restarted"), what="renewing the leases of 0 symbols")
+        await until(lambda: not standby.redis_outage.down, timeout=2, what="the standby's outage ended by a renewal")
+        assert standby.redis_outage.last_seconds < 1
+        assert standby.stats.market_messages == 0  # still standing by
+    finally:
+        stop.set()
+        await running
+
+
 async def test_a_takeover_starts_an_epoch_above_the_one_published_whatever_the_clocks(redis_layer: Any) -> None:
     """The holder ran on a machine whose clock is ahead: the standby's new epoch still sorts after its epoch."""
     holder = leases("holder on a fast clock", ttl=1)
