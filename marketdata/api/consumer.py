@@ -71,7 +71,7 @@ from marketdata.delivery import history, outbox, streams
 from marketdata.delivery.connections import connections
 from marketdata.delivery.fanout import Update, encode_frame
 from marketdata.delivery.history import market_store
-from marketdata.delivery.outage import OUTAGE, ClosesOnOutage
+from marketdata.delivery.outage import OUTAGE, ClosesOnOutage, clean_up_failed
 from marketdata.models import Instrument
 from marketdata.worker.outage import DATABASE_DOWN
 from portfolio.consumers import LivePortfolios, ticker_channels
@@ -216,12 +216,16 @@ class MarketConsumer(ClosesOnOutage, AsyncWebsocketConsumer):
             return
         try:
             await self._sync_groups()
-        except Exception:  # a lost channel layer must not stop the rest of the clean-up
+        except OUTAGE as exc:  # a lost channel layer must not stop the rest of the clean-up
+            clean_up_failed(f"leaving the groups of {self.channel_name}", exc)
+        except Exception:
             log.exception("leaving the groups of %s", self.channel_name)
         if self._counted and self.session.user is not None:
             try:
                 await connections().remove(self.session.user.pk, self.connection_id)
                 self._counted = False
+            except OUTAGE as exc:
+                clean_up_failed(f"uncounting connection {self.connection_id}", exc)
             except Exception:
                 log.exception("uncounting connection %s", self.connection_id)
 

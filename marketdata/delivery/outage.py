@@ -65,6 +65,30 @@ def _note(path: str, exc: BaseException) -> None:
         _Closes.logged_at, _Closes.unlogged = now, 0
 
 
+class _CleanUps:
+    """Clean-up steps that failed on an outage, for a log line at most every LOG_EVERY_SECONDS (not one per socket)."""
+
+    logged_at = float("-inf")
+    unlogged = 0
+
+
+def clean_up_failed(what: str, exc: BaseException) -> None:
+    """A step of a closing socket's clean-up that needs Redis or the database (uncounting it, leaving its groups) failed
+    on an outage: counted, and one warning at most every LOG_EVERY_SECONDS. What it left behind expires on its own."""
+    (metrics.DATABASE_ERRORS if isinstance(exc, DATABASE_DOWN) else metrics.REDIS_ERRORS).labels("web").inc()
+    _CleanUps.unlogged += 1
+    now = time.monotonic()
+    if now - _CleanUps.logged_at >= LOG_EVERY_SECONDS:
+        log.warning(
+            "%s: %s: %s (%d clean-up(s) failed so since the last line; their entries expire)",
+            what,
+            type(exc).__name__,
+            exc,
+            _CleanUps.unlogged,
+        )
+        _CleanUps.logged_at, _CleanUps.unlogged = now, 0
+
+
 def closed_on_outage() -> int:
     """Sockets this process closed with 1013 so far."""
     return _Closes.count

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -443,6 +444,36 @@ async def test_a_channel_whose_catch_up_fails_is_dropped_with_an_error_that_name
         assert (error["type"], error["code"], error.get("ch")) == ("error", "server_error", "ticker:BTC-USD")
         await feed.publish(feed.tick("BTC-USD", "4"))
         assert await ws.nothing()  # unsubscribed: nothing more on it
+
+
+async def test_clean_ups_that_fail_on_a_redis_outage_are_one_warning_not_a_traceback_per_socket(
+    alice: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Uncounting a connection needs Redis: during an outage every closing socket fails it (the soak saw ~250
+    tracebacks per Redis restart). The entry expires on its own; the process says so once, not once per socket."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from marketdata.api import consumer
+
+    registry = consumer.connections()
+
+    class Down:
+        async def add(self, *args: Any) -> int:
+            return await registry.add(*args)
+
+        async def renew(self, *args: Any) -> None:
+            await registry.renew(*args)
+
+        async def remove(self, *args: Any) -> None:
+            raise RedisConnectionError("Connection refused")
+
+    monkeypatch.setattr(consumer, "connections", Down)
+    with caplog.at_level(logging.WARNING, logger="marketdata"):
+        for _ in range(3):
+            async with connect(alice):
+                pass
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], caplog.text
+    assert len([r for r in caplog.records if "uncounting" in r.getMessage()]) <= 1, caplog.text
 
 
 async def test_symbols_are_read_once_on_connect_and_never_per_subscribe(instruments: Any) -> None:
