@@ -476,11 +476,12 @@ async def test_symbols_split_across_two_active_workers_with_one_standby_for_both
             await until(lambda: all(standby.standing_by(s) for s in SYMBOLS), STARTUP, "the standby standing by for every symbol")
             since = time.monotonic()
             await until(lambda: all(len(heard.of(s, since=since)) >= 10 for s in SYMBOLS), 20, "payloads of every symbol")
-            owners = {first.epoch: mine, second.epoch: theirs}
+            # By worker, not by epoch: two workers started in the same millisecond have the same one (each epoch is per symbol).
+            owner = {symbol: first for symbol in mine} | {symbol: second for symbol in theirs}
             tokens = {}
             for symbol in SYMBOLS:  # one producer per symbol: one token and the epoch of the worker it was given to
                 payloads = heard.of(symbol)
-                assert {p.epochs for p in payloads} == {frozenset({epoch}) for epoch, symbols in owners.items() if symbol in symbols}
+                assert {p.epochs for p in payloads} == {frozenset({owner[symbol].epoch})}
                 [tokens[symbol]] = {p.fence for p in payloads}
             for feeder in (first, second):
                 assert not any(feeder.standing_by(s) for s in SYMBOLS), feeder.text()
